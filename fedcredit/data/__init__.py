@@ -1,0 +1,1 @@
+"""Node data: role schemas, USCC codes, synthetic SME data, reading, writing and validation."""
