@@ -6,14 +6,15 @@ the command exits with status 1.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,14 +25,28 @@ from fedcredit.data.summary import common_ids, default_rate_on, node_figures, ov
 from fedcredit.data.validate import load_node, validate_file
 from fedcredit.errors import FedCreditError
 
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _UserErrors(TyperGroup):
+    """Shows a FedCreditError as one red line on stderr and exits 1: users see no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FedCreditError as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=_UserErrors,
     help="fedcredit: federated credit modeling for SMEs across tax, utilities and bank nodes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _progress() -> Progress:
@@ -143,24 +158,8 @@ def _demo(out: Path, rows: int, seed: int) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning FedCreditError into a one-line message and exit 1."""
-    try:
-        app(standalone_mode=False)
-    except FedCreditError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Console-script entry point."""
+    app()
 
 
 if __name__ == "__main__":

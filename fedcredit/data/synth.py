@@ -115,7 +115,7 @@ class _World:
         stop_event = rng.random(n) < _sigmoid(-3.2 - 1.4 * momentum)
         revenue = np.exp(_LOG_REVENUE[industry] + 0.85 * size + 0.1 * health + 0.25 * rng.standard_normal(n))
         growth = np.clip(0.04 + 0.14 * health + 0.10 * momentum + 0.12 * rng.standard_normal(n), -0.9, 3.0)
-        growth = np.where(stop_event, growth - 0.25, growth)
+        growth = np.clip(np.where(stop_event, growth - 0.25, growth), -0.95, 3.0)
         # Default within 12 months: every trait matters, distress compounds
         # (interactions), and thresholds make it non-linear.
         logit = (
@@ -139,7 +139,7 @@ def _tax_table(w: _World, rng: np.random.Generator) -> pa.Table:
     n = len(w.ids)
     noise = lambda s=1.0: s * rng.standard_normal(n)  # noqa: E731
     revenue = w.revenue * np.exp(noise(0.05))
-    growth = np.where(w.age < 2.0, np.nan, np.round(w.growth + noise(0.03), 4))
+    growth = np.where(w.age < 2.0, np.nan, np.round(np.clip(w.growth + noise(0.03), -0.95, 3.0), 4))
     vat = revenue * _VAT_RATIO[w.industry] * np.exp(noise(0.25))
     margin = np.clip(0.05 + 0.035 * w.health + noise(0.03), 0.0, None)
     income_rate = np.where(revenue < 3e6, 0.05, 0.25)

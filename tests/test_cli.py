@@ -1,0 +1,89 @@
+"""The command line through typer's test runner: outputs, files and exit codes."""
+
+import pyarrow as pa
+from typer.testing import CliRunner
+
+from fedcredit.cli import app
+from fedcredit.data.io import read_table, write_table
+
+runner = CliRunner()
+
+
+def test_synth_writes_three_nodes(tmp_path):
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--rows", "500", "--seed", "3", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.csv", "tax.csv", "utilities.csv"]
+    assert "500 enterprises" in result.output
+    bank = read_table(tmp_path / "bank.csv", text_columns=["uscc"])
+    assert 440 < bank.num_rows < 500 and "default_12m" in bank.column_names
+
+
+def test_synth_is_deterministic(tmp_path):
+    for d in ("a", "b"):
+        assert runner.invoke(app, ["synth", "--out", str(tmp_path / d), "--rows", "300", "--seed", "9"]).exit_code == 0
+    for role in ("bank", "tax", "utilities"):
+        assert read_table(tmp_path / "a" / f"{role}.parquet").equals(read_table(tmp_path / "b" / f"{role}.parquet"))
+
+
+def test_synth_bad_format_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--rows", "100", "--format", "xlsx"])
+    assert result.exit_code == 1
+    assert "--format must be parquet or csv" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_validate_ok(parquet_dir):
+    result = runner.invoke(app, ["validate", "--role", "tax", str(parquet_dir / "tax.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "valid tax data" in result.output
+
+
+def test_validate_reports_every_problem_and_exits_nonzero(tables, tmp_path):
+    bank = tables["bank"].slice(0, 100)
+    ids = bank.column("uscc").to_pylist()
+    ids[3] = ids[0]
+    bank = bank.set_column(0, "uscc", pa.array(ids)).drop_columns(["default_12m"])
+    path = write_table(bank, tmp_path / "bank.csv")
+    result = runner.invoke(app, ["validate", "--role", "bank", str(path)])
+    assert result.exit_code == 1
+    assert "2 problem(s)" in result.output
+    assert "column 'default_12m': label column is missing" in result.output
+    assert "duplicate IDs" in result.output and "1 (line 2), 4 (line 5)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_missing_file(tmp_path):
+    result = runner.invoke(app, ["validate", "--role", "bank", str(tmp_path / "bank.parquet")])
+    assert result.exit_code == 1 and "file not found" in result.output
+
+
+def test_validate_unknown_role_and_extra_columns(parquet_dir, tmp_path):
+    result = runner.invoke(app, ["validate", "--role", "court", str(parquet_dir / "tax.parquet")])
+    assert result.exit_code == 1 and "unknown role 'court'" in result.output and "Traceback" not in result.output
+    tax = read_table(parquet_dir / "tax.parquet").append_column("patents", pa.array([1] * 10 + [0] * (read_table(parquet_dir / "tax.parquet").num_rows - 10)))
+    path = write_table(tax, tmp_path / "tax.parquet")
+    assert runner.invoke(app, ["validate", "--role", "tax", str(path)]).exit_code == 1
+    result = runner.invoke(app, ["validate", "--role", "tax", "--extra", "patents:int", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_demo_summarizes_without_pretending_to_train(tmp_path):
+    result = runner.invoke(app, ["demo", "--rows", "3000", "--seed", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for role in ("bank", "tax", "utilities"):
+        assert f"valid {role} data" in out
+    assert "bank ∩ tax ∩ utilities" in out and "default rate" in out.lower()
+    assert "not part of this version" in out
+    assert "AUC" not in out and "trained" not in out.lower()
+
+
+def test_demo_default_uses_a_temporary_directory():
+    result = runner.invoke(app, ["demo", "--rows", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "temporary" in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "fedcredit" in result.output
