@@ -1,0 +1,28 @@
+"""The documents that users read first stay true to the code."""
+
+import re
+from pathlib import Path
+
+from fedcredit.data.schema import SCHEMAS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_declared_column_is_documented():
+    text = (ROOT / "docs" / "data.md").read_text()
+    for role, schema in SCHEMAS.items():
+        assert f"### `{role}`" in text
+        for col in schema.columns:
+            assert f"| `{col.name}` |" in text, f"{role}.{col.name} missing from docs/data.md"
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```(?:bash)?\n(.*?)```", readme, re.S)
+    assert block and readme.index("```") < 40, "README must open with the command block"
+    commands = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert commands[0].rstrip().endswith("fedcredit demo")
+    assert "pytest" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci.splitlines()
