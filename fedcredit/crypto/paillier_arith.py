@@ -1,0 +1,169 @@
+"""Raw Paillier arithmetic on gmpy2 integers: the only module that touches gmpy2.
+
+Everything here works on lists of ciphertext integers under one public key; bounds,
+scales and key checks live in ``vector.py``. The encryption path follows
+Damgård-Jurik-Nielsen: ``g = n + 1`` so ``g^m = 1 + m*n (mod n^2)``, and the random
+factor ``r^n`` is replaced by ``h_s^a`` with ``h_s = (-x^2)^n mod n^2`` fixed per
+instance and a short random exponent ``a`` (see docs/crypto.md, "Randomness"). A
+fixed-base table makes ``h_s^a`` cost one modular multiplication per 8-bit window.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gmpy2
+from gmpy2 import mpz
+
+WINDOW_BITS = 8
+DEFAULT_EXPONENT_BITS = 256
+
+
+def to_mpz(values) -> list:
+    """Convert Python ints to gmpy2 integers."""
+    return [mpz(v) for v in values]
+
+
+class FixedBaseTable:
+    """Powers ``base^(j * 2^(8i))`` so that ``base^a`` costs one mulmod per byte of ``a``."""
+
+    def __init__(self, base, modulus, exponent_bits: int) -> None:
+        if exponent_bits % WINDOW_BITS:
+            raise ValueError(f"exponent_bits must be a multiple of {WINDOW_BITS}, got {exponent_bits}")
+        self.modulus = modulus
+        self.n_windows = exponent_bits // WINDOW_BITS
+        rows = []
+        step = mpz(base) % modulus
+        for _ in range(self.n_windows):
+            row = [mpz(1), step]
+            for _ in range((1 << WINDOW_BITS) - 2):
+                row.append(row[-1] * step % modulus)
+            rows.append(row)
+            step = row[-1] * step % modulus
+        self.rows = rows
+
+    def power(self, exponent_bytes: bytes):
+        """``base^a`` where ``a`` is the little-endian integer of ``exponent_bytes``."""
+        rows, m = self.rows, self.modulus
+        acc = rows[0][exponent_bytes[0]]
+        for i in range(1, self.n_windows):
+            acc = acc * rows[i][exponent_bytes[i]] % m
+        return acc
+
+
+class PaillierGroup:
+    """Multiplicative group mod n^2 seen as an additive group of plaintexts."""
+
+    def __init__(self, n) -> None:
+        self.n = mpz(n)
+        self.n2 = self.n * self.n
+        self.one = mpz(1)
+
+    def mul(self, a, b):
+        """Homomorphic addition of two ciphertexts."""
+        return a * b % self.n2
+
+    def inv(self, a):
+        """Homomorphic negation."""
+        return gmpy2.invert(a, self.n2)
+
+    def pow2k(self, a, k: int):
+        """Homomorphic multiplication by 2^k."""
+        return gmpy2.powmod(a, 1 << k, self.n2)
+
+    def add_vec(self, a: list, b: list) -> list:
+        n2 = self.n2
+        return [x * y % n2 for x, y in zip(a, b)]
+
+    def plain(self, m: int):
+        """Deterministic encoding ``g^m = 1 + m*n`` (a valid but non-random ciphertext)."""
+        return (1 + mpz(m) * self.n) % self.n2
+
+    def add_plain_vec(self, a: list, ints: list) -> list:
+        n, n2 = self.n, self.n2
+        return [c * (1 + mpz(m) * n) % n2 for c, m in zip(a, ints)]
+
+    def mul_scalar_vec(self, a: list, ints: list) -> list:
+        n2 = self.n2
+        return [gmpy2.powmod(c, s, n2) for c, s in zip(a, ints)]
+
+    def is_valid(self, c) -> bool:
+        return 0 < c < self.n2
+
+    @staticmethod
+    def parse(value: int):
+        """A ciphertext integer in this backend's representation."""
+        return mpz(value)
+
+
+class PaillierArith(PaillierGroup):
+    """Encryption under a public key with DJN randomness and a fixed-base table."""
+
+    backend = "paillier"
+
+    def __init__(self, n, h_s=None, exponent_bits: int = DEFAULT_EXPONENT_BITS) -> None:
+        super().__init__(n)
+        if h_s is None:
+            x = mpz(int.from_bytes(os.urandom(self.n.bit_length() // 8 + 16), "big")) % self.n
+            h_s = gmpy2.powmod(-(x * x) % self.n, self.n, self.n2)
+        self.h_s = mpz(h_s)
+        self.exponent_bits = exponent_bits
+        self._table = None
+
+    def spec(self) -> tuple:
+        """Picklable description from which a worker process rebuilds this object."""
+        return ("paillier", int(self.n), int(self.h_s), self.exponent_bits)
+
+    @property
+    def table(self) -> FixedBaseTable:
+        if self._table is None:
+            self._table = FixedBaseTable(self.h_s, self.n2, self.exponent_bits)
+        return self._table
+
+    def random_factors(self, count: int) -> list:
+        """``count`` fresh values ``h_s^a`` with ``a`` uniform of ``exponent_bits`` bits."""
+        width = self.exponent_bits // 8
+        noise = os.urandom(width * count)
+        power = self.table.power
+        return [power(noise[i : i + width]) for i in range(0, width * count, width)]
+
+    def encrypt(self, ints: list) -> list:
+        n, n2 = self.n, self.n2
+        return [(1 + mpz(m) * n) * r % n2 for m, r in zip(ints, self.random_factors(len(ints)))]
+
+    def rerandomize(self, cts: list) -> list:
+        n2 = self.n2
+        return [c * r % n2 for c, r in zip(cts, self.random_factors(len(cts)))]
+
+
+class PaillierDecryptor:
+    """CRT decryption (mod p^2 and q^2, as phe does) returning signed ints in [-(n-1)/2, (n-1)/2]."""
+
+    backend = "paillier"
+
+    def __init__(self, n, p, q) -> None:
+        p, q = (mpz(p), mpz(q)) if p < q else (mpz(q), mpz(p))
+        self.n, self.p, self.q = mpz(n), p, q
+        self.p2, self.q2 = p * p, q * q
+        self.half = (self.n - 1) // 2
+        self.p_inv = gmpy2.invert(p, q)
+        self.hp = self._h(p, self.p2)
+        self.hq = self._h(q, self.q2)
+
+    def _h(self, x, x2):
+        g_pow = gmpy2.powmod(self.n + 1, x - 1, x2)
+        return gmpy2.invert((g_pow - 1) // x, x)
+
+    def spec(self) -> tuple:
+        return ("paillier-private", int(self.n), int(self.p), int(self.q))
+
+    def decrypt(self, cts: list) -> list[int]:
+        p, q, p2, q2, hp, hq = self.p, self.q, self.p2, self.q2, self.hp, self.hq
+        pm1, qm1, p_inv, n, half = p - 1, q - 1, self.p_inv, self.n, self.half
+        out = []
+        for c in cts:
+            mp = (gmpy2.powmod(c, pm1, p2) - 1) // p * hp % p
+            mq = (gmpy2.powmod(c, qm1, q2) - 1) // q * hq % q
+            m = mp + (mq - mp) * p_inv % q * p
+            out.append(int(m - n) if m > half else int(m))
+        return out
