@@ -16,7 +16,9 @@ from fedcredit.crypto.errors import (
     SerializationError,
     SignatureError,
 )
+from fedcredit.crypto.envelope import Mailbox, Opened, Outbox, ReplayGuard, seal
 from fedcredit.crypto.fixedpoint import FixedPoint
+from fedcredit.crypto.identity import Identity, PublicIdentity
 from fedcredit.crypto.keys import PaillierKeypair, PaillierPublicKey, generate_keypair
 from fedcredit.crypto.packing import PackedVector, Packer
 from fedcredit.crypto.parallel import WorkerPool, configure as configure_workers, shutdown as shutdown_workers
@@ -26,6 +28,7 @@ __all__ = [
     "BACKENDS", "Backend", "get_backend",
     "CapacityError", "CryptoError", "EnvelopeError", "KeyFileError", "KeyMismatchError",
     "MockBackendRefused", "ReplayError", "SerializationError", "SignatureError",
+    "Mailbox", "Opened", "Outbox", "ReplayGuard", "seal", "Identity", "PublicIdentity",
     "FixedPoint", "PaillierKeypair", "PaillierPublicKey", "generate_keypair",
     "PackedVector", "Packer", "WorkerPool", "configure_workers", "shutdown_workers", "EncryptedVector",
 ]
