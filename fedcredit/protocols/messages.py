@@ -1,0 +1,103 @@
+"""The one message type every protocol exchanges, and its strict byte codec.
+
+A message has a small JSON header (kind, sender, receiver, run id, step, metadata)
+and an opaque payload (ciphertexts, blinded points, or a sealed envelope). The
+codec rejects anything that is not exactly a well-formed message.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+from fedcredit.protocols.errors import ProtocolError
+
+COORDINATOR = "coordinator"
+MAGIC = b"FCM1"
+MAX_HEADER = 1 << 16
+_HEADER_FIELDS = {"kind": str, "sender": str, "receiver": str, "run_id": str, "step": int, "meta": dict, "sealed": bool}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A protocol message from ``sender`` to ``receiver`` (role names or "coordinator")."""
+
+    kind: str
+    sender: str
+    receiver: str
+    run_id: str
+    step: int
+    meta: dict = field(default_factory=dict)
+    payload: bytes = b""
+    sealed: bool = False  # payload is an envelope only ``receiver`` can open
+
+    @property
+    def relayed(self) -> bool:
+        """True for node-to-node messages, which the coordinator forwards without reading."""
+        return COORDINATOR not in (self.sender, self.receiver)
+
+    def describe(self) -> str:
+        return f"{self.kind} #{self.step} from {self.sender} to {self.receiver} (run {self.run_id})"
+
+    def header(self) -> dict:
+        return {k: getattr(self, k) for k in _HEADER_FIELDS}
+
+    def to_bytes(self) -> bytes:
+        head = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return MAGIC + struct.pack(">I", len(head)) + head + bytes(self.payload)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Message":
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ProtocolError(f"message: expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < 8 or data[:4] != MAGIC:
+            raise ProtocolError("message: not a fedcredit message (bad magic or too short)")
+        (size,) = struct.unpack(">I", data[4:8])
+        if size > MAX_HEADER or 8 + size > len(data):
+            raise ProtocolError(f"message: header length {size} does not fit the {len(data)}-byte message")
+        try:
+            head = json.loads(data[8 : 8 + size].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"message: header is not valid JSON ({exc})") from None
+        return cls(**check_header(head), payload=data[8 + size :])
+
+
+def check_header(head) -> dict:
+    """The header's fields if they are exactly the expected ones with the expected types."""
+    if not isinstance(head, dict) or set(head) != set(_HEADER_FIELDS):
+        got = sorted(head) if isinstance(head, dict) else type(head).__name__
+        raise ProtocolError(f"message: header fields {got}, expected {sorted(_HEADER_FIELDS)}")
+    for name, kind in _HEADER_FIELDS.items():
+        value = head[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ProtocolError(f"message: header field {name!r} must be {kind.__name__}, got {value!r}")
+    return head
+
+
+def expect(msg: Message, kinds, *, receiver: str | None = None, sender: str | None = None, run_id: str | None = None) -> Message:
+    """``msg`` if it is one of ``kinds`` and is routed as expected; otherwise a ProtocolError."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if msg.kind not in kinds:
+        raise ProtocolError(f"unexpected {msg.describe()}; expected {' or '.join(kinds)}")
+    for name, want in (("receiver", receiver), ("sender", sender), ("run_id", run_id)):
+        if want is not None and getattr(msg, name) != want:
+            raise ProtocolError(f"{msg.describe()}: {name} is {getattr(msg, name)!r}, expected {want!r}")
+    return msg
+
+
+def meta_int(msg: Message, name: str, minimum: int = 0) -> int:
+    """An integer metadata field, checked; malformed metadata is rejected."""
+    value = msg.meta.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ProtocolError(f"{msg.describe()}: meta field {name!r} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def meta_str(msg: Message, name: str, allowed=None) -> str:
+    value = msg.meta.get(name)
+    if not isinstance(value, str) or (allowed is not None and value not in allowed):
+        want = f"one of {sorted(allowed)}" if allowed is not None else "a string"
+        raise ProtocolError(f"{msg.describe()}: meta field {name!r} must be {want}, got {value!r}")
+    return value
