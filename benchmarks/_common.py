@@ -28,10 +28,10 @@ def machine() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process and its finished children, MiB."""
+    """Peak resident memory of this process plus the largest finished child, MiB (an upper bound)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0
+    return (own + kids) / 1024.0
 
 
 def emit(figures: dict, path: Path | None) -> None:

@@ -26,3 +26,19 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
     assert "pytest" in commands[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()
+
+
+def test_every_protocol_message_kind_has_a_leakage_row():
+    import importlib
+    import pkgutil
+
+    import fedcredit.protocols as protocols
+
+    text = (ROOT / "docs" / "leakage.md").read_text()
+    kinds = set()
+    for info in pkgutil.iter_modules(protocols.__path__):
+        module = importlib.import_module(f"fedcredit.protocols.{info.name}")
+        kinds |= set(getattr(module, "KINDS", ()))
+    assert "psi.blind" in kinds
+    missing = [k for k in sorted(kinds) if f"| `{k}`" not in text]
+    assert not missing, f"docs/leakage.md lacks rows for {missing}"
