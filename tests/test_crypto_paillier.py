@@ -251,3 +251,14 @@ def test_phe_interop_rejects_foreign_key(kp):
     other = paillier.generate_paillier_keypair(n_length=512)[0]
     with pytest.raises(KeyMismatchError):
         EncryptedVector.from_phe(kp.public_key, [other.encrypt(1)], bound=1)
+
+
+def test_empty_bins_and_zero_columns_are_fresh_encryptions(kp):
+    pk = kp.public_key
+    v = pk.encrypt(np.array([1.0, 2.0, 3.0]))
+    g = v.grouped_sum(np.array([0, 0, 2]), n_bins=4)
+    r = v.dot(np.zeros((3, 2), dtype=np.int64))
+    assert all(int(c) != 1 for c in g.data + r.data)
+    assert len({int(c) for c in r.data}) == 2
+    np.testing.assert_array_equal(kp.decrypt(g), [[3.0, 0.0, 3.0, 0.0]])
+    np.testing.assert_array_equal(kp.decrypt(r), [0.0, 0.0])

@@ -201,7 +201,7 @@ class EncryptedVector:
         sums = kernels.combine_grouped(group, pool.run(group, "grouped_sum", chunks), skip)
         width = max(nb)
         flat = [v for row in sums for v in row + [group.one] * (width - len(row))]
-        return self._new(flat, bound, shape=(feats, width))
+        return self._new(self._hide_trivial(flat), bound, shape=(feats, width))
 
     def dot(self, X, scale_bits: int = 0, pool=None) -> "EncryptedVector":
         """``X^T [[d]]`` for an integer matrix X (rows x features), via Pippenger multi-exponentiation.
@@ -218,8 +218,17 @@ class EncryptedVector:
         rows = X.shape[0]
         chunks = [(self.data[s], X[s]) for s in split(rows, pool.chunks(2 * rows * X.shape[1]))]
         group = self.key.arith
-        out = kernels.combine_dot(group, pool.run(group, "dot", chunks))
+        out = self._hide_trivial(kernels.combine_dot(group, pool.run(group, "dot", chunks)))
         return self._new(out, bound, self.scale_bits + scale_bits, shape=(X.shape[1],))
+
+    def _hide_trivial(self, cts: list) -> list:
+        """Replace the deterministic zero ``one`` (empty bin, all-zero column) by fresh encryptions of 0,
+        so a result never shows in the clear which of its entries are empty."""
+        one = self.key.arith.one
+        idx = [i for i, c in enumerate(cts) if c == one]
+        for i, c in zip(idx, self.key.arith.encrypt([0] * len(idx))):
+            cts[i] = c
+        return cts
 
     # --- decoding and serialization ------------------------------------------------
     def decode(self, ints: list[int]) -> np.ndarray:
