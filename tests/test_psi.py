@@ -10,9 +10,24 @@ from fedcredit.crypto.errors import CryptoError
 from fedcredit.data import uscc
 from fedcredit.protocols.errors import InputError, ProtocolError
 from fedcredit.protocols.messages import Message
-from fedcredit.protocols.psi import PsiCoordinator, PsiParty, run_in_process
+from fedcredit.crypto.identity import Identity
+from fedcredit.protocols.loop import drive
+from fedcredit.protocols.psi import PsiCoordinator, PsiParty
+from fedcredit.protocols.relay import SealedRelay
 
 POOL = uscc.generate(6000, np.random.default_rng(11))
+
+
+_IDENTITIES = {name: Identity.generate(name) for name in ("bank", "tax", "utilities", "court")}
+
+
+def relays_for(roles):
+    """A sealing endpoint per party, each knowing the others' public identities."""
+    return {r: SealedRelay(_IDENTITIES[r], [_IDENTITIES[p].public for p in roles if p != r]) for r in roles}
+
+
+def run_in_process(coord, parties, tap=None):
+    return drive(coord, parties, relays_for(list(parties)), tap)
 
 
 def _run(sets: dict[str, list[str]], run_id="r1", **kw):
@@ -86,16 +101,10 @@ def test_plain_string_ids():
 
 
 def _capture(sets, run_id="canary"):
-    """Every payload and header that crosses a node boundary during a run."""
+    """Every encoded message that crosses a node boundary during a run."""
     parties = {role: PsiParty(role, ids) for role, ids in sets.items()}
-    coord = PsiCoordinator(run_id, list(sets))
     wire: list[bytes] = []
-    outgoing = coord.start()
-    while outgoing:
-        wire += [m.to_bytes() for m in outgoing]
-        replies = [r for m in outgoing for r in parties[m.receiver].handle(m)]
-        wire += [m.to_bytes() for m in replies]
-        outgoing = coord.advance(replies)
+    run_in_process(PsiCoordinator(run_id, list(sets)), parties, tap=wire.append)
     return wire
 
 
@@ -201,3 +210,56 @@ def test_unsorted_or_foreign_final_list_is_rejected():
     forged = Message(**{**final.__dict__, "payload": bytes(32 * final.meta["n"])})
     with pytest.raises(ProtocolError, match="outside the hosts' common set"):
         coord.advance([forged])
+
+
+def test_parallel_blinding_equals_inline():
+    from fedcredit.crypto.blinding import blind
+    from fedcredit.crypto.parallel import WorkerPool
+
+    points = hash_ids([str(x) for x in POOL[:3000]], b"par")
+    key = BlindingKey()
+    with WorkerPool(2, min_work=1) as pool:
+        assert pool.chunks(10**9) == 2
+        assert blind(key, points, pool) == key.blind(points)
+        sets = {"bank": [str(x) for x in POOL[:500]], "tax": [str(x) for x in POOL[250:800]]}
+        parties = {r: PsiParty(r, v, pool=pool) for r, v in sets.items()}
+        coord = PsiCoordinator("p", list(sets))
+        run_in_process(coord, parties)
+        _check(sets, coord, parties)
+
+
+def test_relayed_sets_are_sealed_from_the_coordinator():
+    rng = np.random.default_rng(3)
+    sets = {"bank": _draw(rng, 200), "tax": _draw(rng, 200), "utilities": _draw(rng, 200)}
+    wire = [Message.from_bytes(b) for b in _capture(sets)]
+    blind = [m for m in wire if m.kind == "psi.blind"]
+    assert blind and all(m.sealed and m.meta == {} for m in blind)
+    # the hosts' fully blinded sets (which the coordinator does see) never appear in a relayed payload
+    full = b"".join(m.payload for m in wire if m.kind == "psi.full")
+    for m in blind:
+        for i in range(0, len(full), 32 * 37):
+            assert full[i:i + 32] not in m.payload
+
+
+def test_coordinator_cannot_alter_or_inject_relayed_messages():
+    roles = ["bank", "tax", "utilities"]
+    relays = relays_for(roles)
+    parties = {r: PsiParty(r, SETS[r]) for r in roles}
+    coord = PsiCoordinator("r", roles)
+    replies = []
+    for m in coord.start():
+        replies += [relays[m.receiver].seal(x) for x in parties[m.receiver].handle(m)]
+    to_tax = next(m for m in replies if m.receiver == "tax")
+    flipped = to_tax.payload[:-1] + bytes([to_tax.payload[-1] ^ 1])
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        relays["tax"].open(Message(**{**to_tax.__dict__, "payload": flipped}))
+    with pytest.raises(ProtocolError, match="expected step"):
+        relays["tax"].open(Message(**{**to_tax.__dict__, "step": 7}))
+    with pytest.raises(ProtocolError, match="must be sealed"):
+        relays["tax"].open(Message("psi.blind", "bank", "tax", "r", 1, {"owner": "bank", "hops": 1, "n": 0}))
+    with pytest.raises(ProtocolError, match="wrong receiver"):
+        relays["utilities"].open(Message(**{**to_tax.__dict__, "receiver": "utilities"}))
+    inner = relays["tax"].open(to_tax)
+    assert inner.kind == "psi.blind" and inner.meta["owner"] == "bank"
+    with pytest.raises(ProtocolError, match="replay"):
+        relays["tax"].open(to_tax)

@@ -42,6 +42,10 @@ def arith_from_spec(spec: tuple):
         return mock_arith.MockArith(spec[1])
     if kind == "mock-private":
         return mock_arith.MockDecryptor(spec[1])
+    if kind == "x25519-blind":
+        from fedcredit.crypto.blinding import BlindingKey
+
+        return BlindingKey(spec[1])
     raise CryptoError(f"unknown arithmetic spec {kind!r}")
 
 

@@ -97,3 +97,20 @@ class BlindingKey:
             except ValueError:
                 raise CryptoError(f"{what}: point {off // POINT_BYTES} has small order; malformed or malicious input") from None
         return bytes(out)
+
+
+# One X25519 multiplication costs about as much as 150 Paillier mulmods: the pool's
+# work estimate is in mulmods.
+_MULMODS_PER_BLIND = 150
+
+
+def blind(key: BlindingKey, points: bytes, pool=None, what: str = "points") -> bytes:
+    """``key.blind(points)``, split over ``pool``'s worker processes when the set is large."""
+    buf = check_points(points, what)
+    n = count(buf)
+    parts = 1 if pool is None else pool.chunks(n * _MULMODS_PER_BLIND)
+    if parts == 1:
+        return key.blind(buf, what)
+    bounds = [n * i // parts * POINT_BYTES for i in range(parts + 1)]
+    chunks = [(buf[bounds[i] : bounds[i + 1]],) for i in range(parts)]
+    return b"".join(pool.run(key, "blind", chunks))

@@ -35,6 +35,7 @@ TASKS = {
     "encrypt": lambda obj, ints: obj.encrypt(ints),
     "rerandomize": lambda obj, cts: obj.rerandomize(cts),
     "decrypt": lambda obj, cts: obj.decrypt(cts),
+    "blind": lambda key, points: key.blind(points),
     "grouped_sum": kernels.grouped_sum_partial,
     "dot": kernels.dot_partial,
     "pack": kernels.pack_groups,

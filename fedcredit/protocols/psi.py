@@ -116,9 +116,7 @@ class PsiParty:
         return [self._send_on(self.role, 1, self._apply_key(points))]
 
     def _apply_key(self, points: bytes) -> bytes:
-        if self._pool is not None:
-            return self._pool.blind(self._key, points)
-        return self._key.blind(points)
+        return blinding.blind(self._key, points, self._pool)
 
     def _send_on(self, owner: str, hops: int, points: bytes) -> Message:
         nxt = self._ring[(self._ring.index(self.role) + 1) % len(self._ring)]
@@ -224,15 +222,14 @@ class PsiCoordinator:
             expect(m, BLIND)
             if m.receiver not in self.ring or m.receiver == m.sender:
                 raise ProtocolError(f"{m.describe()}: not addressed to another party of the ring")
-            if self._round == 1:
-                self.sizes[meta_str(m, "owner", {m.sender})] = meta_int(m, "n")
         return list(by_sender.values())  # forwarded as they are (sealed for their receiver)
 
     def _collect_full(self, replies: list[Message]) -> list[Message]:
         for party, m in self._one_each(replies, self.ring).items():
             expect(m, FULL, receiver=COORDINATOR)
             if party != BANK:
-                self._full[party] = _points(m, self.sizes.get(party))
+                self._full[party] = _points(m)
+                self.sizes[party] = blinding.count(self._full[party])
                 _check_sorted(self._full[party], m.describe())
         hosts = self.ring[1:]
         common = blinding.as_array(self._full[hosts[0]])
@@ -258,14 +255,3 @@ class PsiCoordinator:
                 raise ProtocolError(f"{msg.describe()}: {host} holds a different intersection (size {msg.meta.get('n')}, expected {self.size})")
         self.done = True
         return []
-
-
-def run_in_process(coordinator: PsiCoordinator, parties: dict[str, PsiParty]) -> int:
-    """Drive a PSI to the end in one process; returns the number of sequential rounds."""
-    outgoing = coordinator.start()
-    rounds = 0
-    while outgoing:
-        rounds += 1
-        replies = [reply for msg in outgoing for reply in parties[msg.receiver].handle(Message.from_bytes(msg.to_bytes()))]
-        outgoing = coordinator.advance(replies)
-    return rounds
