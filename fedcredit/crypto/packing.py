@@ -78,10 +78,14 @@ class Packer:
     def encrypt(self, values, scale_bits: int = 16, pool=None) -> "PackedVector":
         """Encode reals, pack them in plaintext and encrypt (BatchCrypt-style)."""
         arr = np.asarray(values)
-        ints = FixedPoint(scale_bits).encode(arr)
+        return self.encrypt_ints(FixedPoint(scale_bits).encode(arr), scale_bits, arr.shape, pool)
+
+    def encrypt_ints(self, ints: list[int], scale_bits: int, shape=None, pool=None) -> "PackedVector":
+        """Pack already-encoded ints (at scale 2^scale_bits) in plaintext and encrypt them."""
+        ints = [int(v) for v in ints]
         slot_bound = max_abs(ints)
         inner = EncryptedVector.encrypt_ints(self.key, self.pack_ints(ints), scale_bits, pool=pool)
-        return PackedVector(self, inner, arr.size, slot_bound, arr.shape)
+        return PackedVector(self, inner, len(ints), slot_bound, shape)
 
     def pack(self, vector: EncryptedVector, pool=None) -> PackedVector:
         """Pack an encrypted vector homomorphically (slot_bits squarings per value)."""

@@ -124,6 +124,15 @@ class EncryptedVector:
         check_capacity(bound, self.key.capacity, "add_plain")
         return self._new(self.key.arith.add_plain_vec(self.data, ints), bound)
 
+    def add_plain_ints(self, ints) -> "EncryptedVector":
+        """[[a]] + m for already-encoded ints m at this vector's scale (e.g. statistical masks)."""
+        ints = [int(v) for v in ints]
+        if len(ints) != len(self.data):
+            raise CryptoError(f"add_plain_ints: {len(ints)} ints for {len(self.data)} ciphertexts")
+        bound = self.bound + max_abs(ints)
+        check_capacity(bound, self.key.capacity, "add_plain_ints")
+        return self._new(self.key.arith.add_plain_vec(self.data, ints), bound)
+
     def mul_scalar(self, scalars, scale_bits: int = 0) -> "EncryptedVector":
         """[[a]] * s for plaintext s; reals are encoded at 2^scale_bits and the scales add."""
         ints = self._plain_ints(scalars, scale_bits, "mul_scalar")

@@ -101,3 +101,32 @@ def meta_str(msg: Message, name: str, allowed=None) -> str:
         want = f"one of {sorted(allowed)}" if allowed is not None else "a string"
         raise ProtocolError(f"{msg.describe()}: meta field {name!r} must be {want}, got {value!r}")
     return value
+
+
+def bundle(parts: dict[str, tuple[bytes, dict]]) -> tuple[bytes, dict]:
+    """Several named binary parts (e.g. ciphertext vectors with their metadata) as one payload."""
+    index, chunks = [], []
+    for name, (data, meta) in parts.items():
+        index.append({"name": name, "size": len(data), "meta": meta})
+        chunks.append(bytes(data))
+    return b"".join(chunks), {"parts": index}
+
+
+def unbundle(msg: Message, names) -> dict[str, tuple[bytes, dict]]:
+    """The parts of a bundled payload; exactly ``names`` must be present and sizes must add up."""
+    index = msg.meta.get("parts")
+    if not isinstance(index, list) or not all(isinstance(p, dict) and set(p) == {"name", "size", "meta"} for p in index):
+        raise ProtocolError(f"{msg.describe()}: payload index is missing or malformed")
+    got = [p["name"] for p in index]
+    if sorted(got) != sorted(names):
+        raise ProtocolError(f"{msg.describe()}: payload parts {got}, expected {sorted(names)}")
+    out, pos = {}, 0
+    for p in index:
+        size = p["size"]
+        if not isinstance(size, int) or size < 0 or pos + size > len(msg.payload):
+            raise ProtocolError(f"{msg.describe()}: part {p['name']!r} size {size!r} does not fit the payload")
+        out[p["name"]] = (msg.payload[pos : pos + size], p["meta"])
+        pos += size
+    if pos != len(msg.payload):
+        raise ProtocolError(f"{msg.describe()}: {len(msg.payload) - pos} trailing payload bytes")
+    return out

@@ -1,0 +1,1 @@
+"""Model evaluation and scoring outputs: discrimination metrics, calibration, limits."""
