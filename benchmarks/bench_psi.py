@@ -82,7 +82,7 @@ def main() -> None:
     }
     print(f"PSI {n:,} × {n:,} (80 % overlap): {seconds:.1f} s, {ids_per_s:,.0f} IDs/s "
           f"({ids_per_s / args.workers:,.0f} per core-second vs SecretFlow ≈ {SECRETFLOW_IDS_PER_CORE_S:,.0f}); "
-          f"arithmetic floor {floor_s:.1f} s ({floor_s / seconds:.0%} of the run); peak RSS {peak_rss_mb():.0f} MB")
+          f"arithmetic floor {floor_s:.1f} s ({floor_s / seconds:.0%} of the run); peak RSS {figures['peak_rss_mb']} MB")
     emit(figures, args.json)
 
 

@@ -6,7 +6,6 @@ the command exits with status 1.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -21,9 +20,11 @@ from rich.table import Table
 from fedcredit import __version__
 from fedcredit.data import synth
 from fedcredit.data.schema import NODE_ROLES, parse_extra, schema_for
-from fedcredit.data.summary import common_ids, default_rate_on, node_figures, overlaps
-from fedcredit.data.validate import load_node, validate_file
+from fedcredit.data.validate import validate_file
+from fedcredit import runner
 from fedcredit.errors import FedCreditError
+from fedcredit.jobfile import load_job
+from fedcredit.protocols.job import ModelSettings, NodeConfig
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -114,47 +115,44 @@ def validate_cmd(
 
 @app.command("demo")
 def demo_cmd(
+    out: Path = typer.Option(Path("fedcredit-demo"), "--out", help="Output directory (data, model parts, scores, metrics)."),
     rows: int = typer.Option(20_000, "--rows", help="Enterprises in the synthetic population."),
-    seed: int = typer.Option(42, "--seed", help="Random seed."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Keep the generated node files here (default: a temporary directory)."),
+    seed: int = typer.Option(42, "--seed", help="Random seed for data, split and model."),
+    engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
+    key_bits: int = typer.Option(2048, "--key-bits", help="Paillier key size."),
 ) -> None:
-    """Embedded demo: generate the three nodes' data, validate it and summarize it."""
-    if out is None:
-        with tempfile.TemporaryDirectory(prefix="fedcredit-demo-") as tmp:
-            _demo(Path(tmp), rows, seed)
-        console.print("[dim]Node files were temporary; pass --out DIR to keep them.[/dim]")
-    else:
-        _demo(out, rows, seed)
+    """Embedded demo: synthetic data for three nodes, then the whole federated job on Flower's simulation engine."""
+    paths, seconds = _generate(out / "data", rows, seed, "parquet")
+    console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
+    nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
+    _train(nodes, ModelSettings(seed=seed, key_bits=key_bits), out, engine, centralized=True)
 
 
-def _demo(out: Path, rows: int, seed: int) -> None:
-    paths, seconds = _generate(out, rows, seed, "parquet")
-    console.print(f"Generated {rows:,} synthetic enterprises in {seconds:.1f} s → {out}")
-    nodes = {}
-    for role, (path, _, _) in paths.items():
-        nodes[role] = load_node(path, schema_for(role))
-        console.print(f"  [green]✓[/green] {path.name}: valid {role} data")
-    figures = Table(title="Nodes")
-    for col in ("node", "rows", "features", "missing values", "default rate"):
-        figures.add_column(col, justify="left" if col == "node" else "right")
-    for role, node in nodes.items():
-        f = node_figures(node)
-        rate = f"{f.default_rate:.2%}" if f.default_rate is not None else "—"
-        figures.add_row(role, f"{f.rows:,}", str(f.features), f"{f.missing_share:.1%}", rate)
-    console.print(figures)
-    overlap = Table(title="Overlap of enterprises (synthetic data, computed in one process; a federation uses PSI)")
-    overlap.add_column("nodes")
-    overlap.add_column("enterprises", justify="right")
-    overlap.add_column("share of population", justify="right")
-    for group, count in overlaps(nodes).items():
-        overlap.add_row(" ∩ ".join(group), f"{count:,}", f"{count / rows:.1%}")
-    console.print(overlap)
-    common = common_ids(nodes)
-    console.print(f"Default rate among the {len(common):,} enterprises known to every node: {default_rate_on(nodes['bank'], common):.2%}")
-    console.print(
-        "[yellow]This release stops here: the data is generated, validated and summarized. "
-        "Federated training is not part of this version yet.[/yellow]"
-    )
+@app.command("train")
+def train_cmd(
+    job: Path = typer.Option(..., "--job", help="Job file (TOML), see docs/job.md."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
+    centralized: bool = typer.Option(False, "--centralized", help="Also fit the centralized reference (needs every node's file here)."),
+) -> None:
+    """Train the vertical scorecard model described by a job file."""
+    nodes, settings = load_job(job)
+    _train(nodes, settings, out, engine, centralized)
+
+
+def _train(nodes, settings, out: Path, engine: str, centralized: bool) -> None:
+    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized)
+    table = Table(title=f"Federated scorecard LR ({metrics['intersection']:,} aligned enterprises)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc"):
+        if metrics.get(key) is not None:
+            table.add_row(key, f"{metrics[key]:.4f}")
+    table.add_row("message rounds", str(metrics["rounds"]))
+    table.add_row("model evaluations", str(metrics["evaluations"]))
+    table.add_row("seconds", f"{metrics['seconds']:.1f}")
+    console.print(table)
+    console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank), model/<role>/ (each node's own part)")
 
 
 def main() -> None:

@@ -81,6 +81,9 @@ class BlindingKey:
         self._secret = bytes(secret)
         self._key = X25519PrivateKey.from_private_bytes(self._secret)
 
+    def __reduce__(self):
+        return (BlindingKey, (self._secret,))
+
     def spec(self) -> tuple:
         """Picklable description for worker processes of the same party."""
         return ("x25519-blind", self._secret)

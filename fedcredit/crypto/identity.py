@@ -133,6 +133,12 @@ class Identity:
         """X25519 shared secret with a peer's public envelope key."""
         return self._box.exchange(X25519PublicKey.from_public_bytes(peer_box_key))
 
+    def __reduce__(self):
+        """Picklable for the owner's own state files (a node's work directory, 0600)."""
+        priv, none = serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        return (_identity_from_raw, (self.name, self._sign.private_bytes(_RAW, priv, none),
+                                     self._box.private_bytes(_RAW, priv, none)))
+
     def to_dict(self) -> dict:
         priv = serialization.PrivateFormat.Raw
         none = serialization.NoEncryption()
@@ -156,3 +162,7 @@ class Identity:
         if doc.get("fingerprint") not in (None, ident.fingerprint):
             raise KeyFileError(f"key file {path}: fingerprint does not match the keys (file corrupted?)")
         return ident
+
+
+def _identity_from_raw(name: str, sign: bytes, box: bytes) -> Identity:
+    return Identity(name, Ed25519PrivateKey.from_private_bytes(sign), X25519PrivateKey.from_private_bytes(box))

@@ -61,7 +61,7 @@ class LrConfig:
     l2: float = 1e-3
     max_iter: int = 30
     gtol: float = 1e-4  # stop when ‖g‖ falls below gtol·‖g₀‖ (preconditioned norm)
-    ftol: float = 1e-7  # or when an accepted step lowers the loss by less than ftol (relative)
+    ftol: float = 1e-4  # or when an accepted step lowers the loss by less than ftol (relative)
     memory: int = 6
     scale_bits: int = 16
     key_bits: int = 2048
@@ -465,8 +465,8 @@ class LrCoordinator:
         setup = {"config": asdict(cfg), "key_n": format(key.n, "x"), "parties": self.parties}
         replies = yield [self._send(SETUP, p, setup) for p in self.parties]
         ready = self._take(replies, READY, self.parties)
-        relay = [m for m in replies if m.kind == LABELS]
-        if sorted(m.receiver for m in relay) != sorted(self.hosts) or any(m.sender != BANK for m in relay):
+        labels = [m for m in replies if m.kind == LABELS]  # forwarded with the first evaluation
+        if sorted(m.receiver for m in labels) != sorted(self.hosts) or any(m.sender != BANK for m in labels):
             raise ProtocolError("vertical LR setup: the bank must send encrypted labels to every host")
         n = int(ready[BANK].meta["train_rows"])
         evaluation, alpha, direction = 0, 0.0, None
@@ -474,7 +474,8 @@ class LrCoordinator:
         while True:
             self._step += 1
             meta = {"evaluation": evaluation, "alpha": alpha, "direction": direction}
-            replies = yield relay + [self._send(EVAL, p, meta) for p in self.parties]
+            replies = yield labels + [self._send(EVAL, p, meta) for p in self.parties]
+            labels = []
             norms = self._take(replies, NORM, self.parties)
             if self.hosts:
                 relay = list(self._take(replies, PARTIAL, self.hosts, receiver=BANK).values())

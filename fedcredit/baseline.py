@@ -1,0 +1,57 @@
+"""Centralized reference for a finished job: the same model and binning trained on pooled data.
+
+Only possible where every node's file is readable in one place (the embedded demo,
+benchmarks); a real federation never pools its data. It uses the bank's published
+split (scores.parquet) so both models see the same train and test enterprises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.linear_model import LogisticRegression
+
+from fedcredit.data.binning import STANDARD_SCALE_BITS, FeaturePrep
+from fedcredit.data.schema import parse_extra, schema_for
+from fedcredit.data.validate import load_node
+from fedcredit.protocols.design import Design
+from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.scoring import metrics
+
+
+def _frame(node: NodeConfig, ids: np.ndarray):
+    schema = schema_for(node.role if node.role in ("bank", "tax", "utilities") else "host")
+    data = load_node(node.data, schema.with_options(node.id_column, node.id_kind, parse_extra(node.extra)))
+    position = {i: k for k, i in enumerate(data.ids)}
+    rows = np.array([position[i] for i in ids])
+    feats = data.features if node.features is None else data.features[node.features]
+    return feats.iloc[rows].reset_index(drop=True), (data.label[rows] if data.label is not None else None)
+
+
+def centralized_auc(nodes: list[NodeConfig], scores_path: Path, settings: ModelSettings) -> float:
+    """Test AUC of scikit-learn's logistic regression on the pooled, identically prepared features."""
+    scores = pq.read_table(scores_path).to_pandas()
+    ids = scores["id"].to_numpy(dtype=object)
+    train = (scores["split"] == "train").to_numpy()
+    test = (scores["split"] == "test").to_numpy()
+    blocks, labels = [], None
+    for node in nodes:
+        frame, y = _frame(node, ids)
+        labels = y if y is not None else labels
+        prep = FeaturePrep.fit(frame[train], settings.mode, settings.n_bins, node.categorical)
+        design = Design(prep, frame)
+        blocks.append(_dense(design))
+    x = np.hstack(blocks)
+    model = LogisticRegression(C=1.0 / (settings.l2 * train.sum()), max_iter=5000)
+    model.fit(x[train], labels[train])
+    return metrics.auc(labels[test], model.decision_function(x[test]))
+
+
+def _dense(design: Design) -> np.ndarray:
+    if design.prep.mode == "binned":
+        out = np.zeros((design.rows, design.width))
+        out[np.arange(design.rows)[:, None], design.offsets + design.bins] = 1.0
+        return out
+    return design.matrix / float(1 << STANDARD_SCALE_BITS)

@@ -1,0 +1,1 @@
+"""Thin Flower adapters: message codec, ServerApp and ClientApp. No protocol logic lives here."""

@@ -1,0 +1,80 @@
+"""The ClientApp: a node's role and data come from its own configuration; its state lives in its work directory.
+
+Each message bundle is handed to the node's ``NodeAgent``; the agent is loaded from
+and saved back to the work directory around every message, because Flower's
+deployment engine starts a fresh process per message. Errors go back to the
+coordinator as Flower errors naming the node's role.
+"""
+
+from __future__ import annotations
+
+import atexit
+import pickle
+from pathlib import Path
+from typing import Callable
+
+from flwr.app import Context, Error, Message as FlowerMessage, RecordDict, ConfigRecord
+from flwr.clientapp import ClientApp
+
+from fedcredit.atomic import atomic_write_bytes
+from fedcredit.crypto import WorkerPool
+from fedcredit.flower.codec import from_record, to_record
+from fedcredit.protocols.job import NodeAgent, NodeConfig
+
+NODE_ERROR = 1001  # Flower error code for a fedcredit failure at a node; the reason names the role
+_POOL: list[WorkerPool] = []
+
+
+def _pool() -> WorkerPool:
+    """One worker pool per process, reused across messages (simulation keeps processes alive)."""
+    if not _POOL:
+        _POOL.append(WorkerPool())
+        atexit.register(_POOL[0].shutdown)
+    return _POOL[0]
+
+
+def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
+    """Deployment: ``flower-supernode --node-config "role='tax' data='/srv/tax.parquet' work-dir='/var/fc'"``."""
+    cfg = dict(context.node_config)
+    if "role" not in cfg or "data" not in cfg:
+        raise ValueError("node config must set role and data (e.g. --node-config \"role='tax' data='/srv/tax.parquet'\")")
+    split = lambda key: [v for v in str(cfg.get(key, "")).split(",") if v]  # noqa: E731
+    node = NodeConfig(
+        role=str(cfg["role"]), data=str(cfg["data"]), id_column=str(cfg.get("id-column", "uscc")),
+        id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
+        features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
+        out_dir=str(cfg["out-dir"]) if cfg.get("out-dir") else None)
+    return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
+
+
+def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node_config_from_context) -> ClientApp:
+    """A ClientApp whose node settings come from ``resolve(context)``."""
+    app = ClientApp()
+
+    @app.query("role")
+    def role(msg: FlowerMessage, context: Context) -> FlowerMessage:
+        try:
+            node, _ = resolve(context)
+        except Exception as exc:  # the coordinator shows this with the node id
+            return FlowerMessage(Error(code=NODE_ERROR, reason=f"[unconfigured node] {exc}"), reply_to=msg)
+        return FlowerMessage(RecordDict({"node": ConfigRecord({"role": node.role})}), reply_to=msg)
+
+    @app.query("step")
+    def step(msg: FlowerMessage, context: Context) -> FlowerMessage:
+        node, work = None, None
+        try:
+            node, work = resolve(context)
+            state = work / f"agent-{context.run_id}.pkl"
+            agent = pickle.loads(state.read_bytes()) if state.exists() else NodeAgent(node)
+            agent.attach_pool(_pool())
+            replies = [r for m in from_record(msg.content) for r in agent.handle(m)]
+            atomic_write_bytes(state, pickle.dumps(agent), mode=0o600)
+            return FlowerMessage(to_record(replies), reply_to=msg)
+        except Exception as exc:
+            who = node.role if node is not None else "unknown role"
+            return FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {type(exc).__name__}: {exc}"), reply_to=msg)
+
+    return app
+
+
+app = make_client_app()

@@ -1,0 +1,38 @@
+"""Protocol messages ↔ Flower RecordDicts: one raw byte array plus the message sizes.
+
+All protocol messages for one node in one round travel in one Flower message;
+ciphertexts stay raw bytes (an ``ArrayRecord`` of ``uint8``), never Python ints.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from fedcredit.protocols.errors import ProtocolError
+from fedcredit.protocols.messages import Message
+
+MESSAGE_TYPE = "query.step"
+
+
+def to_record(messages: list[Message]) -> RecordDict:
+    blobs = [m.to_bytes() for m in messages]
+    data = b"".join(blobs)
+    return RecordDict({
+        "payload": ArrayRecord({"blob": Array(dtype="uint8", shape=(len(data),), stype="raw", data=data)}),
+        "index": ConfigRecord({"sizes": [len(b) for b in blobs]}),
+    })
+
+
+def from_record(record: RecordDict) -> list[Message]:
+    try:
+        data = bytes(record["payload"]["blob"].data)
+        sizes = list(record["index"]["sizes"]) if record["index"].get("sizes") is not None else []
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"Flower message is not a fedcredit bundle ({exc!r})") from None
+    if any(not isinstance(s, int) or s < 0 for s in sizes) or sum(sizes) != len(data):
+        raise ProtocolError(f"Flower message bundle sizes {sizes[:5]}… do not add up to its {len(data)} bytes")
+    out, pos = [], 0
+    for size in sizes:
+        out.append(Message.from_bytes(data[pos : pos + size]))
+        pos += size
+    return out

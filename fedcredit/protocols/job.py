@@ -1,0 +1,296 @@
+"""One federated job end to end: validate → align (PSI) → split → prepare → train → score.
+
+``JobCoordinator`` runs the phases in order with the same ``start``/``advance``
+interface as every protocol; ``NodeAgent`` is a data holder's side: it loads and
+validates its own file, then hands each message to the phase's party object. A node
+agent pickles to its work directory between messages, so it survives transports
+that start a fresh process per message (Flower's deployment engine).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedcredit.crypto import Identity, PublicIdentity
+from fedcredit.data.binning import FeaturePrep
+from fedcredit.data.schema import parse_extra, schema_for
+from fedcredit.data.validate import load_node
+from fedcredit.protocols import psi, vertical_lr
+from fedcredit.protocols.design import Design
+from fedcredit.protocols.errors import InputError, ProtocolError
+from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int
+from fedcredit.protocols.relay import SealedRelay
+from fedcredit.scoring import metrics
+
+HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
+    "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class ModelSettings:
+    """Public model settings every party receives (never data paths)."""
+
+    mode: str = "binned"
+    n_bins: int = 10
+    l2: float = 1e-3
+    max_iter: int = 30
+    key_bits: int = 2048
+    backend: str = "paillier"
+    seed: int = 42
+    train: float = 0.6
+    validation: float = 0.2
+    bank_only_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0 < self.train < 1 and 0 <= self.validation < 1 and self.train + self.validation < 1):
+            raise InputError(f"split fractions must satisfy 0 < train, 0 ≤ validation, train + validation < 1; "
+                             f"got train={self.train}, validation={self.validation}")
+
+    def lr_config(self) -> vertical_lr.LrConfig:
+        return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend)
+
+
+@dataclass
+class NodeConfig:
+    """A node's local settings: they stay on the node (data path, ID column, label, features)."""
+
+    role: str
+    data: str
+    id_column: str = "uscc"
+    id_kind: str = "uscc"
+    label: str | None = None
+    features: list[str] | None = None
+    categorical: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # NAME:KIND declarations of extra columns
+    out_dir: str | None = None
+
+
+def split_assignment(n: int, seed: int, train: float, validation: float) -> np.ndarray:
+    """Every party derives the same split of the aligned rows from the shared seed: 0 train, 1 validation, 2 test."""
+    u = np.random.default_rng(seed).random(n)
+    return np.where(u < train, 0, np.where(u < train + validation, 1, 2)).astype(np.int8)
+
+
+class NodeAgent:
+    """A data holder's end of the job; ``handle`` takes one message and returns its replies."""
+
+    def __init__(self, config: NodeConfig, identity: Identity | None = None, pool=None):
+        self.config = config
+        self.role = config.role
+        self.identity = identity or Identity.generate(config.role)
+        self.pool = pool
+        self.relay: SealedRelay | None = None
+        self.settings: ModelSettings | None = None
+        self.ids: np.ndarray | None = None
+        self.features: pd.DataFrame | None = None
+        self.labels: np.ndarray | None = None
+        self.psi: psi.PsiParty | None = None
+        self.lr: dict[str, vertical_lr.LrParty] = {}
+        self.aligned_rows: np.ndarray | None = None
+        self.split: np.ndarray | None = None
+        self.prep: FeaturePrep | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["pool"] = None
+        for party in state["lr"].values():
+            party.pool = None
+        if state.get("psi") is not None:
+            state["psi"]._pool = None
+        return state
+
+    def attach_pool(self, pool) -> None:
+        self.pool = pool
+        for party in self.lr.values():
+            party.pool = pool
+        if self.psi is not None:
+            self.psi._pool = pool
+
+    def handle(self, msg: Message) -> list[Message]:
+        """Open sealed node-to-node messages, dispatch, seal replies to other nodes."""
+        if self.relay is not None:
+            msg = self.relay.open(msg)
+        elif msg.relayed:
+            raise ProtocolError(f"{msg.describe()}: node-to-node message before peers are known")
+        replies = self._dispatch(msg)
+        return [self.relay.seal(r) if self.relay is not None else r for r in replies]
+
+    def _dispatch(self, msg: Message) -> list[Message]:
+        family = msg.kind.split(".", 1)[0]
+        if family == "job":
+            return {HELLO: self._hello, PEERS: self._peers, SPLIT: self._split, REPORT: self._report}[
+                expect(msg, (HELLO, PEERS, SPLIT, REPORT), receiver=self.role, sender=COORDINATOR).kind](msg)
+        if family == "psi":
+            if self.psi is None:
+                raise ProtocolError(f"{msg.describe()}: alignment has not been set up at {self.role}")
+            return self.psi.handle(msg)
+        if family == "lr":
+            party = self.lr.get(msg.run_id)
+            if party is None:
+                raise ProtocolError(f"{msg.describe()}: no model run {msg.run_id!r} at {self.role}")
+            return party.handle(msg)
+        raise ProtocolError(f"unexpected {msg.describe()} at {self.role}")
+
+    def _hello(self, msg: Message) -> list[Message]:
+        try:
+            self.settings = ModelSettings(**msg.meta["settings"])
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(f"{msg.describe()}: malformed settings ({exc})") from None
+        cfg = self.config
+        schema = schema_for(cfg.role if cfg.role in ("bank", "tax", "utilities") else "host")
+        schema = schema.with_options(cfg.id_column, cfg.id_kind, parse_extra(cfg.extra))
+        if cfg.label is not None and cfg.label != schema.label:
+            raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}")
+        node = load_node(cfg.data, schema)
+        features = node.features if cfg.features is None else node.features[cfg.features]
+        self.ids, self.features, self.labels = node.ids, features, node.label
+        self.psi = psi.PsiParty(self.role, list(node.ids), id_kind=cfg.id_kind, pool=self.pool)
+        info = {"rows": len(node), "features": features.shape[1], "identity": self.identity.public.to_dict()}
+        return [Message(INFO, self.role, COORDINATOR, msg.run_id, msg.step + 1, info)]
+
+    def _peers(self, msg: Message) -> list[Message]:
+        peers = msg.meta.get("peers")
+        if not isinstance(peers, dict) or self.role not in peers:
+            raise ProtocolError(f"{msg.describe()}: peers must map every role to its public identity")
+        if PublicIdentity.from_dict(peers[self.role]) != self.identity.public:
+            raise ProtocolError(f"{msg.describe()}: the coordinator announced a different key for {self.role}")
+        others = [PublicIdentity.from_dict(doc) for role, doc in peers.items() if role != self.role]
+        self.relay = SealedRelay(self.identity, others)
+        return []
+
+    def _split(self, msg: Message) -> list[Message]:
+        if self.psi is None or self.psi.result is None:
+            raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
+        s = self.settings
+        self.aligned_rows = self.psi.result.rows
+        self.split = split_assignment(len(self.aligned_rows), s.seed, s.train, s.validation)
+        frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
+        train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
+        self.prep = FeaturePrep.fit(frame.iloc[train_rows], s.mode, s.n_bins, self.config.categorical)
+        is_bank = self.role == vertical_lr.BANK
+        data = vertical_lr.PartyData(
+            train=Design(self.prep, frame.iloc[train_rows], intercept=is_bank),
+            every=Design(self.prep, frame, intercept=is_bank),
+            train_rows=train_rows, val_rows=val_rows,
+            labels=self.labels[self.aligned_rows] if is_bank else None)
+        runs = msg.meta.get("runs", {})
+        for run_id, parties in runs.items():
+            if self.role in parties:
+                self.lr[run_id] = vertical_lr.LrParty(self.role, data, pool=self.pool)
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": data.train.n_params})]
+
+    def _report(self, msg: Message) -> list[Message]:
+        """The bank's test metrics per model (aggregates only); every node writes its own model part."""
+        out = {}
+        for run_id, party in self.lr.items():
+            if self.role == vertical_lr.BANK and party.scores is not None:
+                test = self.split == 2
+                y = self.labels[self.aligned_rows]
+                out[run_id] = {k: v for k, v in metrics.summary(y[test], party.scores[test]).items()}
+        if self.config.out_dir:
+            self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"))
+        return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"metrics": out})]
+
+    def write_outputs(self, out: Path, main_run: str | None) -> None:
+        """This node's own part of the model; at the bank also its scores."""
+        from fedcredit.scoring.outputs import write_model_part, write_scores
+
+        party = self.lr.get(main_run) if main_run else None
+        if party is None:
+            return
+        write_model_part(out / "model" / self.role, self.role, self.prep, party.data.train.labels(), party.weights)
+        if self.role == vertical_lr.BANK and party.scores is not None:
+            write_scores(out / "scores.parquet", self.ids[self.aligned_rows], self.split, party.scores)
+
+
+class JobCoordinator:
+    """The coordinator's script for a whole job; composes the PSI and LR coordinators."""
+
+    def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
+                 deployment: bool | None = None):
+        if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
+            raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
+        self.run_id, self.roles, self.settings = run_id, list(roles), settings
+        self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
+        self.result: dict = {}
+        self.done = False
+        self.rounds = 0
+
+    def start(self) -> list[Message]:
+        self._script = self._run()
+        return next(self._script)
+
+    def advance(self, replies: list[Message]) -> list[Message]:
+        if self.done:
+            raise ProtocolError("job is finished; no more replies expected")
+        self.rounds += 1
+        try:
+            return self._script.send(replies)
+        except StopIteration:
+            self.done = True
+            return []
+
+    def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
+        return Message(kind, COORDINATOR, role, self.run_id, step, meta)
+
+    def _each(self, replies: list[Message], kind: str) -> dict[str, Message]:
+        got = {m.sender: m for m in replies if m.kind == kind}
+        if set(got) != set(self.roles) or len([m for m in replies if m.kind == kind]) != len(self.roles):
+            raise ProtocolError(f"expected one {kind} from each of {self.roles}, got from {sorted(got)}")
+        return got
+
+    def _sub(self, protocol, first: list[Message] = (), extra_kind: str | None = None):
+        """Run a sub-protocol to its end. Messages in ``first`` go out with its first round; their
+        replies (of ``extra_kind``, one per node) are checked and kept from the sub-protocol."""
+        outgoing = list(first) + protocol.start()
+        while True:
+            replies = yield outgoing
+            if extra_kind is not None:
+                self._each(replies, extra_kind)
+                replies, extra_kind = [m for m in replies if m.kind != extra_kind], None
+            outgoing = protocol.advance(replies)
+            if not outgoing:
+                return
+
+    def _run(self):
+        started = time.perf_counter()
+        s = self.settings
+        replies = yield [self._send(HELLO, r, {"settings": asdict(s)}, 0) for r in self.roles]
+        info = self._each(replies, INFO)
+        self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
+        identities = {r: m.meta["identity"] for r, m in info.items()}
+        self.result["identities"] = {r: PublicIdentity.from_dict(doc).fingerprint for r, doc in identities.items()}
+        self.on_event("validated", self.result["nodes"])
+        peers = [self._send(PEERS, r, {"peers": identities}, 1) for r in self.roles]
+        aligner = psi.PsiCoordinator(f"{self.run_id}/psi", self.roles)
+        yield from self._sub(aligner, peers)
+        self.result["intersection"] = aligner.size
+        self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
+        if aligner.size < 20:
+            raise InputError(f"only {aligner.size} enterprises are known to every node; too few to train a model")
+        runs = {f"{self.run_id}/lr": self.roles}
+        if s.bank_only_baseline:
+            runs[f"{self.run_id}/lr-bank"] = ["bank"]
+        split = [self._send(SPLIT, r, {"runs": runs}, 2) for r in self.roles]
+        models = {}
+        for i, (run_id, parties) in enumerate(runs.items()):
+            lr = vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
+                                           on_progress=lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec}))
+            yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
+            models[run_id] = lr
+        main = f"{self.run_id}/lr"
+        replies = yield [self._send(REPORT, r, {"main": main}, 3) for r in self.roles]
+        reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
+        lr = models[main]
+        self.result.update(
+            metrics=reported.get(main, {}), bank_only=reported.get(f"{self.run_id}/lr-bank"),
+            history=lr.history, evaluations=lr.evaluations, key_fingerprint=lr.keypair.public_key.fingerprint,
+            seconds=time.perf_counter() - started)
+        self.on_event("finished", self.result)

@@ -1,0 +1,100 @@
+"""Run a job on an engine with live progress, then write the coordinator's outputs.
+
+Outputs in DIR: ``metrics.json`` and ``run.json`` (coordinator); ``scores.parquet``
+(bank) and ``model/<role>/`` (each node's own part), written by the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from fedcredit import __version__
+from fedcredit.atomic import atomic_write_bytes
+from fedcredit.errors import FedCreditError
+from fedcredit.protocols.job import ModelSettings, NodeConfig
+
+ENGINES = ("simulation", "in-process")
+
+
+class _Display:
+    """Turns job events into a rich progress display (phases, iterations, loss, validation AUC)."""
+
+    def __init__(self, progress: Progress, settings: ModelSettings):
+        self.progress = progress
+        self.task = progress.add_task("validating node data", total=None)
+        self.max_iter = settings.max_iter
+
+    def __call__(self, kind: str, info: dict) -> None:
+        p = self.progress
+        if kind == "validated":
+            rows = ", ".join(f"{r} {v['rows']:,}" for r, v in info.items())
+            p.console.print(f"[green]✓[/green] node data valid ({rows})")
+            p.update(self.task, description="aligning enterprises (PSI)")
+        elif kind == "aligned":
+            p.console.print(f"[green]✓[/green] {info['intersection']:,} enterprises known to every node (PSI)")
+            p.update(self.task, description="training", total=self.max_iter + 1, completed=0)
+        elif kind == "iteration":
+            name = "bank-only baseline" if info["model"].endswith("lr-bank") else "federated model"
+            auc = f", validation AUC {info['val_auc']:.4f}" if "val_auc" in info else ""
+            p.update(self.task, completed=min(info["iteration"], self.max_iter + 1),
+                     description=f"{name}: iteration {info['iteration']}, loss {info['loss']:.5f}{auc}")
+
+
+def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
+        console: Console | None = None, centralized: bool = False) -> dict:
+    """Run the job, write metrics.json and run.json into ``out``, return the metrics."""
+    if engine not in ENGINES:
+        raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    nodes = [replace(n, out_dir=str(out)) for n in nodes]
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        display = _Display(progress, settings)
+        if engine == "simulation":
+            from fedcredit.flower.simulation import run_simulated_job
+
+            result = run_simulated_job(nodes, settings, out / "work", on_event=display)
+        else:
+            from fedcredit.local import run_job
+
+            result = run_job(nodes, settings, on_event=display)
+    seconds = time.perf_counter() - started
+    m = result.get("metrics") or {}
+    metrics = {
+        "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
+        "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
+        "rounds": result["rounds"], "seconds": round(seconds, 1),
+        "intersection": result["intersection"], "evaluations": result["evaluations"],
+    }
+    if centralized:
+        from fedcredit.baseline import centralized_auc
+
+        metrics["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    run_doc = {
+        "run_id": result.get("run_id"), "engine": engine, "settings": asdict(settings),
+        "nodes": result["nodes"], "roles": [n.role for n in nodes],
+        "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"]},
+        "history": result["history"],
+        "versions": _versions(),
+    }
+    atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
+    return metrics
+
+
+def _versions() -> dict:
+    import flwr
+    import phe
+
+    return {"fedcredit": __version__, "flwr": flwr.__version__ if hasattr(flwr, "__version__") else "?",
+            "phe": getattr(phe, "__version__", "?"), "python": platform.python_version()}
