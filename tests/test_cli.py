@@ -67,21 +67,39 @@ def test_validate_unknown_role_and_extra_columns(parquet_dir, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_demo_summarizes_without_pretending_to_train(tmp_path):
-    result = runner.invoke(app, ["demo", "--rows", "3000", "--seed", "1", "--out", str(tmp_path)])
+def test_demo_trains_and_writes_every_output(tmp_path):
+    import json
+
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--rows", "2500", "--key-bits", "1024", "--engine", "in-process"])
     assert result.exit_code == 0, result.output
-    out = result.output
-    for role in ("bank", "tax", "utilities"):
-        assert f"valid {role} data" in out
-    assert "bank ∩ tax ∩ utilities" in out and "default rate" in out.lower()
-    assert "not part of this version" in out
-    assert "AUC" not in out and "trained" not in out.lower()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc", "rounds", "seconds"):
+        assert key in metrics, key
+    assert abs(metrics["test_auc"] - metrics["centralized_auc"]) < 0.02 and metrics["test_auc"] > metrics["bank_only_auc"]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert set(run["key_fingerprints"]["identities"]) == {"bank", "tax", "utilities"} and run["versions"]["flwr"]
+    assert (tmp_path / "scores.parquet").exists() and (tmp_path / "model" / "tax" / "prep.json").exists()
+    assert "test_auc" in result.output and "centralized_auc" in result.output
 
 
-def test_demo_default_uses_a_temporary_directory():
-    result = runner.invoke(app, ["demo", "--rows", "1000"])
+def test_train_with_a_job_file(tmp_path):
+    import json
+
+    assert runner.invoke(app, ["synth", "--out", str(tmp_path / "data"), "--rows", "1500", "--format", "csv"]).exit_code == 0
+    (tmp_path / "job.toml").write_text(
+        "[model]\nkey_bits = 1024\nmax_iter = 8\nbank_only_baseline = false\n"
+        "[nodes.bank]\ndata = 'data/bank.csv'\n[nodes.tax]\ndata = 'data/tax.csv'\n[nodes.utilities]\ndata = 'data/utilities.csv'\n")
+    result = runner.invoke(app, ["train", "--job", str(tmp_path / "job.toml"), "--out", str(tmp_path / "out"), "--engine", "in-process"])
     assert result.exit_code == 0, result.output
-    assert "temporary" in result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["test_auc"] > 0.6 and metrics["bank_only_auc"] is None
+
+
+def test_train_with_a_broken_job_file_is_a_clear_error(tmp_path):
+    (tmp_path / "job.toml").write_text("[nodes.tax]\ndata='x'\n")
+    result = runner.invoke(app, ["train", "--job", str(tmp_path / "job.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "job.toml" in result.output and "nodes.bank" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_version():

@@ -31,7 +31,10 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
     server = make_server_app(settings, roles, result, on_event=on_event, run_id=run_id)
     client = make_client_app(resolve)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's notice
+    # run_simulation is Flower's in-process simulation entry point; its deprecation notice
+    # (in favour of `flwr run`) is not actionable for the user of `fedcredit demo`
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     run_simulation(
         server_app=server, client_app=client, num_supernodes=len(nodes),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

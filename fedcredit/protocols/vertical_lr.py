@@ -538,7 +538,9 @@ class LrCoordinator:
             else:
                 self._record(record)
                 halvings += 1
-                if halvings > cfg.max_halvings:
+                # a rejected step whose loss differs from the base by less than the fixed-point
+                # noise means the optimum is reached at this precision
+                if halvings > cfg.max_halvings or loss - base_loss < 2.0 ** -(scale + 2):
                     break
                 alpha, direction = alpha * 0.5, None
         self._step += 1

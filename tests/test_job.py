@@ -1,0 +1,146 @@
+"""Whole jobs: in-process pipeline, the canary over every payload and output, job files, node errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fedcredit.data import synth
+from fedcredit.data.io import write_table
+from fedcredit.errors import FedCreditError
+from fedcredit.jobfile import load_job
+from fedcredit.local import run_job
+from fedcredit.protocols.job import ModelSettings, NodeConfig
+
+FAST = ModelSettings(key_bits=1024, max_iter=15)
+CANARY_NUMBERS = {"bank": ("loan_balance_cny", 7777123.4567), "tax": ("declared_revenue_cny", 8888234.5678),
+                  "utilities": ("water_m3_12m", 9999345.6789)}
+
+
+def _plant(tables: dict) -> dict:
+    """Unique values in every node's data, in rows that will be aligned."""
+    common = set.intersection(*(set(t.column("uscc").to_pylist()) for t in tables.values()))
+    chosen = sorted(common)[:5]
+    out = {}
+    for role, table in tables.items():
+        col, value = CANARY_NUMBERS[role]
+        ids = table.column("uscc").to_pylist()
+        values = table.column(col).to_pylist()
+        for i, ident in enumerate(ids):
+            if ident in chosen:
+                values[i] = value
+        out[role] = table.set_column(table.column_names.index(col), table.schema.field(col), pa.array(values, pa.float64()))
+    return out, chosen
+
+
+def _forms(value) -> list[bytes]:
+    if isinstance(value, str):
+        raw = value.encode()
+        return [raw, raw.lower(), raw.hex().encode(), raw[:12]]
+    forms = [repr(value).encode(), f"{value:.2f}".encode(), np.float64(value).tobytes(), np.float64(value).byteswap().tobytes(),
+             np.float32(value).tobytes()]
+    for scale in (0, 8, 16):
+        as_int = int(round(value * (1 << scale)))
+        forms += [str(as_int).encode(), format(as_int, "x").encode(), as_int.to_bytes(16, "big"), as_int.to_bytes(16, "little")]
+    return forms
+
+
+@pytest.fixture(scope="module")
+def job_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    tables, canary_ids = _plant(synth.generate(3000, 5))
+    paths = synth.write_nodes(tables, root / "data")
+    nodes = [NodeConfig(r, str(paths[r]), out_dir=str(root / "out")) for r in ("bank", "tax", "utilities")]
+    wire: list[bytes] = []
+    events = []
+    result = run_job(nodes, FAST, tap=wire.append, on_event=lambda k, i: events.append(k))
+    return result, root, wire, canary_ids, events
+
+
+def test_in_process_job_end_to_end(job_run):
+    result, root, _, _, events = job_run
+    assert result["intersection"] > 1500
+    assert 0.7 < result["metrics"]["auc"] <= 1 and result["bank_only"]["auc"] < result["metrics"]["auc"]
+    assert events[0] == "validated" and events[1] == "aligned" and "iteration" in events and events[-1] == "finished"
+    scores = pq.read_table(root / "out" / "scores.parquet").to_pandas()
+    assert list(scores.columns) == ["id", "split", "score"] and len(scores) == result["intersection"]
+    assert set(scores["split"]) == {"train", "validation", "test"} and scores["score"].between(0, 1).all()
+    for role in ("bank", "tax", "utilities"):
+        assert (root / "out" / "model" / role / "weights.json").exists()
+
+
+def test_canary_never_crosses_a_node_boundary(job_run):
+    result, root, wire, canary_ids, _ = job_run
+    blob = b"".join(wire)
+    assert len(wire) > 100
+    for ident in canary_ids:
+        for form in _forms(ident):
+            assert form not in blob, f"ID {ident} leaked"
+    for col, value in CANARY_NUMBERS.values():
+        for form in _forms(value):
+            assert form not in blob, f"{col} canary {value} leaked as {form!r}"
+
+
+def test_each_model_part_holds_only_its_own_columns(job_run):
+    import json
+
+    _, root, *_ = job_run
+    for role, (col, _) in CANARY_NUMBERS.items():
+        doc = json.loads((root / "out" / "model" / role / "weights.json").read_text())
+        columns = " ".join(p["column"] for p in doc["parameters"])
+        assert col in columns
+        others = [c for r, (c, _) in CANARY_NUMBERS.items() if r != role]
+        assert not any(o in columns for o in others)
+
+
+def test_invalid_node_data_stops_the_job_naming_the_file(tmp_path):
+    paths = synth.write_nodes(synth.generate(500, 1), tmp_path)
+    bad = pq.read_table(paths["tax"]).drop_columns(["declared_revenue_cny"])
+    write_table(bad, paths["tax"])
+    nodes = [NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")]
+    with pytest.raises(FedCreditError, match="tax.parquet.*declared_revenue_cny"):
+        run_job(nodes, FAST)
+
+
+def test_job_file(tmp_path):
+    paths = synth.write_nodes(synth.generate(200, 1), tmp_path / "data")
+    job = tmp_path / "job.toml"
+    job.write_text('''
+[job]
+seed = 7
+[model]
+type = "scorecard_lr"
+features = "binned"
+n_bins = 8
+l2 = 0.01
+[nodes.bank]
+data = "data/bank.parquet"
+label = "default_12m"
+[nodes.tax]
+data = "data/tax.parquet"
+[nodes.utilities]
+data = "data/utilities.parquet"
+extra = []
+''')
+    nodes, settings = load_job(job)
+    assert [n.role for n in nodes] == ["bank", "tax", "utilities"]
+    assert Path(nodes[1].data) == paths["tax"] and settings.seed == 7 and settings.n_bins == 8 and settings.l2 == 0.01
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("[nodes.tax]\ndata='x'\n", "needs a \\[nodes.bank\\]"),
+    ("[nodes.bank]\ndata='a'\n[nodes.tax]\ndata='b'\nlabel='y'\n", "only the bank holds the label"),
+    ("[nodes.bank]\ndata='a'\n[nodes.tax]\ncolumns=1\n", "unknown key"),
+    ("[model]\ntype='gbdt'\n[nodes.bank]\ndata='a'\n[nodes.tax]\ndata='b'\n", "type must be one of"),
+    ("[model]\ntrain=1.5\n[nodes.bank]\ndata='a'\n[nodes.tax]\ndata='b'\n", "split fractions"),
+    ("[nodes.bank\n", "not valid TOML"),
+])
+def test_bad_job_files(tmp_path, text, expect):
+    job = tmp_path / "job.toml"
+    job.write_text(text)
+    with pytest.raises(FedCreditError, match=expect):
+        load_job(job)
+    with pytest.raises(FedCreditError, match="not found"):
+        load_job(tmp_path / "nope.toml")

@@ -1,0 +1,108 @@
+"""Vertical LR: encrypted = mock = centralized, bank-only runs, strict messages."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from fedcredit.crypto import WorkerPool
+from fedcredit.protocols.errors import ProtocolError
+from fedcredit.protocols.lbfgs import two_loop
+from fedcredit.protocols.loop import drive
+from fedcredit.protocols.messages import Message
+from fedcredit.protocols.vertical_lr import LrConfig, LrCoordinator
+from fedcredit.scoring import metrics
+from lr_helpers import aligned_parties, one_hot
+
+
+def _train(backend: str, rows=1500, key_bits=1024, roles=("bank", "tax", "utilities"), **cfg):
+    with WorkerPool(1) as pool:
+        parties, designs, y, split = aligned_parties(rows, roles=roles, pool=pool)
+        coord = LrCoordinator("t", list(roles), LrConfig(backend=backend, key_bits=key_bits, **cfg), pool=pool)
+        rounds = drive(coord, parties)
+    return coord, parties, designs, y, split, rounds
+
+
+TIGHT = {"rows": 2000, "ftol": 1e-10, "gtol": 1e-6, "max_iter": 100, "l2": 1e-2}  # converge fully: compare optima
+
+
+@pytest.fixture(scope="module")
+def encrypted():
+    return _train("paillier", **TIGHT)
+
+
+@pytest.fixture(scope="module")
+def mock():
+    return _train("mock", **TIGHT)
+
+
+def test_encrypted_and_mock_give_the_same_model(encrypted, mock):
+    ce, pe = encrypted[0], encrypted[1]
+    cm, pm = mock[0], mock[1]
+    assert ce.evaluations == cm.evaluations
+    for role in pe:
+        np.testing.assert_allclose(pe[role].weights, pm[role].weights, atol=1e-3)
+    np.testing.assert_allclose(pe["bank"].scores, pm["bank"].scores, atol=1e-4)
+    assert [h["accepted"] for h in ce.history] == [h["accepted"] for h in cm.history]
+
+
+def test_matches_centralized_logistic_regression(encrypted):
+    coord, parties, designs, y, split, rounds = encrypted
+    x = np.hstack([one_hot(designs[r]) for r in ("bank", "tax", "utilities")])
+    train, test = split == 0, split == 2
+    central = LogisticRegression(C=1.0 / (coord.cfg.l2 * train.sum()), max_iter=5000).fit(x[train], y[train])
+    fed_auc = metrics.auc(y[test], parties["bank"].scores[test])
+    central_auc = metrics.auc(y[test], central.decision_function(x[test]))
+    assert abs(fed_auc - central_auc) < 0.005
+    # the same objective reaches the same optimum: compare the regularized training loss
+    z = central.decision_function(x[train])
+    w = central.coef_.ravel()
+    central_loss = np.mean(np.logaddexp(0, z) - y[train] * z) + 0.5 * coord.cfg.l2 * (w @ w)
+    assert coord.history[-1]["loss"] == pytest.approx(central_loss, rel=1e-3)
+    assert rounds == 5 * coord.evaluations + 1 + 1 + 3  # setup, evaluations, finish, scoring
+
+
+def test_only_the_bank_gets_scores_and_each_party_its_own_weights(encrypted):
+    _, parties, designs, *_ = encrypted
+    assert parties["bank"].scores is not None and parties["tax"].scores is None
+    for role, party in parties.items():
+        assert len(party.weights) == designs[role].n_params
+
+
+def test_bank_alone_runs_the_same_protocol():
+    coord, parties, designs, y, split, rounds = _train("mock", roles=("bank",))
+    test = split == 2
+    assert 0.55 < metrics.auc(y[test], parties["bank"].scores[test]) < 0.85
+    assert rounds == 3 * coord.evaluations + 1 + 1 + 2  # no host hops
+
+
+def test_two_loop_reduces_to_gradient_scaling_without_history():
+    gram = np.array([[4.0]])
+    assert two_loop(gram, 0).tolist() == [-1.0]
+
+
+def test_config_is_checked():
+    with pytest.raises(ProtocolError, match="l2"):
+        LrConfig(l2=0)
+    with pytest.raises(ProtocolError, match="scale_bits"):
+        LrConfig(scale_bits=40)
+
+
+def test_unexpected_and_malformed_messages_are_rejected():
+    parties, *_ = aligned_parties(600)
+    coord = LrCoordinator("t", ["bank", "tax", "utilities"], LrConfig(backend="mock", key_bits=1024))
+    setup = coord.start()
+    tax = parties["tax"]
+    with pytest.raises(ProtocolError, match="not been set up"):
+        tax.handle(Message("lr.eval", "coordinator", "tax", "t", 1, {"evaluation": 0}))
+    to_tax = next(m for m in setup if m.receiver == "tax")
+    with pytest.raises(ProtocolError, match="malformed setup"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {"config": {"l2": "x"}}}))
+    tax.handle(to_tax)
+    with pytest.raises(ProtocolError, match="already set up"):
+        tax.handle(to_tax)
+    with pytest.raises(ProtocolError, match="expected 'bank'"):
+        tax.handle(Message("lr.labels", "utilities", "tax", "t", 1, {}))
+    with pytest.raises(ProtocolError, match="payload index"):
+        tax.handle(Message("lr.labels", "bank", "tax", "t", 1, {}))
+    with pytest.raises(ProtocolError, match="expected one lr.ready"):
+        coord.advance([])
