@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from sklearn.linear_model import LogisticRegression
 
 from fedcredit.data.binning import STANDARD_SCALE_BITS, FeaturePrep
-from fedcredit.data.schema import parse_extra, schema_for
 from fedcredit.data.validate import load_node
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.job import ModelSettings, NodeConfig
@@ -22,8 +21,7 @@ from fedcredit.scoring import metrics
 
 
 def _frame(node: NodeConfig, ids: np.ndarray):
-    schema = schema_for(node.role if node.role in ("bank", "tax", "utilities") else "host")
-    data = load_node(node.data, schema.with_options(node.id_column, node.id_kind, parse_extra(node.extra)))
+    data = load_node(node.data, node.schema())
     position = {i: k for k, i in enumerate(data.ids)}
     rows = np.array([position[i] for i in ids])
     feats = data.features if node.features is None else data.features[node.features]

@@ -9,7 +9,7 @@ from pathlib import Path
 from fedcredit.errors import FedCreditError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 
-_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra"}
+_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout"}
 _MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed"}
 MODEL_TYPES = ("scorecard_lr",)
 
@@ -64,4 +64,5 @@ def _node(path: Path, role: str, spec: dict) -> NodeConfig:
     data = data if data.is_absolute() else (path.parent / data)
     return NodeConfig(role=role, data=str(data), id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),
                       label=spec.get("label", "default_12m" if role == "bank" else None), features=spec.get("features"),
-                      categorical=spec.get("categorical", []), extra=spec.get("extra", []))
+                      categorical=spec.get("categorical", []), extra=spec.get("extra", []),
+                      layout=spec.get("layout", "standard"))

@@ -167,3 +167,21 @@ def schema_for(role: str) -> RoleSchema:
         return SCHEMAS[role]
     except KeyError:
         raise FedCreditError(f"unknown role {role!r}: expected one of {', '.join(SCHEMAS)}") from None
+
+
+def custom_schema(role: str, label: str | None = None) -> RoleSchema:
+    """A schema for data outside the built-in SME layout: the ID column, the label at the bank,
+    and whatever feature columns the node declares as extra columns."""
+    columns = [_USCC]
+    if label is not None:
+        columns.append(Column(label, LABEL, "1 for a default / bad outcome, 0 otherwise"))
+    return RoleSchema(role=role, columns=tuple(columns), label=label, doc="custom layout: every feature declared")
+
+
+def node_schema(role: str, layout: str = "standard", label: str | None = None) -> RoleSchema:
+    """The schema a node validates against: its role's built-in one, or a custom layout."""
+    if layout == "custom":
+        return custom_schema(role, label if role == "bank" else None)
+    if layout != "standard":
+        raise FedCreditError(f"schema layout must be 'standard' or 'custom', got {layout!r}")
+    return schema_for(role if role in NODE_ROLES else "host")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data.binning import FeaturePrep
-from fedcredit.data.schema import parse_extra, schema_for
+from fedcredit.data.schema import node_schema, parse_extra
 from fedcredit.data.validate import load_node
 from fedcredit.protocols import psi, vertical_lr
 from fedcredit.protocols.design import Design
@@ -69,7 +69,13 @@ class NodeConfig:
     features: list[str] | None = None
     categorical: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # NAME:KIND declarations of extra columns
+    layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
     out_dir: str | None = None
+
+    def schema(self):
+        """The schema this node's file is validated against."""
+        base = node_schema(self.role, self.layout, self.label or ("default_12m" if self.role == "bank" else None))
+        return base.with_options(self.id_column, self.id_kind, parse_extra(self.extra))
 
 
 def split_assignment(n: int, seed: int, train: float, validation: float) -> np.ndarray:
@@ -144,10 +150,10 @@ class NodeAgent:
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"{msg.describe()}: malformed settings ({exc})") from None
         cfg = self.config
-        schema = schema_for(cfg.role if cfg.role in ("bank", "tax", "utilities") else "host")
-        schema = schema.with_options(cfg.id_column, cfg.id_kind, parse_extra(cfg.extra))
+        schema = cfg.schema()
         if cfg.label is not None and cfg.label != schema.label:
-            raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}")
+            raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}; "
+                             f"use layout = 'custom' for another label column")
         node = load_node(cfg.data, schema)
         features = node.features if cfg.features is None else node.features[cfg.features]
         self.ids, self.features, self.labels = node.ids, features, node.label
