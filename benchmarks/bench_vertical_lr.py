@@ -44,7 +44,7 @@ def parties_for(rows: int, features: int, seed: int = 0, pool=None) -> dict[str,
     host_cols = features - bank_cols
     blocks = {"bank": x[:, :bank_cols], "tax": x[:, bank_cols:bank_cols + host_cols // 2],
               "utilities": x[:, bank_cols + host_cols // 2:]}
-    split = split_assignment(rows, seed, 0.6, 0.2)
+    split = split_assignment([f"row-{i}" for i in range(rows)], seed, 0.6, 0.2)
     train, val = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
     out = {}
     for role, block in blocks.items():

@@ -13,7 +13,7 @@ from fedcredit.protocols.vertical_lr import LrParty, PartyData
 def aligned_parties(rows: int, seed: int = 0, roles=("bank", "tax", "utilities"), pool=None):
     joined = join_nodes(synth.generate(rows, seed))
     y = joined["default_12m"].to_numpy()
-    split = split_assignment(len(joined), seed, 0.6, 0.2)
+    split = split_assignment(joined["uscc"].tolist(), seed, 0.6, 0.2)
     train, val = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
     parties, designs = {}, {}
     for role in roles:

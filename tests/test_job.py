@@ -144,3 +144,14 @@ def test_bad_job_files(tmp_path, text, expect):
         load_job(job)
     with pytest.raises(FedCreditError, match="not found"):
         load_job(tmp_path / "nope.toml")
+
+
+def test_split_is_seeded_per_id_and_independent_of_row_order():
+    from fedcredit.protocols.job import split_assignment
+
+    ids = [f"id-{i}" for i in range(20_000)]
+    a = split_assignment(ids, 42, 0.6, 0.2)
+    b = split_assignment(ids[::-1], 42, 0.6, 0.2)[::-1]
+    assert (a == b).all()
+    assert abs((a == 0).mean() - 0.6) < 0.02 and abs((a == 1).mean() - 0.2) < 0.02
+    assert (split_assignment(ids, 43, 0.6, 0.2) != a).mean() > 0.3

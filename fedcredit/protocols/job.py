@@ -9,6 +9,7 @@ that start a fresh process per message (Flower's deployment engine).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError, ProtocolError
 from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int
 from fedcredit.protocols.relay import SealedRelay
+from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.scoring import metrics
 
 HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
@@ -78,9 +80,19 @@ class NodeConfig:
         return base.with_options(self.id_column, self.id_kind, parse_extra(self.extra))
 
 
-def split_assignment(n: int, seed: int, train: float, validation: float) -> np.ndarray:
-    """Every party derives the same split of the aligned rows from the shared seed: 0 train, 1 validation, 2 test."""
-    u = np.random.default_rng(seed).random(n)
+def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
+    """0 train, 1 validation, 2 test for each aligned ID, from a seeded hash of the ID itself.
+
+    Every party holds the same aligned IDs, so all derive the same split without a
+    message, and the same seed gives the same split in every run (whatever order PSI
+    produced).
+    """
+    prefix = hashlib.sha256(f"fedcredit-split/{seed}/".encode())
+    u = np.empty(len(ids))
+    for i, ident in enumerate(ids):
+        h = prefix.copy()
+        h.update(str(ident).encode())
+        u[i] = int.from_bytes(h.digest()[:8], "big") / 2.0**64
     return np.where(u < train, 0, np.where(u < train + validation, 1, 2)).astype(np.int8)
 
 
@@ -176,7 +188,7 @@ class NodeAgent:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
         s = self.settings
         self.aligned_rows = self.psi.result.rows
-        self.split = split_assignment(len(self.aligned_rows), s.seed, s.train, s.validation)
+        self.split = split_assignment(self.ids[self.aligned_rows], s.seed, s.train, s.validation)
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
         self.prep = FeaturePrep.fit(frame.iloc[train_rows], s.mode, s.n_bins, self.config.categorical)
@@ -216,8 +228,10 @@ class NodeAgent:
             write_scores(out / "scores.parquet", self.ids[self.aligned_rows], self.split, party.scores)
 
 
-class JobCoordinator:
+class JobCoordinator(ScriptedCoordinator):
     """The coordinator's script for a whole job; composes the PSI and LR coordinators."""
+
+    name = "job"
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
                  deployment: bool | None = None):
@@ -226,22 +240,6 @@ class JobCoordinator:
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
         self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
         self.result: dict = {}
-        self.done = False
-        self.rounds = 0
-
-    def start(self) -> list[Message]:
-        self._script = self._run()
-        return next(self._script)
-
-    def advance(self, replies: list[Message]) -> list[Message]:
-        if self.done:
-            raise ProtocolError("job is finished; no more replies expected")
-        self.rounds += 1
-        try:
-            return self._script.send(replies)
-        except StopIteration:
-            self.done = True
-            return []
 
     def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
         return Message(kind, COORDINATOR, role, self.run_id, step, meta)

@@ -38,6 +38,7 @@ from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import ProtocolError
 from fedcredit.protocols.lbfgs import LbfgsBlock, directional_derivative, two_loop
 from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, unbundle
+from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.scoring import metrics
 
 BANK = "bank"
@@ -407,8 +408,10 @@ def _packed(key, part: tuple[bytes, dict], count: int, msg: Message) -> PackedVe
     return vec
 
 
-class LrCoordinator:
+class LrCoordinator(ScriptedCoordinator):
     """The coordinator's side: holds the Paillier key, runs the line search and L-BFGS on pooled Gram matrices."""
+
+    name = "vertical LR"
 
     def __init__(self, run_id: str, parties: list[str], config: LrConfig | None = None, *, pool=None,
                  on_progress=None, score: bool = True, deployment: bool | None = None):
@@ -419,25 +422,12 @@ class LrCoordinator:
         self.pool, self.on_progress, self.score, self.deployment = pool, on_progress, score, deployment
         self.history: list[dict] = []
         self.evaluations = 0
-        self.done = False
         self.keypair = None
         self._step = 0
 
-    # -- driver interface (start / advance), implemented as a script ------------------
-    def start(self) -> list[Message]:
-        self._script = self._run()
-        return next(self._script)
-
-    def advance(self, replies: list[Message]) -> list[Message]:
-        if self.done:
-            raise ProtocolError("vertical LR is finished; no more replies expected")
+    def _check(self, replies: list[Message]) -> None:
         for m in replies:
             expect(m, KINDS, run_id=self.run_id)
-        try:
-            return self._script.send(replies)
-        except StopIteration:
-            self.done = True
-            return []
 
     def _send(self, kind: str, receiver: str, meta=None, payload=b"") -> Message:
         return Message(kind, COORDINATOR, receiver, self.run_id, self._step, meta or {}, payload)
