@@ -76,6 +76,31 @@ class Design:
             g = total if g is None else _concat(g, total)
         return g
 
+    def reason_codes(self, w: np.ndarray, top: int = 2) -> list[list[str]]:
+        """Per row, this party's ``top`` most adverse features by name (no values, no bins).
+
+        A binned feature is adverse by how far its bin's weight lies above the feature's
+        best bin; a standardized one by its positive contribution ``w·x``. Only features
+        that actually raise the risk are named.
+        """
+        names = self.prep.names
+        w = np.asarray(w, dtype=float)
+        if self.prep.mode == "binned":
+            if not self.n_bins:
+                return [[] for _ in range(self.rows)]
+            best = np.array([w[o : o + nb].min() for o, nb in zip(self.offsets, self.n_bins)])
+            adverse = w[self.offsets + self.bins] - best
+        else:
+            contrib = self.matrix * w[: self.width] / (1 << STANDARD_SCALE_BITS)
+            adverse, col = [], 0
+            for spec in self.prep.specs:  # a feature spans its value and missing columns (or its categories)
+                span = spec.n_bins() if spec.kind == "category" else 2
+                adverse.append(contrib[:, col : col + span].sum(axis=1))
+                col += span
+            adverse = np.stack(adverse, axis=1) if adverse else np.zeros((self.rows, 0))
+        order = np.argsort(-adverse, axis=1)[:, :top]
+        return [[names[j] for j in row if adverse[i, j] > 1e-9] for i, row in enumerate(order)]
+
     def curvature(self) -> np.ndarray:
         """diag(X_p^T X_p) / rows: the Jacobi preconditioner's local part."""
         if self.prep.mode == "binned":
