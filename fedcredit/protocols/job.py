@@ -10,7 +10,9 @@ that start a fresh process per message (Flower's deployment engine).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from fedcredit.scoring import metrics
 
 HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
     "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
-KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED)
+PUBLISH, SCORES, REASONS, CAPACITY, LIMITS = "job.publish", "job.scores", "job.reasons", "job.capacity", "job.limits"
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS)
 SPLITS = ("train", "validation", "test")
 
 
@@ -78,6 +81,31 @@ class NodeConfig:
         """The schema this node's file is validated against."""
         base = node_schema(self.role, self.layout, self.label or ("default_12m" if self.role == "bank" else None))
         return base.with_options(self.id_column, self.id_kind, parse_extra(self.extra))
+
+
+@dataclass
+class Publication:
+    """How the coordinator turns the bank's published probabilities into grades and limits.
+
+    ``grade(pd) -> (points, grades, caps)`` applies the limit policy's scorecard and
+    caps; ``capacity = (role, column, multiple)`` names a capacity term computed at the
+    node that owns the column, so the coordinator only ever sees the resulting limit.
+    """
+
+    grade: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    capacity: tuple[str, str, float] | None = None
+    reasons: int = 2
+
+
+def _json_payload(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _from_json_payload(msg: Message, what: str):
+    try:
+        return json.loads(msg.payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{msg.describe()}: {what} is not valid JSON ({exc})") from None
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
@@ -143,8 +171,9 @@ class NodeAgent:
     def _dispatch(self, msg: Message) -> list[Message]:
         family = msg.kind.split(".", 1)[0]
         if family == "job":
-            return {HELLO: self._hello, PEERS: self._peers, SPLIT: self._split, REPORT: self._report}[
-                expect(msg, (HELLO, PEERS, SPLIT, REPORT), receiver=self.role, sender=COORDINATOR).kind](msg)
+            handlers = {HELLO: self._hello, PEERS: self._peers, SPLIT: self._split, REPORT: self._report,
+                        PUBLISH: self._publish, CAPACITY: self._capacity}
+            return handlers[expect(msg, tuple(handlers), receiver=self.role, sender=COORDINATOR).kind](msg)
         if family == "psi":
             if self.psi is None:
                 raise ProtocolError(f"{msg.describe()}: alignment has not been set up at {self.role}")
@@ -204,6 +233,37 @@ class NodeAgent:
                 self.lr[run_id] = vertical_lr.LrParty(self.role, data, pool=self.pool)
         return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": data.train.n_params})]
 
+    def _main_party(self, msg: Message) -> vertical_lr.LrParty:
+        party = self.lr.get(msg.meta.get("main", ""))
+        if party is None or party.weights is None:
+            raise ProtocolError(f"{msg.describe()}: no trained model {msg.meta.get('main')!r} at {self.role}")
+        return party
+
+    def _publish(self, msg: Message) -> list[Message]:
+        """Reason codes (own feature names) per aligned row; the bank adds IDs and probabilities."""
+        party = self._main_party(msg)
+        top = meta_int(msg, "reasons")
+        doc = {"reasons": party.data.every.reason_codes(party.weights, top)}
+        kind = REASONS
+        if self.role == vertical_lr.BANK:
+            if party.scores is None:
+                raise ProtocolError(f"{msg.describe()}: the bank has no scores to publish")
+            doc.update(ids=[str(i) for i in self.ids[self.aligned_rows]], pd=[float(v) for v in party.scores])
+            kind = SCORES
+        return [Message(kind, self.role, COORDINATOR, msg.run_id, msg.step + 1, {}, _json_payload(doc))]
+
+    def _capacity(self, msg: Message) -> list[Message]:
+        """limit = min(cap of the enterprise's grade, multiple × own column); missing value: the cap."""
+        column, multiple = msg.meta.get("column"), msg.meta.get("multiple")
+        if column not in self.features.columns or not isinstance(multiple, (int, float)) or multiple < 0:
+            raise ProtocolError(f"{msg.describe()}: capacity needs an own column and a multiple ≥ 0, got {column!r}, {multiple!r}")
+        caps = np.asarray(_from_json_payload(msg, "caps"), dtype=float)
+        values = self.features[column].to_numpy(dtype=float)[self.aligned_rows]
+        if len(caps) != len(values):
+            raise ProtocolError(f"{msg.describe()}: {len(caps)} caps for {len(values)} aligned rows")
+        limits = np.where(np.isnan(values), caps, np.minimum(caps, multiple * np.maximum(values, 0.0)))
+        return [Message(LIMITS, self.role, COORDINATOR, msg.run_id, msg.step + 1, {}, _json_payload(limits.tolist()))]
+
     def _report(self, msg: Message) -> list[Message]:
         """The bank's test metrics per model (aggregates only); every node writes its own model part."""
         out = {}
@@ -234,12 +294,13 @@ class JobCoordinator(ScriptedCoordinator):
     name = "job"
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
-                 deployment: bool | None = None):
+                 deployment: bool | None = None, publication: Publication | None = None):
         if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
             raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
         self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
         self.result: dict = {}
+        self.publication = publication
 
     def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
         return Message(kind, COORDINATOR, role, self.run_id, step, meta)
@@ -249,6 +310,41 @@ class JobCoordinator(ScriptedCoordinator):
         if set(got) != set(self.roles) or len([m for m in replies if m.kind == kind]) != len(self.roles):
             raise ProtocolError(f"expected one {kind} from each of {self.roles}, got from {sorted(got)}")
         return got
+
+    def _publish(self, main: str):
+        """Scores from the bank, reason codes from every node, limits (capacity at its owner)."""
+        pub = self.publication
+        replies = yield [self._send(PUBLISH, r, {"main": main, "reasons": pub.reasons}, 4) for r in self.roles]
+        bank = [m for m in replies if m.kind == SCORES]
+        hosts = {m.sender: m for m in replies if m.kind == REASONS}
+        if [m.sender for m in bank] != ["bank"] or set(hosts) != set(self.roles[1:]) or len(replies) != len(self.roles):
+            raise ProtocolError("publication: expected scores from the bank and reason codes from every host")
+        doc = _from_json_payload(bank[0], "scores")
+        ids, pd_ = doc.get("ids"), np.asarray(doc.get("pd"), dtype=float)
+        if not isinstance(ids, list) or len(ids) != len(pd_) or not np.all((pd_ >= 0) & (pd_ <= 1)):
+            raise ProtocolError(f"{bank[0].describe()}: IDs and probabilities must be equally long, probabilities in [0, 1]")
+        reasons = [doc["reasons"]] + [_from_json_payload(hosts[r], "reason codes")["reasons"] for r in self.roles[1:]]
+        if any(len(r) != len(ids) for r in reasons):
+            raise ProtocolError("publication: every node must give reason codes for every aligned row")
+        points, grades, caps = pub.grade(pd_)
+        limits = np.asarray(caps, dtype=float)
+        if pub.capacity is not None:
+            owner, column, multiple = pub.capacity
+            if owner not in self.roles:
+                raise InputError(f"capacity term names node {owner!r}, which is not in this job")
+            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 5, {"column": column, "multiple": multiple},
+                                     _json_payload(limits.tolist()))]
+            got = [m for m in replies if m.kind == LIMITS and m.sender == owner]
+            if len(got) != 1 or len(replies) != 1:
+                raise ProtocolError(f"publication: expected the limits from {owner}")
+            capped = np.asarray(_from_json_payload(got[0], "limits"), dtype=float)
+            if capped.shape != limits.shape or np.any(capped > limits + 1e-6) or np.any(capped < 0):
+                raise ProtocolError(f"{got[0].describe()}: limits must be between 0 and each enterprise's cap")
+            limits = capped
+        codes = [";".join(f"{role}:{name}" for role, rs in zip(self.roles, row) for name in rs)
+                 for row in zip(*reasons)]
+        return {"uscc": ids, "score": np.asarray(points, dtype=float).tolist(), "grade": list(map(str, grades)),
+                "pd": pd_.tolist(), "limit": limits.tolist(), "reason_codes": codes}
 
     def _sub(self, protocol, first: list[Message] = (), extra_kind: str | None = None):
         """Run a sub-protocol to its end. Messages in ``first`` go out with its first round; their
@@ -290,6 +386,8 @@ class JobCoordinator(ScriptedCoordinator):
             yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
             models[run_id] = lr
         main = f"{self.run_id}/lr"
+        if self.publication is not None:
+            self.result["publication"] = yield from self._publish(main)
         replies = yield [self._send(REPORT, r, {"main": main}, 3) for r in self.roles]
         reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
         lr = models[main]
