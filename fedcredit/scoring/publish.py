@@ -107,6 +107,7 @@ def _digest(rows: list[tuple]) -> str:
 
 
 def _tags(row: tuple) -> bytes:
+    """Short per-cell tags of one row: only to locate a change; security rests on the full digest."""
     out = b""
     for column, value in zip(COLUMNS[1:], row[1:]):
         text = json.dumps(_cell_text(column, value), ensure_ascii=False)
@@ -389,7 +390,8 @@ def verify_limits(file, key, signature_path=None) -> VerifyReport:
     ``key`` is a :class:`PublicIdentity` or the path of its public identity file; the
     signature defaults to ``<stem>.sig.json`` beside the file. Raises
     :class:`VerificationError` (``kind`` one of missing-signature, bad-signature-file,
-    wrong-key, bad-signature, unreadable, columns, type, duplicate, content) naming the problem.
+    wrong-key, bad-signature, unreadable, columns, type, duplicate, content) naming the problem;
+    an unreadable key file raises the crypto layer's KeyFileError (also a FedCreditError).
     """
     path = Path(file)
     sig_path = Path(signature_path) if signature_path is not None else path.with_name(path.stem + ".sig.json")
