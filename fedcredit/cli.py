@@ -22,9 +22,11 @@ from fedcredit.data import synth
 from fedcredit.data.schema import NODE_ROLES, parse_extra, schema_for
 from fedcredit.data.validate import validate_file
 from fedcredit import runner
+from fedcredit.cli_limits import limits_app
 from fedcredit.errors import FedCreditError
 from fedcredit.jobfile import load_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.scoring.policy import LimitPolicy
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -52,6 +54,9 @@ app = typer.Typer(
 
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+
+app.add_typer(limits_app, name="limits")
 
 
 @app.callback(invoke_without_command=True)
@@ -120,12 +125,13 @@ def demo_cmd(
     seed: int = typer.Option(42, "--seed", help="Random seed for data, split and model."),
     engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
     key_bits: int = typer.Option(2048, "--key-bits", help="Paillier key size."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
 ) -> None:
-    """Embedded demo: synthetic data for three nodes, then the whole federated job on Flower's simulation engine."""
+    """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
     paths, seconds = _generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
-    _train(nodes, ModelSettings(seed=seed, key_bits=key_bits), out, engine, centralized=True)
+    _train(nodes, ModelSettings(seed=seed, key_bits=key_bits), out, engine, centralized=True, policy=policy)
 
 
 @app.command("train")
@@ -134,14 +140,16 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory."),
     engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
     centralized: bool = typer.Option(False, "--centralized", help="Also fit the centralized reference (needs every node's file here)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
 ) -> None:
-    """Train the vertical scorecard model described by a job file."""
+    """Train the vertical scorecard model described by a job file, publish signed limits and the report."""
     nodes, settings = load_job(job)
-    _train(nodes, settings, out, engine, centralized)
+    _train(nodes, settings, out, engine, centralized, policy)
 
 
-def _train(nodes, settings, out: Path, engine: str, centralized: bool) -> None:
-    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized)
+def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None) -> None:
+    limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
+    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy)
     table = Table(title=f"Federated scorecard LR ({metrics['intersection']:,} aligned enterprises)")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -153,6 +161,9 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool) -> None:
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
     console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank), model/<role>/ (each node's own part)")
+    console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
+                  f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {out / 'keys' / 'coordinator.pub.json'})")
+    console.print(f"Report: {out / 'report.html'}")
 
 
 def main() -> None:

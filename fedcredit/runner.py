@@ -12,13 +12,17 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedcredit import __version__
 from fedcredit.atomic import atomic_write_bytes
 from fedcredit.errors import FedCreditError
-from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.crypto import Identity
+from fedcredit.protocols.job import ModelSettings, NodeConfig, Publication
+from fedcredit.scoring.policy import LimitPolicy
+from fedcredit.scoring.publish import publish_limits, verify_limits
 
 ENGINES = ("simulation", "in-process")
 
@@ -47,15 +51,40 @@ class _Display:
                      description=f"{name}: iteration {info['iteration']}, loss {info['loss']:.5f}{auc}")
 
 
+def publication_for(policy: LimitPolicy) -> Publication:
+    """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner."""
+
+    def grade(pd):
+        points, grades = policy.grade(pd)
+        return points, grades, policy.cap_for(grades)
+
+    return Publication(grade=grade, capacity=policy.capacity,
+                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"))
+
+
+def coordinator_identity(keys: Path) -> Identity:
+    """The coordinator's signing identity, created once per key folder (private file 0600)."""
+    private, public = keys / "coordinator.key.json", keys / "coordinator.pub.json"
+    if private.exists():
+        return Identity.load(private)
+    ident = Identity.generate("coordinator")
+    ident.save(private, public_path=public)
+    return ident
+
+
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
-        console: Console | None = None, centralized: bool = False) -> dict:
-    """Run the job, write metrics.json and run.json into ``out``, return the metrics."""
+        console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
+        keys: Path | None = None) -> dict:
+    """Run the job, publish signed limits, write metrics.json and run.json into ``out``, return the metrics."""
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     nodes = [replace(n, out_dir=str(out)) for n in nodes]
+    policy = policy or LimitPolicy()
+    signer = coordinator_identity(Path(keys) if keys else out / "keys")
+    publication = publication_for(policy)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -63,11 +92,14 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         if engine == "simulation":
             from fedcredit.flower.simulation import run_simulated_job
 
-            result = run_simulated_job(nodes, settings, out / "work", on_event=display)
+            result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication)
         else:
             from fedcredit.local import run_job
 
-            result = run_job(nodes, settings, on_event=display)
+            result = run_job(nodes, settings, on_event=display, publication=publication)
+    table = pd.DataFrame(result["publication"])
+    published = publish_limits(table, out, signer, model_version=str(result.get("run_id")))
+    verify_limits(published["parquet"], signer.public)
     seconds = time.perf_counter() - started
     m = result.get("metrics") or {}
     metrics = {
@@ -84,7 +116,9 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     run_doc = {
         "run_id": result.get("run_id"), "engine": engine, "settings": asdict(settings),
         "nodes": result["nodes"], "roles": [n.role for n in nodes],
-        "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"]},
+        "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
+                             "coordinator_signing": signer.fingerprint},
+        "policy": policy.source,
         "history": result["history"],
         "versions": _versions(),
     }

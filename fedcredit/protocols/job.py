@@ -29,7 +29,9 @@ from fedcredit.protocols.errors import InputError, ProtocolError
 from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int
 from fedcredit.protocols.relay import SealedRelay
 from fedcredit.protocols.script import ScriptedCoordinator
+from fedcredit.errors import FedCreditError
 from fedcredit.scoring import metrics
+from fedcredit.scoring.policy import Capacity
 
 HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
     "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
@@ -93,8 +95,9 @@ class Publication:
     """
 
     grade: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-    capacity: tuple[str, str, float] | None = None
+    capacity: Capacity | None = None
     reasons: int = 2
+    loss_table: Callable[[np.ndarray, np.ndarray, np.ndarray], list[dict]] | None = None  # per-grade expected loss
 
 
 def _json_payload(obj) -> bytes:
@@ -253,15 +256,18 @@ class NodeAgent:
         return [Message(kind, self.role, COORDINATOR, msg.run_id, msg.step + 1, {}, _json_payload(doc))]
 
     def _capacity(self, msg: Message) -> list[Message]:
-        """limit = min(cap of the enterprise's grade, multiple × own column); missing value: the cap."""
-        column, multiple = msg.meta.get("column"), msg.meta.get("multiple")
-        if column not in self.features.columns or not isinstance(multiple, (int, float)) or multiple < 0:
-            raise ProtocolError(f"{msg.describe()}: capacity needs an own column and a multiple ≥ 0, got {column!r}, {multiple!r}")
-        caps = np.asarray(_from_json_payload(msg, "caps"), dtype=float)
-        values = self.features[column].to_numpy(dtype=float)[self.aligned_rows]
+        """limit = min(cap of the enterprise's grade, multiple × own column), computed here so the column stays here."""
+        try:
+            capacity = Capacity(**msg.meta["capacity"])
+        except (KeyError, TypeError, FedCreditError) as exc:
+            raise ProtocolError(f"{msg.describe()}: malformed capacity term ({exc})") from None
+        if capacity.node != self.role or capacity.column not in self.features.columns:
+            raise ProtocolError(f"{msg.describe()}: {self.role} does not own a column {capacity.column!r}")
+        caps = np.asarray(_from_json_payload(msg, "caps"), dtype=np.int64)
+        values = self.features[capacity.column].to_numpy(dtype=float)[self.aligned_rows]
         if len(caps) != len(values):
             raise ProtocolError(f"{msg.describe()}: {len(caps)} caps for {len(values)} aligned rows")
-        limits = np.where(np.isnan(values), caps, np.minimum(caps, multiple * np.maximum(values, 0.0)))
+        limits = capacity.apply(caps, values)
         return [Message(LIMITS, self.role, COORDINATOR, msg.run_id, msg.step + 1, {}, _json_payload(limits.tolist()))]
 
     def _report(self, msg: Message) -> list[Message]:
@@ -274,7 +280,36 @@ class NodeAgent:
                 out[run_id] = {k: v for k, v in metrics.summary(y[test], party.scores[test]).items()}
         if self.config.out_dir:
             self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"))
+            if self.role == vertical_lr.BANK and msg.payload:
+                self.write_report(Path(self.config.out_dir), msg.meta.get("main"), _from_json_payload(msg, "report context"),
+                                  out.get(msg.meta.get("main"), {}), out)
         return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"metrics": out})]
+
+    def write_report(self, out: Path, main_run: str, context: dict, main_metrics: dict, all_metrics: dict) -> Path:
+        """The bank's report: it alone holds the labels that ROC, KS and observed default rates need."""
+        from fedcredit.scoring.report import ReportData, render_report
+        from fedcredit.scoring.scorecard import grade_table
+
+        party = self._main_party(Message(REPORT, COORDINATOR, self.role, "", 0, {"main": main_run}))
+        y = self.labels[self.aligned_rows]
+        scores, test, train = party.scores, self.split == 2, self.split == 0
+        grades_df = None
+        if context.get("grades"):
+            grades = np.asarray(context["grades"], dtype=object)
+            grades_df = grade_table(grades[test], scores[test], y[test])
+            if context.get("loss_table"):
+                loss = pd.DataFrame(context["loss_table"])
+                grades_df = grades_df.merge(loss, on="grade", how="outer", suffixes=(" (test)", " (all)"))
+        bank_only = [m for run, m in all_metrics.items() if run.endswith("lr-bank")]
+        metrics_view = {"test_auc": main_metrics.get("auc"), "test_ks": main_metrics.get("ks"),
+                        "test_gini": main_metrics.get("gini"), "bank_only_auc": bank_only[0]["auc"] if bank_only else None}
+        data = ReportData(
+            title="fedcredit — federated scorecard report", y_test=y[test], score_test=scores[test], run=context.get("run", {}),
+            nodes=context.get("nodes", {}), intersection_size=context.get("intersection"),
+            fingerprints=context.get("fingerprints", {}), score_train=scores[train], grades=grades_df,
+            limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
+            metrics=metrics_view)
+        return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:
         """This node's own part of the model; at the bank also its scores."""
@@ -327,18 +362,18 @@ class JobCoordinator(ScriptedCoordinator):
         if any(len(r) != len(ids) for r in reasons):
             raise ProtocolError("publication: every node must give reason codes for every aligned row")
         points, grades, caps = pub.grade(pd_)
-        limits = np.asarray(caps, dtype=float)
+        limits = np.asarray(caps, dtype=np.int64)
         if pub.capacity is not None:
-            owner, column, multiple = pub.capacity
+            owner = pub.capacity.node
             if owner not in self.roles:
                 raise InputError(f"capacity term names node {owner!r}, which is not in this job")
-            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 5, {"column": column, "multiple": multiple},
+            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 5, {"capacity": asdict(pub.capacity)},
                                      _json_payload(limits.tolist()))]
             got = [m for m in replies if m.kind == LIMITS and m.sender == owner]
             if len(got) != 1 or len(replies) != 1:
                 raise ProtocolError(f"publication: expected the limits from {owner}")
-            capped = np.asarray(_from_json_payload(got[0], "limits"), dtype=float)
-            if capped.shape != limits.shape or np.any(capped > limits + 1e-6) or np.any(capped < 0):
+            capped = np.asarray(_from_json_payload(got[0], "limits"), dtype=np.int64)
+            if capped.shape != limits.shape or np.any(capped > limits) or np.any(capped < 0):
                 raise ProtocolError(f"{got[0].describe()}: limits must be between 0 and each enterprise's cap")
             limits = capped
         codes = [";".join(f"{role}:{name}" for role, rs in zip(self.roles, row) for name in rs)
@@ -386,9 +421,18 @@ class JobCoordinator(ScriptedCoordinator):
             yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
             models[run_id] = lr
         main = f"{self.run_id}/lr"
+        context = {}
         if self.publication is not None:
-            self.result["publication"] = yield from self._publish(main)
-        replies = yield [self._send(REPORT, r, {"main": main}, 3) for r in self.roles]
+            pub = self.result["publication"] = yield from self._publish(main)
+            table = self.publication.loss_table
+            context = {"grades": pub["grade"], "limits": pub["limit"],
+                       "loss_table": table(np.array(pub["grade"]), np.array(pub["pd"]), np.array(pub["limit"])) if table else None}
+        context.update(run={"run_id": self.run_id, "seconds": round(time.perf_counter() - started, 1), "rounds": self.rounds,
+                            "model": asdict(s)},
+                       nodes=self.result["nodes"], intersection=self.result["intersection"],
+                       fingerprints={"paillier": models[main].keypair.public_key.fingerprint, "identities": self.result["identities"]})
+        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 3, {"main": main},
+                                 _json_payload(context) if r == "bank" else b"") for r in self.roles]
         reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
         lr = models[main]
         self.result.update(

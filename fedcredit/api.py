@@ -1,0 +1,92 @@
+"""Python API for notebooks: one object per federated job, results as pandas objects.
+
+Every accessor returns only what the named party may see: the bank sees scores and
+labels-based evaluation of its own customers, every node its own model part, anyone
+the published limits. In a notebook all parties sit in one process (the embedded
+engine), so the API keeps their views apart on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from fedcredit import runner
+from fedcredit.data import synth
+from fedcredit.data.schema import NODE_ROLES
+from fedcredit.errors import FedCreditError
+from fedcredit.protocols.job import ModelSettings, NodeConfig
+
+
+class Federation:
+    """A federated job over node files: ``fit()``, then ``evaluate()``, ``score()``, ``model()``, ``limits()``."""
+
+    def __init__(self, nodes: list[NodeConfig], settings: ModelSettings | None = None, *, out: str | Path | None = None,
+                 engine: str = "in-process"):
+        if not nodes or nodes[0].role != "bank":
+            raise FedCreditError("a federation needs the bank first and at least one host")
+        self.nodes, self.settings, self.engine = list(nodes), settings or ModelSettings(), engine
+        self.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedcredit-"))
+        self.metrics: dict | None = None
+
+    @classmethod
+    def synthetic(cls, rows: int = 20_000, seed: int = 42, *, out: str | Path | None = None, **settings) -> "Federation":
+        """Three nodes (bank, tax, utilities) on freshly generated synthetic SME data."""
+        out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedcredit-"))
+        paths = synth.write_nodes(synth.generate(rows, seed), out / "data")
+        nodes = [NodeConfig(role, str(paths[role])) for role in NODE_ROLES]
+        return cls(nodes, ModelSettings(seed=seed, **settings), out=out)
+
+    def fit(self, *, centralized: bool = True, console=None) -> "Federation":
+        """Run the whole job (validate, align, split, prepare, train, score) on the chosen engine."""
+        self.metrics = runner.run(self.nodes, self.settings, self.out, engine=self.engine, console=console,
+                                  centralized=centralized)
+        return self
+
+    def _require_fit(self) -> None:
+        if self.metrics is None:
+            raise FedCreditError("call fit() first")
+
+    def evaluate(self) -> pd.Series:
+        """The job's published metrics (test AUC, KS, Gini, bank-only and centralized AUC, rounds, seconds)."""
+        self._require_fit()
+        return pd.Series(self.metrics, name="value")
+
+    def history(self) -> pd.DataFrame:
+        """Loss and validation AUC/KS per evaluation, as the progress display showed them."""
+        self._require_fit()
+        run = json.loads((self.out / "run.json").read_text())
+        return pd.DataFrame(run["history"])
+
+    def score(self, party: str = "bank") -> pd.DataFrame:
+        """The bank's scores of every aligned enterprise (only the bank may see them)."""
+        self._require_fit()
+        if party != "bank":
+            raise FedCreditError(f"{party} cannot see scores: only the bank learns them")
+        return pq.read_table(self.out / "scores.parquet").to_pandas()
+
+    def labelled_scores(self) -> pd.DataFrame:
+        """The bank's view for its own evaluation plots: scores joined with its own labels."""
+        bank = self.nodes[0]
+        from fedcredit.data.validate import load_node
+
+        node = load_node(bank.data, bank.schema())
+        labels = pd.DataFrame({"id": node.ids, "default": node.label})
+        return self.score("bank").merge(labels, on="id")
+
+    def model(self, party: str) -> pd.DataFrame:
+        """One node's own part of the model: its design columns and weights."""
+        self._require_fit()
+        path = self.out / "model" / party / "weights.json"
+        if not path.exists():
+            raise FedCreditError(f"no model part for {party!r}; nodes: {[n.role for n in self.nodes]}")
+        return pd.DataFrame(json.loads(path.read_text())["parameters"])
+
+    def with_engine(self, engine: str) -> "Federation":
+        """The same federation on another engine ("simulation" runs Flower)."""
+        return Federation([replace(n) for n in self.nodes], self.settings, out=self.out, engine=engine)
