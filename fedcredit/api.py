@@ -90,3 +90,17 @@ class Federation:
     def with_engine(self, engine: str) -> "Federation":
         """The same federation on another engine ("simulation" runs Flower)."""
         return Federation([replace(n) for n in self.nodes], self.settings, out=self.out, engine=engine)
+
+    def limits(self) -> pd.DataFrame:
+        """The published, signed pre-credit limits (anyone may see them); verified before they are returned."""
+        self._require_fit()
+        from fedcredit.scoring.publish import verify_limits
+
+        verify_limits(self.out / "limits.parquet", self.out / "keys" / "coordinator.pub.json")
+        return pq.read_table(self.out / "limits.parquet").to_pandas()
+
+    @property
+    def report_path(self) -> Path:
+        """The bank's HTML report (ROC, KS, score distributions, grades, limits, PSI)."""
+        self._require_fit()
+        return self.out / "report.html"

@@ -80,6 +80,21 @@ def test_demo_trains_and_writes_every_output(tmp_path):
     assert set(run["key_fingerprints"]["identities"]) == {"bank", "tax", "utilities"} and run["versions"]["flwr"]
     assert (tmp_path / "scores.parquet").exists() and (tmp_path / "model" / "tax" / "prep.json").exists()
     assert "test_auc" in result.output and "centralized_auc" in result.output
+    # signed limits verify through the main CLI; one changed limit fails naming the cell
+    assert "limits.parquet" in result.output and "report.html" in result.output
+    key = tmp_path / "keys" / "coordinator.pub.json"
+    ok = runner.invoke(app, ["limits", "verify", str(tmp_path / "limits.parquet"), "--key", str(key)])
+    assert ok.exit_code == 0 and "OK:" in ok.output, ok.output
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "limits.parquet")
+    table.loc[3, "limit"] = table.loc[3, "limit"] + 1
+    table.to_parquet(tmp_path / "tampered.parquet", index=False)
+    (tmp_path / "tampered.sig.json").write_bytes((tmp_path / "limits.sig.json").read_bytes())
+    bad = runner.invoke(app, ["limits", "verify", str(tmp_path / "tampered.parquet"), "--key", str(key)])
+    assert bad.exit_code != 0 and "limit" in bad.output and "Traceback" not in bad.output
+    report = (tmp_path / "report.html").read_text()
+    assert "ROC curve" in report and "data:image/png;base64" in report
 
 
 def test_train_with_a_job_file(tmp_path):

@@ -13,16 +13,22 @@ from fedcredit.errors import FedCreditError
 from fedcredit.jobfile import load_job
 from fedcredit.local import run_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.runner import publication_for
+from fedcredit.scoring.policy import LimitPolicy
 
 FAST = ModelSettings(key_bits=1024, max_iter=15)
+POLICY = {"capacity": {"node": "tax", "column": "declared_revenue_cny", "multiple": 0.3}}
 CANARY_NUMBERS = {"bank": ("loan_balance_cny", 7777123.4567), "tax": ("declared_revenue_cny", 8888234.5678),
                   "utilities": ("water_m3_12m", 9999345.6789)}
 
 
 def _plant(tables: dict) -> dict:
-    """Unique values in every node's data, in rows that will be aligned."""
-    common = set.intersection(*(set(t.column("uscc").to_pylist()) for t in tables.values()))
+    """Unique feature values in rows that will be aligned (and published), and the IDs of
+    enterprises outside the intersection, which no other party may ever learn."""
+    sets = [set(t.column("uscc").to_pylist()) for t in tables.values()]
+    common = set.intersection(*sets)
     chosen = sorted(common)[:5]
+    outside = sorted(set.union(*sets) - common)[:20]
     out = {}
     for role, table in tables.items():
         col, value = CANARY_NUMBERS[role]
@@ -32,7 +38,7 @@ def _plant(tables: dict) -> dict:
             if ident in chosen:
                 values[i] = value
         out[role] = table.set_column(table.column_names.index(col), table.schema.field(col), pa.array(values, pa.float64()))
-    return out, chosen
+    return out, outside
 
 
 def _forms(value) -> list[bytes]:
@@ -55,7 +61,8 @@ def job_run(tmp_path_factory):
     nodes = [NodeConfig(r, str(paths[r]), out_dir=str(root / "out")) for r in ("bank", "tax", "utilities")]
     wire: list[bytes] = []
     events = []
-    result = run_job(nodes, FAST, tap=wire.append, on_event=lambda k, i: events.append(k))
+    result = run_job(nodes, FAST, tap=wire.append, on_event=lambda k, i: events.append(k),
+                     publication=publication_for(LimitPolicy.from_dict(POLICY, "test")))
     return result, root, wire, canary_ids, events
 
 
@@ -72,8 +79,11 @@ def test_in_process_job_end_to_end(job_run):
 
 
 def test_canary_never_crosses_a_node_boundary(job_run):
+    """Feature values never leave their node; IDs outside the intersection never leave theirs.
+    (IDs of aligned enterprises reach the coordinator only as the published list.)"""
     result, root, wire, canary_ids, _ = job_run
     blob = b"".join(wire)
+    assert canary_ids
     assert len(wire) > 100
     for ident in canary_ids:
         for form in _forms(ident):
@@ -155,3 +165,30 @@ def test_split_is_seeded_per_id_and_independent_of_row_order():
     assert (a == b).all()
     assert abs((a == 0).mean() - 0.6) < 0.02 and abs((a == 1).mean() - 0.2) < 0.02
     assert (split_assignment(ids, 43, 0.6, 0.2) != a).mean() > 0.3
+
+
+def test_publication_respects_policy_and_capacity(job_run):
+    result, root, *_ = job_run
+    pub = result["publication"]
+    policy = LimitPolicy.from_dict(POLICY, "test")
+    points, grades = policy.grade(np.array(pub["pd"]))
+    assert list(grades) == pub["grade"]
+    caps = policy.cap_for(grades)
+    limits = np.array(pub["limit"])
+    assert (limits <= caps).all() and (limits[np.array(pub["grade"]) == "D"] == 0).all()
+    # the capacity term binds somewhere: 0.3 × declared revenue is below 5 M CNY for small firms
+    assert (limits < caps).any()
+    tax = pq.read_table(root / "data" / "tax.parquet").to_pandas().set_index("uscc")["declared_revenue_cny"]
+    expected = np.minimum(caps, np.floor(0.3 * tax.loc[pub["uscc"]].to_numpy()))
+    assert (limits == expected).all()
+
+
+def test_reason_codes_name_only_each_nodes_own_features(job_run):
+    from fedcredit.data.reference import feature_names
+
+    result, *_ = job_run
+    codes = [c for row in result["publication"]["reason_codes"] for c in row.split(";") if c]
+    assert codes
+    for code in codes:
+        role, name = code.split(":")
+        assert name in feature_names(role)
