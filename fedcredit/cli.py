@@ -147,10 +147,25 @@ def train_cmd(
     _train(nodes, settings, out, engine, centralized, policy)
 
 
-def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None) -> None:
+@app.command("score")
+def score_cmd(
+    job: Path = typer.Option(..., "--job", help="Job file naming each node's (new) data, see docs/job.md."),
+    model: Path = typer.Option(..., "--model", help="Output folder of a training run (its model/<role>/ parts)."),
+    out: Path = typer.Option(..., "--out", help="Output directory for scores, limits and the report."),
+    engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
+) -> None:
+    """Score a population with a trained model (each node applies its own saved part) and publish signed limits."""
+    nodes, settings = load_job(job)
+    _train(nodes, settings, out, engine, False, policy, model=model)
+
+
+def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None, model: Path | None = None) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
-    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy)
-    table = Table(title=f"Federated scorecard LR ({metrics['intersection']:,} aligned enterprises)")
+    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy,
+                         model=model)
+    what = "scored with a saved model" if model is not None else "aligned enterprises"
+    table = Table(title=f"Federated scorecard LR ({metrics['intersection']:,} {what})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc"):
@@ -160,7 +175,8 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     table.add_row("model evaluations", str(metrics["evaluations"]))
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
-    console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank), model/<role>/ (each node's own part)")
+    parts = "" if model is not None else ", model/<role>/ (each node's own part)"
+    console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank){parts}")
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
                   f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {out / 'keys' / 'coordinator.pub.json'})")
     console.print(f"Report: {out / 'report.html'}")

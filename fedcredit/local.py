@@ -13,13 +13,13 @@ from fedcredit.protocols.loop import drive
 
 
 def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, run_id: str | None = None,
-            workers: int | None = None, on_event=None, tap=None, publication=None) -> dict:
+            workers: int | None = None, on_event=None, tap=None, publication=None, task: str = "train") -> dict:
     """Run a job over ``nodes`` (the bank first) and return the coordinator's result."""
     settings = settings or ModelSettings()
     run_id = run_id or uuid.uuid4().hex[:12]
     with WorkerPool(workers) as pool:
         agents = {n.role: NodeAgent(n, pool=pool) for n in nodes}
         coordinator = JobCoordinator(run_id, [n.role for n in nodes], settings, pool=pool, on_event=on_event,
-                                     publication=publication)
+                                     publication=publication, task=task)
         rounds = drive(coordinator, agents, tap=tap)
     return {**coordinator.result, "rounds": rounds, "run_id": run_id}

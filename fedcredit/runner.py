@@ -74,14 +74,20 @@ def coordinator_identity(keys: Path) -> Identity:
 
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
-        keys: Path | None = None) -> dict:
-    """Run the job, publish signed limits, write metrics.json and run.json into ``out``, return the metrics."""
+        keys: Path | None = None, model: Path | None = None) -> dict:
+    """Run the job, publish signed limits, write metrics.json and run.json into ``out``, return the metrics.
+
+    With ``model`` (the output folder of a training run) nothing is trained: every node
+    scores its aligned enterprises with its own saved part, and the limits are published.
+    """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    nodes = [replace(n, out_dir=str(out)) for n in nodes]
+    task = "score" if model is not None else "train"
+    nodes = [replace(n, out_dir=str(out), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
+             for n in nodes]
     policy = policy or LimitPolicy()
     signer = coordinator_identity(Path(keys) if keys else out / "keys")
     publication = publication_for(policy)
@@ -92,11 +98,12 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         if engine == "simulation":
             from fedcredit.flower.simulation import run_simulated_job
 
-            result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication)
+            result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication,
+                                       task=task)
         else:
             from fedcredit.local import run_job
 
-            result = run_job(nodes, settings, on_event=display, publication=publication)
+            result = run_job(nodes, settings, on_event=display, publication=publication, task=task)
     table = pd.DataFrame(result["publication"])
     published = publish_limits(table, out, signer, model_version=str(result.get("run_id")))
     verify_limits(published["parquet"], signer.public)
@@ -108,13 +115,13 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         "rounds": result["rounds"], "seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
     }
-    if centralized:
+    if centralized and task == "train":
         from fedcredit.baseline import centralized_auc
 
         metrics["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     run_doc = {
-        "run_id": result.get("run_id"), "engine": engine, "settings": asdict(settings),
+        "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
         "nodes": result["nodes"], "roles": [n.role for n in nodes],
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},

@@ -120,3 +120,30 @@ def test_train_with_a_broken_job_file_is_a_clear_error(tmp_path):
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "fedcredit" in result.output
+
+
+def test_score_a_new_population_with_a_saved_model(tmp_path):
+    import json
+
+    import pandas as pd
+
+    train = runner.invoke(app, ["demo", "--out", str(tmp_path / "train"), "--rows", "2500", "--key-bits", "1024", "--engine", "in-process"])
+    assert train.exit_code == 0, train.output
+    assert (tmp_path / "train" / "model" / "bank" / "reference_scores.json").exists()
+    assert runner.invoke(app, ["synth", "--out", str(tmp_path / "new"), "--rows", "2000", "--seed", "77"]).exit_code == 0
+    (tmp_path / "job.toml").write_text("[model]\nkey_bits = 1024\n[nodes.bank]\ndata = 'new/bank.parquet'\n"
+                                       "[nodes.tax]\ndata = 'new/tax.parquet'\n[nodes.utilities]\ndata = 'new/utilities.parquet'\n")
+    scored = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp_path / "train"),
+                                 "--out", str(tmp_path / "scored"), "--engine", "in-process"])
+    assert scored.exit_code == 0, scored.output
+    scores = pd.read_parquet(tmp_path / "scored" / "scores.parquet")
+    new_ids = set(pd.read_parquet(tmp_path / "new" / "bank.parquet")["uscc"])
+    assert set(scores["split"]) == {"scored"} and set(scores["id"]) <= new_ids
+    metrics = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert metrics["test_auc"] > 0.7 and metrics["evaluations"] == 0
+    key = tmp_path / "scored" / "keys" / "coordinator.pub.json"
+    assert runner.invoke(app, ["limits", "verify", str(tmp_path / "scored" / "limits.csv"), "--key", str(key)]).exit_code == 0
+    assert "Population stability" in (tmp_path / "scored" / "report.html").read_text()
+    missing = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp_path / "nope"),
+                                  "--out", str(tmp_path / "x"), "--engine", "in-process"])
+    assert missing.exit_code == 1 and "no saved model part" in missing.output

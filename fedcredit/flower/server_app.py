@@ -66,7 +66,7 @@ def discover_roles(grid: Grid, nodes: list[int], expected: list[str], timeout: f
 
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
-                    run_id: str | None = None, timeout: float = 600.0, publication=None) -> ServerApp:
+                    run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train") -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
@@ -78,7 +78,7 @@ def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, 
             role_of = {nid: role for role, nid in node_of.items()}
             with WorkerPool() as pool:
                 coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
-                                             publication=publication)
+                                             publication=publication, task=task)
                 outgoing = coordinator.start()
                 while outgoing:
                     per_node: dict[int, list] = {}

@@ -36,7 +36,9 @@ from fedcredit.scoring.policy import Capacity
 HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
     "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
 PUBLISH, SCORES, REASONS, CAPACITY, LIMITS = "job.publish", "job.scores", "job.reasons", "job.capacity", "job.limits"
-KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS)
+LOAD = "job.load"
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD)
+SCORED = 3  # split code of enterprises scored with a saved model
 SPLITS = ("train", "validation", "test")
 
 
@@ -78,6 +80,7 @@ class NodeConfig:
     extra: list[str] = field(default_factory=list)  # NAME:KIND declarations of extra columns
     layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
     out_dir: str | None = None
+    model_dir: str | None = None  # scoring runs: this node's saved model part
 
     def schema(self):
         """The schema this node's file is validated against."""
@@ -145,6 +148,7 @@ class NodeAgent:
         self.aligned_rows: np.ndarray | None = None
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
+        self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -175,7 +179,7 @@ class NodeAgent:
         family = msg.kind.split(".", 1)[0]
         if family == "job":
             handlers = {HELLO: self._hello, PEERS: self._peers, SPLIT: self._split, REPORT: self._report,
-                        PUBLISH: self._publish, CAPACITY: self._capacity}
+                        PUBLISH: self._publish, CAPACITY: self._capacity, LOAD: self._load}
             return handlers[expect(msg, tuple(handlers), receiver=self.role, sender=COORDINATOR).kind](msg)
         if family == "psi":
             if self.psi is None:
@@ -270,12 +274,37 @@ class NodeAgent:
         limits = capacity.apply(caps, values)
         return [Message(LIMITS, self.role, COORDINATOR, msg.run_id, msg.step + 1, {}, _json_payload(limits.tolist()))]
 
+    def _load(self, msg: Message) -> list[Message]:
+        """Scoring run: this node's saved model part applied to its aligned rows (nothing is trained)."""
+        from fedcredit.scoring.outputs import read_model_part
+
+        if self.psi is None or self.psi.result is None:
+            raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
+        if not self.config.model_dir:
+            raise InputError(f"{self.role}: a scoring run needs this node's saved model (model_dir)")
+        self.prep, weights, self.reference_scores = read_model_part(Path(self.config.model_dir), self.role)
+        self.aligned_rows = self.psi.result.rows
+        self.split = np.full(len(self.aligned_rows), SCORED, dtype=np.int8)
+        frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
+        is_bank = self.role == vertical_lr.BANK
+        every = Design(self.prep, frame, intercept=is_bank)
+        empty = np.zeros(0, dtype=np.int64)
+        data = vertical_lr.PartyData(None, every, empty, empty, self.labels[self.aligned_rows] if is_bank else None)
+        for run_id, parties in msg.meta.get("runs", {}).items():
+            if self.role in parties:
+                self.lr[run_id] = vertical_lr.LrParty(self.role, data, pool=self.pool, weights=weights)
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": every.n_params})]
+
+    def _evaluation_rows(self) -> np.ndarray:
+        """Test rows after training; every scored row in a scoring run."""
+        return self.split == 2 if (self.split == 2).any() else self.split == SCORED
+
     def _report(self, msg: Message) -> list[Message]:
         """The bank's test metrics per model (aggregates only); every node writes its own model part."""
         out = {}
         for run_id, party in self.lr.items():
             if self.role == vertical_lr.BANK and party.scores is not None:
-                test = self.split == 2
+                test = self._evaluation_rows()
                 y = self.labels[self.aligned_rows]
                 out[run_id] = {k: v for k, v in metrics.summary(y[test], party.scores[test]).items()}
         if self.config.out_dir:
@@ -292,7 +321,8 @@ class NodeAgent:
 
         party = self._main_party(Message(REPORT, COORDINATOR, self.role, "", 0, {"main": main_run}))
         y = self.labels[self.aligned_rows]
-        scores, test, train = party.scores, self.split == 2, self.split == 0
+        scores, test = party.scores, self._evaluation_rows()
+        reference = scores[self.split == 0] if (self.split == 0).any() else self.reference_scores
         grades_df = None
         if context.get("grades"):
             grades = np.asarray(context["grades"], dtype=object)
@@ -306,7 +336,7 @@ class NodeAgent:
         data = ReportData(
             title="fedcredit — federated scorecard report", y_test=y[test], score_test=scores[test], run=context.get("run", {}),
             nodes=context.get("nodes", {}), intersection_size=context.get("intersection"),
-            fingerprints=context.get("fingerprints", {}), score_train=scores[train], grades=grades_df,
+            fingerprints=context.get("fingerprints", {}), score_train=reference, grades=grades_df,
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
             metrics=metrics_view)
         return render_report(data, out / "report.html")
@@ -318,7 +348,10 @@ class NodeAgent:
         party = self.lr.get(main_run) if main_run else None
         if party is None:
             return
-        write_model_part(out / "model" / self.role, self.role, self.prep, party.data.train.labels(), party.weights)
+        if party.data.train is not None:  # a trained model: save this node's part
+            reference = party.scores[self.split == 0] if self.role == vertical_lr.BANK else None
+            write_model_part(out / "model" / self.role, self.role, self.prep, party.data.train.labels(), party.weights,
+                             reference)
         if self.role == vertical_lr.BANK and party.scores is not None:
             write_scores(out / "scores.parquet", self.ids[self.aligned_rows], self.split, party.scores)
 
@@ -329,7 +362,10 @@ class JobCoordinator(ScriptedCoordinator):
     name = "job"
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
-                 deployment: bool | None = None, publication: Publication | None = None):
+                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train"):
+        if task not in ("train", "score"):
+            raise InputError(f"task must be 'train' or 'score', got {task!r}")
+        self.task = task
         if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
             raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
@@ -411,12 +447,13 @@ class JobCoordinator(ScriptedCoordinator):
         if aligner.size < 20:
             raise InputError(f"only {aligner.size} enterprises are known to every node; too few to train a model")
         runs = {f"{self.run_id}/lr": self.roles}
-        if s.bank_only_baseline:
+        if s.bank_only_baseline and self.task == "train":
             runs[f"{self.run_id}/lr-bank"] = ["bank"]
-        split = [self._send(SPLIT, r, {"runs": runs}, 2) for r in self.roles]
+        split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
         models = {}
         for i, (run_id, parties) in enumerate(runs.items()):
             lr = vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
+                                           train=self.task == "train",
                                            on_progress=lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec}))
             yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
             models[run_id] = lr

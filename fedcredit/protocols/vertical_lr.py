@@ -82,9 +82,12 @@ class LrConfig:
 
 @dataclass
 class PartyData:
-    """A party's prepared rows: designs for training and for all aligned rows, and (bank) labels."""
+    """A party's prepared rows: designs for training and for all aligned rows, and (bank) labels.
 
-    train: Design
+    For scoring with a saved model, ``train`` is None and the party starts from its weights.
+    """
+
+    train: Design | None
     every: Design  # all aligned rows in the agreed order (scoring)
     train_rows: np.ndarray  # indices into the aligned rows
     val_rows: np.ndarray
@@ -104,9 +107,12 @@ def _ints(values: np.ndarray, scale_bits: int) -> list[int]:
 class LrParty:
     """A data holder in vertical LR (the bank, or a host); driven by ``handle``."""
 
-    def __init__(self, role: str, data: PartyData, pool=None):
-        if (role == BANK) != (data.labels is not None):
-            raise ProtocolError(f"{role}: only the bank holds labels")
+    def __init__(self, role: str, data: PartyData, pool=None, weights: np.ndarray | None = None):
+        if data.train is not None and (role == BANK) != (data.labels is not None):
+            raise ProtocolError(f"{role}: only the bank holds labels, and it needs them to train")
+        if data.train is None and (weights is None or len(weights) != data.every.n_params):
+            raise ProtocolError(f"{role}: scoring without training needs this party's saved weights "
+                                f"({data.every.n_params} parameters)")
         self.role, self.data, self.pool = role, data, pool
         self.key: PaillierPublicKey | None = None
         self.cfg: LrConfig | None = None
@@ -117,7 +123,7 @@ class LrParty:
         self._inbox: dict[str, Message] = {}
         self._masks: list[int] = []
         self._val_masks: list[int] = []
-        self.weights: np.ndarray | None = None  # the model: this party's parameters in its own design columns
+        self.weights: np.ndarray | None = weights  # the model: this party's parameters in its own design columns
         self.history: list[dict] = []
         self.scores: np.ndarray | None = None
         self.test_metrics: dict | None = None
@@ -156,6 +162,8 @@ class LrParty:
             raise ProtocolError(f"{msg.describe()}: parties must start with the bank and include {self.role}")
         self.run_id, self.hosts = msg.run_id, parties[1:]
         d = self.data.train
+        if d is None:  # scoring with a saved model: nothing to train
+            return [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": len(self.weights), "train_rows": 0})]
         reg = np.full(d.n_params, self.cfg.l2)
         if d.intercept:
             reg[-1] = 0.0
@@ -414,12 +422,12 @@ class LrCoordinator(ScriptedCoordinator):
     name = "vertical LR"
 
     def __init__(self, run_id: str, parties: list[str], config: LrConfig | None = None, *, pool=None,
-                 on_progress=None, score: bool = True, deployment: bool | None = None):
+                 on_progress=None, score: bool = True, deployment: bool | None = None, train: bool = True):
         if not parties or parties[0] != BANK or len(set(parties)) != len(parties):
             raise ProtocolError(f"vertical LR needs the bank first and distinct parties; got {parties!r}")
         self.run_id, self.parties, self.hosts = run_id, list(parties), list(parties[1:])
         self.cfg = config or LrConfig()
-        self.pool, self.on_progress, self.score, self.deployment = pool, on_progress, score, deployment
+        self.pool, self.on_progress, self.score, self.deployment, self.train = pool, on_progress, score, deployment, train
         self.history: list[dict] = []
         self.evaluations = 0
         self.keypair = None
@@ -455,6 +463,9 @@ class LrCoordinator(ScriptedCoordinator):
         setup = {"config": asdict(cfg), "key_n": format(key.n, "x"), "parties": self.parties}
         replies = yield [self._send(SETUP, p, setup) for p in self.parties]
         ready = self._take(replies, READY, self.parties)
+        if not self.train:  # saved model: straight to scoring
+            yield from self._score_all()
+            return
         labels = [m for m in replies if m.kind == LABELS]  # forwarded with the first evaluation
         if sorted(m.receiver for m in labels) != sorted(self.hosts) or any(m.sender != BANK for m in labels):
             raise ProtocolError("vertical LR setup: the bank must send encrypted labels to every host")
