@@ -51,7 +51,7 @@ class _Display:
                      description=f"{name}: iteration {info['iteration']}, loss {info['loss']:.5f}{auc}")
 
 
-def publication_for(policy: LimitPolicy) -> Publication:
+def publication_for(policy: LimitPolicy, signer: str | None = None) -> Publication:
     """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner."""
 
     def grade(pd):
@@ -59,7 +59,7 @@ def publication_for(policy: LimitPolicy) -> Publication:
         return points, grades, policy.cap_for(grades)
 
     return Publication(grade=grade, capacity=policy.capacity,
-                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"))
+                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer)
 
 
 def coordinator_identity(keys: Path) -> Identity:
@@ -90,7 +90,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
              for n in nodes]
     policy = policy or LimitPolicy()
     signer = coordinator_identity(Path(keys) if keys else out / "keys")
-    publication = publication_for(policy)
+    publication = publication_for(policy, signer.fingerprint)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:

@@ -101,6 +101,7 @@ class Publication:
     capacity: Capacity | None = None
     reasons: int = 2
     loss_table: Callable[[np.ndarray, np.ndarray, np.ndarray], list[dict]] | None = None  # per-grade expected loss
+    signer: str | None = None  # fingerprint of the key that will sign the publication (shown in the report)
 
 
 def _json_payload(obj) -> bytes:
@@ -467,7 +468,8 @@ class JobCoordinator(ScriptedCoordinator):
         context.update(run={"run_id": self.run_id, "seconds": round(time.perf_counter() - started, 1), "rounds": self.rounds,
                             "model": asdict(s)},
                        nodes=self.result["nodes"], intersection=self.result["intersection"],
-                       fingerprints={"paillier": models[main].keypair.public_key.fingerprint, "identities": self.result["identities"]})
+                       fingerprints={"paillier": models[main].keypair.public_key.fingerprint, "identities": self.result["identities"],
+                                     "limits signing key": self.publication.signer if self.publication else None})
         replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 3, {"main": main},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
         reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
