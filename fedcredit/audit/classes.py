@@ -1,0 +1,148 @@
+"""Protection classes: how a message's payload is protected, derived from the message alone.
+
+The class is computed from the wire message (never from what a party claims), and
+``ALLOWED`` says which classes each message kind may have. An auditor's verifier
+rejects any record whose class is not allowed for its kind — e.g. an unsealed
+``lr.partial`` or a plaintext payload where ciphertexts are expected.
+
+Classes (see docs/audit.md):
+
+- ``x25519-aesgcm``: a sealed node-to-node envelope (X25519 + HKDF + AES-GCM).
+- ``paillier-<bits>``: every payload part is Paillier ciphertexts under a ``<bits>``-bit key
+  (``mock-paillier-<bits>`` for the plaintext test backend, never allowed by default).
+- ``paillier-<bits>+masked``: Paillier ciphertexts plus decrypted, statistically masked values.
+- ``masked``: only decrypted masked values (``lr.unmask``, ``lr.score_unmask``).
+- ``ecdh-blinded``: X25519-blinded PSI points (32 bytes each).
+- ``public-metadata``: no payload; the header's scalars only.
+- ``published``: data the job publishes anyway (scores, reasons, limits, capacity caps, report).
+- ``plaintext``: anything else — never allowed.
+"""
+
+from __future__ import annotations
+
+from fedcredit.protocols.messages import Message
+
+SEALED = "x25519-aesgcm"
+MASKED = "masked"
+BLINDED = "ecdh-blinded"
+PUBLIC = "public-metadata"
+PUBLISHED = "published"
+PLAINTEXT = "plaintext"
+PAILLIER_BITS = (2048, 3072, 4096)  # key sizes allowed by default (verify_audit(min_key_bits=...) widens it)
+
+POINT_BYTES = 32
+PUBLISHED_KINDS = frozenset({"job.scores", "job.reasons", "job.limits", "job.capacity", "job.report"})
+BLINDED_KINDS = frozenset({"psi.full", "psi.hosts", "psi.final"})
+
+
+def paillier(bits: int, masked: bool = False, backend: str = "paillier") -> str:
+    name = f"paillier-{int(bits)}" if backend == "paillier" else f"{backend}-paillier-{int(bits)}"
+    return name + ("+masked" if masked else "")
+
+
+def _paillier_classes(bits=PAILLIER_BITS, masked: bool = False) -> set[str]:
+    return {paillier(b, masked) for b in bits}
+
+
+def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -> set[str]:
+    """The protection classes allowed for ``kind``; paillier classes for key sizes ≥ ``min_key_bits``."""
+    bits = sorted({b for b in (1024, 1536, *PAILLIER_BITS) if b >= min_key_bits})
+    table = {
+        # PSI
+        "psi.start": {PUBLIC},
+        "psi.blind": {SEALED},
+        "psi.full": {BLINDED, PUBLIC},   # the bank's acknowledgement is empty
+        "psi.hosts": {BLINDED, PUBLIC},  # empty when nothing is common
+        "psi.final": {BLINDED, PUBLIC},
+        "psi.done": {PUBLIC},
+        # job control
+        **{k: {PUBLIC} for k in ("job.hello", "job.info", "job.peers", "job.split", "job.load", "job.prepared",
+                                 "job.publish", "job.reported")},
+        "job.report": {PUBLIC, PUBLISHED},
+        **{k: {PUBLISHED} for k in ("job.scores", "job.reasons", "job.limits", "job.capacity")},
+        # vertical LR
+        **{k: {PUBLIC} for k in ("lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done",
+                                 "lr.score", "lr.scored")},
+        **{k: {SEALED} for k in ("lr.labels", "lr.partial", "lr.residual", "lr.score_partial")},
+        "lr.scores": _paillier_classes(bits),
+        "lr.sigmoid": _paillier_classes(bits, masked=True),
+        "lr.gradient": _paillier_classes(bits),
+        "lr.score_masked": _paillier_classes(bits),
+        "lr.unmask": {MASKED},
+        "lr.score_unmask": {MASKED},
+    }
+    out = set(table.get(kind, set()))
+    if allow_mock:
+        out |= {c.replace("paillier-", "mock-paillier-", 1) for c in out if c.startswith("paillier-")}
+    return out
+
+
+_KINDS = (
+    "psi.start", "psi.blind", "psi.full", "psi.hosts", "psi.final", "psi.done",
+    "job.hello", "job.info", "job.peers", "job.split", "job.load", "job.prepared", "job.publish", "job.reported",
+    "job.report", "job.scores", "job.reasons", "job.limits", "job.capacity",
+    "lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done", "lr.score", "lr.scored",
+    "lr.labels", "lr.partial", "lr.residual", "lr.score_partial", "lr.scores", "lr.sigmoid", "lr.gradient",
+    "lr.score_masked", "lr.unmask", "lr.score_unmask",
+)
+
+#: message kind -> allowed protection classes (default policy: Paillier keys of 2048 bits or more, no mock backend)
+ALLOWED: dict[str, set[str]] = {k: allowed_for(k) for k in _KINDS}
+
+
+def _parts(msg: Message):
+    """``[(size, meta)]`` of a bundled payload, or None when the payload is not a well-formed bundle."""
+    index = msg.meta.get("parts")
+    if not isinstance(index, list) or not index:
+        return None
+    out, total = [], 0
+    for p in index:
+        if not isinstance(p, dict) or set(p) != {"name", "size", "meta"}:
+            return None
+        size = p["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None
+        out.append((size, p["meta"] if isinstance(p["meta"], dict) else {}))
+        total += size
+    return out if total == len(msg.payload) else None
+
+
+def protection_class(msg: Message, key_bits: int | None, *, key_fingerprint: str | None = None,
+                     backend: str = "paillier") -> tuple[str, int]:
+    """``(class, number of ciphertexts)`` of ``msg``, derived from its structure.
+
+    ``key_bits`` is the run's Paillier key size (known from ``lr.setup``); without it a
+    Paillier part cannot be told from opaque bytes and the class is ``plaintext``. When
+    ``key_fingerprint`` is given, ciphertexts that name another key are ``plaintext`` too
+    (not under the run's key, so not protected as the auditor expects).
+    """
+    if msg.sealed:
+        return SEALED, 0
+    if not msg.payload:
+        return PUBLIC, 0
+    if msg.kind in PUBLISHED_KINDS:
+        return PUBLISHED, 0
+    if msg.kind in BLINDED_KINDS:
+        return (BLINDED, 0) if len(msg.payload) % POINT_BYTES == 0 else (PLAINTEXT, 0)
+    parts = _parts(msg)
+    if parts is None:
+        return PLAINTEXT, 0
+    ct_bytes = (2 * key_bits + 7) // 8 if key_bits else None
+    n_paillier = n_masked = ciphertexts = 0
+    for size, meta in parts:
+        if size == 0:
+            continue
+        key = meta.get("key")
+        if isinstance(key, str) and ct_bytes and size % ct_bytes == 0 and key_fingerprint in (None, key):
+            n_paillier += 1
+            ciphertexts += size // ct_bytes
+        elif set(meta) == {"width"} and isinstance(meta["width"], int) and meta["width"] > 0 \
+                and size % meta["width"] == 0:
+            n_masked += 1
+        else:
+            return PLAINTEXT, 0
+    if n_paillier:
+        return paillier(key_bits, masked=bool(n_masked), backend=backend), ciphertexts
+    if n_masked:
+        return MASKED, 0
+    return PLAINTEXT, 0

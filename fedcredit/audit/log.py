@@ -1,0 +1,239 @@
+"""One party's append-only, hash-chained, signed exchange log (JSON Lines) for one run.
+
+Every line is one record, serialized canonically (sorted keys, no spaces, ASCII). Each
+record carries its sequence number and the hash of the previous record; its own hash is
+SHA-256 over the canonical record without ``hash`` and ``sig``, and ``sig`` is the
+writer's Ed25519 signature on that hash. Records hold only facts derived from a message
+(kind, routing, step, digest, sizes, ciphertext count, protection class) — never payload
+bytes nor metadata values. Schema: docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fedcredit.audit.classes import protection_class
+from fedcredit.crypto import Identity, PublicIdentity, SignatureError
+from fedcredit.errors import FedCreditError
+from fedcredit.protocols.messages import COORDINATOR, Message
+
+FORMAT = "fedcredit-audit"
+VERSION = 1
+GENESIS = "0" * 64
+DIRECTIONS = ("sent", "received")
+RECORD_TYPES = ("header", "message", "identities", "checkpoint", "close")
+_RECORD_DOMAIN = b"fedcredit/audit/record/v1\0"
+_SIG_DOMAIN = b"fedcredit/audit/signature/v1\0"
+_CHECKPOINT_DOMAIN = b"fedcredit/audit/checkpoint/v1\0"
+CHECKPOINT_FIELDS = ("party", "run_id", "seq", "head", "signature", "fingerprint")
+
+
+class AuditError(FedCreditError):
+    """An audit log is malformed, incomplete, altered or violates the protection policy.
+
+    ``file``, ``line`` and ``seq`` name the offending record when there is one.
+    """
+
+    def __init__(self, message: str, *, file=None, line: int | None = None, seq: int | None = None):
+        where = []
+        if file is not None:
+            where.append(str(Path(file).name))
+        if line is not None:
+            where.append(f"line {line}")
+        if seq is not None:
+            where.append(f"seq {seq}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.file, self.line, self.seq, self.problem = file, line, seq, message
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def record_hash(record: dict) -> str:
+    """SHA-256 (hex) over the canonical record without its ``hash`` and ``sig`` fields."""
+    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
+    return hashlib.sha256(_RECORD_DOMAIN + canonical(body)).hexdigest()
+
+
+def signed_data(head: str) -> bytes:
+    return _SIG_DOMAIN + bytes.fromhex(head)
+
+
+def checkpoint_data(party: str, run_id: str, seq: int, head: str) -> bytes:
+    return _CHECKPOINT_DOMAIN + canonical({"party": party, "run_id": run_id, "seq": seq, "head": head})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_checkpoint(cp, what: str = "checkpoint") -> dict:
+    """``cp`` if it has exactly the checkpoint fields with the right types; otherwise AuditError."""
+    if not isinstance(cp, dict) or set(cp) != set(CHECKPOINT_FIELDS):
+        got = sorted(cp) if isinstance(cp, dict) else type(cp).__name__
+        raise AuditError(f"{what} has fields {got}, expected {sorted(CHECKPOINT_FIELDS)}")
+    for name in ("party", "run_id", "head", "signature", "fingerprint"):
+        if not isinstance(cp[name], str):
+            raise AuditError(f"{what}: field {name!r} must be a string")
+    if not isinstance(cp["seq"], int) or isinstance(cp["seq"], bool) or cp["seq"] < 0:
+        raise AuditError(f"{what}: field 'seq' must be an integer ≥ 0")
+    if len(cp["head"]) != 64 or any(c not in "0123456789abcdef" for c in cp["head"]):
+        raise AuditError(f"{what}: field 'head' must be 64 lower-case hex digits")
+    return cp
+
+
+def verify_checkpoint(cp: dict, public: PublicIdentity, what: str = "checkpoint") -> None:
+    """Raise AuditError unless ``cp`` is signed by ``public``."""
+    check_checkpoint(cp, what)
+    if cp["fingerprint"] != public.fingerprint:
+        raise AuditError(f"{what} of {cp['party']!r} names key {cp['fingerprint'][:16]}…, "
+                         f"but that party's key is {public.fingerprint[:16]}…")
+    try:
+        sig = base64.b64decode(cp["signature"], validate=True)
+        public.verify(checkpoint_data(cp["party"], cp["run_id"], cp["seq"], cp["head"]), sig, what=what)
+    except (ValueError, SignatureError) as exc:
+        raise AuditError(f"{what} of {cp['party']!r}: {exc}") from None
+
+
+class AuditWriter:
+    """One party's append-only, hash-chained, signed JSON-Lines log for one run.
+
+    Picklable: it keeps only the path, the identity and the chain state, and opens,
+    appends and closes the file per record. It refuses to append when the file's size
+    is not what it last wrote (someone else changed the log).
+    """
+
+    def __init__(self, path, identity: Identity, run_id: str, *, party: str | None = None, fsync: bool = True):
+        if not isinstance(run_id, str) or not run_id:
+            raise AuditError("audit log: run id must be a non-empty string")
+        self.path = str(Path(path))
+        self.identity = identity
+        self.party = party or identity.name
+        self.run_id = run_id
+        self.fsync = fsync
+        self.seq = 0           # sequence number of the next record
+        self.head = GENESIS    # hash of the last record
+        self.closed = False
+        self._size = 0
+        self._fingerprints: dict[str, str] = {self.party: identity.fingerprint}
+        self._keys: dict[str, tuple[int, str, str]] = {}  # message run id -> (bits, fingerprint, backend)
+        p = Path(self.path)
+        if p.exists() and p.stat().st_size:
+            raise AuditError(f"audit log {p} already exists; one log per party per run", file=p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+        self._append({"type": "header", "format": FORMAT, "version": VERSION,
+                      "identity": identity.public.to_dict(), "fingerprint": identity.fingerprint})
+
+    # -- writing ------------------------------------------------------------
+    def _append(self, fields: dict) -> dict:
+        if self.closed:
+            raise AuditError(f"audit log {self.path} is closed", file=self.path)
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else -1
+        if size != self._size:
+            raise AuditError(f"audit log changed on disk ({size} bytes, the writer wrote {self._size}); refusing to append",
+                             file=self.path)
+        rec = {"v": VERSION, "party": self.party, "run_id": self.run_id, "seq": self.seq, "prev": self.head,
+               "time": _now(), **fields}
+        rec["hash"] = record_hash(rec)
+        rec["sig"] = _b64(self.identity.sign(signed_data(rec["hash"])))
+        line = canonical(rec) + b"\n"
+        with open(self.path, "ab") as fh:
+            fh.write(line)
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        self._size += len(line)
+        self.seq += 1
+        self.head = rec["hash"]
+        return rec
+
+    def _learn(self, msg: Message) -> None:
+        """Public facts the writer needs later: the run's Paillier key size, peers' fingerprints."""
+        try:
+            if msg.kind == "lr.setup" and not msg.sealed:
+                from fedcredit.crypto import PaillierPublicKey
+
+                config = msg.meta.get("config") or {}
+                backend = config.get("backend", "paillier") if isinstance(config, dict) else "paillier"
+                key = PaillierPublicKey(int(msg.meta["key_n"], 16), backend=backend)
+                self._keys[msg.run_id] = (key.bits, key.fingerprint, key.backend)
+            elif msg.kind == "job.peers" and not msg.sealed and isinstance(msg.meta.get("peers"), dict):
+                for role, doc in msg.meta["peers"].items():
+                    self._fingerprints.setdefault(role, PublicIdentity.from_dict(doc).fingerprint)
+        except Exception:  # a malformed announcement teaches nothing; the protocol rejects it itself
+            pass
+
+    def record(self, message: bytes, *, direction: str, paillier_key: str | None = None,
+               key_bits: int | None = None) -> dict:
+        """Record one message as ``direction`` ('sent' or 'received'); ``message`` is its exact wire bytes."""
+        if direction not in DIRECTIONS:
+            raise AuditError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if isinstance(message, Message):
+            message = message.to_bytes()
+        message = bytes(message)
+        try:
+            msg = Message.from_bytes(message)
+        except FedCreditError as exc:
+            raise AuditError(f"cannot record a malformed message: {exc}", file=self.path) from None
+        end = msg.sender if direction == "sent" else msg.receiver
+        if end != self.party and not (self.party == COORDINATOR and msg.relayed):
+            raise AuditError(f"{self.party} cannot record {msg.describe()} as {direction}", file=self.path)
+        self._learn(msg)
+        bits, fingerprint, backend = self._keys.get(msg.run_id, (key_bits, paillier_key, "paillier"))
+        protection, ciphertexts = protection_class(msg, key_bits or bits, key_fingerprint=fingerprint, backend=backend)
+        return self._append({
+            "type": "message", "direction": direction, "kind": msg.kind, "message_run_id": msg.run_id,
+            "step": msg.step, "sender": msg.sender, "receiver": msg.receiver,
+            "sender_fp": self._fingerprints.get(msg.sender), "receiver_fp": self._fingerprints.get(msg.receiver),
+            "sealed": msg.sealed, "relayed": msg.relayed, "digest": hashlib.sha256(message).hexdigest(),
+            "size": len(message), "payload_size": len(msg.payload), "ciphertexts": ciphertexts,
+            "protection": protection, "paillier_key": paillier_key or fingerprint, "key_bits": key_bits or bits,
+        })
+
+    def record_identities(self, identities: dict) -> dict:
+        """A signed record of every party's public identity (the coordinator's log pins node keys with it)."""
+        parties = {}
+        for role, pub in identities.items():
+            if isinstance(pub, dict):
+                pub = PublicIdentity.from_dict(pub)
+            if not isinstance(pub, PublicIdentity):
+                raise AuditError(f"identity of {role!r} must be a PublicIdentity, got {type(pub).__name__}")
+            parties[str(role)] = {"fingerprint": pub.fingerprint, "identity": pub.to_dict()}
+            self._fingerprints[str(role)] = pub.fingerprint
+        return self._append({"type": "identities", "parties": parties})
+
+    def checkpoint(self) -> dict:
+        """The signed chain head: {party, run_id, seq, head, signature, fingerprint}."""
+        seq = self.seq - 1
+        sig = self.identity.sign(checkpoint_data(self.party, self.run_id, seq, self.head))
+        return {"party": self.party, "run_id": self.run_id, "seq": seq, "head": self.head,
+                "signature": _b64(sig), "fingerprint": self.identity.fingerprint}
+
+    def record_checkpoint(self, checkpoint: dict, public: PublicIdentity | None = None) -> dict:
+        """Store a peer's signed chain head as a record of this log (checked against ``public`` if given)."""
+        cp = check_checkpoint(dict(checkpoint), "checkpoint to record")
+        if cp["run_id"] != self.run_id:
+            raise AuditError(f"checkpoint of {cp['party']!r} is for run {cp['run_id']!r}, this log is {self.run_id!r}")
+        if public is not None:
+            verify_checkpoint(cp, public)
+        known = self._fingerprints.get(cp["party"])
+        if known is not None and known != cp["fingerprint"]:
+            raise AuditError(f"checkpoint of {cp['party']!r} names key {cp['fingerprint'][:16]}…, expected {known[:16]}…")
+        return self._append({"type": "checkpoint", "checkpoint": cp})
+
+    def close(self) -> dict:
+        """Write the final 'close' record and return the final signed head."""
+        self._append({"type": "close", "records": self.seq + 1})
+        self.closed = True
+        return self.checkpoint()
