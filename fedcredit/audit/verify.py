@@ -108,8 +108,8 @@ def _pin(key) -> PublicIdentity | None:
         raise AuditError(f"coordinator key {key}: {exc}") from None
 
 
-def read_log(path) -> PartyLog:
-    """Parse one log and check its chain, hashes and signatures under its own header key."""
+def read_log(path, signatures: bool = True) -> PartyLog:
+    """Parse one log and check its chain, hashes and (unless told not to) signatures under its header key."""
     path = Path(path)
     data = path.read_bytes()
     if not data:
@@ -167,11 +167,6 @@ def read_log(path) -> PartyLog:
         if records and (rec["party"], rec["run_id"]) != (records[0]["party"], records[0]["run_id"]):
             raise AuditError(f"record names party {rec['party']!r} run {rec['run_id']!r}, the log is "
                              f"{records[0]['party']!r} run {records[0]['run_id']!r}", **where)
-        try:
-            identity.verify(signed_data(rec["hash"]), base64.b64decode(rec["sig"], validate=True),
-                            what=f"record {i} of {path.name}")
-        except (ValueError, SignatureError) as exc:
-            raise AuditError(f"bad signature: {exc}", **where) from None
         if kind == "close" and i != len(lines) - 1:
             raise AuditError("records after the close record", **where)
         records.append(rec)
@@ -186,7 +181,20 @@ def read_log(path) -> PartyLog:
     party = records[0]["party"]
     if party != path.stem:
         raise AuditError(f"log of party {party!r} stored as {path.name} (logs swapped or renamed)", file=path, line=1, seq=0)
-    return PartyLog(party, path, records, identity)
+    log = PartyLog(party, path, records, identity)
+    if signatures:
+        check_signatures(log)
+    return log
+
+
+def check_signatures(log: PartyLog) -> None:
+    """Every record's signature under the log's header key."""
+    for rec in log.records:
+        try:
+            log.identity.verify(signed_data(rec["hash"]), base64.b64decode(rec["sig"], validate=True),
+                                what=f"record {rec['seq']} of {log.path.name}")
+        except (ValueError, SignatureError) as exc:
+            raise AuditError(f"bad signature: {exc}", **log.where(rec["seq"])) from None
 
 
 def _message_key(r: dict) -> tuple:
@@ -201,9 +209,13 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
     """Verify every log of a run; AuditVerdict if all holds, otherwise AuditError naming file, record and problem."""
     pinned = _pin(coordinator_key)
     logs: dict[str, PartyLog] = {}
-    for path in audit_files(folder):
-        log = read_log(path)
+    for path in audit_files(folder):  # cheap structural checks of every log first, then signatures
+        log = read_log(path, signatures=False)
+        if log.party in logs:
+            raise AuditError(f"a second log of {log.party!r}", **log.where(0))
         logs[log.party] = log
+    for log in logs.values():
+        check_signatures(log)
     coord = logs.get(COORDINATOR)
     if coord is None:
         raise AuditError(f"no coordinator log ({COORDINATOR}.jsonl) among {sorted(p.name for p in audit_files(folder))}")
