@@ -335,3 +335,51 @@ def test_export_parquet(built, tmp_path):
     msgs = df[df["type"] == "message"]
     assert msgs["digest"].notna().all() and (msgs["size"] > 0).all()
     assert set(df["type"]) == {"header", "message", "identities", "checkpoint", "close"}
+
+
+def test_report_is_self_contained_and_has_the_verdict(built, tmp_path):
+    from fedcredit.audit import render_audit_report
+
+    out = render_audit_report(built.folder, tmp_path / "audit.html", built.ids[COORDINATOR].public)
+    text = out.read_text()
+    assert "VERIFIED" in text and "OK: run run-audit-1" in text
+    assert "data:image/png;base64," in text
+    assert "src='http" not in text and 'src="http' not in text and "<link" not in text and "<script" not in text
+    assert "lr.scores" in text and "paillier-2048" in text and "x25519-aesgcm" in text
+    assert "bank→coordinator" in text and "coordinator→tax" in text
+    # a broken run still renders, with the problem as its verdict
+    broken = _copy(built, tmp_path / "broken")
+    path = broken / "audit" / "tax.jsonl"
+    path.write_bytes(path.read_bytes()[:-20])
+    text = render_audit_report(broken, tmp_path / "broken.html").read_text()
+    assert "FAILED" in text and "tax.jsonl" in text and "truncated" in text
+
+
+def test_cli(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from fedcredit.cli_audit import audit_app
+
+    key = tmp_path / "coord.pub.json"
+    built.ids[COORDINATOR].public.save(key)
+    cli = CliRunner()
+    res = cli.invoke(audit_app, ["verify", str(built.folder), "--key", str(key)])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("OK: run run-audit-1") and "pinned" in res.output
+    res = cli.invoke(audit_app, ["report", str(built.folder), "--out", str(tmp_path / "a.html"), "--key", str(key)])
+    assert res.exit_code == 0 and (tmp_path / "a.html").exists(), res.output
+    res = cli.invoke(audit_app, ["export", str(built.folder), "--out", str(tmp_path / "r.parquet")])
+    assert res.exit_code == 0 and "records exported" in res.output, res.output
+    broken = _copy(built, tmp_path / "broken")
+    (broken / "audit" / "bank.jsonl").rename(broken / "audit" / "x.jsonl")
+    (broken / "audit" / "tax.jsonl").rename(broken / "audit" / "bank.jsonl")
+    (broken / "audit" / "x.jsonl").rename(broken / "audit" / "tax.jsonl")
+    res = cli.invoke(audit_app, ["verify", str(broken), "--key", str(key)])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "FAILED: " in res.output and "swapped" in res.output and "Traceback" not in res.output
+    other = tmp_path / "other.pub.json"
+    Identity.generate("coordinator").public.save(other)
+    res = cli.invoke(audit_app, ["verify", str(built.folder), "--key", str(other)])
+    assert res.exit_code == 1 and "pinned coordinator key" in res.output
+    res = cli.invoke(audit_app, ["verify", str(tmp_path / "nowhere")])
+    assert res.exit_code == 1 and "no such directory" in res.output

@@ -1,0 +1,86 @@
+"""`fedcredit audit ...`: offline checks of a run's exchange logs (mounted into the main CLI).
+
+An auditor needs only the logs (``DIR/audit/<party>.jsonl``) and, to pin the run's keys,
+the coordinator's public identity. Every command answers with one line; exit status 0
+means every check holds, 1 names the file, record and problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedcredit.errors import FedCreditError
+
+audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, export.", no_args_is_help=True,
+                        add_completion=False)
+
+_DIR = typer.Argument(..., help="Run folder (logs in DIR/audit/) or the audit folder itself.")
+_KEY = typer.Option(None, "--key", help="The coordinator's public identity file (JSON), to pin the run's keys.")
+
+
+@audit_app.callback()
+def _audit() -> None:
+    """Exchange logs of a run: one signed, hash-chained JSON Lines file per party."""
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"FAILED: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def verify(
+    folder: Path = _DIR,
+    key: Optional[Path] = _KEY,
+    min_key_bits: int = typer.Option(2048, "--min-key-bits", help="Smallest Paillier key size to accept."),
+) -> None:
+    """Exit 0 if every chain, signature, send/receive pair, protection class and checkpoint holds."""
+    from fedcredit.audit.verify import verify_audit
+
+    try:
+        verdict = verify_audit(folder, key, min_key_bits=min_key_bits)
+    except FedCreditError as exc:
+        _fail(exc)
+    typer.echo(verdict.summary())
+    for note in verdict.notes:
+        typer.echo(f"note: {note}")
+
+
+@audit_app.command("report")
+def report(
+    folder: Path = _DIR,
+    out: Path = typer.Option(..., "--out", help="HTML file to write."),
+    key: Optional[Path] = _KEY,
+) -> None:
+    """Write a self-contained HTML report (verdict, flow per step and party, timeline); exit 1 if verify fails."""
+    from fedcredit.audit.report import render_audit_report
+    from fedcredit.audit.verify import verify_audit
+
+    try:
+        path = render_audit_report(folder, out, key)
+        verdict = verify_audit(folder, key)
+    except FedCreditError as exc:
+        if out.exists():
+            typer.echo(f"report written to {out}")
+        _fail(exc)
+    typer.echo(f"{verdict.summary()}; report written to {path}")
+
+
+@audit_app.command("export")
+def export(
+    folder: Path = _DIR,
+    out: Path = typer.Option(..., "--out", help="Parquet file to write (one row per record)."),
+) -> None:
+    """Export every record of every log to Parquet (logs are chain-checked, not cross-verified)."""
+    from fedcredit.audit.verify import export_parquet
+
+    try:
+        path = export_parquet(folder, out)
+    except FedCreditError as exc:
+        _fail(exc)
+    import pyarrow.parquet as pq
+
+    typer.echo(f"OK: {pq.read_metadata(path).num_rows} records exported to {path}")
