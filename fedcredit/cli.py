@@ -22,6 +22,7 @@ from fedcredit.data import synth
 from fedcredit.data.schema import NODE_ROLES, parse_extra, schema_for
 from fedcredit.data.validate import validate_file
 from fedcredit import runner
+from fedcredit.cli_audit import audit_app
 from fedcredit.cli_limits import limits_app
 from fedcredit.errors import FedCreditError
 from fedcredit.jobfile import load_job
@@ -57,6 +58,7 @@ def _progress() -> Progress:
 
 
 app.add_typer(limits_app, name="limits")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback(invoke_without_command=True)
@@ -180,6 +182,8 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
                   f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {out / 'keys' / 'coordinator.pub.json'})")
     console.print(f"Report: {out / 'report.html'}")
+    console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified; "
+                  f"check: fedcredit audit verify {out} --key {out / 'keys' / 'coordinator.pub.json'})")
 
 
 def main() -> None:

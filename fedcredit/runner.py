@@ -22,6 +22,7 @@ from fedcredit.errors import FedCreditError
 from fedcredit.crypto import Identity
 from fedcredit.protocols.job import ModelSettings, NodeConfig, Publication
 from fedcredit.scoring.policy import LimitPolicy
+from fedcredit.audit.verify import verify_audit
 from fedcredit.scoring.publish import publish_limits, verify_limits
 
 ENGINES = ("simulation", "in-process")
@@ -99,14 +100,16 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
             from fedcredit.flower.simulation import run_simulated_job
 
             result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication,
-                                       task=task)
+                                       task=task, audit=(out / "audit", signer))
         else:
             from fedcredit.local import run_job
 
-            result = run_job(nodes, settings, on_event=display, publication=publication, task=task)
+            result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
+                             audit=(out / "audit", signer))
     table = pd.DataFrame(result["publication"])
     published = publish_limits(table, out, signer, model_version=str(result.get("run_id")))
     verify_limits(published["parquet"], signer.public)
+    verdict = verify_audit(out / "audit", signer.public, min_key_bits=settings.key_bits)
     seconds = time.perf_counter() - started
     m = result.get("metrics") or {}
     metrics = {
@@ -114,6 +117,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
         "rounds": result["rounds"], "seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
+        "audit_records": sum(verdict.records.values()),
     }
     if centralized and task == "train":
         from fedcredit.baseline import centralized_auc

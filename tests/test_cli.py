@@ -95,6 +95,14 @@ def test_demo_trains_and_writes_every_output(tmp_path):
     assert bad.exit_code != 0 and "limit" in bad.output and "Traceback" not in bad.output
     report = (tmp_path / "report.html").read_text()
     assert "ROC curve" in report and "data:image/png;base64" in report
+    # the audit trail verifies without any private key; its HTML report renders
+    audit = runner.invoke(app, ["audit", "verify", str(tmp_path), "--key", str(key), "--min-key-bits", "1024"])
+    assert audit.exit_code == 0 and "OK" in audit.output, audit.output
+    strict = runner.invoke(app, ["audit", "verify", str(tmp_path), "--key", str(key)])
+    assert strict.exit_code == 1  # 1024-bit test keys are below the auditor's default minimum
+    out = tmp_path / "audit.html"
+    assert runner.invoke(app, ["audit", "report", str(tmp_path), "--out", str(out), "--key", str(key)]).exit_code in (0, 1)
+    assert out.exists() and "Audit logs" in result.output
 
 
 def test_train_with_a_job_file(tmp_path):

@@ -39,7 +39,14 @@ def test_simulated_job_on_flower(tmp_path):
     paths = synth.write_nodes(synth.generate(2500, 3), tmp_path / "data")
     nodes = [NodeConfig(r, str(paths[r]), out_dir=str(tmp_path / "out")) for r in ("bank", "tax", "utilities")]
     events = []
-    result = run_simulated_job(nodes, FAST, tmp_path / "work", on_event=lambda k, i: events.append(k))
+    from fedcredit.audit.verify import verify_audit
+    from fedcredit.crypto import Identity
+
+    coordinator = Identity.generate("coordinator")
+    result = run_simulated_job(nodes, FAST, tmp_path / "work", on_event=lambda k, i: events.append(k),
+                               audit=(tmp_path / "out" / "audit", coordinator))
+    verdict = verify_audit(tmp_path / "out", coordinator.public, min_key_bits=1024)
+    assert verdict.ok and set(verdict.parties) == {"bank", "tax", "utilities", "coordinator"}
     assert result["metrics"]["auc"] > 0.7 and result["rounds"] > 20
     assert (tmp_path / "out" / "scores.parquet").exists()
     assert {"validated", "aligned", "iteration", "finished"} <= set(events)

@@ -9,6 +9,7 @@ coordinator as Flower errors naming the node's role.
 from __future__ import annotations
 
 import atexit
+import json
 import pickle
 from pathlib import Path
 from typing import Callable
@@ -68,8 +69,12 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             agent = pickle.loads(state.read_bytes()) if state.exists() else NodeAgent(node)
             agent.attach_pool(_pool())
             replies = [r for m in from_record(msg.content) for r in agent.handle(m)]
+            head = agent.take_final_head()
             atomic_write_bytes(state, pickle.dumps(agent), mode=0o600)
-            return FlowerMessage(to_record(replies), reply_to=msg)
+            content = to_record(replies)
+            if head is not None:  # the node's closed audit-log head travels beside its last reply
+                content["audit"] = ConfigRecord({"final_head": json.dumps(head)})
+            return FlowerMessage(content, reply_to=msg)
         except Exception as exc:
             who = node.role if node is not None else "unknown role"
             return FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {type(exc).__name__}: {exc}"), reply_to=msg)

@@ -7,6 +7,7 @@ back naming its role and stops the job with that message.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedcredit.crypto import WorkerPool
 from fedcredit.errors import FedCreditError
 from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
+from fedcredit.protocols.audited import audited
 from fedcredit.protocols.job import JobCoordinator, ModelSettings
 
 POLL_S = 0.05
@@ -66,7 +68,8 @@ def discover_roles(grid: Grid, nodes: list[int], expected: list[str], timeout: f
 
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
-                    run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train") -> ServerApp:
+                    run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
+                    audit=None) -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
@@ -79,6 +82,8 @@ def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, 
             with WorkerPool() as pool:
                 coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
                                              publication=publication, task=task)
+                if audit is not None:
+                    coordinator = audited(coordinator, *audit)
                 outgoing = coordinator.start()
                 while outgoing:
                     per_node: dict[int, list] = {}
@@ -88,6 +93,8 @@ def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, 
                     for nid, reply in replies.items():
                         if reply.has_error():
                             raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
+                        if "audit" in reply.content and hasattr(coordinator, "record_final_head"):
+                            coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
                     outgoing = coordinator.advance([m for r in replies.values() for m in from_record(r.content)])
             result.update(coordinator.result, rounds=coordinator.rounds, run_id=coordinator.run_id,
                           wall_seconds=time.perf_counter() - started)

@@ -16,7 +16,7 @@ from fedcredit.protocols.job import ModelSettings, NodeConfig
 
 
 def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_root: Path, *, on_event=None,
-                      run_id: str | None = None, publication=None, task: str = "train") -> dict:
+                      run_id: str | None = None, publication=None, task: str = "train", audit=None) -> dict:
     """Run the job over Flower's simulation engine and return the coordinator's result."""
     from flwr.simulation import run_simulation
 
@@ -28,7 +28,8 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
         return node, work_root / node.role
 
     result: dict = {}
-    server = make_server_app(settings, roles, result, on_event=on_event, run_id=run_id, publication=publication, task=task)
+    server = make_server_app(settings, roles, result, on_event=on_event, run_id=run_id, publication=publication, task=task,
+                             audit=audit)
     client = make_client_app(resolve)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's notice

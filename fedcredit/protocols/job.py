@@ -150,6 +150,8 @@ class NodeAgent:
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
         self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
+        self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
+        self._final_head: dict | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -168,13 +170,39 @@ class NodeAgent:
             self.psi._pool = pool
 
     def handle(self, msg: Message) -> list[Message]:
-        """Open sealed node-to-node messages, dispatch, seal replies to other nodes."""
+        """Open sealed node-to-node messages, dispatch, seal replies to other nodes; audit both directions."""
+        self._audit_message(msg, "received")
+        wire = msg
         if self.relay is not None:
             msg = self.relay.open(msg)
         elif msg.relayed:
             raise ProtocolError(f"{msg.describe()}: node-to-node message before peers are known")
-        replies = self._dispatch(msg)
-        return [self.relay.seal(r) if self.relay is not None else r for r in replies]
+        replies = [self.relay.seal(r) if self.relay is not None else r for r in self._dispatch(msg)]
+        for reply in replies:
+            self._audit_message(reply, "sent")
+        if wire.kind == REPORT and self.audit is not None:
+            self._final_head = self.audit.close()
+        return replies
+
+    def take_final_head(self) -> dict | None:
+        """This node's final signed log head, once, for the transport to hand to the coordinator.
+
+        It cannot travel in a logged message (the log is closed by then); it is signed, so
+        carrying it beside the protocol messages is safe.
+        """
+        head, self._final_head = self._final_head, None
+        return head
+
+    def _audit_message(self, msg: Message, direction: str) -> None:
+        """This node's signed, hash-chained record of a message at its end (when it keeps an audit log)."""
+        if self.audit is None and msg.kind == HELLO and self.config.out_dir:
+            from fedcredit.audit.log import AuditWriter
+
+            path = Path(self.config.out_dir) / "audit" / f"{self.role}.jsonl"
+            self.audit = AuditWriter(path, self.identity, msg.run_id)
+        if self.audit is not None:
+            keys = [p.key.fingerprint for p in self.lr.values() if p.key is not None and p.run_id == msg.run_id]
+            self.audit.record(msg.to_bytes(), direction=direction, paillier_key=keys[0] if keys else None)
 
     def _dispatch(self, msg: Message) -> list[Message]:
         family = msg.kind.split(".", 1)[0]
@@ -313,6 +341,8 @@ class NodeAgent:
             if self.role == vertical_lr.BANK and msg.payload:
                 self.write_report(Path(self.config.out_dir), msg.meta.get("main"), _from_json_payload(msg, "report context"),
                                   out.get(msg.meta.get("main"), {}), out)
+        if self.audit is not None and "checkpoint" in msg.meta:
+            self.audit.record_checkpoint(msg.meta["checkpoint"])
         return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"metrics": out})]
 
     def write_report(self, out: Path, main_run: str, context: dict, main_metrics: dict, all_metrics: dict) -> Path:
@@ -373,6 +403,14 @@ class JobCoordinator(ScriptedCoordinator):
         self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
         self.result: dict = {}
         self.publication = publication
+        self.identities: dict[str, PublicIdentity] = {}
+        self._lr: vertical_lr.LrCoordinator | None = None
+
+    @property
+    def paillier_fingerprint(self) -> str | None:
+        """The Paillier key of the model run in progress (for the audit trail)."""
+        lr = self._lr
+        return lr.keypair.public_key.fingerprint if lr is not None and lr.keypair is not None else None
 
     def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
         return Message(kind, COORDINATOR, role, self.run_id, step, meta)
@@ -438,7 +476,8 @@ class JobCoordinator(ScriptedCoordinator):
         info = self._each(replies, INFO)
         self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
         identities = {r: m.meta["identity"] for r, m in info.items()}
-        self.result["identities"] = {r: PublicIdentity.from_dict(doc).fingerprint for r, doc in identities.items()}
+        self.identities = {r: PublicIdentity.from_dict(doc) for r, doc in identities.items()}
+        self.result["identities"] = {r: pub.fingerprint for r, pub in self.identities.items()}
         self.on_event("validated", self.result["nodes"])
         peers = [self._send(PEERS, r, {"peers": identities}, 1) for r in self.roles]
         aligner = psi.PsiCoordinator(f"{self.run_id}/psi", self.roles)
@@ -456,6 +495,7 @@ class JobCoordinator(ScriptedCoordinator):
             lr = vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
                                            train=self.task == "train",
                                            on_progress=lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec}))
+            self._lr = lr
             yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
             models[run_id] = lr
         main = f"{self.run_id}/lr"

@@ -45,5 +45,15 @@ def drive(
             inbound = wire(msg)
             for reply in party.handle(relay.open(inbound) if relay else inbound):
                 replies.append(wire(relay.seal(reply) if relay else reply))
+            hand_over_final_head(party, coordinator)
         outgoing = coordinator.advance(replies)
     return rounds
+
+
+def hand_over_final_head(party, coordinator) -> None:
+    """Pass a party's closed audit-log head to the coordinator's audit trail, when both keep one."""
+    take = getattr(party, "take_final_head", None)
+    head = take() if take is not None else None
+    record = getattr(coordinator, "record_final_head", None)
+    if head is not None and record is not None:
+        record(head)
