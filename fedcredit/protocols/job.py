@@ -424,7 +424,7 @@ class JobCoordinator(ScriptedCoordinator):
     def _publish(self, main: str):
         """Scores from the bank, reason codes from every node, limits (capacity at its owner)."""
         pub = self.publication
-        replies = yield [self._send(PUBLISH, r, {"main": main, "reasons": pub.reasons}, 4) for r in self.roles]
+        replies = yield [self._send(PUBLISH, r, {"main": main, "reasons": pub.reasons}, 3) for r in self.roles]
         bank = [m for m in replies if m.kind == SCORES]
         hosts = {m.sender: m for m in replies if m.kind == REASONS}
         if [m.sender for m in bank] != ["bank"] or set(hosts) != set(self.roles[1:]) or len(replies) != len(self.roles):
@@ -442,7 +442,7 @@ class JobCoordinator(ScriptedCoordinator):
             owner = pub.capacity.node
             if owner not in self.roles:
                 raise InputError(f"capacity term names node {owner!r}, which is not in this job")
-            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 5, {"capacity": asdict(pub.capacity)},
+            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 4, {"capacity": asdict(pub.capacity)},
                                      _json_payload(limits.tolist()))]
             got = [m for m in replies if m.kind == LIMITS and m.sender == owner]
             if len(got) != 1 or len(replies) != 1:
@@ -510,7 +510,7 @@ class JobCoordinator(ScriptedCoordinator):
                        nodes=self.result["nodes"], intersection=self.result["intersection"],
                        fingerprints={"paillier": models[main].keypair.public_key.fingerprint, "identities": self.result["identities"],
                                      "limits signing key": self.publication.signer if self.publication else None})
-        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 3, {"main": main},
+        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
         reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
         lr = models[main]
