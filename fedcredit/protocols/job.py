@@ -270,9 +270,12 @@ class NodeAgent:
         return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": data.train.n_params})]
 
     def _main_party(self, msg: Message) -> vertical_lr.LrParty:
-        party = self.lr.get(msg.meta.get("main", ""))
+        return self._model(msg.meta.get("main", ""), msg.describe())
+
+    def _model(self, run_id: str, where: str) -> vertical_lr.LrParty:
+        party = self.lr.get(run_id)
         if party is None or party.weights is None:
-            raise ProtocolError(f"{msg.describe()}: no trained model {msg.meta.get('main')!r} at {self.role}")
+            raise ProtocolError(f"{where}: no trained model {run_id!r} at {self.role}")
         return party
 
     def _publish(self, msg: Message) -> list[Message]:
@@ -350,7 +353,7 @@ class NodeAgent:
         from fedcredit.scoring.report import ReportData, render_report
         from fedcredit.scoring.scorecard import grade_table
 
-        party = self._main_party(Message(REPORT, COORDINATOR, self.role, "", 0, {"main": main_run}))
+        party = self._model(main_run, f"{self.role} report")
         y = self.labels[self.aligned_rows]
         scores, test = party.scores, self._evaluation_rows()
         reference = scores[self.split == 0] if (self.split == 0).any() else self.reference_scores
