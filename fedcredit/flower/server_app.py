@@ -67,6 +67,47 @@ def discover_roles(grid: Grid, nodes: list[int], expected: list[str], timeout: f
     return node_of
 
 
+def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
+            run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
+            audit=None, registry: dict[str, int] | None = None) -> dict:
+    """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
+
+    The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
+    deployment engine's (``fedcredit.flower.deployment.server_app``). With ``registry``
+    (role -> node id of the key registered for that role) a node may only play its own role.
+    """
+    started = time.perf_counter()
+    try:
+        node_of = discover_roles(grid, wait_for_nodes(grid, len(roles), timeout), roles, timeout)
+        for role, nid in node_of.items():
+            if registry is not None and registry.get(role) != nid:
+                raise FedCreditError(f"node {nid} claims the role {role!r}, but the key registered for {role!r} "
+                                     f"is node {registry.get(role)}")
+        role_of = {nid: role for role, nid in node_of.items()}
+        with WorkerPool() as pool:
+            coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
+                                         publication=publication, task=task)
+            if audit is not None:
+                coordinator = audited(coordinator, *audit)
+            outgoing = coordinator.start()
+            while outgoing:
+                per_node: dict[int, list] = {}
+                for m in outgoing:
+                    per_node.setdefault(node_of[m.receiver], []).append(m)
+                replies = exchange(grid, {n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE, timeout)
+                for nid, reply in replies.items():
+                    if reply.has_error():
+                        raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
+                    if "audit" in reply.content and hasattr(coordinator, "record_final_head"):
+                        coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
+                outgoing = coordinator.advance([m for r in replies.values() for m in from_record(r.content)])
+        result.update(coordinator.result, rounds=coordinator.rounds, run_id=coordinator.run_id,
+                      wall_seconds=time.perf_counter() - started)
+    except Exception as exc:  # reported to the caller; Flower itself would only log it
+        result["error"] = str(exc) if isinstance(exc, FedCreditError) else f"{type(exc).__name__}: {exc}"
+    return result
+
+
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
                     run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
                     audit=None) -> ServerApp:
@@ -75,30 +116,7 @@ def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        started = time.perf_counter()
-        try:
-            node_of = discover_roles(grid, wait_for_nodes(grid, len(roles), timeout), roles, timeout)
-            role_of = {nid: role for role, nid in node_of.items()}
-            with WorkerPool() as pool:
-                coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
-                                             publication=publication, task=task)
-                if audit is not None:
-                    coordinator = audited(coordinator, *audit)
-                outgoing = coordinator.start()
-                while outgoing:
-                    per_node: dict[int, list] = {}
-                    for m in outgoing:
-                        per_node.setdefault(node_of[m.receiver], []).append(m)
-                    replies = exchange(grid, {n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE, timeout)
-                    for nid, reply in replies.items():
-                        if reply.has_error():
-                            raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
-                        if "audit" in reply.content and hasattr(coordinator, "record_final_head"):
-                            coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
-                    outgoing = coordinator.advance([m for r in replies.values() for m in from_record(r.content)])
-            result.update(coordinator.result, rounds=coordinator.rounds, run_id=coordinator.run_id,
-                          wall_seconds=time.perf_counter() - started)
-        except Exception as exc:  # reported to the caller; Flower itself would only log it
-            result["error"] = str(exc) if isinstance(exc, FedCreditError) else f"{type(exc).__name__}: {exc}"
+        run_job(grid, settings, roles, result, on_event=on_event, run_id=run_id, timeout=timeout,
+                publication=publication, task=task, audit=audit)
 
     return app

@@ -1,0 +1,281 @@
+"""Start and stop Flower's SuperLink and SuperNodes for fedcredit (TLS and SuperNode authentication on).
+
+Every Flower process runs in its own process group with ``FLWR_HOME`` under the
+fedcredit state or work folder (never the user's home), the Flower binaries of *this*
+Python environment first on ``PATH`` (subprocess isolation execs ``flower-superexec`` and
+``flwr-clientapp`` from PATH), and runtime dependency installation off: the apps run
+with the packages installed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedcredit.atomic import atomic_write_bytes
+from fedcredit.errors import FedCreditError
+
+FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
+BIN = Path(sys.executable).parent
+
+
+def flower_bin(name: str) -> str:
+    """A Flower executable of this environment (beside the running Python), else from PATH."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if not found:
+        raise FedCreditError(f"{name} not found: install flwr 1.41 in this environment (pip install 'flwr==1.41.0')")
+    return found
+
+
+def flower_env(flwr_home: Path, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(flower_bin('flower-superlink')).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["FLWR_HOME"] = str(flwr_home)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.05")
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise FedCreditError(f"address must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def write_cli_config(flwr_home: Path, address: str, ca: Path) -> Path:
+    """The ``flwr`` CLI's connection to the SuperLink: ``[superlink.fedcredit]`` in $FLWR_HOME/config.toml."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
+                    f'address = "{address}"\nroot-certificates = "{Path(ca).resolve()}"\n')
+    return path
+
+
+@dataclass
+class Proc:
+    """A Flower process we started (its own process group) and its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the process group, wait, then SIGKILL what is left of it and of its descendants.
+
+        Flower's SuperExec starts app processes in sessions of their own, so the
+        descendants are collected first and signalled by pid as well.
+        """
+        family = descendants(self.popen.pid)
+        if self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.popen.pid, signal.SIGKILL)
+        for pid in family + descendants(self.popen.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.popen.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every living descendant of ``pid`` (from /proc; empty where /proc is missing)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn(name: str, cmd: list[str], env: dict, log: Path, cwd: Path | None = None) -> Proc:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        popen = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=cwd, start_new_session=True)
+    return Proc(name, popen, log)
+
+
+def superlink_command(certs: Path, host: str, port: int, state: Path) -> list[str]:
+    certs = Path(certs).resolve()
+    return [flower_bin("flower-superlink"),
+            "--ssl-certfile", str(certs / "superlink.pem"), "--ssl-keyfile", str(certs / "superlink.key"),
+            "--ssl-ca-certfile", str(certs / "ca.pem"),
+            "--enable-supernode-auth", "--database", str(Path(state).resolve() / "superlink.db"),
+            "--host", host, "--port", str(port), "--disable-runtime-dependency-installation"]
+
+
+def supernode_command(role: str, data: Path, superlink: str, certs: Path, work: Path, port: int,
+                      out: Path | None = None, key: Path | None = None, node_config: dict | None = None,
+                      max_retries: int | None = None) -> list[str]:
+    """``flower-supernode`` (through ``fedcredit.deploy.supernode``, see ``--idle-poll``) for one role."""
+    certs = Path(certs).resolve()
+    cfg = {"role": role, "data": str(Path(data).resolve()), "work-dir": str(Path(work).resolve() / "state")}
+    if out is not None:
+        cfg["out-dir"] = str(Path(out).resolve())
+    cfg.update(node_config or {})
+    for k, v in cfg.items():
+        if "'" in str(v) or "\\" in str(v):
+            raise FedCreditError(f"node config value of {k!r} may not contain quotes or backslashes: {v!r}")
+    config = " ".join(f"{k}='{v}'" for k, v in cfg.items())
+    flower_bin("flower-supernode")  # fails early with a clear message when Flower is missing
+    retries = ["--max-retries", str(max_retries)] if max_retries is not None else []
+    return [sys.executable, "-m", "fedcredit.deploy.supernode", *retries, "--root-certificates", str(certs / "ca.pem"), "--superlink", superlink,
+            "--auth-supernode-private-key", str(Path(key).resolve() if key else certs / "nodes" / f"{role}.key"),
+            "--host", "127.0.0.1", "--port", str(port), "--node-config", config]
+
+
+def wait_https(host: str, port: int, ca: Path, timeout: float, proc: Proc | None = None) -> None:
+    """Wait until the SuperLink answers ``GET /health`` over TLS (verified with the test CA)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise FedCreditError(f"{proc.name} exited with code {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(f"https://{host}:{port}/health", context=ctx, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.2)
+    raise FedCreditError(f"the SuperLink at {host}:{port} did not answer within {timeout:.0f} s ({last})")
+
+
+def flwr_cli(args: list[str], flwr_home: Path, timeout: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([flower_bin("flwr"), *args], env=flower_env(flwr_home), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def registered_keys(flwr_home: Path) -> str:
+    """``flwr supernode list`` output (JSON) of the federation in ``flwr_home``."""
+    res = flwr_cli(["supernode", "list", FEDERATION, "--format", "json"], flwr_home)
+    return res.stdout
+
+
+def register_nodes(flwr_home: Path, pubs: dict[str, Path], registry: Path | None = None) -> dict[str, int]:
+    """Register each node's public key; returns (and saves to ``registry``) role -> Flower node id.
+
+    With SuperNode authentication the node id is fixed when the key is registered, so
+    the registry binds each role to its key: the ServerApp refuses a node that claims a
+    role whose key it does not hold. A restarted coordinator (same state database) keeps
+    its registrations, and the saved registry.
+    """
+    known = json.loads(registry.read_text()) if registry is not None and registry.exists() else {}
+    for role, pub in pubs.items():
+        if role in known:
+            continue
+        res = flwr_cli(["supernode", "register", str(Path(pub).resolve()), FEDERATION, "--name", role,
+                        "--format", "json"], flwr_home)
+        text = (res.stdout + res.stderr).strip()
+        match = re.search(r'"node-id"\s*:\s*"?(\d+)', text)
+        if res.returncode != 0 or match is None:
+            raise FedCreditError(f"registering {role}'s key ({pub}) failed:\n{text}")
+        known[role] = int(match.group(1))
+    if registry is not None:
+        atomic_write_bytes(registry, (json.dumps(known, indent=2) + "\n").encode())
+    return known
+
+
+def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: list[str] | None = None,
+                      timeout: float = 60.0) -> tuple[Proc, dict[str, int]]:
+    """Start the SuperLink (TLS, SuperNode auth, state database) and register the node keys in ``certs``."""
+    from fedcredit.deploy.certs import node_public_keys
+
+    state = Path(state).resolve()
+    certs = Path(certs).resolve()
+    for need in ("ca.pem", "superlink.pem", "superlink.key"):
+        if not (certs / need).exists():
+            raise FedCreditError(f"{certs / need} is missing (make it with: fedcredit certs make --out {certs})")
+    pubs = node_public_keys(certs)
+    if nodes is not None:
+        missing = sorted(set(nodes) - set(pubs))
+        if missing:
+            raise FedCreditError(f"no public key for node(s) {missing} in {certs / 'nodes'}")
+        pubs = {r: pubs[r] for r in nodes}
+    if port_in_use(host, port):
+        raise FedCreditError(f"{host}:{port} is already in use (another SuperLink?); choose another --port")
+    home = state / "flwr-home"
+    proc = spawn("superlink", superlink_command(certs, host, port, state), flower_env(home), state / "superlink.log")
+    try:
+        wait_https(host, port, certs / "ca.pem", timeout, proc)
+        write_cli_config(home, f"{host}:{port}", certs / "ca.pem")
+        registry = register_nodes(home, pubs, state / "registry.json")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, registry
+
+
+def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *, out: Path | None = None,
+               port: int | None = None, key: Path | None = None, idle_poll: float | None = None,
+               max_retries: int | None = None, node_config: dict | None = None) -> Proc:
+    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``)."""
+    work = Path(work).resolve()
+    if not Path(data).exists():
+        raise FedCreditError(f"data file {data} does not exist")
+    extra = {"FEDCREDIT_IDLE_POLL": str(idle_poll)} if idle_poll else {}
+    cmd = supernode_command(role, Path(data), superlink, certs, work, port or free_port(), out=out, key=key,
+                            node_config=node_config, max_retries=max_retries)
+    return spawn(f"supernode-{role}", cmd, flower_env(work / "flwr-home", extra), work / "supernode.log")

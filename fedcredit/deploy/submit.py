@@ -1,0 +1,103 @@
+"""Submit a job to a running federation with ``flwr run``, stream its progress, and fail when the run fails.
+
+``flwr run --stream`` exits 0 on a failed run (1.41, 1.42), so the verdict comes from
+the coordinator's ``status.json`` in the output folder (written last by the ServerApp,
+see ``fedcredit.flower.deployment``) and, when that folder is not readable here, from
+``flwr ls --run-id``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedcredit.deploy.processes import FEDERATION, flower_bin, flower_env, flwr_cli, write_cli_config
+from fedcredit.errors import FedCreditError
+from fedcredit.flower.deployment import STATUS
+
+RUN_ID_RE = re.compile(r"run\s+(?:id\s+)?(\d{3,})", re.IGNORECASE)
+
+
+def app_dir() -> Path:
+    """The Flower app to submit: the fedcredit project folder (its pyproject.toml has [tool.flwr.app])."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    if not pyproject.exists() or "[tool.flwr.app]" not in pyproject.read_text():
+        raise FedCreditError(f"no Flower app at {root}: run from a fedcredit source checkout "
+                             "(pyproject.toml with [tool.flwr.app])")
+    return root
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = None, *, home: Path | None = None,
+           timeout: float = 3600.0, echo=print) -> dict:
+    """Run the job on the federation at ``superlink``; returns the coordinator's status (``ok`` true) or raises."""
+    out = Path(out).resolve()
+    home = Path(home).resolve() if home else out / ".flwr-home"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATUS).unlink(missing_ok=True)
+    write_cli_config(home, superlink, Path(certs) / "ca.pem")
+    overrides = {"out": str(out), **(run_config or {})}
+    cfg_file = home / "run-config.toml"
+    cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
+    cmd = [flower_bin("flwr"), "run", str(app_dir()), FEDERATION, "--stream", "--run-config", str(cfg_file)]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=flower_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=home, start_new_session=True)
+    run_id = None
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            echo(line)
+            if run_id is None and (m := RUN_ID_RE.search(line)):
+                run_id = int(m.group(1))
+            if time.monotonic() - started > timeout:
+                raise FedCreditError(f"the run did not finish within {timeout:.0f} s")
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    status = _status(out, home, run_id)
+    status.setdefault("flwr_run_exit_code", code)
+    status["submit_seconds"] = round(time.monotonic() - started, 1)
+    if not status.get("ok"):
+        tail = "\n".join(lines[-15:])
+        raise FedCreditError(f"the federated run failed: {status.get('error', 'no result')}"
+                             + (f" (Flower run {run_id})" if run_id else "") + (f"\n{tail}" if not status.get('error') else ""))
+    return status
+
+
+def _status(out: Path, home: Path, run_id: int | None) -> dict:
+    path = out / STATUS
+    if path.exists():
+        return json.loads(path.read_text())
+    if run_id is None:
+        return {"ok": False, "error": "the run never started (see the output above)"}
+    res = flwr_cli(["ls", FEDERATION, "--run-id", str(run_id), "--format", "json"], home)
+    try:
+        runs = json.loads(res.stdout).get("runs", [])
+        state = str(runs[0].get("status", "")) if runs else "unknown"
+    except (json.JSONDecodeError, AttributeError):
+        state = "unknown"
+    ok = state.endswith("completed")
+    return {"ok": ok, "flower_status": state, "flower_run_id": run_id,
+            **({} if ok else {"error": f"Flower reports run {run_id} as {state!r} and no {STATUS} was written"})}
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(submit(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])))

@@ -1,0 +1,45 @@
+"""``python -m fedcredit.deploy.supernode ARGS``: ``flower-supernode ARGS``, optionally with a shorter idle poll.
+
+Flower 1.41's SuperNode sleeps a hard-coded 3 s whenever it pulled no message
+(``flwr/supernode/start_client_internal.py``), which costs up to 3 s per message round
+of a chatty protocol. With ``FEDCREDIT_IDLE_POLL=SECONDS`` set (``fedcredit node start
+--idle-poll``), that one sleep is shortened; every other sleep is left alone. This
+patches a private detail of flwr 1.41 only: on another version, or when the detail is
+not where it was, the SuperNode runs unchanged and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time as _time
+import types
+
+
+def _patch(idle: float) -> bool:
+    import flwr.supernode.start_client_internal as sci
+    from flwr.supercore.version import package_version
+
+    if not package_version.startswith("1.41.") or getattr(sci, "time", None) is not _time:
+        return False
+    shim = types.SimpleNamespace(**{k: getattr(_time, k) for k in dir(_time) if not k.startswith("__")})
+    # the 3 s idle wait, and the 0.5 s waits for the ClientApp's reply in the same loop
+    shim.sleep = lambda s: _time.sleep(idle if s == 3 else min(s, idle) if s == 0.5 else s)
+    sci.time = shim
+    return True
+
+
+def main() -> int:
+    idle = os.environ.get("FEDCREDIT_IDLE_POLL")
+    if idle:
+        if not _patch(float(idle)):
+            print("fedcredit: idle-poll patch not applicable to this flwr version; using Flower's default",
+                  file=sys.stderr, flush=True)
+    from flwr.supernode.cli.flower_supernode import flower_supernode
+
+    sys.argv[0] = "flower-supernode"
+    return flower_supernode() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
