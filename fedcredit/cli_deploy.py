@@ -29,6 +29,10 @@ node_app = typer.Typer(help="A data holder's Flower SuperNode.", no_args_is_help
 submit_app = typer.Typer(help="Submit a job to a running federation.", no_args_is_help=True)
 
 
+for _app in (certs_app, coordinator_app, node_app, submit_app):  # keep each a command group, mounted or not
+    _app.callback()(lambda: None)
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(1)

@@ -65,6 +65,18 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
 
     tmp, out = federation["tmp"], federation["tmp"] / "out"
     assert set(federation["registry"]) == set(ROLES)
+
+    # a failing run (the job expects roles the federation does not have) exits non-zero with the coordinator's reason,
+    # although `flwr run --stream` itself exits 0
+    from typer.testing import CliRunner
+
+    from fedcredit.cli_deploy import submit_app
+
+    res = CliRunner().invoke(submit_app, ["train", "--superlink", federation["superlink"], "--certs",
+                                          str(federation["certs"]), "--out", str(tmp / "failed"), "--roles", "bank,tax",
+                                          "--key-bits", "1024", "--timeout", "120"])
+    assert res.exit_code == 1, res.output
+    assert "do not match" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
     lines: list[str] = []
     started = time.perf_counter()
     status = submit(federation["superlink"], federation["certs"], out,
