@@ -23,6 +23,7 @@ from fedcredit.data.schema import NODE_ROLES, parse_extra, schema_for
 from fedcredit.data.validate import validate_file
 from fedcredit import runner
 from fedcredit.cli_audit import audit_app
+from fedcredit.cli_deploy import certs_app, coordinator_app, node_app, submit_app
 from fedcredit.cli_limits import limits_app
 from fedcredit.errors import FedCreditError
 from fedcredit.jobfile import load_job
@@ -59,6 +60,10 @@ def _progress() -> Progress:
 
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
+app.add_typer(certs_app, name="certs")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(node_app, name="node")
+app.add_typer(submit_app, name="federation")
 
 
 @app.callback(invoke_without_command=True)

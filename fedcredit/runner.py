@@ -106,32 +106,38 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
                              audit=(out / "audit", signer))
-    table = pd.DataFrame(result["publication"])
-    published = publish_limits(table, out, signer, model_version=str(result.get("run_id")))
+    audit_records = sum(verify_audit(out / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
+    extra = {}
+    if centralized and task == "train":
+        from fedcredit.baseline import centralized_auc
+
+        extra["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
+    return finish_run(result, out, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
+                      seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra)
+
+
+def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSettings, policy: LimitPolicy, *,
+               roles: list[str], task: str, engine: str, seconds: float, audit_records: int,
+               extra: dict | None = None, run_extra: dict | None = None) -> dict:
+    """The coordinator's outputs of a finished job, whatever the engine: the signed limits
+    (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics."""
+    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")))
     verify_limits(published["parquet"], signer.public)
-    verdict = verify_audit(out / "audit", signer.public, min_key_bits=settings.key_bits)
-    seconds = time.perf_counter() - started
     m = result.get("metrics") or {}
     metrics = {
         "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
         "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
         "rounds": result["rounds"], "seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
-        "audit_records": sum(verdict.records.values()),
+        "audit_records": audit_records, **(extra or {}),
     }
-    if centralized and task == "train":
-        from fedcredit.baseline import centralized_auc
-
-        metrics["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     run_doc = {
         "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
-        "nodes": result["nodes"], "roles": [n.role for n in nodes],
+        "nodes": result["nodes"], "roles": roles,
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},
-        "policy": policy.source,
-        "history": result["history"],
-        "versions": _versions(),
+        "policy": policy.source, "history": result["history"], "versions": _versions(), **(run_extra or {}),
     }
     atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
     return metrics

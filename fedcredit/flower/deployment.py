@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from flwr.app import Context
@@ -89,9 +88,6 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
     """Run the job at the coordinator, write its outputs into ``cfg['out']``; returns metrics or raises."""
     from fedcredit import runner
     from fedcredit.scoring.policy import LimitPolicy
-    from fedcredit.scoring.publish import publish_limits, verify_limits
-
-    import pandas as pd
 
     if not str(cfg.get("out", "")):
         raise FedCreditError("run config 'out' (the coordinator's output folder) is empty")
@@ -115,29 +111,12 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
                 registry=registry)
         if "error" in result:
             raise FedCreditError(result["error"])
-        table = pd.DataFrame(result["publication"])
-        published = publish_limits(table, out, signer, model_version=str(result.get("run_id")))
-        verify_limits(published["parquet"], signer.public)
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)
-        seconds = time.perf_counter() - started
-        m = result.get("metrics") or {}
-        metrics = {
-            "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
-            "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
-            "rounds": result["rounds"], "seconds": round(seconds, 1),
-            "intersection": result["intersection"], "evaluations": result["evaluations"],
-            "audit_records": audit_records,
-            "seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
-        }
-        atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-        run_doc = {
-            "run_id": result.get("run_id"), "flower_run_id": flower_run_id, "task": "train", "engine": "deployment",
-            "settings": asdict(settings), "nodes": result["nodes"], "roles": roles,
-            "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
-                                 "coordinator_signing": signer.fingerprint},
-            "policy": policy.source, "history": result["history"], "versions": runner._versions(),
-        }
-        atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
+        metrics = runner.finish_run(
+            result, out, signer, settings, policy, roles=roles, task="train", engine="deployment",
+            seconds=time.perf_counter() - started, audit_records=audit_records,
+            extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3)},
+            run_extra={"flower_run_id": flower_run_id})
         write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id,
                            "metrics": metrics})
         print(f"done: test AUC {metrics['test_auc']:.4f}, {metrics['rounds']} rounds in {metrics['seconds']:.1f} s "
