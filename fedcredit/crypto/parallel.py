@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 from fedcredit.crypto import kernels
@@ -112,7 +113,32 @@ def shutdown() -> None:
         _default.shutdown()
 
 
-atexit.register(shutdown)
+def _stop_forkserver() -> None:
+    """End this process's forkserver at exit.
+
+    It normally exits when its creator does, but when a child of the creator (e.g. a
+    simulation runtime's helper) inherited its lifeline it would outlive us; so it is
+    ended explicitly. Only at exit: a live pool may still need it to start workers.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        server._stop()  # closes the lifeline and reaps the process
+    except (OSError, AttributeError, ChildProcessError):
+        pass
+
+
+def _at_exit() -> None:
+    shutdown()
+    _stop_forkserver()
+
+
+atexit.register(_at_exit)
 
 
 def split(seq, parts: int) -> list[slice]:
