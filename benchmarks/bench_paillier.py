@@ -23,7 +23,6 @@ import time
 
 import gmpy2
 import numpy as np
-from phe import paillier
 
 from fedcredit.crypto import EncryptedVector, Packer, WorkerPool, generate_keypair
 

@@ -244,7 +244,7 @@ def _tiny_run(folder: Path, extra) -> Run:
 
 
 def test_unsealed_relayed_message_is_rejected(tmp_path):
-    run = _tiny_run(tmp_path, lambda run: run.deliver(Message("psi.blind", "bank", "tax", RUN, 1, {}, os.urandom(64))))
+    _tiny_run(tmp_path, lambda run: run.deliver(Message("psi.blind", "bank", "tax", RUN, 1, {}, os.urandom(64))))
     with pytest.raises(AuditError, match=r"bank\.jsonl, line \d+, seq \d+: sent psi\.blind #1 bank→tax .* carries a "
                                          r"plaintext payload; allowed for psi\.blind: x25519-aesgcm"):
         verify_audit(tmp_path)

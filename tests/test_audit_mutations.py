@@ -11,7 +11,6 @@ import json
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
