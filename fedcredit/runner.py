@@ -45,6 +45,12 @@ class _Display:
         elif kind == "aligned":
             p.console.print(f"[green]✓[/green] {info['intersection']:,} enterprises known to every node (PSI)")
             p.update(self.task, description="training", total=self.max_iter + 1, completed=0)
+        elif kind == "node_lost":
+            p.console.print(f"[yellow]![/yellow] node {info['node']} lost in round {info['round']} ({info['reason']}); "
+                            f"waiting up to {info['return_timeout']:.0f} s for it to return")
+        elif kind == "node_back":
+            p.console.print(f"[green]✓[/green] node {info['node']} is back after {info['waited_s']} s; "
+                            f"round {info['round']} delivered again")
         elif kind == "iteration":
             name = "bank-only baseline" if info["model"].endswith("lr-bank") else "federated model"
             auc = f", validation AUC {info['val_auc']:.4f}" if "val_auc" in info else ""

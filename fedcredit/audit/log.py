@@ -232,6 +232,38 @@ class AuditWriter:
             raise AuditError(f"checkpoint of {cp['party']!r} names key {cp['fingerprint'][:16]}…, expected {known[:16]}…")
         return self._append({"type": "checkpoint", "checkpoint": cp})
 
+    def rollback(self) -> int:
+        """Cut the file back to what this writer (restored from a checkpoint) last wrote; returns the bytes cut.
+
+        A node that crashed while handling a message may have appended records that its
+        saved state never saw; it handles that message again, so those records go. Only a
+        tail is ever cut: the kept part must end with this writer's head, otherwise the log
+        was changed by someone else and nothing is touched.
+        """
+        p = Path(self.path)
+        size = p.stat().st_size if p.exists() else -1
+        if size == self._size:
+            return 0
+        if size < self._size:
+            raise AuditError(f"audit log is shorter ({size} bytes) than its checkpoint ({self._size} bytes); "
+                             "it was truncated or replaced", file=p)
+        with open(p, "rb") as fh:
+            kept = fh.read(self._size)
+        last = kept.rstrip(b"\n").rsplit(b"\n", 1)[-1] if kept else b""
+        try:
+            last_hash = json.loads(last)["hash"] if last else GENESIS
+        except (ValueError, KeyError, TypeError):
+            last_hash = None
+        if not kept.endswith(b"\n") or last_hash != self.head:
+            raise AuditError(f"audit log does not continue this node's checkpoint at byte {self._size}; "
+                             "refusing to cut it", file=p)
+        with open(p, "r+b") as fh:
+            fh.truncate(self._size)
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        return size - self._size
+
     def close(self) -> dict:
         """Write the final 'close' record and return the final signed head."""
         self._append({"type": "close", "records": self.seq + 1})

@@ -6,6 +6,12 @@ of a chatty protocol. With ``FEDCREDIT_IDLE_POLL=SECONDS`` set (``fedcredit node
 --idle-poll``), that one sleep is shortened; every other sleep is left alone. This
 patches a private detail of flwr 1.41 only: on another version, or when the detail is
 not where it was, the SuperNode runs unchanged and says so.
+
+``FEDCREDIT_HEARTBEAT=SECONDS`` (``fedcredit node start --heartbeat``) sets the interval
+the SuperNode announces and keeps (Flower's default 30 s; the SuperLink accepts 10 s at
+least). The SuperLink declares a node lost after two intervals without a heartbeat, so
+this is how quickly a crashed node is noticed by the coordinator (see
+``fedcredit.flower.delivery``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,22 @@ def _patch(idle: float) -> bool:
     return True
 
 
+def _patch_heartbeat(seconds: int) -> bool:
+    import flwr.supercore.heartbeat as hb
+    import flwr.supernode.fleet_http_connection as conn
+    from flwr.common.constant import HEARTBEAT_MIN_INTERVAL
+
+    if seconds < HEARTBEAT_MIN_INTERVAL or not all(hasattr(m, "HEARTBEAT_DEFAULT_INTERVAL") for m in (hb, conn)):
+        return False
+    hb.HEARTBEAT_DEFAULT_INTERVAL = conn.HEARTBEAT_DEFAULT_INTERVAL = seconds
+    return True
+
+
 def main() -> int:
+    beat = os.environ.get("FEDCREDIT_HEARTBEAT")
+    if beat and not _patch_heartbeat(int(float(beat))):
+        print(f"fedcredit: heartbeat interval {beat} s not applicable (Flower needs >= 10 s, flwr 1.41 layout); "
+              "using Flower's default", file=sys.stderr, flush=True)
     idle = os.environ.get("FEDCREDIT_IDLE_POLL")
     if idle:
         if not _patch(float(idle)):

@@ -1,8 +1,8 @@
 """The ClientApp: a node's role and data come from its own configuration; its state lives in its work directory.
 
-Each message bundle is handed to the node's ``NodeAgent``; the agent is loaded from
-and saved back to the work directory around every message, because Flower's
-deployment engine starts a fresh process per message. Errors go back to the
+Each message bundle is handed to the node's ``NodeAgent``; the agent lives in a
+checkpoint in the work directory between messages (``node_state``), because Flower's
+deployment engine starts a fresh process per message and a node may crash and return. Errors go back to the
 coordinator as Flower errors naming the node's role.
 """
 
@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import atexit
 import json
-import pickle
 from pathlib import Path
 from typing import Callable
 
 from flwr.app import Context, Error, Message as FlowerMessage, RecordDict, ConfigRecord
 from flwr.clientapp import ClientApp
 
-from fedcredit.atomic import atomic_write_bytes
 from fedcredit.crypto import WorkerPool
+from fedcredit.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
+from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
+from fedcredit.flower.node_state import handle_delivery
 from fedcredit.protocols.job import NodeAgent, NodeConfig
 
-NODE_ERROR = 1001  # Flower error code for a fedcredit failure at a node; the reason names the role
 _POOL: list[WorkerPool] = []
 
 
@@ -65,15 +65,14 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
         node, work = None, None
         try:
             node, work = resolve(context)
-            state = work / f"agent-{context.run_id}.pkl"
-            agent = pickle.loads(state.read_bytes()) if state.exists() else NodeAgent(node)
-            agent.attach_pool(_pool())
-            replies = [r for m in from_record(msg.content) for r in agent.handle(m)]
-            head = agent.take_final_head()
-            atomic_write_bytes(state, pickle.dumps(agent), mode=0o600)
-            content = to_record(replies)
-            if head is not None:  # the node's closed audit-log head travels beside its last reply
-                content["audit"] = ConfigRecord({"final_head": json.dumps(head)})
+            seq = delivery_seq(msg.content)
+            if seq is None:
+                raise FedCreditError("protocol step without a delivery number")
+            outcome = handle_delivery(work / f"agent-{context.run_id}.pkl", seq, from_record(msg.content),
+                                      lambda: NodeAgent(node), _pool())
+            content = to_record(outcome.replies)
+            if outcome.head is not None:  # the node's closed audit-log head travels beside its last reply
+                content["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
             return FlowerMessage(content, reply_to=msg)
         except Exception as exc:
             who = node.role if node is not None else "unknown role"

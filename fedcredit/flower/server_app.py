@@ -11,35 +11,15 @@ import json
 import time
 import uuid
 
-from flwr.app import Context, Message as FlowerMessage, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.crypto import WorkerPool
 from fedcredit.errors import FedCreditError
 from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
+from fedcredit.flower.delivery import Deliveries
 from fedcredit.protocols.audited import audited
 from fedcredit.protocols.job import JobCoordinator, ModelSettings
-
-POLL_S = 0.05
-
-
-def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout: float) -> dict[int, FlowerMessage]:
-    """Send one message per node and wait for every reply, pulling every POLL_S seconds."""
-    msgs = [FlowerMessage(c, dst_node_id=nid, message_type=message_type) for nid, c in contents.items()]
-    pending = set(grid.push_messages(msgs))
-    deadline = time.monotonic() + timeout
-    replies: dict[int, FlowerMessage] = {}
-    while pending:
-        if time.monotonic() > deadline:
-            missing = sorted(contents.keys() - replies.keys())
-            raise FedCreditError(f"no reply within {timeout:.0f} s from Flower node(s) {missing}")
-        for reply in grid.pull_messages(pending):
-            replies[reply.metadata.src_node_id] = reply
-            pending.discard(reply.metadata.reply_to_message_id)
-        if pending:
-            time.sleep(POLL_S)
-    return replies
-
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
@@ -52,8 +32,8 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-def discover_roles(grid: Grid, nodes: list[int], expected: list[str], timeout: float) -> dict[str, int]:
-    replies = exchange(grid, {n: RecordDict() for n in nodes}, "query.role", timeout)
+def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]) -> dict[str, int]:
+    replies = deliveries.exchange({n: RecordDict() for n in nodes}, "query.role", numbered=False)
     node_of: dict[str, int] = {}
     for nid, reply in replies.items():
         if reply.has_error():
@@ -69,21 +49,25 @@ def discover_roles(grid: Grid, nodes: list[int], expected: list[str], timeout: f
 
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
-            audit=None, registry: dict[str, int] | None = None) -> dict:
+            audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
     deployment engine's (``fedcredit.flower.deployment.server_app``). With ``registry``
     (role -> node id of the key registered for that role) a node may only play its own role.
+    A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
     """
     started = time.perf_counter()
+    role_of: dict[int, str] = {}
+    deliveries = Deliveries(grid, name_of=lambda nid: f"{role_of.get(nid, '?')} (Flower node {nid})", timeout=timeout,
+                            return_timeout=return_timeout, on_event=on_event)
     try:
-        node_of = discover_roles(grid, wait_for_nodes(grid, len(roles), timeout), roles, timeout)
+        node_of = discover_roles(deliveries, wait_for_nodes(grid, len(roles), timeout), roles)
         for role, nid in node_of.items():
             if registry is not None and registry.get(role) != nid:
                 raise FedCreditError(f"node {nid} claims the role {role!r}, but the key registered for {role!r} "
                                      f"is node {registry.get(role)}")
-        role_of = {nid: role for role, nid in node_of.items()}
+        role_of.update({nid: role for role, nid in node_of.items()})
         with WorkerPool() as pool:
             coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
                                          publication=publication, task=task)
@@ -94,7 +78,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                 per_node: dict[int, list] = {}
                 for m in outgoing:
                     per_node.setdefault(node_of[m.receiver], []).append(m)
-                replies = exchange(grid, {n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE, timeout)
+                replies = deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
                 for nid, reply in replies.items():
                     if reply.has_error():
                         raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")

@@ -184,6 +184,11 @@ class NodeAgent:
             self._final_head = self.audit.close()
         return replies
 
+    def restore(self) -> None:
+        """Called on an agent loaded from its checkpoint: drop audit records written after it (a crash mid-message)."""
+        if self.audit is not None and not self.audit.closed:
+            self.audit.rollback()
+
     def take_final_head(self) -> dict | None:
         """This node's final signed log head, once, for the transport to hand to the coordinator.
 
