@@ -6,12 +6,15 @@ Three Typer apps, mounted by ``fedcredit.cli``:
 * ``coordinator_app``  ``fedcredit coordinator start``: the SuperLink, node keys registered;
 * ``node_app``         ``fedcredit node start``: a SuperNode with its role and data;
 
-and ``submit_app`` (``fedcredit federation train``) submits a job to a
-running federation and fails when the run fails. See docs/deployment.md.
+(both read their kit's config file with ``--config``, see nodes/*/README.md) and
+``submit_app`` (``fedcredit federation train|add|list|remove``): submit a job to a
+running federation, failing when the run fails, and keep named federations for
+``fedcredit train --federation NAME``. See docs/deployment.md.
 """
 
 from __future__ import annotations
 
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedcredit.errors import FedCreditError
 
@@ -34,7 +38,7 @@ for _app in (certs_app, coordinator_app, node_app, submit_app):  # keep each a c
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # escaped: messages name [sections]
     raise typer.Exit(1)
 
 
@@ -87,21 +91,36 @@ def _wait_for_signal(procs, check) -> None:
 
 @coordinator_app.command("start")
 def coordinator_start(
-    certs: Path = typer.Option(..., "--certs", help="Folder from 'fedcredit certs make' (ca.pem, superlink.*, nodes/*.pub)."),
-    port: int = typer.Option(9092, "--port", help="The SuperLink's one port (Fleet, Control and Runtime APIs)."),
-    state: Path = typer.Option(..., "--state", help="State folder: database (node ids survive restarts), logs, FLWR_HOME."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; firewall the port (see docs/deployment.md)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="coordinator.toml of the kit (nodes/coordinator/); "
+                                          "options given here override it."),
+    certs: Optional[Path] = typer.Option(None, "--certs", help="Folder from 'fedcredit certs make' (ca.pem, superlink.*, nodes/*.pub)."),
+    port: Optional[int] = typer.Option(None, "--port", help="The SuperLink's one port (Fleet, Control and Runtime APIs; default 9092)."),
+    state: Optional[Path] = typer.Option(None, "--state", help="State folder: database (node ids survive restarts), logs, FLWR_HOME."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1); firewall the port "
+                                       "(see docs/deployment.md)."),
     nodes: Optional[str] = typer.Option(None, "--nodes", help="Register only these nodes (default: every nodes/*.pub)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperLink command; start nothing."),
 ) -> None:
     """Run the SuperLink with TLS and SuperNode authentication in the foreground (Ctrl-C stops it)."""
+    from fedcredit.deploy import kitconfig
     from fedcredit.deploy import processes as P
 
     try:
-        proc, registry = P.start_coordinator(certs, host, port, state,
-                                             nodes=[n.strip() for n in nodes.split(",")] if nodes else None)
+        file_values = kitconfig.load_coordinator_config(config) if config else {}
+        opts = kitconfig.merge({"certs": certs, "port": port, "state": state, "host": host,
+                                "nodes": [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None},
+                               file_values, ("certs", "state"), config)
+        host, port = opts.get("host", "127.0.0.1"), opts.get("port", 9092)
+        kitconfig.check_private_key(Path(opts["certs"]) / "superlink.key", "the SuperLink's TLS key")
+        if dry_run:
+            console.print(shlex.join(P.superlink_command(opts["certs"], host, port, opts["state"])), markup=False,
+                          highlight=False, soft_wrap=True)
+            console.print(f"registers: {', '.join(opts.get('nodes') or ['every nodes/*.pub'])}", markup=False)
+            return
+        proc, registry = P.start_coordinator(opts["certs"], host, port, opts["state"], nodes=opts.get("nodes"))
     except FedCreditError as exc:
         _fail(exc)
-    state = Path(state).resolve()
+    state = Path(opts["state"]).resolve()
     console.print(f"[green]✓[/green] SuperLink on {host}:{port} (TLS, SuperNode authentication, "
                   f"database {state / 'superlink.db'}), log {proc.log}")
     for role, nid in registry.items():
@@ -112,27 +131,48 @@ def coordinator_start(
 
 @node_app.command("start")
 def node_start(
-    role: str = typer.Option(..., "--role", help="This node's role (bank, tax, utilities, ...)."),
-    data: Path = typer.Option(..., "--data", help="This node's Parquet or CSV file (never leaves the node)."),
-    superlink: str = typer.Option(..., "--superlink", help="The coordinator's SuperLink, HOST:PORT."),
-    certs: Path = typer.Option(..., "--certs", help="Folder with ca.pem and nodes/<role>.key."),
-    work: Path = typer.Option(..., "--work", help="Work folder: protocol state, log, FLWR_HOME."),
+    config: Optional[Path] = typer.Option(None, "--config", help="node.toml of the kit (nodes/<role>/); options given "
+                                          "here override it."),
+    role: Optional[str] = typer.Option(None, "--role", help="This node's role (bank, tax, utilities, ...)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="This node's Parquet or CSV file (never leaves the node)."),
+    superlink: Optional[str] = typer.Option(None, "--superlink", help="The coordinator's SuperLink, HOST:PORT."),
+    certs: Optional[Path] = typer.Option(None, "--certs", help="Folder with ca.pem and nodes/<role>.key."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Work folder: protocol state, log, FLWR_HOME."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where this node writes its outputs (model part, audit log)."),
     key: Optional[Path] = typer.Option(None, "--key", help="Authentication private key (default CERTS/nodes/ROLE.key)."),
     port: Optional[int] = typer.Option(None, "--port", help="Local port of the SuperNode's Runtime API (default: free)."),
     idle_poll: Optional[float] = typer.Option(None, "--idle-poll", help="Seconds the SuperNode sleeps when idle "
                                               "(Flower's default 3; e.g. 0.2 for faster rounds; flwr 1.41 only)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperNode command; start nothing."),
 ) -> None:
     """Run this node's SuperNode (TLS, authentication key, role and data from the node config) in the foreground."""
+    from fedcredit.deploy import kitconfig
     from fedcredit.deploy import processes as P
 
     try:
-        P.split_address(superlink)
-        proc = P.start_node(role, data, superlink, certs, work, out=out, key=key, port=port, idle_poll=idle_poll)
+        file_values, columns = kitconfig.load_node_config(config) if config else ({}, {})
+        o = kitconfig.merge({"role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out,
+                             "key": key, "port": port, "idle_poll": idle_poll}, file_values,
+                            ("role", "data", "superlink", "certs", "work"), config)
+        P.split_address(o["superlink"])
+        if columns.get("label") and o["role"] != "bank":
+            raise FedCreditError(f"{config}: [columns] label: only the bank holds the label")
+        kitconfig.check_private_key(o.get("key") or Path(o["certs"]) / "nodes" / f"{o['role']}.key",
+                                    f"{o['role']}'s authentication key")
+        if not Path(o["data"]).is_file():
+            raise FedCreditError(f"data file {o['data']} does not exist")
+        if dry_run:
+            cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
+                                      o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)
+            env = f"FEDCREDIT_IDLE_POLL={o['idle_poll']} " if o.get("idle_poll") else ""
+            console.print(env + shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
+            return
+        proc = P.start_node(o["role"], o["data"], o["superlink"], o["certs"], o["work"], out=o.get("out"), key=o.get("key"),
+                            port=o.get("port"), idle_poll=o.get("idle_poll"), node_config=columns)
     except FedCreditError as exc:
         _fail(exc)
-    console.print(f"[green]✓[/green] SuperNode {role} → {superlink} (TLS), data {Path(data).resolve()} stays here; "
-                  f"log {proc.log}. Ctrl-C to stop.")
+    console.print(f"[green]✓[/green] SuperNode {o['role']} → {o['superlink']} (TLS), data {Path(o['data']).resolve()} "
+                  f"stays here; log {proc.log}. Ctrl-C to stop.")
     _wait_for_signal([proc], lambda: None)
 
 
@@ -166,3 +206,72 @@ def submit_train(
     m = status.get("metrics", {})
     console.print(f"[green]✓[/green] run finished: test AUC {m.get('test_auc', float('nan')):.4f}, {m.get('rounds')} rounds, "
                   f"{status.get('submit_seconds')} s; outputs in {Path(out).resolve()}")
+
+
+@submit_app.command("add")
+def federation_add(
+    name: str = typer.Argument(..., help="A name for the federation (letters, digits, '.', '_', '-')."),
+    superlink: str = typer.Option(..., "--superlink", help="The coordinator's SuperLink, HOST:PORT."),
+    certs: Path = typer.Option(..., "--certs", help="Folder with ca.pem (verifies the SuperLink); must exist here."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="On the coordinator's machine: STATE/registry.json "
+                                            "of 'fedcredit coordinator start' (role binding)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="On the coordinator's machine: base folder of run outputs "
+                                       "(a run with --out DIR writes into OUT/<name of DIR>)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="On the coordinator's machine: the default limit policy."),
+    keys: Optional[Path] = typer.Option(None, "--keys", help="On the coordinator's machine: folder of its signing key "
+                                        "(the same key signs every run's limits)."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a federation of the same name."),
+) -> None:
+    """Save a named federation in the user's federations file (for 'fedcredit train --federation NAME')."""
+    from fedcredit.deploy import federations as F
+
+    table = {"superlink": superlink, "certs": str(certs), **{k: str(v) for k, v in
+             {"registry": registry, "out": out, "policy": policy, "keys": keys}.items() if v is not None}}
+    try:
+        fed = F.parse(name, table, "fedcredit federation add", Path.cwd())
+        fed.ca()
+        path = F.add(fed, replace=replace)
+    except FedCreditError as exc:
+        _fail(exc)
+    console.print(f"[green]✓[/green] federation {name} → {fed.superlink} saved in {path}")
+    if not fed.registry:
+        console.print("[yellow]warning:[/yellow] no --registry: without role binding any registered node may claim any role")
+
+
+@submit_app.command("list")
+def federation_list(
+    job: Optional[Path] = typer.Option(None, "--job", help="Also list the job file's [federations.NAME]."),
+) -> None:
+    """List the known federations: the user's file and, with --job, the job file's (which win on a shared name)."""
+    from rich.table import Table
+
+    from fedcredit.deploy import federations as F
+    from fedcredit.jobfile import read_job
+
+    try:
+        known = {**F.load_file(), **(read_job(job).federations if job else {})}
+    except FedCreditError as exc:
+        _fail(exc)
+    if not known:
+        console.print(f"no federations yet ({F.user_file()}); add one with: fedcredit federation add NAME "
+                      "--superlink HOST:PORT --certs DIR")
+        return
+    table = Table(title=f"Federations ({F.user_file()})")
+    for col in ("name", "superlink", "certs", "registry", "out", "policy", "keys", "defined in"):
+        table.add_column(col, overflow="fold")
+    for name, fed in sorted(known.items()):
+        table.add_row(name, fed.superlink, str(fed.certs), *(getattr(fed, k) or "-" for k in F.COORDINATOR_PATHS),
+                      fed.source)
+    console.print(table)
+
+
+@submit_app.command("remove")
+def federation_remove(name: str = typer.Argument(..., help="The federation to forget.")) -> None:
+    """Remove a federation from the user's federations file."""
+    from fedcredit.deploy import federations as F
+
+    try:
+        path = F.remove(name)
+    except FedCreditError as exc:
+        _fail(exc)
+    console.print(f"removed {name} from {path}")

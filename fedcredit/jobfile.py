@@ -1,31 +1,63 @@
-"""Job files (TOML): which node holds which data, and the model settings. See docs/job.md."""
+"""Job files (TOML): the model settings, the nodes' roles and data, named federations. See docs/job.md.
+
+One file serves both engines. Locally (simulation, in-process) every ``[nodes.<role>]``
+needs its ``data``; submitted to a real federation (``--federation NAME``) only the
+section names matter, because each node reads its data and column settings from its
+own node config and nothing about them travels.
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from fedcredit.deploy.federations import Federation, parse_section
 from fedcredit.errors import FedCreditError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 
 _NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout"}
 _MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed"}
+_SECTIONS = ("job", "model", "nodes", "federations")
 MODEL_TYPES = ("scorecard_lr",)
 
 
-def load_job(path: str | Path) -> tuple[list[NodeConfig], ModelSettings]:
-    """Parse and check a job file; every error names the file and the offending key."""
+@dataclass
+class JobFile:
+    """A checked job file; ``nodes`` keeps each ``[nodes.<role>]`` table as written (bank first)."""
+
+    path: Path
+    settings: ModelSettings
+    nodes: dict[str, dict]
+    federations: dict[str, Federation] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.nodes)
+
+    def node_configs(self) -> list[NodeConfig]:
+        """Every node's local settings, for engines that read all data on this machine."""
+        return [_node(self.path, role, spec) for role, spec in self.nodes.items()]
+
+    def local_settings(self) -> dict[str, list[str]]:
+        """Per role, the keys a federation ignores (data and columns stay in each node's own config)."""
+        return {role: sorted(spec) for role, spec in self.nodes.items() if spec}
+
+
+def read_job(path: str | Path) -> JobFile:
+    """Parse and check a job file without requiring node data; every error names the file and the key."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise FedCreditError(f"{path}: job file not found") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FedCreditError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(doc) - {"job", "model", "nodes"}
+    unknown = set(doc) - set(_SECTIONS)
     if unknown:
-        raise FedCreditError(f"{path}: unknown section(s) {sorted(unknown)}; expected [job], [model], [nodes.<role>]")
+        raise FedCreditError(f"{path}: unknown section(s) {sorted(unknown)}; "
+                             "expected [job], [model], [nodes.<role>], [federations.<name>]")
     job, model, nodes = doc.get("job", {}), doc.get("model", {}), doc.get("nodes", {})
     if set(job) - {"seed"}:
         raise FedCreditError(f"{path}: unknown key(s) {sorted(set(job) - {'seed'})} in [job]")
@@ -35,31 +67,62 @@ def load_job(path: str | Path) -> tuple[list[NodeConfig], ModelSettings]:
         raise FedCreditError(f"{path}: [model] type must be one of {MODEL_TYPES}, got {model.get('type')!r}")
     if "bank" not in nodes or len(nodes) < 2:
         raise FedCreditError(f"{path}: [nodes] needs a [nodes.bank] section and at least one host, got {sorted(nodes)}")
+    for role, spec in nodes.items():
+        _check_node(path, role, spec)
     settings_args = {k: v for k, v in model.items() if k not in ("type", "features")}
     settings_args["mode"] = model.get("features", "binned")
     if settings_args["mode"] not in ("binned", "standardized"):
         raise FedCreditError(f"{path}: [model] features must be 'binned' or 'standardized', got {settings_args['mode']!r}")
+    _check_types(path, "[model]", settings_args)
+    _check_types(path, "[job]", job)
     try:
-        settings = ModelSettings(seed=int(job.get("seed", 42)), **settings_args)
+        settings = ModelSettings(seed=job.get("seed", 42), **settings_args)
     except (TypeError, ValueError, FedCreditError) as exc:
         raise FedCreditError(f"{path}: invalid [model] settings: {exc}") from None
-    roles = ["bank"] + sorted(r for r in nodes if r != "bank")
-    return [_node(path, role, nodes[role]) for role in roles], settings
+    ordered = {"bank": nodes["bank"], **{r: nodes[r] for r in sorted(nodes) if r != "bank"}}
+    federations = parse_section(doc.get("federations", {}), str(path), path.parent)
+    return JobFile(path, settings, ordered, federations)
 
 
-def _node(path: Path, role: str, spec: dict) -> NodeConfig:
+def load_job(path: str | Path) -> tuple[list[NodeConfig], ModelSettings]:
+    """A job for the local engines: every node's data is required."""
+    job = read_job(path)
+    return job.node_configs(), job.settings
+
+
+def _check_types(path: Path, section: str, values: dict) -> None:
+    """A quoted number or a 0/1 for a flag is refused: it would reach every party as the wrong type."""
+    defaults = ModelSettings()
+    for key, value in values.items():
+        expected = type(getattr(defaults, "mode" if key == "features" else key))
+        ok = (isinstance(value, bool) if expected is bool else
+              isinstance(value, int) and not isinstance(value, bool) if expected is int else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else
+              isinstance(value, expected))
+        if not ok:
+            shown = "features" if key == "mode" else key
+            raise FedCreditError(f"{path}: {section} {shown} must be {expected.__name__}, got {value!r}")
+
+
+def _check_node(path: Path, role: str, spec) -> None:
     where = f"{path}: [nodes.{role}]"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", role):
+        raise FedCreditError(f"{where}: a role name is letters, digits, '_' or '-'")
     if not isinstance(spec, dict):
         raise FedCreditError(f"{where} must be a table")
     if set(spec) - _NODE_KEYS:
         raise FedCreditError(f"{where}: unknown key(s) {sorted(set(spec) - _NODE_KEYS)}; allowed: {sorted(_NODE_KEYS)}")
-    if "data" not in spec:
-        raise FedCreditError(f"{where}: 'data' (the node's Parquet or CSV file) is required")
     if role != "bank" and spec.get("label"):
         raise FedCreditError(f"{where}: only the bank holds the label")
     for key in ("features", "categorical", "extra"):
         if key in spec and not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
             raise FedCreditError(f"{where}: '{key}' must be a list of column names")
+
+
+def _node(path: Path, role: str, spec: dict) -> NodeConfig:
+    if "data" not in spec:
+        raise FedCreditError(f"{path}: [nodes.{role}]: 'data' (the node's Parquet or CSV file) is required "
+                             "to run here; with --federation NAME each node reads its own")
     data = Path(spec["data"])
     data = data if data.is_absolute() else (path.parent / data)
     return NodeConfig(role=role, data=str(data), id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),

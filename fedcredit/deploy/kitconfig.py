@@ -1,0 +1,102 @@
+"""Node and coordinator config files of the deployment kits (``nodes/<role>/node.toml``, ``coordinator.toml``).
+
+An operator keeps one reviewed file per machine instead of a long command line; the
+command-line options still override it. The node's file is also the only home of its
+data path and column settings: they become its SuperNode's node config and never travel.
+Relative paths are relative to the file. See nodes/*/README.md.
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+
+from fedcredit.errors import FedCreditError
+
+# key -> (type, is a path)
+NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, True), "data": (str, True),
+             "work": (str, True), "out": (str, True), "key": (str, True), "port": (int, False),
+             "idle_poll": (float, False)}
+COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str, False),
+               "features": (list, False), "categorical": (list, False), "extra": (list, False)}
+COORDINATOR_KEYS = {"certs": (str, True), "host": (str, False), "port": (int, False), "state": (str, True),
+                    "nodes": (list, False)}
+# [columns] key -> the node-config key the ClientApp reads (fedcredit.flower.client_app)
+NODE_CONFIG_NAMES = {"id_column": "id-column", "id_type": "id-kind", "label": "label", "features": "features",
+                     "categorical": "categorical", "extra": "extra"}
+
+
+def _read(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FedCreditError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FedCreditError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _table(path: Path, doc: dict, section: str, spec: dict) -> dict:
+    table = doc.get(section, {})
+    if not isinstance(table, dict):
+        raise FedCreditError(f"{path}: [{section}] must be a table")
+    unknown = sorted(set(table) - set(spec))
+    if unknown:
+        raise FedCreditError(f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(spec)}")
+    values = {}
+    for key, value in table.items():
+        kind, is_path = spec[key]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+        if kind is list:
+            ok = ok and all(isinstance(v, str) and v and "," not in v for v in value)
+        if not ok:
+            what = "a list of names without commas" if kind is list else kind.__name__
+            raise FedCreditError(f"{path}: [{section}] {key} must be {what}, got {value!r}")
+        if is_path:
+            value = Path(value).expanduser()
+            value = value if value.is_absolute() else (Path(path).resolve().parent / value)
+        values[key] = value
+    return values
+
+
+def load_node_config(path: Path) -> tuple[dict, dict]:
+    """``[node]`` (how to run the SuperNode) and ``[columns]`` as node-config entries for the ClientApp."""
+    doc = _read(path)
+    unknown = sorted(set(doc) - {"node", "columns"})
+    if unknown:
+        raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns]")
+    node = _table(path, doc, "node", NODE_KEYS)
+    columns = _table(path, doc, "columns", COLUMN_KEYS)
+    if columns.get("label") and node.get("role") not in (None, "bank"):
+        raise FedCreditError(f"{path}: [columns] label: only the bank holds the label")
+    node_config = {NODE_CONFIG_NAMES[k]: ",".join(v) if isinstance(v, list) else v for k, v in columns.items()}
+    return node, node_config
+
+
+def load_coordinator_config(path: Path) -> dict:
+    doc = _read(path)
+    unknown = sorted(set(doc) - {"coordinator"})
+    if unknown:
+        raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [coordinator]")
+    return _table(path, doc, "coordinator", COORDINATOR_KEYS)
+
+
+def merge(options: dict, config: dict, required: tuple[str, ...], source: Path | None) -> dict:
+    """Command-line options (not None) over the config file's values; a missing required value names both places."""
+    merged = {**config, **{k: v for k, v in options.items() if v is not None}}
+    for key in required:
+        if merged.get(key) in (None, ""):
+            where = f" or '{key}' in {source}" if source else " (or use --config FILE)"
+            raise FedCreditError(f"--{key.replace('_', '-')} is required{where}")
+    return merged
+
+
+def check_private_key(path: Path, what: str) -> None:
+    """Refuse a missing private key, or one others may read (as ssh does): it authenticates this machine."""
+    path = Path(path)
+    if not path.is_file():
+        raise FedCreditError(f"{what} {path} is missing (from 'fedcredit certs make'; see the kit's README)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise FedCreditError(f"{what} {path} is readable by others (mode {mode:04o}); run: chmod 600 {path}")
