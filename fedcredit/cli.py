@@ -26,7 +26,7 @@ from fedcredit.cli_audit import audit_app
 from fedcredit.cli_deploy import certs_app, coordinator_app, node_app, submit_app
 from fedcredit.cli_limits import limits_app
 from fedcredit.errors import FedCreditError
-from fedcredit.jobfile import load_job
+from fedcredit.jobfile import load_job, read_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.policy import LimitPolicy
 
@@ -145,13 +145,49 @@ def demo_cmd(
 def train_cmd(
     job: Path = typer.Option(..., "--job", help="Job file (TOML), see docs/job.md."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="simulation (Flower, default) or in-process."),
     centralized: bool = typer.Option(False, "--centralized", help="Also fit the centralized reference (needs every node's file here)."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
+    federation: Optional[str] = typer.Option(None, "--federation", help="Submit to this running federation (job file "
+                                             "[federations.NAME] or 'fedcredit federation add'), see docs/deployment.md."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
 ) -> None:
     """Train the vertical scorecard model described by a job file, publish signed limits and the report."""
-    nodes, settings = load_job(job)
-    _train(nodes, settings, out, engine, centralized, policy)
+    if federation is None:
+        nodes, settings = load_job(job)
+        _train(nodes, settings, out, engine or "simulation", centralized, policy)
+        return
+    for flag, given in (("--engine", engine is not None), ("--centralized", centralized)):
+        if given:
+            raise FedCreditError(f"{flag} is for local runs; with --federation the job runs on the federation's nodes")
+    _train_on_federation(job, federation, out, policy, timeout)
+
+
+def _train_on_federation(job_path: Path, name: str, out: Path, policy: Path | None, timeout: float) -> None:
+    from fedcredit.deploy import federations, submit_job
+
+    job = read_job(job_path)
+    fed = federations.resolve(name, job.federations)
+    sub = submit_job.plan(job, fed, out, policy)
+    console.print(f"Federation {fed.name} ({fed.source}): SuperLink {fed.superlink}, roles {', '.join(job.roles)}; "
+                  f"coordinator outputs in {sub.coordinator_out}", markup=False, highlight=False)
+    ignored = job.local_settings()
+    if ignored:
+        console.print("Not sent (each node reads its own data and columns from its node config): "
+                      + "; ".join(f"[nodes.{r}] {', '.join(keys)}" for r, keys in ignored.items()),
+                      markup=False, highlight=False)
+    if not fed.registry:
+        console.print("[yellow]warning:[/yellow] this federation has no registry: any registered node may claim any role "
+                      "(add --registry STATE/registry.json of 'fedcredit coordinator start')")
+    status = submit_job.run(sub, out, timeout=timeout,
+                            echo=lambda line: console.print(line, markup=False, highlight=False))
+    m = status.get("metrics") or {}
+    summary = (f"test AUC {m['test_auc']:.4f}, {m.get('rounds')} rounds" if "test_auc" in m
+               else f"Flower reports the run {status.get('flower_status', 'completed')}")
+    console.print(f"[green]✓[/green] run finished on {fed.name}: {summary}, {status.get('submit_seconds')} s")
+    console.print(f"Coordinator outputs: {sub.coordinator_out} (metrics.json, run.json, signed limits, audit/coordinator.jsonl); "
+                  "each node keeps its model part, audit log and (bank) scores and report in its own out folder")
+    console.print(f"Submission record: {Path(out).resolve() / submit_job.RECORD}")
 
 
 @app.command("score")

@@ -41,14 +41,22 @@ def _toml_value(v) -> str:
 
 
 def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = None, *, home: Path | None = None,
-           timeout: float = 3600.0, echo=print) -> dict:
-    """Run the job on the federation at ``superlink``; returns the coordinator's status (``ok`` true) or raises."""
+           timeout: float = 3600.0, echo=print, coordinator_out: str | None = None) -> dict:
+    """Run the job on the federation at ``superlink``; returns the coordinator's status (``ok`` true) or raises.
+
+    ``out`` is the submitter's folder (Flower CLI home); the coordinator writes into
+    ``coordinator_out`` (a path on the SuperLink's machine), by default ``out`` itself.
+    """
     out = Path(out).resolve()
     home = Path(home).resolve() if home else out / ".flwr-home"
     out.mkdir(parents=True, exist_ok=True)
-    (out / STATUS).unlink(missing_ok=True)
+    target = Path(coordinator_out) if coordinator_out else out
+    try:
+        (target / STATUS).unlink(missing_ok=True)  # never read a previous run's verdict
+    except OSError:
+        pass
     write_cli_config(home, superlink, Path(certs) / "ca.pem")
-    overrides = {"out": str(out), **(run_config or {})}
+    overrides = {"out": str(target), **(run_config or {})}
     cfg_file = home / "run-config.toml"
     cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
     cmd = [flower_bin("flwr"), "run", str(app_dir()), FEDERATION, "--stream", "--run-config", str(cfg_file)]
@@ -72,7 +80,7 @@ def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    status = _status(out, home, run_id)
+    status = _status(target, home, run_id)
     status.setdefault("flwr_run_exit_code", code)
     status["submit_seconds"] = round(time.monotonic() - started, 1)
     if not status.get("ok"):

@@ -11,9 +11,12 @@ tell a failed run from a finished one (``flwr run --stream`` exits 0 either way)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -22,6 +25,9 @@ from fedcredit.atomic import atomic_write_bytes
 from fedcredit.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols.job import ModelSettings
+
+if TYPE_CHECKING:
+    from fedcredit.scoring.policy import LimitPolicy
 
 STATUS = "status.json"
 
@@ -42,6 +48,43 @@ def settings_from_run_config(cfg: dict) -> tuple[ModelSettings, list[str]]:
     if not roles or roles[0] != "bank" or len(set(roles)) != len(roles):
         raise FedCreditError(f"run config 'roles' must list unique roles, bank first; got {cfg.get('roles')!r}")
     return ModelSettings(**kwargs), roles
+
+
+def run_config_from_settings(settings: ModelSettings, roles: list[str]) -> dict:
+    """The run-config entries that reproduce ``settings`` at the coordinator (inverse of the function above).
+
+    Every key is sent, so a run depends on the job file alone, not on the defaults in
+    pyproject.toml. The crypto backend is not a run-config key: deployments use Paillier.
+    """
+    if settings.backend != "paillier":
+        raise FedCreditError(f"the {settings.backend!r} crypto backend is for local runs only; "
+                             "a federation always uses 'paillier'")
+    cfg = {key: getattr(settings, field_name) for key, field_name in SETTINGS_KEYS.items()}
+    cfg["roles"] = ",".join(roles)
+    return cfg
+
+
+def policy_from_run_config(value: str) -> LimitPolicy:
+    """The run config's ``policy``: a path on the coordinator's machine, or the policy's TOML text itself.
+
+    A submitter's own policy file travels as its text (which always holds a line break,
+    a path never does), so the committee-approved policy is the one that is signed even
+    when the submitter is not on the coordinator's machine; ``run.json`` records its
+    SHA-256.
+    """
+    from fedcredit.scoring.policy import LimitPolicy
+
+    value = str(value)
+    if not value:
+        return LimitPolicy()
+    if "\n" not in value:
+        return LimitPolicy.load(value)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    try:
+        doc = tomllib.loads(value)
+    except tomllib.TOMLDecodeError as exc:
+        raise FedCreditError(f"run config 'policy' (policy text sent with the job): not valid TOML ({exc})") from None
+    return LimitPolicy.from_dict(doc, source=f"policy sent with the job, sha256 {digest}")
 
 
 def _printer(max_iter: int):
@@ -87,7 +130,6 @@ def write_status(out: Path, doc: dict) -> None:
 def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> dict:
     """Run the job at the coordinator, write its outputs into ``cfg['out']``; returns metrics or raises."""
     from fedcredit import runner
-    from fedcredit.scoring.policy import LimitPolicy
 
     if not str(cfg.get("out", "")):
         raise FedCreditError("run config 'out' (the coordinator's output folder) is empty")
@@ -97,7 +139,7 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
     started = time.perf_counter()
     try:
         settings, roles = settings_from_run_config(cfg)
-        policy = LimitPolicy.load(str(cfg["policy"])) if str(cfg.get("policy", "")) else LimitPolicy()
+        policy = policy_from_run_config(cfg.get("policy", ""))
         signer = runner.coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
         publication = runner.publication_for(policy, signer.fingerprint)
         print(f"fedcredit job: roles {','.join(roles)}, {settings.key_bits}-bit keys, "

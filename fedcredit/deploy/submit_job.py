@@ -1,0 +1,84 @@
+"""A job file submitted to a named federation: what is sent, and a record of it beside the outputs.
+
+Only public settings travel: the ``[job]``/``[model]`` settings, the role names, the
+coordinator-side paths of the federation and, when the submitter brings one, the limit
+policy's text. Node data paths and column settings stay in each node's own config. The
+record (``submission.json``, written atomically, also when the run fails) is what a
+reviewer checks later: which federation, which settings, which policy, which verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedcredit.atomic import atomic_write_bytes
+from fedcredit.deploy import submit as submit_mod
+from fedcredit.deploy.federations import Federation
+from fedcredit.errors import FedCreditError
+from fedcredit.jobfile import JobFile
+
+RECORD = "submission.json"
+
+
+@dataclass
+class Submission:
+    """The run config for one job on one federation, and where its outputs go."""
+
+    job: JobFile
+    federation: Federation
+    run_config: dict
+    coordinator_out: str
+    policy: dict = field(default_factory=dict)  # {"file", "sha256"} | {"coordinator_path"} | {"builtin": True}
+
+
+def plan(job: JobFile, fed: Federation, out: Path, policy: Path | None = None) -> Submission:
+    """Build the run config; a local ``policy`` file is checked here and sent as text."""
+    from fedcredit.flower.deployment import run_config_from_settings
+    from fedcredit.scoring.policy import LimitPolicy
+
+    try:
+        cfg = run_config_from_settings(job.settings, job.roles)
+    except FedCreditError as exc:
+        raise FedCreditError(f"{job.path}: [model] backend: {exc}") from None
+    coordinator_out = fed.coordinator_out(out)
+    for key in ("registry", "keys"):
+        if getattr(fed, key):
+            cfg[key] = getattr(fed, key)
+    if policy is not None:
+        LimitPolicy.load(policy)  # refuse a bad policy before anything runs
+        text = Path(policy).read_text()
+        text = text if text.endswith("\n") else text + "\n"
+        cfg["policy"] = text
+        what = {"file": str(Path(policy).resolve()), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    elif fed.policy:
+        cfg["policy"] = fed.policy
+        what = {"coordinator_path": fed.policy}
+    else:
+        what = {"builtin": True}
+    return Submission(job, fed, cfg, coordinator_out, what)
+
+
+def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> dict:
+    """Submit, stream, and record; returns the coordinator's status or raises (the record says why)."""
+    fed = sub.federation
+    fed.ca()
+    out = Path(out).resolve()
+    record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "job": str(sub.job.path.resolve()),
+              "coordinator_out": sub.coordinator_out, "policy": sub.policy, "run_config": sub.run_config,
+              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        status = submit_mod.submit(fed.superlink, fed.certs, out, sub.run_config, echo=echo, timeout=timeout,
+                                   coordinator_out=sub.coordinator_out)
+    except FedCreditError as exc:
+        _write(out, {**record, "status": {"ok": False, "error": str(exc)}})
+        raise
+    _write(out, {**record, "status": status})
+    return status
+
+
+def _write(out: Path, doc: dict) -> None:
+    atomic_write_bytes(out / RECORD, (json.dumps(doc, indent=2, default=str) + "\n").encode())
