@@ -304,3 +304,48 @@ def test_missing_ca_is_named_before_anything_is_sent(tmp_path, home, fake_submit
     res = runner.invoke(app, ["train", "--job", str(job), "--federation", "f", "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "[federations.f] certs" in res.output and "ca.pem is missing" in res.output
     assert not fake_submit
+
+
+# -- the submitter against a fake `flwr` (no SuperLink) --------------------------------------------------------
+
+
+@pytest.fixture
+def fake_flwr(tmp_path, monkeypatch):
+    """A `flwr` that starts run 12345 and then behaves as $FAKE_RUN says; `stop` and `ls` are recorded."""
+    calls = tmp_path / "flwr-calls.txt"
+    fake = tmp_path / "flwr"
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+case "$1" in
+  run) echo "Successfully started run 12345"; echo "fedcredit job: roles bank,tax"
+       if [ "$FAKE_RUN" = hang ]; then exec sleep 30; fi ;;
+  ls) echo '{{"success": true, "runs": [{{"run-id": 12345, "status": "finished:failed"}}]}}' ;;
+esac
+""")
+    fake.chmod(0o755)
+    monkeypatch.setattr("fedcredit.deploy.submit.flower_bin", lambda name: str(fake))
+    monkeypatch.setattr("fedcredit.deploy.processes.flower_bin", lambda name: str(fake))
+    return calls
+
+
+def test_a_silent_run_times_out_and_is_stopped_at_the_coordinator(tmp_path, certs, fake_flwr, monkeypatch):
+    from fedcredit.deploy.submit import submit
+
+    monkeypatch.setenv("FAKE_RUN", "hang")
+    lines = []
+    with pytest.raises(FedCreditError, match="did not finish within 2 s; Flower run 12345 stopped"):
+        submit("127.0.0.1:1", certs, tmp_path / "o", {"roles": "bank,tax"}, timeout=1.5, echo=lines.append)
+    assert lines == ["Successfully started run 12345", "fedcredit job: roles bank,tax"]
+    assert fake_flwr.read_text().splitlines()[-1] == "stop 12345 fedcredit"
+
+
+def test_a_coordinator_output_folder_out_of_sight_takes_the_verdict_from_flower(tmp_path, certs, fake_flwr,
+                                                                              monkeypatch):
+    from fedcredit.deploy.submit import submit
+
+    monkeypatch.setenv("FAKE_RUN", "done")
+    with pytest.raises(FedCreditError, match="Flower reports run 12345 as 'finished:failed'"):
+        submit("127.0.0.1:1", certs, tmp_path / "o", {}, coordinator_out="/nonexistent/coordinator/run-1", echo=print)
+    config = tomllib.loads((tmp_path / "o" / ".flwr-home" / "run-config.toml").read_text())
+    assert config["out"] == "/nonexistent/coordinator/run-1"
+    assert "ls fedcredit --run-id 12345 --format json" in fake_flwr.read_text()

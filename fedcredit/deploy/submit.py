@@ -12,7 +12,9 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
+from queue import Empty, Queue
 from pathlib import Path
 
 from fedcredit.deploy.processes import FEDERATION, flower_bin, flower_env, flwr_cli, write_cli_config
@@ -66,16 +68,16 @@ def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = Non
     run_id = None
     lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
+        for line in _lines(proc, started + timeout):
             lines.append(line)
             echo(line)
             if run_id is None and (m := RUN_ID_RE.search(line)):
                 run_id = int(m.group(1))
-            if time.monotonic() - started > timeout:
-                raise FedCreditError(f"the run did not finish within {timeout:.0f} s")
         code = proc.wait(timeout=30)
+    except (TimeoutError, KeyboardInterrupt) as exc:
+        # the run would go on at the coordinator without anyone watching: stop it there too
+        why = f"the run did not finish within {timeout:.0f} s" if isinstance(exc, TimeoutError) else "interrupted"
+        raise FedCreditError(f"{why}; {_stop(run_id, home)}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -88,6 +90,40 @@ def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = Non
         raise FedCreditError(f"the federated run failed: {status.get('error', 'no result')}"
                              + (f" (Flower run {run_id})" if run_id else "") + (f"\n{tail}" if not status.get('error') else ""))
     return status
+
+
+def _lines(proc: subprocess.Popen, deadline: float):
+    """The process's output lines; raises TimeoutError at ``deadline`` even while it prints nothing."""
+    queue: Queue = Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            queue.put(line.rstrip("\n"))
+        queue.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while True:
+        try:
+            line = queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except Empty:
+            raise TimeoutError from None
+        if line is None:
+            return
+        yield line
+
+
+def _stop(run_id: int | None, home: Path) -> str:
+    """Ask the SuperLink to stop the run; says what happened (for the error message)."""
+    if run_id is None:
+        return "it had not started"
+    try:
+        res = flwr_cli(["stop", str(run_id), FEDERATION], home, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"stopping Flower run {run_id} timed out: stop it with 'flwr stop {run_id}'"
+    if res.returncode != 0:
+        return f"stopping Flower run {run_id} failed: {(res.stdout + res.stderr).strip()[-300:]}"
+    return f"Flower run {run_id} stopped"
 
 
 def _status(out: Path, home: Path, run_id: int | None) -> dict:
