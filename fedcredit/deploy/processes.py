@@ -148,8 +148,15 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def spawn(name: str, cmd: list[str], env: dict, log: Path, cwd: Path | None = None) -> Proc:
+def spawn(name: str, cmd: list[str], env: dict, log: Path, cwd: Path | None = None, netns: str | None = None) -> Proc:
+    """Start ``cmd`` in a new session (its own process group), output appended to ``log``.
+
+    With ``netns``, the command runs inside that network namespace (``ip netns exec``,
+    which execs it in place: the pid and process group stay the command's own).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
+    if netns is not None:
+        cmd = [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", netns, *cmd]
     with open(log, "ab") as fh:
         popen = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=cwd, start_new_session=True)
@@ -239,8 +246,13 @@ def register_nodes(flwr_home: Path, pubs: dict[str, Path], registry: Path | None
 
 
 def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: list[str] | None = None,
-                      timeout: float = 60.0) -> tuple[Proc, dict[str, int]]:
-    """Start the SuperLink (TLS, SuperNode auth, state database) and register the node keys in ``certs``."""
+                      timeout: float = 60.0, netns: str | None = None) -> tuple[Proc, dict[str, int]]:
+    """Start the SuperLink (TLS, SuperNode auth, state database) and register the node keys in ``certs``.
+
+    With ``netns`` the SuperLink runs in that network namespace; ``host`` must then be an
+    address of the namespace that this process can reach (health check and registration
+    run from here).
+    """
     from fedcredit.deploy.certs import node_public_keys
 
     state = Path(state).resolve()
@@ -257,7 +269,8 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
     if port_in_use(host, port):
         raise FedCreditError(f"{host}:{port} is already in use (another SuperLink?); choose another --port")
     home = state / "flwr-home"
-    proc = spawn("superlink", superlink_command(certs, host, port, state), flower_env(home), state / "superlink.log")
+    proc = spawn("superlink", superlink_command(certs, host, port, state), flower_env(home), state / "superlink.log",
+                 netns=netns)
     try:
         wait_https(host, port, certs / "ca.pem", timeout, proc)
         write_cli_config(home, f"{host}:{port}", certs / "ca.pem")
@@ -270,12 +283,12 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
 
 def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *, out: Path | None = None,
                port: int | None = None, key: Path | None = None, idle_poll: float | None = None,
-               max_retries: int | None = None, node_config: dict | None = None) -> Proc:
-    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``)."""
+               max_retries: int | None = None, node_config: dict | None = None, netns: str | None = None) -> Proc:
+    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``), in ``netns`` if given."""
     work = Path(work).resolve()
     if not Path(data).exists():
         raise FedCreditError(f"data file {data} does not exist")
     extra = {"FEDCREDIT_IDLE_POLL": str(idle_poll)} if idle_poll else {}
     cmd = supernode_command(role, Path(data), superlink, certs, work, port or free_port(), out=out, key=key,
                             node_config=node_config, max_retries=max_retries)
-    return spawn(f"supernode-{role}", cmd, flower_env(work / "flwr-home", extra), work / "supernode.log")
+    return spawn(f"supernode-{role}", cmd, flower_env(work / "flwr-home", extra), work / "supernode.log", netns=netns)
