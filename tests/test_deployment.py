@@ -1,23 +1,37 @@
-"""A real federation on Flower's deployment engine on 127.0.0.1: TLS, SuperNode authentication, refusal.
+"""A real federation on Flower's deployment engine: TLS, SuperNode authentication, refusal, and the wire.
 
-One SuperLink and three SuperNodes (bank, tax, utilities) run as separate processes with
-free ports; a fourth SuperNode holds a key that was never registered and must not join.
-Every process the test starts is stopped (with its descendants) in the fixture teardown.
+One SuperLink and three SuperNodes (bank, tax, utilities) run as separate processes; a
+fifth party holds a node key that was never registered and must not join. As root (and
+where namespaces work) every party runs in its own network namespace on a bridge
+(``fedcredit.deploy.netlab``) and every party's link is captured during the job: the
+capture must show TLS from first byte to last, and none of the canaries (enterprise IDs
+and raw feature values from the nodes' files, the run's settings) in clear, while a
+canary sent in clear over the same link *is* found. Elsewhere (or with
+``FEDCREDIT_TEST_NETNS=0``) everything runs on 127.0.0.1 without the wire checks. The
+metrics must equal those of the same job on the in-process engine (same data and seed).
+Every process and namespace the test starts is removed in the fixture teardown.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 import subprocess
+import threading
 import time
+import uuid
 
 import pytest
 
+from fedcredit.deploy import netlab
 from fedcredit.deploy import processes as P
+from fedcredit.deploy.capture import Capture, find_canaries, tcp_streams, tls_framing
 from fedcredit.deploy.certs import make_certs, make_node_key
 
 ROLES = ("bank", "tax", "utilities")
+JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
 pytestmark = pytest.mark.skipif(
     not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
     reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")
@@ -29,62 +43,197 @@ def _flower_pids(marker: str) -> list[str]:
                                                                      or "fedcredit.deploy" in line)]
 
 
+def _use_namespaces() -> str | None:
+    """None when the federation runs in namespaces, else why not."""
+    if os.environ.get("FEDCREDIT_TEST_NETNS", "1") == "0":
+        return "FEDCREDIT_TEST_NETNS=0"
+    return netlab.unavailable_reason()
+
+
 @pytest.fixture
 def federation(tmp_path):
+    """The running federation; ``start_node(role)`` (re)starts a node with its original settings."""
     from fedcredit.data import synth
 
-    certs = tmp_path / "certs"
-    make_certs(certs, "127.0.0.1", list(ROLES))
-    make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
-    shutil.copy(certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
-    paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
-    port = P.free_port()
-    procs: list[P.Proc] = []
+    why_not = _use_namespaces()
+    lab = None if why_not else netlab.Lab(["coordinator", *ROLES, "rogue"])
+    procs: dict[str, P.Proc] = {}
     try:
-        link, registry = P.start_coordinator(certs, "127.0.0.1", port, tmp_path / "state")
-        procs.append(link)
-        superlink = f"127.0.0.1:{port}"
+        if lab is not None:
+            lab.build()
+        host = lab.address("coordinator") if lab else "127.0.0.1"
+        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
+        certs = tmp_path / "certs"
+        make_certs(certs, host, list(ROLES))
+        make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
+        shutil.copy(certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
+        paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
+        port = P.free_port()
+        procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
+                                                             netns=netns("coordinator"))
+        superlink = f"{host}:{port}"
+
+        def start_node(role: str) -> P.Proc:
+            if role in procs:
+                procs[role].stop()
+            procs[role] = P.start_node(role, paths[role], superlink, certs, tmp_path / "work" / role,
+                                       out=tmp_path / "nodes-out" / role, idle_poll=0.1, netns=netns(role))
+            return procs[role]
+
         for role in ROLES:
-            procs.append(P.start_node(role, paths[role], superlink, certs, tmp_path / "work" / role,
-                                      out=tmp_path / "nodes-out" / role, idle_poll=0.1))
-        rogue = P.start_node("tax", paths["tax"], superlink, tmp_path / "rogue-certs", tmp_path / "work" / "rogue",
-                             out=tmp_path / "nodes-out" / "rogue", idle_poll=0.1, max_retries=2)
-        procs.append(rogue)
-        yield {"tmp": tmp_path, "certs": certs, "superlink": superlink, "registry": registry, "procs": procs,
-               "rogue": rogue, "link": link, "state": tmp_path / "state"}
+            start_node(role)
+        procs["rogue"] = P.start_node("tax", paths["tax"], superlink, tmp_path / "rogue-certs",
+                                      tmp_path / "work" / "rogue", out=tmp_path / "nodes-out" / "rogue",
+                                      idle_poll=0.1, max_retries=2, netns=netns("rogue"))
+        yield {"tmp": tmp_path, "certs": certs, "superlink": superlink, "port": port, "registry": registry,
+               "procs": procs, "start_node": start_node, "state": tmp_path / "state", "paths": paths, "lab": lab,
+               "why_not": why_not}
     finally:
-        for proc in reversed(procs):
+        for proc in reversed(list(procs.values())):
             proc.stop()
+        if lab is not None:
+            lab.close()
         assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
 
 
+class JobThread:
+    """``submit`` on a thread, so the test can act while the job runs (e.g. stop and restart a node).
+
+    ``wait_for(text)`` blocks until a progress line containing ``text`` was streamed
+    (lines look like "federated model: iteration 1/1, loss ..."); ``result()`` joins and
+    returns the coordinator's status or re-raises the job's error.
+    """
+
+    def __init__(self, superlink, certs, out, run_config, timeout):
+        from fedcredit.deploy.submit import submit
+
+        self.lines: list[str] = []
+        self._box: dict = {}
+        self._new_line = threading.Condition()
+
+        def echo(line: str) -> None:
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
+
+        def run() -> None:
+            try:
+                self._box["status"] = submit(superlink, certs, out, run_config, echo=echo, timeout=timeout)
+            except BaseException as exc:  # handed to result()
+                self._box["error"] = exc
+            with self._new_line:
+                self._new_line.notify_all()
+
+        self.started = time.perf_counter()
+        self._thread = threading.Thread(target=run, name="submit", daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                hit = next((line for line in self.lines if text in line), None)
+                if hit is not None:
+                    return hit
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise AssertionError(f"no progress line with {text!r}; last lines:\n" + "\n".join(self.lines[-15:]))
+                self._new_line.wait(timeout=1.0)
+
+    def result(self, timeout: float) -> dict:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the job did not finish"
+        self.seconds = time.perf_counter() - self.started
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["status"]
+
+
+def _canaries(paths: dict, per_node: int = 10) -> dict[str, bytes]:
+    """Values that must not cross any link in clear: sampled IDs, and distinctive raw values as text and binary."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, bytes] = {}
+    for role, path in paths.items():
+        frame = pq.read_table(path).to_pandas().sample(per_node, random_state=7)
+        for uscc in frame["uscc"]:
+            found[f"{role} uscc {uscc}"] = uscc.encode()
+        for col in frame.columns:
+            kind = frame[col].dtype.kind
+            for v in frame[col].dropna()[:3]:  # distinctive ones only: ≥ 6 characters, ≥ 3 non-zero bytes
+                text = repr(float(v)) if kind == "f" else str(int(v)) if kind in "iu" else ""
+                packed = struct.pack("<d", float(v)) if kind == "f" else struct.pack("<q", int(v)) if text else b""
+                if len(text) >= 6:
+                    found[f"{role} {col} {text} text"] = text.encode()
+                if sum(b != 0 for b in packed) >= 3:
+                    found[f"{role} {col} {text} {'float64' if kind == 'f' else 'int64'}"] = packed
+    for role in paths:
+        assert sum(k.startswith(f"{role} ") and " uscc " not in k for k in found) >= 10, (role, sorted(found))
+    return found
+
+
+def _check_wire(fed: dict, captured: dict, canaries: dict[str, bytes], controls: dict[str, bytes]) -> dict:
+    """Every party's link: all traffic to the SuperLink is TLS end to end, no canary in clear, the controls found."""
+    lab, port = fed["lab"], fed["port"]
+    coordinator = lab.address("coordinator")
+    bytes_per_party = {}
+    for party, seen in captured.items():
+        assert seen.kernel_drops == 0 and seen.bytes_not_kept == 0, (party, seen.kernel_drops, seen.bytes_not_kept)
+        hits = find_canaries(seen.frames, {"control": controls[party]})
+        assert "control" in hits, f"the plain-TCP control sent across {party}'s link was not found: search is blind"
+        leaks = find_canaries(seen.frames, canaries)
+        assert leaks == {}, f"in clear on {party}'s link: {leaks}"
+        tls_bytes = 0
+        for (src, sport, dst, dport), stream in tcp_streams(seen.frames).items():
+            if controls[party] in stream:
+                continue
+            # nodes talk to nothing but the SuperLink; the coordinator's link also carries flwr CLI and health checks
+            assert port in (sport, dport) and coordinator in (src, dst), (party, src, sport, dst, dport)
+            framing = tls_framing(stream)
+            assert framing["ok"], (party, src, sport, dst, dport, framing, stream[:16])
+            tls_bytes += len(stream)
+        if party in ROLES:
+            assert tls_bytes > 100_000, (party, tls_bytes)
+        bytes_per_party[party] = seen.bytes_total
+    return bytes_per_party
+
+
 def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
-    from fedcredit.audit.verify import verify_audit
-    from fedcredit.deploy.submit import submit
-
-    tmp, out = federation["tmp"], federation["tmp"] / "out"
-    assert set(federation["registry"]) == set(ROLES)
-
-    # a failing run (the job expects roles the federation does not have) exits non-zero with the coordinator's reason,
-    # although `flwr run --stream` itself exits 0
     from typer.testing import CliRunner
 
+    from fedcredit import runner
+    from fedcredit.audit.verify import verify_audit
     from fedcredit.cli_deploy import submit_app
+    from fedcredit.protocols.job import ModelSettings, NodeConfig
 
-    res = CliRunner().invoke(submit_app, ["train", "--superlink", federation["superlink"], "--certs",
-                                          str(federation["certs"]), "--out", str(tmp / "failed"), "--roles", "bank,tax",
-                                          "--key-bits", "1024", "--timeout", "120"])
-    assert res.exit_code == 1, res.output
-    assert "do not match" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
-    lines: list[str] = []
-    started = time.perf_counter()
-    status = submit(federation["superlink"], federation["certs"], out,
-                    {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False,
-                     "registry": str(federation["state"] / "registry.json"), "timeout": 120.0},
-                    echo=lines.append, timeout=170)
-    wall = time.perf_counter() - started
+    tmp, out, lab = federation["tmp"], federation["tmp"] / "out", federation["lab"]
+    assert set(federation["registry"]) == set(ROLES)
+    if lab is None:
+        print(f"federation on 127.0.0.1 without wire checks: {federation['why_not']}")
+    captures = {party: Capture(lab.link(party)) for party in lab.parties} if lab else {}
+    try:
+        # a failing run (the job expects roles the federation does not have) exits non-zero with the coordinator's
+        # reason, although `flwr run --stream` itself exits 0
+        res = CliRunner().invoke(submit_app, ["train", "--superlink", federation["superlink"], "--certs",
+                                              str(federation["certs"]), "--out", str(tmp / "failed"), "--roles",
+                                              "bank,tax", "--key-bits", "1024", "--timeout", "120"])
+        assert res.exit_code == 1, res.output
+        assert "do not match" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
+
+        job = JobThread(federation["superlink"], federation["certs"], out,
+                        {**JOB, "registry": str(federation["state"] / "registry.json"), "timeout": 300.0}, timeout=900)
+        job.wait_for("PSI:", timeout=900)
+        # (a fault step goes here: e.g. job.wait_for("iteration 1", ...); federation["procs"]["tax"].stop();
+        #  federation["start_node"]("tax") — the node restarts in its namespace with the same work folder)
+        status = job.result(timeout=930)
+        controls = {}
+        for party in captures:
+            controls[party] = f"fedcredit-plain-control-{party}-{uuid.uuid4().hex}".encode() + struct.pack("<d", 1234.5678)
+            lab.send_plain(party, controls[party])
+        time.sleep(0.3)
+    finally:
+        captured = {party: cap.stop() for party, cap in captures.items()}
     assert status["ok"], status
-    assert any("PSI:" in line for line in lines) and any("iteration" in line for line in lines)
+    assert any("PSI:" in line for line in job.lines) and any("iteration" in line for line in job.lines)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_auc"] > 0.7 and metrics["rounds"] >= 20
     for name in ("run.json", "limits.parquet", "limits.csv", "limits.sig.json", "audit/coordinator.jsonl"):
@@ -99,8 +248,16 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     verdict = verify_audit(out, out / "keys" / "coordinator.pub.json", min_key_bits=1024)
     assert verdict.ok and set(verdict.parties) == {"bank", "tax", "utilities", "coordinator"}
 
+    # the same job on the in-process engine (same files, same seed): the same model, to the last digit
+    nodes = [NodeConfig(role, str(federation["paths"][role])) for role in ROLES]
+    settings = ModelSettings(key_bits=JOB["key-bits"], max_iter=JOB["max-iter"],
+                             bank_only_baseline=JOB["bank-only-baseline"], seed=JOB["seed"])
+    reference = runner.run(nodes, settings, tmp / "in-process", engine="in-process")
+    for key in ("test_auc", "test_ks", "test_gini", "intersection", "evaluations", "rounds"):
+        assert metrics[key] == reference[key], (key, metrics[key], reference[key])
+
     # the unregistered node never joined: it was refused and gave up, and no fourth node came online
-    rogue = federation["rogue"]
+    rogue = federation["procs"]["rogue"]
     deadline = time.monotonic() + 30
     while rogue.alive() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -109,4 +266,11 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     assert "query.step" not in log and "query.role" not in log
     listed = json.loads(P.registered_keys(federation["state"] / "flwr-home"))["nodes"]
     assert len(listed) == 3 and {int(n["node-id"]) for n in listed} == set(federation["registry"].values())
-    print(f"deployment job: {wall:.1f} s wall, {metrics['rounds']} rounds, {metrics['seconds_per_round']:.2f} s/round")
+
+    if lab is not None:
+        canaries = _canaries(federation["paths"])
+        canaries["run config (out folder), sent to every node"] = str(out).encode()
+        wire = _check_wire(federation, captured, canaries, controls)
+        print(f"on the wire (bytes per party's link): {wire}")
+    print(f"deployment job: {job.seconds:.1f} s wall, {metrics['rounds']} rounds, "
+          f"{metrics['seconds_per_round']:.2f} s/round")
