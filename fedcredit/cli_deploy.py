@@ -14,6 +14,7 @@ running federation, failing when the run fails, and keep named federations for
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import time
@@ -27,6 +28,7 @@ from rich.markup import escape
 from fedcredit.errors import FedCreditError
 
 console = Console()
+DEFAULT_HEARTBEAT = 10.0  # seconds; Flower accepts 10 at least (its default 30 means a crash is noticed after a minute)
 certs_app = typer.Typer(help="Test certificates and node keys for a federation.", no_args_is_help=True)
 coordinator_app = typer.Typer(help="The coordinator's Flower SuperLink.", no_args_is_help=True)
 node_app = typer.Typer(help="A data holder's Flower SuperNode.", no_args_is_help=True)
@@ -143,6 +145,9 @@ def node_start(
     port: Optional[int] = typer.Option(None, "--port", help="Local port of the SuperNode's Runtime API (default: free)."),
     idle_poll: Optional[float] = typer.Option(None, "--idle-poll", help="Seconds the SuperNode sleeps when idle "
                                               "(Flower's default 3; e.g. 0.2 for faster rounds; flwr 1.41 only)."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="Heartbeat interval in seconds (default 10, "
+                                              "Flower's minimum; its own default is 30). The coordinator notices a "
+                                              "crashed node after two intervals."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperNode command; start nothing."),
 ) -> None:
     """Run this node's SuperNode (TLS, authentication key, role and data from the node config) in the foreground."""
@@ -152,7 +157,7 @@ def node_start(
     try:
         file_values, columns = kitconfig.load_node_config(config) if config else ({}, {})
         o = kitconfig.merge({"role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out,
-                             "key": key, "port": port, "idle_poll": idle_poll}, file_values,
+                             "key": key, "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat}, file_values,
                             ("role", "data", "superlink", "certs", "work"), config)
         P.split_address(o["superlink"])
         if columns.get("label") and o["role"] != "bank":
@@ -165,8 +170,10 @@ def node_start(
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)
             env = f"FEDCREDIT_IDLE_POLL={o['idle_poll']} " if o.get("idle_poll") else ""
+            env += f"FEDCREDIT_HEARTBEAT={o.get('heartbeat') or DEFAULT_HEARTBEAT:g} "
             console.print(env + shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
             return
+        os.environ["FEDCREDIT_HEARTBEAT"] = f"{o.get('heartbeat') or DEFAULT_HEARTBEAT:g}"  # read by the SuperNode wrapper
         proc = P.start_node(o["role"], o["data"], o["superlink"], o["certs"], o["work"], out=o.get("out"), key=o.get("key"),
                             port=o.get("port"), idle_poll=o.get("idle_poll"), node_config=columns)
     except FedCreditError as exc:
@@ -190,6 +197,8 @@ def submit_train(
                                             "each role may only be played by its registered key."),
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="Also train the bank-only model."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Give up after this many seconds."),
+    node_return_timeout: Optional[float] = typer.Option(None, "--node-return-timeout", help="How long the job waits "
+                                                        "for a lost node to come back (default 600 s)."),
 ) -> None:
     """Submit a training job with `flwr run`, stream its progress, exit non-zero when it fails."""
     from fedcredit.deploy.submit import submit
@@ -197,7 +206,8 @@ def submit_train(
     cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles,
                              "policy": str(Path(policy).resolve()) if policy else None,
                              "registry": str(Path(registry).resolve()) if registry else None,
-                             "bank-only-baseline": baseline}.items() if v is not None}
+                             "bank-only-baseline": baseline, "node-return-timeout": node_return_timeout}.items()
+           if v is not None}
     try:
         status = submit(superlink, certs, out, cfg, timeout=timeout, echo=lambda line: console.print(line, markup=False,
                                                                                                     highlight=False))

@@ -12,14 +12,28 @@ the SuperNode announces and keeps (Flower's default 30 s; the SuperLink accepts 
 least). The SuperLink declares a node lost after two intervals without a heartbeat, so
 this is how quickly a crashed node is noticed by the coordinator (see
 ``fedcredit.flower.delivery``).
+
+**Rejoining.** A SuperNode restarted within two heartbeat intervals of its crash is
+refused by the SuperLink (it still lists the node as online: exit code 305, "Failed to
+activate SuperNode"). When the node's work directory holds a run checkpoint (it was in
+the middle of a job), this wrapper starts the SuperNode again every few seconds until it
+is let in, for at most ``FEDCREDIT_REJOIN_S`` seconds (default: three heartbeat
+intervals); a node without a checkpoint (say, an unregistered key) is not retried.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 import sys
 import time as _time
 import types
+from pathlib import Path
+
+ACTIVATION_REFUSED = 305  # flwr's SUPERNODE_CONNECTION_ERROR exit code (activation or connection failed)
+_CHILD = "FEDCREDIT_SUPERNODE_CHILD"
 
 
 def _patch(idle: float) -> bool:
@@ -46,7 +60,42 @@ def _patch_heartbeat(seconds: int) -> bool:
     return True
 
 
+def _has_checkpoint(argv: list[str]) -> bool:
+    """Whether the node config's work-dir holds a run checkpoint (``agent-*.pkl``)."""
+    config = argv[argv.index("--node-config") + 1] if "--node-config" in argv[:-1] else ""
+    work = re.search(r"work-dir='([^']*)'", config)
+    return bool(work) and any(Path(work.group(1)).glob("agent-*.pkl"))
+
+
+def supervise(argv: list[str]) -> int:
+    """Run the SuperNode as a child; start it again while the SuperLink refuses a node that is rejoining."""
+    beat = float(os.environ.get("FEDCREDIT_HEARTBEAT") or 30)
+    window = float(os.environ.get("FEDCREDIT_REJOIN_S") or 3 * beat)
+    started = _time.monotonic()
+    child: list[subprocess.Popen] = []
+
+    def forward(signum, _frame):
+        if child and child[0].poll() is None:
+            child[0].send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        child[:] = [subprocess.Popen([sys.executable, "-m", "fedcredit.deploy.supernode", *argv],
+                                    env={**os.environ, _CHILD: "1"}, start_new_session=True)]  # signals: forwarded once
+        code = child[0].wait()
+        rejoin = code == ACTIVATION_REFUSED and _has_checkpoint(argv)
+        if not rejoin or _time.monotonic() - started > window:
+            return code
+        print(f"fedcredit: the SuperLink refused this node (it may still list its crashed predecessor as online); "
+              f"this node holds a run checkpoint, so it tries again in 5 s (for up to {window:.0f} s)",
+              file=sys.stderr, flush=True)
+        _time.sleep(5)
+
+
 def main() -> int:
+    if not os.environ.get(_CHILD):
+        return supervise(sys.argv[1:])
     beat = os.environ.get("FEDCREDIT_HEARTBEAT")
     if beat and not _patch_heartbeat(int(float(beat))):
         print(f"fedcredit: heartbeat interval {beat} s not applicable (Flower needs >= 10 s, flwr 1.41 layout); "

@@ -101,6 +101,12 @@ def _printer(max_iter: int):
             print(f"{name}: iteration {info['iteration']}/{max_iter}, loss {info['loss']:.5f}{auc}", flush=True)
         elif kind == "finished":
             print("training finished; scoring and publishing", flush=True)
+        elif kind == "node_lost":
+            print(f"NODE LOST: {info['node']} in round {info['round']} ({info['reason']}); the job waits up to "
+                  f"{info['return_timeout']:.0f} s for it to return and resumes from its checkpoint", flush=True)
+        elif kind == "node_back":
+            print(f"node {info['node']} is back after {info['waited_s']} s; round {info['round']} delivered again",
+                  flush=True)
 
     return on_event
 
@@ -149,8 +155,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
             registry = {str(k): int(v) for k, v in json.loads(Path(str(cfg["registry"])).read_text()).items()}
         result: dict = {}
         run_job(grid, settings, roles, result, on_event=_printer(settings.max_iter),
-                timeout=float(cfg.get("timeout", 600.0)), publication=publication, audit=(out / "audit", signer),
-                registry=registry)
+                timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
+                publication=publication, audit=(out / "audit", signer), registry=registry)
         if "error" in result:
             raise FedCreditError(result["error"])
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)
