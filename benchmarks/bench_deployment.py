@@ -1,0 +1,157 @@
+"""The default job on Flower's simulation engine versus the deployment engine in network namespaces.
+
+Three runs on the same data and seed: (1) simulation (``fedcredit demo``'s engine),
+(2) deployment: SuperLink and three SuperNodes, each in its own network namespace
+(``fedcredit.deploy.netlab``), TLS and node authentication, bytes counted on every
+party's link, (3) the same with delay and loss on each node's link (``Lab.impair``:
+``tc netem`` where the kernel has it, otherwise nftables/iptables random drop plus a
+delay relay; the JSON says which). Full mode is the demo job (20,000 enterprises,
+2048-bit keys, 30 iterations, bank-only baseline); ``--quick`` is the smallest job the
+deployment allows (1,500 enterprises, 1024-bit, 1 iteration, 24 message rounds), which
+still takes minutes: a deployment round costs seconds (docs/deployment.md, "Speed").
+Needs root; may install Debian's ``nftables`` for the loss.
+
+JSON keys: simulation_s, deployment_s, rounds, bytes_per_party, netem_s, plus
+impairment, slowdown, the AUCs of the three runs and the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, machine, parser  # noqa: E402
+
+from fedcredit.deploy import netlab  # noqa: E402
+from fedcredit.deploy import processes as P  # noqa: E402
+from fedcredit.deploy.capture import Capture  # noqa: E402
+from fedcredit.deploy.certs import make_certs  # noqa: E402
+from fedcredit.protocols.job import ModelSettings, NodeConfig  # noqa: E402
+
+ROLES = ("bank", "tax", "utilities")
+
+
+def _ensure_loss_tool() -> None:
+    """Random drop needs nft or iptables when the kernel has no netem; install Debian's nftables if neither is here."""
+    if shutil.which("nft") or shutil.which("iptables") or not shutil.which("apt-get"):
+        return
+    print("installing nftables (packet loss without sch_netem)", flush=True)
+    cmd = ["apt-get", "install", "-y", "-qq", "nftables"]
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+
+def simulate(paths: dict, settings: ModelSettings, out: Path) -> tuple[float, dict]:
+    from rich.console import Console
+
+    from fedcredit import runner
+
+    nodes = [NodeConfig(role, str(paths[role])) for role in ROLES]
+    started = time.perf_counter()
+    metrics = runner.run(nodes, settings, out, engine="simulation", console=Console(quiet=True))
+    return time.perf_counter() - started, metrics
+
+
+def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float, float] | None = None) -> dict:
+    """One job on a fresh lab; ``impair`` = (delay ms, loss %) on every node's link. Returns its figures."""
+    from fedcredit.deploy.submit import submit
+
+    with netlab.Lab(["coordinator", *ROLES]) as lab:
+        host = lab.address("coordinator")
+        certs = work / "certs"
+        make_certs(certs, host, list(ROLES))
+        port = 9092
+        procs = []
+        try:
+            link, _ = P.start_coordinator(certs, host, port, work / "state", netns=lab.ns("coordinator"))
+            procs.append(link)
+            impairments = {}
+            for role in ROLES:
+                address = f"{host}:{port}"
+                if impair is not None:
+                    impairments[role] = lab.impair(role, impair[0], impair[1], ("coordinator", port))
+                    address = impairments[role].address
+                procs.append(P.start_node(role, paths[role], address, certs, work / "work" / role,
+                                          out=work / "nodes-out" / role, idle_poll=0.1, netns=lab.ns(role)))
+            captures = {party: Capture(lab.link(party), limit_bytes=0) for party in lab.parties}
+            config = {"key-bits": settings.key_bits, "max-iter": settings.max_iter, "seed": settings.seed,
+                      "bank-only-baseline": settings.bank_only_baseline,
+                      "registry": str(work / "state" / "registry.json")}
+            started, load = time.perf_counter(), os.getloadavg()[0]
+            try:
+                submit(f"{host}:{port}", certs, work / "out", config, echo=lambda line: None, timeout=4 * 3600)
+            finally:
+                seconds = time.perf_counter() - started
+                load = (load, os.getloadavg()[0])
+                seen = {party: cap.stop() for party, cap in captures.items()}
+        finally:
+            for proc in reversed(procs):
+                proc.stop()
+    metrics = json.loads((work / "out" / "metrics.json").read_text())
+    return {"seconds": seconds, "metrics": metrics, "bytes": {p: s.bytes_total for p, s in seen.items()},
+            "drops": {p: s.kernel_drops for p, s in seen.items()}, "load": load,
+            "impairment": next(iter(impairments.values())).describe() if impairments else None}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--delay-ms", type=float, default=20.0, help="added delay per direction on each node's link")
+    p.add_argument("--loss-pct", type=float, default=1.0, help="random packet loss per direction, percent")
+    p.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    args = p.parse_args()
+    why_not = netlab.unavailable_reason()
+    if why_not:
+        sys.exit(f"bench_deployment needs network namespaces: {why_not}")
+    if args.loss_pct:
+        _ensure_loss_tool()
+    from fedcredit.data import synth
+
+    rows = 1500 if args.quick else 20_000
+    settings = (ModelSettings(key_bits=1024, max_iter=1, bank_only_baseline=False, seed=42) if args.quick
+                else ModelSettings(seed=42))  # the demo's job
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-deployment-"))
+    paths = synth.write_nodes(synth.generate(rows, 42), root / "data")
+    print(f"{rows:,} enterprises, {settings.key_bits}-bit, max {settings.max_iter} iterations; in {root}", flush=True)
+
+    load = os.getloadavg()[0]
+    sim_s, sim = simulate(paths, settings, root / "simulation")
+    load = (load, os.getloadavg()[0])
+    print(f"simulation: {sim_s:.1f} s, {sim['rounds']} rounds, test AUC {sim['test_auc']:.6f}", flush=True)
+    plain = deploy(paths, settings, root / "deployment")
+    print(f"deployment: {plain['seconds']:.1f} s, test AUC {plain['metrics']['test_auc']:.6f}", flush=True)
+    slow = deploy(paths, settings, root / "impaired", impair=(args.delay_ms, args.loss_pct))
+    print(f"deployment with delay/loss: {slow['seconds']:.1f} s, test AUC {slow['metrics']['test_auc']:.6f}",
+          flush=True)
+    figures = {
+        "simulation_s": round(sim_s, 1), "deployment_s": round(plain["seconds"], 1),
+        "rounds": plain["metrics"]["rounds"], "bytes_per_party": plain["bytes"], "netem_s": round(slow["seconds"], 1),
+        "impairment": slow["impairment"], "slowdown": round(slow["seconds"] / plain["seconds"], 3),
+        "deployment_over_simulation": round(plain["seconds"] / sim_s, 2),
+        "seconds_per_round": {"simulation": round(sim_s / sim["rounds"], 3),
+                              "deployment": round(plain["seconds"] / plain["metrics"]["rounds"], 3),
+                              "impaired": round(slow["seconds"] / slow["metrics"]["rounds"], 3)},
+        "test_auc": {"simulation": sim["test_auc"], "deployment": plain["metrics"]["test_auc"],
+                     "impaired": slow["metrics"]["test_auc"]},
+        "bytes_per_party_impaired": slow["bytes"], "capture_kernel_drops": {"deployment": plain["drops"],
+                                                                            "impaired": slow["drops"]},
+        "load_average_1min_at_start_and_end": {"simulation": load, "deployment": plain["load"],
+                                               "impaired": slow["load"]},
+        "rows": rows, "key_bits": settings.key_bits, "max_iter": settings.max_iter,
+        "bank_only_baseline": settings.bank_only_baseline, "quick": args.quick, "machine": machine(),
+    }
+    emit(figures, args.json)
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
