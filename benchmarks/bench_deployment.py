@@ -99,7 +99,8 @@ def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float
     metrics = json.loads((work / "out" / "metrics.json").read_text())
     return {"seconds": seconds, "metrics": metrics, "bytes": {p: s.bytes_total for p, s in seen.items()},
             "drops": {p: s.kernel_drops for p, s in seen.items()}, "load": load,
-            "impairment": next(iter(impairments.values())).describe() if impairments else None}
+            "impairment": ({**next(iter(impairments.values())).describe(), "party": ",".join(impairments)}
+                           if impairments else None)}
 
 
 def main() -> None:
