@@ -14,8 +14,8 @@ this is how quickly a crashed node is noticed by the coordinator (see
 ``fedcredit.flower.delivery``).
 
 **Rejoining.** A SuperNode restarted within two heartbeat intervals of its crash is
-refused by the SuperLink (it still lists the node as online: exit code 305, "Failed to
-activate SuperNode"). When the node's work directory holds a run checkpoint (it was in
+refused by the SuperLink (it still lists the node as online: Flower logs "Exit Code: 305
+... Failed to activate SuperNode" and exits with 1). When the node's work directory holds a run checkpoint (it was in
 the middle of a job), this wrapper starts the SuperNode again every few seconds until it
 is let in, for at most ``FEDCREDIT_REJOIN_S`` seconds (default: three heartbeat
 intervals); a node without a checkpoint (say, an unregistered key) is not retried.
@@ -32,7 +32,7 @@ import time as _time
 import types
 from pathlib import Path
 
-ACTIVATION_REFUSED = 305  # flwr's SUPERNODE_CONNECTION_ERROR exit code (activation or connection failed)
+REFUSED_LINE = b"Exit Code: 305"  # flwr's SUPERNODE_CONNECTION_ERROR (activation or connection failed)
 _CHILD = "FEDCREDIT_SUPERNODE_CHILD"
 
 
@@ -67,8 +67,11 @@ def _has_checkpoint(argv: list[str]) -> bool:
     return bool(work) and any(Path(work.group(1)).glob("agent-*.pkl"))
 
 
-def supervise(argv: list[str]) -> int:
-    """Run the SuperNode as a child; start it again while the SuperLink refuses a node that is rejoining."""
+def supervise(argv: list[str], command: list[str] | None = None, pause: float = 5.0) -> int:
+    """Run the SuperNode as a child; start it again while the SuperLink refuses a node that is rejoining.
+
+    ``command`` (default: this module as the SuperNode itself) gets ``argv`` appended.
+    """
     beat = float(os.environ.get("FEDCREDIT_HEARTBEAT") or 30)
     window = float(os.environ.get("FEDCREDIT_REJOIN_S") or 3 * beat)
     started = _time.monotonic()
@@ -78,19 +81,32 @@ def supervise(argv: list[str]) -> int:
         if child and child[0].poll() is None:
             child[0].send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _supervise_loop(argv, command, pause, window, started, child)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise_loop(argv, command, pause, window, started, child) -> int:
     while True:
-        child[:] = [subprocess.Popen([sys.executable, "-m", "fedcredit.deploy.supernode", *argv],
-                                    env={**os.environ, _CHILD: "1"}, start_new_session=True)]  # signals: forwarded once
+        child[:] = [subprocess.Popen([*(command or [sys.executable, "-m", "fedcredit.deploy.supernode"]), *argv],
+                                    env={**os.environ, _CHILD: "1"}, start_new_session=True,  # signals: forwarded once
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
+        refused = False
+        for line in child[0].stdout:  # passed through; Flower exits with 1 and names the code only in its log
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            refused = refused or REFUSED_LINE in line
         code = child[0].wait()
-        rejoin = code == ACTIVATION_REFUSED and _has_checkpoint(argv)
+        rejoin = refused and _has_checkpoint(argv)
         if not rejoin or _time.monotonic() - started > window:
             return code
         print(f"fedcredit: the SuperLink refused this node (it may still list its crashed predecessor as online); "
-              f"this node holds a run checkpoint, so it tries again in 5 s (for up to {window:.0f} s)",
+              f"this node holds a run checkpoint, so it tries again in {pause:g} s (for up to {window:.0f} s)",
               file=sys.stderr, flush=True)
-        _time.sleep(5)
+        _time.sleep(pause)
 
 
 def main() -> int:
