@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from fedcredit.deploy.supernode import supervise
 
-# a stand-in SuperNode: refused (Flower's log line, exit 1) until its third start, then a clean exit
+# a stand-in SuperNode: refused (Flower's log line, exit 1) until its third start, then a clean exit; it leaves a
+# child behind that keeps the output pipe open, as the SuperNode's SuperExec does
 FAKE = """
-import pathlib, sys
+import pathlib, subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"])  # like Flower's SuperExec: holds stdout
 count = pathlib.Path(sys.argv[1])
 n = int(count.read_text() or 0) + 1 if count.exists() else 1
 count.write_text(str(n))
@@ -32,7 +35,9 @@ def _run(tmp_path, monkeypatch, with_checkpoint: bool, window: str = "60") -> tu
     script.write_text(FAKE)
     monkeypatch.setenv("FEDCREDIT_REJOIN_S", window)
     counter = tmp_path / "starts"
+    started = time.monotonic()
     code = supervise(_argv(work, counter), command=[sys.executable, str(script)], pause=0.01)
+    assert time.monotonic() - started < 15, "waited for the pipe instead of the SuperNode"
     return code, int(counter.read_text())
 
 

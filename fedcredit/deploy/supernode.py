@@ -28,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time as _time
 import types
 from pathlib import Path
@@ -89,18 +90,26 @@ def supervise(argv: list[str], command: list[str] | None = None, pause: float = 
             signal.signal(sig, handler)
 
 
+def _pass_through(stream, seen: list[bytes]) -> None:
+    """Copy the SuperNode's output to ours (its log) and keep the lines that say why it exited."""
+    for line in stream:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        if b"Exit Code" in line:
+            seen.append(line)
+
+
 def _supervise_loop(argv, command, pause, window, started, child) -> int:
     while True:
         child[:] = [subprocess.Popen([*(command or [sys.executable, "-m", "fedcredit.deploy.supernode"]), *argv],
                                     env={**os.environ, _CHILD: "1"}, start_new_session=True,  # signals: forwarded once
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
-        refused = False
-        for line in child[0].stdout:  # passed through; Flower exits with 1 and names the code only in its log
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
-            refused = refused or REFUSED_LINE in line
-        code = child[0].wait()
-        rejoin = refused and _has_checkpoint(argv)
+        seen: list[bytes] = []
+        copier = threading.Thread(target=_pass_through, args=(child[0].stdout, seen), daemon=True)
+        copier.start()
+        code = child[0].wait()  # not EOF: the SuperNode's own children may hold the pipe after it exited
+        copier.join(timeout=2.0)
+        rejoin = any(REFUSED_LINE in line for line in seen) and _has_checkpoint(argv)
         if not rejoin or _time.monotonic() - started > window:
             return code
         print(f"fedcredit: the SuperLink refused this node (it may still list its crashed predecessor as online); "
