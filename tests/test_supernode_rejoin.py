@@ -11,7 +11,7 @@ from fedcredit.deploy.supernode import supervise
 # child behind that keeps the output pipe open, as the SuperNode's SuperExec does
 FAKE = """
 import pathlib, subprocess, sys
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"])  # like Flower's SuperExec: holds stdout
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(6)"])  # like Flower's SuperExec: holds stdout
 count = pathlib.Path(sys.argv[1])
 n = int(count.read_text() or 0) + 1 if count.exists() else 1
 count.write_text(str(n))
