@@ -8,7 +8,9 @@ capture must show TLS from first byte to last, and none of the canaries (enterpr
 and raw feature values from the nodes' files, the run's settings) in clear, while a
 canary sent in clear over the same link *is* found. Elsewhere (or with
 ``FEDCREDIT_TEST_NETNS=0``) everything runs on 127.0.0.1 without the wire checks. The
-metrics must equal those of the same job on the in-process engine (same data and seed).
+metrics and the model must equal those of the same job on the in-process engine (same data
+and seed), although the tax node is killed (SIGKILL) mid-training and restarted: the
+coordinator names it, waits, and the job resumes from the node's checkpoint.
 Every process and namespace the test starts is removed in the fixture teardown.
 """
 
@@ -17,18 +19,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from fedcredit.deploy import netlab
 from fedcredit.deploy import processes as P
 from fedcredit.deploy.capture import Capture, find_canaries, tcp_streams, tls_framing
 from fedcredit.deploy.certs import make_certs, make_node_key
+from fedcredit.scoring.outputs import read_model_part
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
@@ -51,9 +56,11 @@ def _use_namespaces() -> str | None:
 
 
 @pytest.fixture
-def federation(tmp_path):
+def federation(tmp_path, monkeypatch):
     """The running federation; ``start_node(role)`` (re)starts a node with its original settings."""
     from fedcredit.data import synth
+
+    monkeypatch.setenv("FEDCREDIT_HEARTBEAT", "10")  # as `fedcredit node start` does: a crash is noticed in ~20 s
 
     why_not = _use_namespaces()
     lab = None if why_not else netlab.Lab(["coordinator", *ROLES, "rogue"])
@@ -197,6 +204,17 @@ def _check_wire(fed: dict, captured: dict, canaries: dict[str, bytes], controls:
     return bytes_per_party
 
 
+def _crash(proc: P.Proc) -> None:
+    """SIGKILL a node's whole process tree, as a power cut would: no clean shutdown, no deactivation."""
+    pids = [proc.popen.pid, *P.descendants(proc.popen.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.popen.wait(timeout=10)
+
+
 def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     from typer.testing import CliRunner
 
@@ -222,8 +240,14 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         job = JobThread(federation["superlink"], federation["certs"], out,
                         {**JOB, "registry": str(federation["state"] / "registry.json"), "timeout": 300.0}, timeout=900)
         job.wait_for("PSI:", timeout=900)
-        # (a fault step goes here: e.g. job.wait_for("iteration 1", ...); federation["procs"]["tax"].stop();
-        #  federation["start_node"]("tax") — the node restarts in its namespace with the same work folder)
+        # mid-training the tax node dies (SIGKILL of its whole process tree: no goodbye to the SuperLink) and is
+        # started again at once with the same key and work folder; the SuperLink still lists it online for ~20 s
+        # (10 s heartbeat), refuses it, and the node's wrapper keeps trying until it is let back in
+        job.wait_for("federated model: iteration 0/", timeout=900)
+        _crash(federation["procs"]["tax"])
+        federation["start_node"]("tax")
+        lost = job.wait_for("NODE LOST: tax", timeout=240)
+        back = job.wait_for("is back after", timeout=300)
         status = job.result(timeout=930)
         controls = {}
         for party in captures:
@@ -248,13 +272,20 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     verdict = verify_audit(out, out / "keys" / "coordinator.pub.json", min_key_bits=1024)
     assert verdict.ok and set(verdict.parties) == {"bank", "tax", "utilities", "coordinator"}
 
-    # the same job on the in-process engine (same files, same seed): the same model, to the last digit
-    nodes = [NodeConfig(role, str(federation["paths"][role])) for role in ROLES]
+    # the crash was seen and named at the coordinator, the node came back, the job resumed
+    assert "Flower node" in lost and "resumes from its checkpoint" in lost and "is back" in back, (lost, back)
+
+    # the same job on the in-process engine (same files, same seed), uninterrupted: the same model
+    nodes = [NodeConfig(role, str(federation["paths"][role])) for role in ROLES]  # runner.run: parts in OUT/model/
     settings = ModelSettings(key_bits=JOB["key-bits"], max_iter=JOB["max-iter"],
                              bank_only_baseline=JOB["bank-only-baseline"], seed=JOB["seed"])
     reference = runner.run(nodes, settings, tmp / "in-process", engine="in-process")
     for key in ("test_auc", "test_ks", "test_gini", "intersection", "evaluations", "rounds"):
         assert metrics[key] == reference[key], (key, metrics[key], reference[key])
+    for role in ROLES:
+        ours = read_model_part(tmp / "nodes-out" / role / "model" / role, role)[1]
+        theirs = read_model_part(tmp / "in-process" / "model" / role, role)[1]
+        assert np.array_equal(ours, theirs), (role, np.abs(ours - theirs).max())  # bit for bit
 
     # the unregistered node never joined: it was refused and gave up, and no fourth node came online
     rogue = federation["procs"]["rogue"]

@@ -17,7 +17,7 @@ this is how quickly a crashed node is noticed by the coordinator (see
 refused by the SuperLink (it still lists the node as online: Flower logs "Exit Code: 305
 ... Failed to activate SuperNode" and exits with 1). When the node's work directory holds a run checkpoint (it was in
 the middle of a job), this wrapper starts the SuperNode again every few seconds until it
-is let in, for at most ``FEDCREDIT_REJOIN_S`` seconds (default: three heartbeat
+is let in, for at most ``FEDCREDIT_REJOIN_S`` seconds (default: six heartbeat
 intervals); a node without a checkpoint (say, an unregistered key) is not retried.
 """
 
@@ -74,7 +74,7 @@ def supervise(argv: list[str], command: list[str] | None = None, pause: float = 
     ``command`` (default: this module as the SuperNode itself) gets ``argv`` appended.
     """
     beat = float(os.environ.get("FEDCREDIT_HEARTBEAT") or 30)
-    window = float(os.environ.get("FEDCREDIT_REJOIN_S") or 3 * beat)
+    window = float(os.environ.get("FEDCREDIT_REJOIN_S") or 6 * beat)
     started = _time.monotonic()
     child: list[subprocess.Popen] = []
 
