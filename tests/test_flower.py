@@ -30,12 +30,20 @@ def test_codec_round_trip_and_rejects_garbage():
         from_record(bad)
 
 
-def _flower_processes() -> str:
+def _flower_processes(ignore: frozenset[str] = frozenset()) -> str:
+    """Ray and Flower processes on this machine, except the ``ignore`` lines (those running before the test)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return "\n".join(line for line in out.splitlines() if "raylet" in line or "gcs_server" in line or "flwr-" in line)
+    return "\n".join(line for line in out.splitlines()
+                     if ("raylet" in line or "gcs_server" in line or "flwr-" in line) and line not in ignore)
 
 
-def test_simulated_job_on_flower(tmp_path):
+@pytest.fixture
+def others() -> frozenset[str]:
+    """Flower processes that other runs on this machine had started before the test (not ours to judge)."""
+    return frozenset(_flower_processes().splitlines())
+
+
+def test_simulated_job_on_flower(tmp_path, others):
     paths = synth.write_nodes(synth.generate(2500, 3), tmp_path / "data")
     nodes = [NodeConfig(r, str(paths[r]), out_dir=str(tmp_path / "out")) for r in ("bank", "tax", "utilities")]
     events = []
@@ -52,13 +60,13 @@ def test_simulated_job_on_flower(tmp_path):
     assert {"validated", "aligned", "iteration", "finished"} <= set(events)
     # every node kept its state in its own work directory
     assert all(list((tmp_path / "work" / r).glob("agent-*.pkl")) for r in ("bank", "tax", "utilities"))
-    assert _flower_processes() == ""
+    assert _flower_processes(others) == ""
 
 
-def test_node_error_is_shown_at_the_coordinator_with_the_role(tmp_path):
+def test_node_error_is_shown_at_the_coordinator_with_the_role(tmp_path, others):
     paths = synth.write_nodes(synth.generate(300, 3), tmp_path / "data")
     write_table(synth.generate(300, 3)["utilities"].drop_columns(["uscc"]), paths["utilities"])
     nodes = [NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")]
     with pytest.raises(FedCreditError, match=r"(?s)node utilities failed: \[utilities\].*uscc"):
         run_simulated_job(nodes, FAST, tmp_path / "work")
-    assert _flower_processes() == ""
+    assert _flower_processes(others) == ""
