@@ -1,0 +1,560 @@
+"""Vertical SecureBoost: the bank (labels, Paillier key) and hosts grow gradient-boosted trees together.
+
+Per tree (``sb.tree`` from the coordinator starts it at the bank):
+
+1. ``sb.gradients``: the bank encrypts one packed pair ``g·2^S + h`` per training row
+   (fixed point, ``secureboost_wire``) under its own key and sends it, sealed, to each host.
+2. ``sb.histograms``: a host sums the ciphertexts per bin of each of its binned features
+   for the rows of each node (``grouped_sum``: ciphertext additions only), compresses the
+   bins with ``Packer`` and returns them. The bank decrypts, adds its own plaintext
+   histograms and picks each node's best split over every party (``gbdt_reference``'s
+   gain, ties to the lowest party, feature, bin).
+3. ``sb.split``: for a node whose best split is a host's (feature index, bin index), the
+   bank sends that host the node's rows; the host stores the split in its private lookup
+   table (feature and threshold never leave it) and answers ``sb.left`` with the record
+   number and which of those rows go left.
+4. ``sb.nodes``: for the next level the bank sends, per split node, the rows of the
+   child with fewer rows; the host builds that child's histogram and derives its
+   sibling's as parent − child (histogram subtraction), then answers ``sb.histograms``.
+5. At ``max_depth`` (or when no split gains) the bank sets leaf weights ``−G/(H+λ)``,
+   updates its scores and tells the coordinator ``sb.tree_done``.
+
+Prediction (``sb.predict``): the bank routes every aligned row through its own splits;
+rows waiting at a host's node go to that host in ``sb.route`` (record number and rows);
+the host answers ``sb.routed`` (which go left). At most ``max_depth`` round trips; only
+the bank, which holds the leaf weights, learns the score. Row indices are positions
+in the training rows (training) or in the aligned rows (prediction), which all parties
+share. What each message reveals: docs/leakage.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from fedcredit.crypto import EncryptedVector, PaillierPublicKey, generate_keypair
+from fedcredit.models import gbdt_reference as ref
+from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
+from fedcredit.protocols import secureboost_wire as wire
+from fedcredit.protocols.errors import ProtocolError
+from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, meta_int, unbundle
+from fedcredit.protocols.script import ScriptedCoordinator
+
+BANK = "bank"
+SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE = (
+    "sb.setup", "sb.ready", "sb.tree", "sb.gradients", "sb.nodes", "sb.histograms", "sb.split", "sb.left",
+    "sb.tree_done")
+PREDICT, ROUTE, ROUTED, SCORED = "sb.predict", "sb.route", "sb.routed", "sb.scored"
+KINDS = (SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE, PREDICT, ROUTE, ROUTED, SCORED)
+TO_HOST = (GRADIENTS, NODES, SPLIT, ROUTE)  # bank → host, relayed (sealed when parties have relays)
+TO_BANK = (HISTOGRAMS, LEFT, ROUTED)  # host → bank, relayed
+
+
+@dataclass(frozen=True)
+class SbConfig:
+    """Tree and crypto settings shared by every party (sent in ``sb.setup``)."""
+
+    n_trees: int = 3
+    max_depth: int = 3
+    learning_rate: float = 0.3
+    l2: float = 1.0
+    gamma: float = 0.0
+    min_child_weight: float = 1.0
+    scale_bits: int = 16
+    key_bits: int = 2048
+    backend: str = "paillier"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scale_bits, int):
+            raise ProtocolError("invalid SecureBoost setting: scale_bits must be an int (g/h travel as fixed point)")
+        if not isinstance(self.key_bits, int) or self.key_bits < 1024:
+            raise ProtocolError("invalid SecureBoost setting: key_bits must be an int ≥ 1024")
+        try:
+            self.gbdt()
+        except Exception as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def gbdt(self) -> GbdtConfig:
+        names = {f.name for f in fields(GbdtConfig)}
+        return GbdtConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass
+class TreePartyData:
+    """A party's binned features for every aligned row (agreed order), its training rows, labels (bank)."""
+
+    bins: np.ndarray  # aligned rows × features, bin indices
+    n_bins: list[int]
+    train_rows: np.ndarray  # indices into the aligned rows
+    labels: np.ndarray | None = None  # bank only: labels of all aligned rows
+    prep: object = None  # the party's FeaturePrep, to describe thresholds in its model part
+
+    @classmethod
+    def from_prep(cls, prep, frame, train_rows, labels=None) -> "TreePartyData":
+        return cls(prep.bins(frame), [s.n_bins() for s in prep.specs], np.asarray(train_rows), labels, prep)
+
+    def __post_init__(self) -> None:
+        self.bins = np.asarray(self.bins, dtype=np.int64).reshape(len(self.bins), -1)
+        if self.bins.shape[1] != len(self.n_bins) or (self.bins.size and (self.bins.min() < 0 or
+                                                                          (self.bins >= np.asarray(self.n_bins)).any())):
+            raise ProtocolError("party data: bins must be (rows, features) indices below each feature's n_bins")
+        self.train_bins = self.bins[self.train_rows]
+
+
+class SbParty:
+    """A data holder in vertical SecureBoost (the bank, or a host); driven by ``handle``."""
+
+    def __init__(self, role: str, data: TreePartyData, pool=None, deployment: bool | None = None):
+        if (role == BANK) != (data.labels is not None):
+            raise ProtocolError(f"{role}: only the bank holds labels, and it needs them")
+        self.role, self.data, self.pool, self.deployment = role, data, pool, deployment
+        self.cfg: SbConfig | None = None
+        self.run_id, self.hosts = "", []
+        self.key: PaillierPublicKey | None = None
+        self.keypair = None  # the bank's
+        # the model: the bank's trees (leaf weights, own splits, hosts' record numbers) or a host's lookup table
+        self.trees: list[Tree] = []
+        self.base = 0.0
+        self.lookup: list[tuple[int, int]] = []  # host: record -> (feature, bin); "bins ≤ bin go left"
+        self.scores: np.ndarray | None = None  # bank: probability of default of every aligned row
+        self.history: list[dict] = []
+        self._script = None
+        self._await: tuple[str, set] | None = None
+        self._inbox: dict[str, Message] = {}
+        self._gh: EncryptedVector | None = None
+        self._hists: dict[int, EncryptedVector] = {}
+        self._slot_bits = 0
+
+    # -- dispatch -----------------------------------------------------------
+    def handle(self, msg: Message) -> list[Message]:
+        expect(msg, KINDS, receiver=self.role)
+        if msg.kind != SETUP and self.cfg is None:
+            raise ProtocolError(f"{msg.describe()}: {self.role} has not been set up")
+        if msg.kind != SETUP:
+            expect(msg, KINDS, run_id=self.run_id)
+        if self.role == BANK:
+            table = {SETUP: self._setup, TREE: self._tree, PREDICT: self._predict,
+                     HISTOGRAMS: self._collect, LEFT: self._collect, ROUTED: self._collect}
+        else:
+            table = {SETUP: self._setup, GRADIENTS: self._gradients, NODES: self._nodes, SPLIT: self._split,
+                     ROUTE: self._route}
+        handler = table.get(msg.kind)
+        if handler is None:
+            raise ProtocolError(f"unexpected {msg.describe()} at {self.role}")
+        return handler(msg)
+
+    def _reply(self, kind: str, receiver: str, step: int, meta=None, payload=b"") -> Message:
+        return Message(kind, self.role, receiver, self.run_id, step, meta or {}, payload)
+
+    def _setup(self, msg: Message) -> list[Message]:
+        expect(msg, SETUP, sender=COORDINATOR)
+        if self.cfg is not None:
+            raise ProtocolError(f"{msg.describe()}: {self.role} is already set up")
+        try:
+            cfg = SbConfig(**msg.meta["config"])
+            parties = [str(p) for p in msg.meta["parties"]]
+        except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+            raise ProtocolError(f"{msg.describe()}: malformed setup ({exc})") from None
+        if not parties or parties[0] != BANK or self.role not in parties or len(set(parties)) != len(parties):
+            raise ProtocolError(f"{msg.describe()}: parties must start with the bank and include {self.role}")
+        self.cfg, self.run_id, self.hosts = cfg, msg.run_id, parties[1:]
+        meta = {}
+        if self.role == BANK:
+            self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
+            self.key = self.keypair.public_key
+            y = self.data.labels[self.data.train_rows].astype(np.float64)
+            self.base = ref.base_score(y)
+            self._score = np.full(len(y), self.base)
+            meta["train_rows"] = len(y)
+        return [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
+
+    # -- the bank: scripts that wait for hosts' answers ----------------------
+    def _run_script(self, script, inbox=None) -> list[Message]:
+        """Advance a bank script to its next wait; its return value is the final message list."""
+        try:
+            out, self._await = script.send(inbox) if inbox is not None else next(script)
+        except StopIteration as stop:
+            self._script, self._await = None, None
+            return stop.value
+        self._script = script
+        return out
+
+    def _collect(self, msg: Message) -> list[Message]:
+        if self._await is None or msg.kind != self._await[0] or msg.sender not in self._await[1]:
+            raise ProtocolError(f"unexpected {msg.describe()} at the bank")
+        if msg.sender in self._inbox:
+            raise ProtocolError(f"{msg.describe()}: duplicate message from {msg.sender}")
+        self._inbox[msg.sender] = msg
+        if len(self._inbox) < len(self._await[1]):
+            return []
+        inbox, self._inbox = self._inbox, {}
+        return self._run_script(self._script, inbox)
+
+    def _tree(self, msg: Message) -> list[Message]:
+        expect(msg, TREE, sender=COORDINATOR)
+        if self._script is not None:
+            raise ProtocolError(f"{msg.describe()}: the bank is still busy with the previous request")
+        index = meta_int(msg, "tree")
+        if index != len(self.trees):
+            raise ProtocolError(f"{msg.describe()}: tree {index} requested, the bank has {len(self.trees)}")
+        return self._run_script(self._grow(msg.step + 1))
+
+    def _send_hosts(self, kind: str, step: int, per_host: dict[str, tuple[dict, dict]]) -> list[Message]:
+        out = []
+        for host, (meta, parts) in per_host.items():
+            payload, bmeta = bundle(parts)
+            out.append(self._reply(kind, host, step, {**meta, **bmeta}, payload))
+        return out
+
+    def _grow(self, step: int):
+        """One tree, level by level; yields (messages, (awaited kind, senders)) and gets the replies."""
+        cfg, gcfg, d = self.cfg, self.cfg.gbdt(), self.data
+        y = d.labels[d.train_rows].astype(np.float64)
+        n = len(y)
+        g, h = ref.gradients(self._score, y, cfg.scale_bits)
+        tree = Tree([TreeNode(0, 0)])
+        members = {0: np.arange(n)}
+        own = {0: ref.histogram(d.train_bins, d.n_bins, g, h)}
+        remote: dict[int, dict[str, tuple]] = {}
+        totals = lambda nid: (int(g[members[nid]].sum()), int(h[members[nid]].sum()))  # noqa: E731
+        if self.hosts:
+            slot = wire.gh_slot_bits(cfg.scale_bits, n)
+            enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g, h, slot), 0, pool=self.pool)
+            meta = {"tree": len(self.trees), "key_n": format(self.key.n, "x"), "slot_bits": slot}
+            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, {"gh": (enc.to_bytes(), enc.meta())}) for hst in self.hosts})
+            inbox = yield msgs, (HISTOGRAMS, set(self.hosts))
+            remote = self._histograms(inbox, [0], totals, slot)
+            step = max(m.step for m in inbox.values()) + 1
+        level = [0]
+        while level:
+            pending: dict[str, list[int]] = {}
+            split_nodes = []
+            for nid in level:
+                node = tree.nodes[nid]
+                tg, th = totals(nid)
+                choice = None
+                if node.depth < gcfg.max_depth:
+                    cands = [(BANK, ref.best_split(*own[nid], d.n_bins, tg, th, gcfg))]
+                    cands += [(hst, ref.best_split(*remote[nid][hst][:2], remote[nid][hst][2], tg, th, gcfg))
+                              for hst in self.hosts]
+                    choice = ref.choose(cands)
+                if choice is None:
+                    node.weight = ref.leaf_weight(tg, th, gcfg)
+                    continue
+                party, j, b, _ = choice
+                left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
+                tree.nodes += [left, right]
+                node.party, node.feature, node.bin, node.left, node.right = party, j, b, left.id, right.id
+                split_nodes.append(nid)
+                if party == BANK:
+                    go = d.train_bins[members[nid], j] <= b
+                    members[left.id], members[right.id] = members[nid][go], members[nid][~go]
+                else:
+                    pending.setdefault(party, []).append(nid)
+            if pending:
+                per_host = {}
+                for hst, nids in pending.items():
+                    splits = [{"node": i, "feature": tree.nodes[i].feature, "bin": tree.nodes[i].bin} for i in nids]
+                    per_host[hst] = ({"splits": splits}, {f"rows{i}": (wire.rows_to_bytes(members[i]), {}) for i in nids})
+                inbox = yield self._send_hosts(SPLIT, step, per_host), (LEFT, set(pending))
+                step = max(m.step for m in inbox.values()) + 1
+                for hst, m in inbox.items():
+                    self._apply_left(m, pending[hst], tree, members)
+            level = [c for nid in split_nodes for c in (tree.nodes[nid].left, tree.nodes[nid].right)]
+            if level and tree.nodes[level[0]].depth < gcfg.max_depth:
+                builds = []
+                for nid in split_nodes:
+                    node = tree.nodes[nid]
+                    small, big = ((node.left, node.right) if ref.smaller_first(members[node.left], members[node.right])
+                                  else (node.right, node.left))
+                    idx = members[small]
+                    own[small] = ref.histogram(d.train_bins[idx], d.n_bins, g[idx], h[idx])
+                    own[big] = (own[nid][0] - own[small][0], own[nid][1] - own[small][1])
+                    builds.append((nid, small, big))
+                for nid in split_nodes:
+                    own.pop(nid, None)
+                if self.hosts:
+                    meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
+                    parts = {f"rows{s}": (wire.rows_to_bytes(members[s]), {}) for _, s, _ in builds}
+                    inbox = yield (self._send_hosts(NODES, step, {hst: (meta, parts) for hst in self.hosts}),
+                                   (HISTOGRAMS, set(self.hosts)))
+                    step = max(m.step for m in inbox.values()) + 1
+                    remote = self._histograms(inbox, [x for _, s, b in builds for x in (s, b)], totals, slot)
+        leaf = np.empty(n, dtype=np.int64)
+        for node in tree.nodes:
+            if node.is_leaf:
+                leaf[members[node.id]] = node.id
+        self.trees.append(tree)
+        self._score = self._score + gcfg.learning_rate * np.array([tree.nodes[i].weight for i in leaf.tolist()])
+        loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
+        self.history.append({"tree": len(self.trees), "loss": loss})
+        return [self._reply(TREE_DONE, COORDINATOR, step, {"tree": len(self.trees) - 1})]
+
+    def _histograms(self, inbox: dict[str, Message], nodes: list[int], totals, slot: int) -> dict[int, dict[str, tuple]]:
+        """Decrypt every host's histograms: node -> host -> (G, H, n_bins), checked against the node totals."""
+        out: dict[int, dict[str, tuple]] = {nid: {} for nid in nodes}
+        for hst, m in inbox.items():
+            if m.meta.get("nodes") != nodes:
+                raise ProtocolError(f"{m.describe()}: histograms for nodes {m.meta.get('nodes')!r}, expected {nodes}")
+            n_bins = m.meta.get("n_bins")
+            if not isinstance(n_bins, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                       for v in n_bins):
+                raise ProtocolError(f"{m.describe()}: meta field 'n_bins' must be a list of positive ints")
+            per_node = sum(n_bins)
+            packed = wire.packed_part(self.key, unbundle(m, ["hist"])["hist"], per_node * len(nodes), m)
+            ints = packed.packer.unpack_ints(self.keypair.decrypt_ints(packed.inner, pool=self.pool), packed.count)
+            big_g, big_h = wire.unpack_gh(ints, slot)
+            width = max(n_bins, default=1)
+            keep = wire.valid_bins(n_bins)
+            for k, nid in enumerate(nodes):
+                hg, hh = np.zeros(len(n_bins) * width, dtype=np.int64), np.zeros(len(n_bins) * width, dtype=np.int64)
+                hg[keep], hh[keep] = big_g[k * per_node:(k + 1) * per_node], big_h[k * per_node:(k + 1) * per_node]
+                hg, hh = hg.reshape(len(n_bins), width), hh.reshape(len(n_bins), width)
+                tg, th = totals(nid)
+                if n_bins and (np.any(hg.sum(axis=1) != tg) or np.any(hh.sum(axis=1) != th)):
+                    raise ProtocolError(f"{m.describe()}: histogram of node {nid} does not add up to the node's totals")
+                out[nid][hst] = (hg, hh, n_bins)
+        return out
+
+    def _apply_left(self, msg: Message, nids: list[int], tree: Tree, members: dict) -> None:
+        records = msg.meta.get("nodes")
+        if not isinstance(records, list) or [r.get("node") if isinstance(r, dict) else None for r in records] != nids:
+            raise ProtocolError(f"{msg.describe()}: expected answers for nodes {nids}")
+        parts = unbundle(msg, [f"left{i}" for i in nids])
+        for r, nid in zip(records, nids):
+            if not isinstance(r.get("record"), int) or isinstance(r.get("record"), bool) or r["record"] < 0:
+                raise ProtocolError(f"{msg.describe()}: node {nid}: record number must be an int ≥ 0")
+            node, idx = tree.nodes[nid], members[nid]
+            go = wire.mask_from_bytes(parts[f"left{nid}"][0], len(idx), msg, f"node {nid}")
+            node.record = r["record"]
+            members[node.left], members[node.right] = idx[go], idx[~go]
+
+    # -- the bank: prediction -------------------------------------------------------
+    def _predict(self, msg: Message) -> list[Message]:
+        expect(msg, PREDICT, sender=COORDINATOR)
+        if self._script is not None or not self.trees:
+            raise ProtocolError(f"{msg.describe()}: the bank has no finished model to predict with")
+        return self._run_script(self._route_all(msg.step + 1))
+
+    def _route_all(self, step: int):
+        d, gcfg = self.data, self.cfg.gbdt()
+        rows = d.bins.shape[0]
+        pos = np.zeros((len(self.trees), rows), dtype=np.int64)
+        while True:
+            queries: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+            for t, tree in enumerate(self.trees):
+                moved = True
+                while moved:  # the bank's own splits need no message
+                    moved = False
+                    for node in tree.nodes:
+                        idx = np.flatnonzero(pos[t] == node.id)
+                        if node.party == BANK and idx.size:
+                            go = d.bins[idx, node.feature] <= node.bin
+                            pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
+                            moved = True
+                for node in tree.nodes:
+                    idx = np.flatnonzero(pos[t] == node.id)
+                    if not node.is_leaf and node.party != BANK and idx.size:
+                        queries.setdefault(node.party, []).append((t, node.id, idx))
+            if not queries:
+                break
+            per_host = {}
+            for hst, qs in queries.items():
+                meta = {"queries": [{"record": self.trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
+                per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(idx), {}) for k, (_, _, idx) in enumerate(qs)})
+            inbox = yield self._send_hosts(ROUTE, step, per_host), (ROUTED, set(queries))
+            step = max(m.step for m in inbox.values()) + 1
+            for hst, m in inbox.items():
+                parts = unbundle(m, [f"q{k}" for k in range(len(queries[hst]))])
+                for k, (t, nid, idx) in enumerate(queries[hst]):
+                    node = self.trees[t].nodes[nid]
+                    go = wire.mask_from_bytes(parts[f"q{k}"][0], len(idx), m, f"query {k}")
+                    pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
+        score = np.full(rows, self.base)
+        for t, tree in enumerate(self.trees):
+            weights = np.array([n.weight if n.is_leaf else np.nan for n in tree.nodes])
+            score += gcfg.learning_rate * weights[pos[t]]
+        self.raw_scores = score
+        self.scores = ref.sigmoid(score)
+        return [self._reply(SCORED, COORDINATOR, step, {"rows": rows})]
+
+    # -- a host -----------------------------------------------------------------
+    def _gradients(self, msg: Message) -> list[Message]:
+        expect(msg, GRADIENTS, sender=BANK)
+        try:
+            key = PaillierPublicKey(int(msg.meta["key_n"], 16), backend=self.cfg.backend)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"{msg.describe()}: malformed key ({exc!r})") from None
+        if self.key is not None and key != self.key:
+            raise ProtocolError(f"{msg.describe()}: the bank's key changed during the run")
+        self.key = key
+        n = len(self.data.train_rows)
+        self._slot_bits = meta_int(msg, "slot_bits", 1)
+        if self._slot_bits != wire.gh_slot_bits(self.cfg.scale_bits, n):
+            raise ProtocolError(f"{msg.describe()}: slot width {self._slot_bits} does not match {n} training rows")
+        self._gh = wire.vector_part(key, unbundle(msg, ["gh"])["gh"], n, msg)
+        self._hists = {0: self._build(np.arange(n))}
+        return [self._send_histograms(msg, [0])]
+
+    def _build(self, rows: np.ndarray) -> EncryptedVector:
+        d = self.data
+        return self._gh.take(rows).grouped_sum(d.train_bins[rows], d.n_bins, pool=self.pool)
+
+    def _send_histograms(self, msg: Message, nodes: list[int]) -> Message:
+        keep = wire.valid_bins(self.data.n_bins)
+        flat = wire.concat([self._hists[nid].take(keep) for nid in nodes])
+        packed = wire.compress(flat, pool=self.pool)
+        payload, meta = bundle({"hist": (packed.to_bytes(), packed.meta())})
+        return self._reply(HISTOGRAMS, BANK, msg.step + 1, {**meta, "nodes": nodes, "n_bins": list(self.data.n_bins)},
+                           payload)
+
+    def _nodes(self, msg: Message) -> list[Message]:
+        expect(msg, NODES, sender=BANK)
+        if self._gh is None:
+            raise ProtocolError(f"{msg.describe()}: no gradients received for this tree")
+        entries = msg.meta.get("nodes")
+        ok = isinstance(entries, list) and entries and all(
+            isinstance(e, dict) and set(e) == {"parent", "build", "derive"} and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in e.values()) for e in entries)
+        if not ok:
+            raise ProtocolError(f"{msg.describe()}: meta field 'nodes' must list parent/build/derive node ids")
+        parts = unbundle(msg, [f"rows{e['build']}" for e in entries])
+        n = len(self.data.train_rows)
+        hists, order = {}, []
+        for e in entries:
+            parent = self._hists.get(e["parent"])
+            if parent is None:
+                raise ProtocolError(f"{msg.describe()}: no histogram of node {e['parent']} to subtract from")
+            rows = wire.rows_from_bytes(parts[f"rows{e['build']}"][0], n, msg, f"node {e['build']}")
+            hists[e["build"]] = self._build(rows)
+            hists[e["derive"]] = parent - hists[e["build"]]
+            order += [e["build"], e["derive"]]
+        self._hists = hists
+        return [self._send_histograms(msg, order)]
+
+    def _split(self, msg: Message) -> list[Message]:
+        expect(msg, SPLIT, sender=BANK)
+        splits = msg.meta.get("splits")
+        d = self.data
+        if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and set(s) == {"node", "feature", "bin"}
+                                                                 for s in splits):
+            raise ProtocolError(f"{msg.describe()}: meta field 'splits' must list node/feature/bin")
+        parts = unbundle(msg, [f"rows{s['node']}" for s in splits])
+        answers, out_parts = [], {}
+        for s in splits:
+            j, b = s["feature"], s["bin"]
+            if not (isinstance(j, int) and isinstance(b, int) and 0 <= j < len(d.n_bins) and 0 <= b < d.n_bins[j] - 1):
+                raise ProtocolError(f"{msg.describe()}: no split feature {j!r}, bin {b!r} at {self.role}")
+            rows = wire.rows_from_bytes(parts[f"rows{s['node']}"][0], len(d.train_rows), msg, f"node {s['node']}")
+            self.lookup.append((j, b))
+            answers.append({"node": s["node"], "record": len(self.lookup) - 1})
+            out_parts[f"left{s['node']}"] = (wire.mask_to_bytes(d.train_bins[rows, j] <= b), {})
+        payload, meta = bundle(out_parts)
+        return [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
+
+    def _route(self, msg: Message) -> list[Message]:
+        expect(msg, ROUTE, sender=BANK)
+        queries = msg.meta.get("queries")
+        if not isinstance(queries, list) or not all(isinstance(q, dict) and set(q) == {"record", "part"} for q in queries):
+            raise ProtocolError(f"{msg.describe()}: meta field 'queries' must list record/part")
+        parts = unbundle(msg, [q["part"] for q in queries])
+        out = {}
+        for q in queries:
+            r = q["record"]
+            if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r < len(self.lookup):
+                raise ProtocolError(f"{msg.describe()}: no split record {r!r} at {self.role}")
+            j, b = self.lookup[r]
+            rows = wire.rows_from_bytes(parts[q["part"]][0], self.data.bins.shape[0], msg, f"query {q['part']}")
+            out[q["part"]] = (wire.mask_to_bytes(self.data.bins[rows, j] <= b), {})
+        payload, meta = bundle(out)
+        return [self._reply(ROUTED, BANK, msg.step + 1, meta, payload)]
+
+    def model_part(self) -> dict:
+        """What this party keeps of the model. A host: its lookup table, thresholds in its own terms."""
+        if self.role == BANK:
+            return {"role": self.role, "base": self.base, "learning_rate": self.cfg.learning_rate,
+                    "trees": [[asdict(n) for n in t.nodes] for t in self.trees]}
+        table = []
+        specs = getattr(self.data.prep, "specs", None)
+        for r, (j, b) in enumerate(self.lookup):
+            row = {"record": r, "feature": j, "bin": b}
+            if specs is not None:
+                row.update(name=specs[j].name, rule=split_rule(specs[j], b))
+            table.append(row)
+        return {"role": self.role, "lookup": table}
+
+
+def split_rule(spec, b: int) -> str:
+    """The readable rule of "bins ≤ b go left" for one FeatureSpec (private to its owner)."""
+    if spec.kind == "category":
+        return f"{spec.name} in {spec.categories[: b + 1]!r}"
+    if b < len(spec.edges):
+        return f"{spec.name} < {spec.edges[b]!r}"
+    return f"{spec.name} is not missing"
+
+
+class SbCoordinator(ScriptedCoordinator):
+    """The coordinator's side: starts each tree and the prediction, relays node-to-node messages."""
+
+    name = "vertical SecureBoost"
+
+    def __init__(self, run_id: str, parties: list[str], config: SbConfig | None = None, *, score: bool = True,
+                 on_progress=None):
+        if not parties or parties[0] != BANK or len(set(parties)) != len(parties):
+            raise ProtocolError(f"vertical SecureBoost needs the bank first and distinct parties; got {parties!r}")
+        self.run_id, self.parties, self.hosts = run_id, list(parties), list(parties[1:])
+        self.cfg = config or SbConfig()
+        self.score, self.on_progress = score, on_progress
+        self.history: list[dict] = []
+        self._step = 0
+
+    def _check(self, replies: list[Message]) -> None:
+        for m in replies:
+            expect(m, KINDS, run_id=self.run_id)
+            if m.relayed:
+                ok = ((m.kind in TO_HOST and m.sender == BANK and m.receiver in self.hosts)
+                      or (m.kind in TO_BANK and m.sender in self.hosts and m.receiver == BANK))
+                if not ok:
+                    raise ProtocolError(f"vertical SecureBoost: cannot relay {m.describe()}")
+            elif m.receiver != COORDINATOR:
+                raise ProtocolError(f"vertical SecureBoost: {m.describe()} is not addressed to the coordinator")
+
+    def _send(self, kind: str, receiver: str, meta=None) -> Message:
+        return Message(kind, COORDINATOR, receiver, self.run_id, self._step, meta or {})
+
+    def _relay_until(self, replies: list[Message], final: str):
+        """Forward node-to-node messages until the bank reports ``final``; returns that report."""
+        while True:
+            done = [m for m in replies if m.kind == final]
+            relay = [m for m in replies if m.relayed]
+            stray = [m for m in replies if m not in done and m not in relay]
+            if stray or len(done) > 1 or (done and (relay or done[0].sender != BANK)):
+                raise ProtocolError(f"vertical SecureBoost step {self._step}: unexpected "
+                                    f"{[m.describe() for m in stray + relay + done]} while waiting for {final}")
+            if done:
+                return done[0]
+            if not relay:
+                raise ProtocolError(f"vertical SecureBoost step {self._step}: nothing to relay and no {final} from the bank")
+            self._step += 1
+            replies = yield relay
+
+    def _run(self):
+        setup = {"config": asdict(self.cfg), "parties": self.parties}
+        replies = yield [self._send(SETUP, p, setup) for p in self.parties]
+        ready = {m.sender: m for m in replies if m.kind == READY}
+        if len(replies) != len(self.parties) or set(ready) != set(self.parties):
+            raise ProtocolError(f"vertical SecureBoost setup: expected sb.ready from each of {self.parties}")
+        for t in range(self.cfg.n_trees):
+            self._step += 1
+            replies = yield [self._send(TREE, BANK, {"tree": t})]
+            done = yield from self._relay_until(replies, TREE_DONE)
+            if done.meta.get("tree") != t:
+                raise ProtocolError(f"{done.describe()}: reports tree {done.meta.get('tree')!r}, expected {t}")
+            self.history.append({"tree": t})
+            if self.on_progress is not None:
+                self.on_progress({"tree": t})
+        if self.score:
+            self._step += 1
+            replies = yield [self._send(PREDICT, BANK)]
+            yield from self._relay_until(replies, SCORED)

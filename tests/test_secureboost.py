@@ -1,0 +1,313 @@
+"""Vertical SecureBoost: federated trees = plaintext reference, encrypted = mock, thresholds stay at hosts."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from fedcredit.crypto import Identity, WorkerPool
+from fedcredit.data import synth
+from fedcredit.data.binning import FeaturePrep
+from fedcredit.data.reference import feature_names, join_nodes
+from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
+from fedcredit.protocols import secureboost as sb
+from fedcredit.protocols import secureboost_wire as wire
+from fedcredit.protocols.errors import ProtocolError
+from fedcredit.protocols.job import split_assignment
+from fedcredit.protocols.loop import drive
+from fedcredit.protocols.messages import Message, bundle
+from fedcredit.protocols.relay import SealedRelay
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
+
+ROLES = ("bank", "tax", "utilities")
+CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024)
+
+
+def make_parties(rows=600, roles=ROLES, pool=None, seed=0):
+    joined = join_nodes(synth.generate(rows, seed))
+    y = joined["default_12m"].to_numpy()
+    train = np.flatnonzero(split_assignment(joined["uscc"].tolist(), seed, 0.6, 0.2) == 0)
+    parties = {}
+    for role in roles:
+        frame = joined[feature_names(role)]
+        prep = FeaturePrep.fit(frame.iloc[train])
+        data = TreePartyData.from_prep(prep, frame, train, y if role == "bank" else None)
+        parties[role] = SbParty(role, data, pool=pool)
+    return parties, y, train
+
+
+def run(backend, roles=ROLES, sealed=False, **cfg):
+    taps = []
+    with WorkerPool(1) as pool:
+        parties, y, train = make_parties(roles=roles, pool=pool)
+        relays = None
+        if sealed:
+            ids = {r: Identity.generate(r) for r in roles}
+            relays = {r: SealedRelay(ids[r], [ids[o].public for o in roles if o != r]) for r in roles}
+        coord = SbCoordinator("sb-test", list(roles), SbConfig(backend=backend, **{**CONFIG, **cfg}))
+        rounds = drive(coord, parties, relays=relays, tap=taps.append)
+    return {"coord": coord, "parties": parties, "y": y, "train": train, "taps": taps, "rounds": rounds}
+
+
+@pytest.fixture(scope="module")
+def encrypted():
+    return run("paillier")
+
+
+@pytest.fixture(scope="module")
+def mock_sealed():
+    return run("mock", sealed=True)
+
+
+def reference(result, roles=ROLES):
+    parties = result["parties"]
+    blocks = [PartyBins(r, parties[r].data.train_bins, parties[r].data.n_bins) for r in roles]
+    model = GbdtReference(parties["bank"].cfg.gbdt()).fit(blocks, result["y"][result["train"]])
+    every = [PartyBins(r, parties[r].data.bins, parties[r].data.n_bins) for r in roles]
+    return model, model.decision_function(every)
+
+
+def test_federated_trees_equal_the_plaintext_reference(encrypted):
+    model, scores = reference(encrypted)
+    bank = encrypted["parties"]["bank"]
+    assert len(bank.trees) == 3
+    for fed, central in zip(bank.trees, model.trees):
+        assert fed.signature() == central.signature()  # same splits (party, feature, bin), same leaf weights
+    assert any(n.party == "tax" for t in bank.trees for n in t.nodes)  # hosts' features are really used
+    assert any(n.party == "utilities" for t in bank.trees for n in t.nodes)
+    assert bank.base == model.base
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+    assert [h["loss"] for h in bank.history] == [h["loss"] for h in model.history]
+
+
+def test_encrypted_and_mock_give_identical_trees_and_sealing_changes_nothing(encrypted, mock_sealed):
+    enc, mock = encrypted["parties"]["bank"], mock_sealed["parties"]["bank"]
+    assert [t.signature() for t in enc.trees] == [t.signature() for t in mock.trees]
+    assert np.array_equal(enc.scores, mock.scores)
+    for role in ("tax", "utilities"):
+        assert encrypted["parties"][role].lookup == mock_sealed["parties"][role].lookup
+    assert encrypted["rounds"] == mock_sealed["rounds"]
+    relayed = [Message.from_bytes(b) for b in mock_sealed["taps"]]
+    relayed = [m for m in relayed if m.relayed]
+    assert relayed and all(m.sealed and m.meta == {} for m in relayed)
+
+
+def test_only_the_bank_learns_scores_and_hosts_keep_their_lookup_tables(encrypted):
+    parties = encrypted["parties"]
+    bank = parties["bank"]
+    assert bank.scores is not None and bank.scores.shape == (parties["bank"].data.bins.shape[0],)
+    for role in ("tax", "utilities"):
+        host = parties[role]
+        assert host.scores is None and host.keypair is None
+        records = [n.record for t in bank.trees for n in t.nodes if n.party == role]
+        assert sorted(records) == list(range(len(host.lookup)))  # every host split is in its table, once
+        for t in bank.trees:
+            for n in t.nodes:
+                if n.party == role:
+                    assert host.lookup[n.record] == (n.feature, n.bin)
+        part = host.model_part()
+        assert [row["record"] for row in part["lookup"]] == list(range(len(host.lookup)))
+        assert all(row["rule"].startswith(row["name"]) for row in part["lookup"])
+
+
+def _threshold_forms(value: float) -> tuple[list[str], list[bytes]]:
+    texts = {t for t in (repr(value), str(value), f"{value:.6g}", f"{value:.4f}", json.dumps(value)) if "." in t or "e" in t}
+    binary = [struct.pack(">d", value), struct.pack("<d", value)]
+    return sorted(texts), binary
+
+
+def test_host_thresholds_never_appear_in_any_message(encrypted):
+    parties = encrypted["parties"]
+    values = set()
+    for role in ("tax", "utilities"):
+        specs = parties[role].data.prep.specs
+        for j, b in parties[role].lookup:  # thresholds of the splits actually used ...
+            if specs[j].kind == "numeric" and b < len(specs[j].edges):
+                values.add(specs[j].edges[b])
+        values |= {e for s in specs for e in s.edges if abs(e) >= 10}  # ... and every other edge that is not a tiny number
+    assert len(values) > 20
+    # positive control: the host's own model part does show its thresholds
+    text = json.dumps([parties[r].model_part() for r in ("tax", "utilities")])
+    assert any(any(t in text for t in _threshold_forms(v)[0]) for v in values)
+    messages = [Message.from_bytes(b) for b in encrypted["taps"]]
+    assert {m.kind for m in messages} >= set(sb.KINDS)
+    for m in messages:
+        # the coordinator's own messages carry public settings only (e.g. l2 = 1.0, which may equal an edge)
+        header = json.dumps(m.header(), sort_keys=True) if m.sender != "coordinator" else ""
+        for v in values:
+            texts, binary = _threshold_forms(v)
+            assert not any(t in header for t in texts), (m.describe(), v)
+            assert not any(b in m.payload for b in binary), (m.describe(), v)
+            assert not any(t.encode() in m.payload for t in texts if len(t) >= 8), (m.describe(), v)
+
+
+def test_histograms_are_compressed_before_sending(encrypted):
+    key_bytes = 2 * 1024 // 8
+    for m in (Message.from_bytes(b) for b in encrypted["taps"]):
+        if m.kind == sb.HISTOGRAMS:
+            bins = sum(m.meta["n_bins"]) * len(m.meta["nodes"])
+            assert len(m.payload) // key_bytes * 10 < bins  # > 10 bins per ciphertext at 1024 bits
+
+
+def test_the_bank_alone_grows_the_same_trees_without_messages():
+    result = run("mock", roles=("bank",), n_trees=2)
+    model, scores = reference(result, roles=("bank",))
+    bank = result["parties"]["bank"]
+    assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+    assert result["rounds"] == 1 + 2 + 1  # setup, one round per tree, prediction
+
+
+def test_gh_packing_round_trips_through_sums():
+    rng = np.random.default_rng(3)
+    g, h = rng.integers(-2**16, 2**16, 500), rng.integers(0, 2**14, 500)
+    slot = wire.gh_slot_bits(16, 500)
+    packed = wire.pack_gh(g, h, slot)
+    sums = [sum(packed[:250]), sum(packed[250:]), sum(packed)]
+    big_g, big_h = wire.unpack_gh(sums, slot)
+    assert big_g.tolist() == [g[:250].sum(), g[250:].sum(), g.sum()]
+    assert big_h.tolist() == [h[:250].sum(), h[250:].sum(), h.sum()]
+
+
+# --- strict messages ----------------------------------------------------------------------
+
+@pytest.fixture()
+def set_up():
+    parties, *_ = make_parties(roles=ROLES)
+    coord = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", **CONFIG))
+    replies = [r for m in coord.start() for r in parties[m.receiver].handle(m)]
+    return coord, parties, replies
+
+
+def test_messages_before_setup_and_malformed_setups_are_rejected():
+    parties, *_ = make_parties(roles=ROLES)
+    coord = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", **CONFIG))
+    to_tax = next(m for m in coord.start() if m.receiver == "tax")
+    tax = parties["tax"]
+    with pytest.raises(ProtocolError, match="not been set up"):
+        tax.handle(Message(sb.NODES, "bank", "tax", "t", 1, {}))
+    with pytest.raises(ProtocolError, match="malformed setup"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {"config": {"n_trees": "x"}, "parties": list(ROLES)}}))
+    with pytest.raises(ProtocolError, match="max_depth"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {"config": {"max_depth": 0}, "parties": list(ROLES)}}))
+    with pytest.raises(ProtocolError, match="start with the bank"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "parties": ["tax", "bank"]}}))
+    tax.handle(to_tax)
+    with pytest.raises(ProtocolError, match="already set up"):
+        tax.handle(to_tax)
+    with pytest.raises(ProtocolError, match="only the bank holds labels"):
+        SbParty("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3), np.zeros(3)))
+
+
+def test_unexpected_messages_are_rejected(set_up):
+    coord, parties, _ = set_up
+    bank, tax = parties["bank"], parties["tax"]
+    with pytest.raises(ProtocolError, match="unexpected sb.tree"):
+        tax.handle(Message(sb.TREE, "coordinator", "tax", "t", 1, {"tree": 0}))
+    with pytest.raises(ProtocolError, match="unexpected sb.histograms"):
+        bank.handle(Message(sb.HISTOGRAMS, "tax", "bank", "t", 1, {}))
+    with pytest.raises(ProtocolError, match="expected 'bank'"):
+        tax.handle(Message(sb.SPLIT, "utilities", "tax", "t", 1, {}))
+    with pytest.raises(ProtocolError, match="run_id"):
+        tax.handle(Message(sb.SPLIT, "bank", "tax", "other-run", 1, {}))
+    with pytest.raises(ProtocolError, match="no gradients"):
+        tax.handle(Message(sb.NODES, "bank", "tax", "t", 1, {"nodes": []}))
+    with pytest.raises(ProtocolError, match="tree 1 requested"):
+        bank.handle(Message(sb.TREE, "coordinator", "bank", "t", 1, {"tree": 1}))
+    with pytest.raises(ProtocolError, match="no finished model"):
+        bank.handle(Message(sb.PREDICT, "coordinator", "bank", "t", 1, {}))
+
+
+def test_malformed_host_requests_are_rejected(set_up):
+    coord, parties, _ = set_up
+    bank, tax = parties["bank"], parties["tax"]
+    out = bank.handle(Message(sb.TREE, "coordinator", "bank", "t", 1, {"tree": 0}))
+    to_tax = next(m for m in out if m.receiver == "tax")
+    assert to_tax.kind == sb.GRADIENTS
+    bad_key = Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "key_n": "zz"}})
+    with pytest.raises(ProtocolError, match="malformed key"):
+        tax.handle(bad_key)
+    with pytest.raises(ProtocolError, match="slot width"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "slot_bits": 3}}))
+    with pytest.raises(ProtocolError, match="does not fit"):
+        tax.handle(Message(**{**to_tax.__dict__, "payload": to_tax.payload[:-128]}))
+    tax.handle(to_tax)
+    n = len(tax.data.train_rows)
+
+    def split(rows: bytes, feature=0, b=0, node=0):
+        payload, meta = bundle({f"rows{node}": (rows, {})})
+        return Message(sb.SPLIT, "bank", "tax", "t", 3, {**meta, "splits": [{"node": node, "feature": feature, "bin": b}]}, payload)
+
+    rows = wire.rows_to_bytes(np.arange(n))
+    with pytest.raises(ProtocolError, match="no split feature"):
+        tax.handle(split(rows, b=tax.data.n_bins[0] - 1))
+    with pytest.raises(ProtocolError, match="no split feature"):
+        tax.handle(split(rows, feature=len(tax.data.n_bins)))
+    with pytest.raises(ProtocolError, match="strictly increasing"):
+        tax.handle(split(wire.rows_to_bytes(np.array([3, 2]))))
+    with pytest.raises(ProtocolError, match="strictly increasing"):
+        tax.handle(split(wire.rows_to_bytes(np.array([n]))))
+    with pytest.raises(ProtocolError, match="4-byte"):
+        tax.handle(split(b"\x00" * 5))
+    with pytest.raises(ProtocolError, match="payload parts"):
+        tax.handle(split(rows, node=1).__class__(**{**split(rows).__dict__, "meta": {**split(rows).meta, "splits": [{"node": 7, "feature": 0, "bin": 0}]}}))
+    payload, meta = bundle({"rows5": (rows, {})})
+    with pytest.raises(ProtocolError, match="no histogram of node 9"):
+        tax.handle(Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": 9, "build": 5, "derive": 6}]}, payload))
+    assert tax.lookup == []  # nothing was recorded from rejected requests
+    payload, meta = bundle({"q0": (rows, {})})
+    with pytest.raises(ProtocolError, match="no split record"):
+        tax.handle(Message(sb.ROUTE, "bank", "tax", "t", 3, {**meta, "queries": [{"record": 0, "part": "q0"}]}, payload))
+
+
+def _root_answers(parties):
+    out = parties["bank"].handle(Message(sb.TREE, "coordinator", "bank", "t", 1, {"tree": 0}))
+    return {m.receiver: parties[m.receiver].handle(m)[0] for m in out}
+
+
+def _rotated(meta: dict) -> dict:
+    n_bins = meta["n_bins"][1:] + meta["n_bins"][:1]
+    assert n_bins != meta["n_bins"]
+    return {**meta, "n_bins": n_bins}
+
+
+@pytest.mark.parametrize("tamper, match", [
+    (lambda m: {**m.__dict__, "meta": {**m.meta, "nodes": [1]}}, "expected \\[0\\]"),
+    (lambda m: {**m.__dict__, "meta": {**m.meta, "n_bins": [11]}}, "expected 11 under the bank"),
+    (lambda m: {**m.__dict__, "meta": _rotated(m.meta)}, "does not add up"),
+    (lambda m: {**m.__dict__, "payload": m.payload[:-8]}, "does not fit|malformed"),
+])
+def test_the_bank_rejects_bad_histograms(set_up, tamper, match):
+    _, parties, _ = set_up
+    answers = _root_answers(parties)
+    assert parties["bank"].handle(answers["tax"]) == []  # the bank waits for every host
+    with pytest.raises(ProtocolError, match=match):
+        parties["bank"].handle(Message(**tamper(answers["utilities"])))
+
+
+def test_the_bank_rejects_unexpected_and_duplicate_answers(set_up):
+    _, parties, _ = set_up
+    bank = parties["bank"]
+    tax = _root_answers(parties)["tax"]
+    with pytest.raises(ProtocolError, match="unexpected sb.left"):
+        bank.handle(Message(**{**tax.__dict__, "kind": sb.LEFT}))
+    bank.handle(tax)
+    with pytest.raises(ProtocolError, match="duplicate"):
+        bank.handle(tax)
+
+
+def test_the_coordinator_relays_only_protocol_routes(set_up):
+    coord, parties, replies = set_up
+    first = coord.advance(replies)
+    assert [m.kind for m in first] == [sb.TREE]
+    out = parties["bank"].handle(first[0])
+    forged = Message(sb.GRADIENTS, "tax", "utilities", "t", 2, {})
+    with pytest.raises(ProtocolError, match="cannot relay"):
+        coord.advance(out + [forged])
+    coord2 = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", **CONFIG))
+    coord2.start()
+    with pytest.raises(ProtocolError, match="expected sb.ready"):
+        coord2.advance(replies[:1])
+    with pytest.raises(ProtocolError, match="bank first"):
+        SbCoordinator("t", ["tax", "bank"])
