@@ -37,10 +37,10 @@ def make_parties(rows=600, roles=ROLES, pool=None, seed=0):
     return parties, y, train
 
 
-def run(backend, roles=ROLES, sealed=False, **cfg):
+def run(backend, roles=ROLES, sealed=False, rows=600, **cfg):
     taps = []
     with WorkerPool(1) as pool:
-        parties, y, train = make_parties(roles=roles, pool=pool)
+        parties, y, train = make_parties(rows, roles=roles, pool=pool)
         relays = None
         if sealed:
             ids = {r: Identity.generate(r) for r in roles}
@@ -81,6 +81,19 @@ def test_federated_trees_equal_the_plaintext_reference(encrypted):
     assert [h["loss"] for h in bank.history] == [h["loss"] for h in model.history]
 
 
+@pytest.mark.parametrize("settings", [
+    dict(rows=2000, max_depth=4, n_trees=3, l2=0.5, gamma=0.05, min_child_weight=2.0, learning_rate=0.1),
+    dict(rows=1200, max_depth=2, n_trees=4, scale_bits=12, roles=("bank", "utilities")),
+])
+def test_other_settings_give_the_same_trees_as_the_reference(settings):
+    roles = settings.pop("roles", ROLES)
+    result = run("mock", roles=roles, **settings)
+    model, scores = reference(result, roles=roles)
+    bank = result["parties"]["bank"]
+    assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+
+
 def test_encrypted_and_mock_give_identical_trees_and_sealing_changes_nothing(encrypted, mock_sealed):
     enc, mock = encrypted["parties"]["bank"], mock_sealed["parties"]["bank"]
     assert [t.signature() for t in enc.trees] == [t.signature() for t in mock.trees]
@@ -109,6 +122,9 @@ def test_only_the_bank_learns_scores_and_hosts_keep_their_lookup_tables(encrypte
         part = host.model_part()
         assert [row["record"] for row in part["lookup"]] == list(range(len(host.lookup)))
         assert all(row["rule"].startswith(row["name"]) for row in part["lookup"])
+    # prediction asks hosts only along the rows' paths: at most one round trip per level
+    routes = {m.step for m in map(Message.from_bytes, encrypted["taps"]) if m.kind == sb.ROUTE}
+    assert 1 <= len(routes) <= bank.cfg.max_depth
 
 
 def _threshold_forms(value: float) -> tuple[list[str], list[bytes]]:

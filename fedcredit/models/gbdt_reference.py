@@ -9,7 +9,8 @@ joined bins of every party, so the federated model can be checked tree for tree:
   bank encrypts them, and histograms are exact integer sums (what the bank decrypts), so
   gains and leaf weights come out bit for bit the same as in the federated run;
 - a split of a node sends bins ``≤ b`` of one feature left (the last bin of a numeric
-  feature is "missing", which therefore always goes right);
+  feature is "missing", which therefore always goes right; categories are taken in
+  their bin order, like numeric bins);
   ``gain = ½ [G_L²/(H_L+λ) + G_R²/(H_R+λ) − G²/(H+λ)] − γ``, valid when both children
   have hessian sum ``≥ min_child_weight``; a node splits when the best gain is > 0;
 - ties go to the lowest (party, feature, bin) in party order (bank first);

@@ -118,6 +118,7 @@ class SbParty:
         self.base = 0.0
         self.lookup: list[tuple[int, int]] = []  # host: record -> (feature, bin); "bins ≤ bin go left"
         self.scores: np.ndarray | None = None  # bank: probability of default of every aligned row
+        self.raw_scores: np.ndarray | None = None  # bank: the same as log-odds
         self.history: list[dict] = []
         self._script = None
         self._await: tuple[str, set] | None = None
