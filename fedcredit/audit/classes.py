@@ -70,6 +70,10 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         "lr.score_masked": _paillier_classes(bits),
         "lr.unmask": {MASKED},
         "lr.score_unmask": {MASKED},
+        # vertical SecureBoost: node-to-node traffic is sealed, the rest carries no payload
+        **{k: {PUBLIC} for k in ("sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored")},
+        **{k: {SEALED} for k in ("sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route",
+                                 "sb.routed")},
     }
     out = set(table.get(kind, set()))
     if allow_mock:
@@ -84,6 +88,8 @@ _KINDS = (
     "lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done", "lr.score", "lr.scored",
     "lr.labels", "lr.partial", "lr.residual", "lr.score_partial", "lr.scores", "lr.sigmoid", "lr.gradient",
     "lr.score_masked", "lr.unmask", "lr.score_unmask",
+    "sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored",
+    "sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route", "sb.routed",
 )
 
 #: message kind -> allowed protection classes (default policy: Paillier keys of 2048 bits or more, no mock backend)
