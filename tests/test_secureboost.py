@@ -94,6 +94,18 @@ def test_other_settings_give_the_same_trees_as_the_reference(settings):
     np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
 
 
+def test_a_first_tree_from_bank_features_only_reaches_no_host():
+    result = run("mock", n_trees=3, bank_first_tree=True)
+    model, scores = reference(result)
+    bank = result["parties"]["bank"]
+    assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
+    assert {n.party for n in bank.trees[0].nodes} <= {"bank", None}
+    assert any(n.party not in ("bank", None) for t in bank.trees[1:] for n in t.nodes)
+    sent = {(m.receiver, m.step) for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.GRADIENTS}
+    assert len(sent) == 2 * 2  # trees 2 and 3, to each host (the tap sees each relayed message twice)
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+
+
 def test_encrypted_and_mock_give_identical_trees_and_sealing_changes_nothing(encrypted, mock_sealed):
     enc, mock = encrypted["parties"]["bank"], mock_sealed["parties"]["bank"]
     assert [t.signature() for t in enc.trees] == [t.signature() for t in mock.trees]

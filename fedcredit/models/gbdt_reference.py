@@ -17,6 +17,7 @@ joined bins of every party, so the federated model can be checked tree for tree:
 - trees grow depth-wise to ``max_depth``; nodes are numbered in level order (a split
   node's children get the next two ids, left first); leaf weight ``−G/(H+λ)``, added to
   the score times ``learning_rate``;
+- with ``bank_first_tree`` the first tree uses the first party's (the bank's) features only;
 - histogram subtraction: of two siblings, the one with fewer instances (the left on a
   tie) is built from its rows, the other is parent − sibling.
 """
@@ -41,6 +42,7 @@ class GbdtConfig:
     gamma: float = 0.0  # γ: minimum gain of a split
     min_child_weight: float = 1.0  # minimum hessian sum of a child
     scale_bits: int | None = 16  # fixed-point g/h (None: float64, the reference only)
+    bank_first_tree: bool = False  # grow the first tree from the bank's features alone (a label-leakage defence)
 
     def __post_init__(self) -> None:
         checks = [
@@ -215,9 +217,9 @@ class GbdtReference:
         self.base = base_score(y)
         score = np.full(rows, self.base)
         self.trees = []
-        for _ in range(cfg.n_trees):
+        for t in range(cfg.n_trees):
             g, h = gradients(score, y, cfg.scale_bits)
-            tree, leaf_of = self._grow(parties, g, h)
+            tree, leaf_of = self._grow(parties[:1] if cfg.bank_first_tree and t == 0 else parties, g, h)
             self.trees.append(tree)
             score = score + cfg.learning_rate * np.array([tree.nodes[i].weight for i in leaf_of])
             self.history.append({"tree": len(self.trees), "loss": float(np.mean(np.logaddexp(0, score) - y * score))})
@@ -244,7 +246,7 @@ class GbdtReference:
                     node.weight = leaf_weight(tg, th, cfg)
                     continue
                 party, j, b, _ = split
-                p = parties[self.parties.index(party)]
+                p = next(q for q in parties if q.name == party)
                 go_left = p.bins[idx, j] <= b
                 left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
                 tree.nodes += [left, right]

@@ -19,6 +19,8 @@ Per tree (``sb.tree`` from the coordinator starts it at the bank):
 5. At ``max_depth`` (or when no split gains) the bank sets leaf weights ``−G/(H+λ)``,
    updates its scores and tells the coordinator ``sb.tree_done``.
 
+With ``bank_first_tree`` the first tree is grown by the bank alone (no message to hosts).
+
 Prediction (``sb.predict``): the bank routes every aligned row through its own splits;
 rows waiting at a host's node go to that host in ``sb.route`` (record number and rows);
 the host answers ``sb.routed`` (which go left). At most ``max_depth`` round trips; only
@@ -62,6 +64,7 @@ class SbConfig:
     gamma: float = 0.0
     min_child_weight: float = 1.0
     scale_bits: int = 16
+    bank_first_tree: bool = False  # first tree from the bank's features only: hosts get no gradients for it
     key_bits: int = 2048
     backend: str = "paillier"
 
@@ -212,6 +215,7 @@ class SbParty:
         """One tree, level by level; yields (messages, (awaited kind, senders)) and gets the replies."""
         cfg, gcfg, d = self.cfg, self.cfg.gbdt(), self.data
         y = d.labels[d.train_rows].astype(np.float64)
+        hosts = [] if gcfg.bank_first_tree and not self.trees else self.hosts  # hosts see nothing of a bank-only tree
         n = len(y)
         g, h = ref.gradients(self._score, y, cfg.scale_bits)
         tree = Tree([TreeNode(0, 0)])
@@ -219,12 +223,12 @@ class SbParty:
         own = {0: ref.histogram(d.train_bins, d.n_bins, g, h)}
         remote: dict[int, dict[str, tuple]] = {}
         totals = lambda nid: (int(g[members[nid]].sum()), int(h[members[nid]].sum()))  # noqa: E731
-        if self.hosts:
+        if hosts:
             slot = wire.gh_slot_bits(cfg.scale_bits, n)
             enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g, h, slot), 0, pool=self.pool)
             meta = {"tree": len(self.trees), "key_n": format(self.key.n, "x"), "slot_bits": slot}
-            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, {"gh": (enc.to_bytes(), enc.meta())}) for hst in self.hosts})
-            inbox = yield msgs, (HISTOGRAMS, set(self.hosts))
+            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, {"gh": (enc.to_bytes(), enc.meta())}) for hst in hosts})
+            inbox = yield msgs, (HISTOGRAMS, set(hosts))
             remote = self._histograms(inbox, [0], totals, slot)
             step = max(m.step for m in inbox.values()) + 1
         level = [0]
@@ -238,7 +242,7 @@ class SbParty:
                 if node.depth < gcfg.max_depth:
                     cands = [(BANK, ref.best_split(*own[nid], d.n_bins, tg, th, gcfg))]
                     cands += [(hst, ref.best_split(*remote[nid][hst][:2], remote[nid][hst][2], tg, th, gcfg))
-                              for hst in self.hosts]
+                              for hst in hosts]
                     choice = ref.choose(cands)
                 if choice is None:
                     node.weight = ref.leaf_weight(tg, th, gcfg)
@@ -275,11 +279,11 @@ class SbParty:
                     builds.append((nid, small, big))
                 for nid in split_nodes:
                     own.pop(nid, None)
-                if self.hosts:
+                if hosts:
                     meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
                     parts = {f"rows{s}": (wire.rows_to_bytes(members[s]), {}) for _, s, _ in builds}
-                    inbox = yield (self._send_hosts(NODES, step, {hst: (meta, parts) for hst in self.hosts}),
-                                   (HISTOGRAMS, set(self.hosts)))
+                    inbox = yield (self._send_hosts(NODES, step, {hst: (meta, parts) for hst in hosts}),
+                                   (HISTOGRAMS, set(hosts)))
                     step = max(m.step for m in inbox.values()) + 1
                     remote = self._histograms(inbox, [x for _, s, b in builds for x in (s, b)], totals, slot)
         leaf = np.empty(n, dtype=np.int64)
