@@ -278,8 +278,10 @@ def test_malformed_host_requests_are_rejected(set_up):
         tax.handle(split(wire.rows_to_bytes(np.array([n]))))
     with pytest.raises(ProtocolError, match="4-byte"):
         tax.handle(split(b"\x00" * 5))
+    wrong_part = split(rows)
+    wrong_part = Message(**{**wrong_part.__dict__, "meta": {**wrong_part.meta, "splits": [{"node": 7, "feature": 0, "bin": 0}]}})
     with pytest.raises(ProtocolError, match="payload parts"):
-        tax.handle(split(rows, node=1).__class__(**{**split(rows).__dict__, "meta": {**split(rows).meta, "splits": [{"node": 7, "feature": 0, "bin": 0}]}}))
+        tax.handle(wrong_part)
     payload, meta = bundle({"rows5": (rows, {})})
     with pytest.raises(ProtocolError, match="no histogram of node 9"):
         tax.handle(Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": 9, "build": 5, "derive": 6}]}, payload))

@@ -233,30 +233,7 @@ class SbParty:
             step = max(m.step for m in inbox.values()) + 1
         level = [0]
         while level:
-            pending: dict[str, list[int]] = {}
-            split_nodes = []
-            for nid in level:
-                node = tree.nodes[nid]
-                tg, th = totals(nid)
-                choice = None
-                if node.depth < gcfg.max_depth:
-                    cands = [(BANK, ref.best_split(*own[nid], d.n_bins, tg, th, gcfg))]
-                    cands += [(hst, ref.best_split(*remote[nid][hst][:2], remote[nid][hst][2], tg, th, gcfg))
-                              for hst in hosts]
-                    choice = ref.choose(cands)
-                if choice is None:
-                    node.weight = ref.leaf_weight(tg, th, gcfg)
-                    continue
-                party, j, b, _ = choice
-                left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
-                tree.nodes += [left, right]
-                node.party, node.feature, node.bin, node.left, node.right = party, j, b, left.id, right.id
-                split_nodes.append(nid)
-                if party == BANK:
-                    go = d.train_bins[members[nid], j] <= b
-                    members[left.id], members[right.id] = members[nid][go], members[nid][~go]
-                else:
-                    pending.setdefault(party, []).append(nid)
+            split_nodes, pending = self._decide(tree, level, members, own, remote, hosts, totals)
             if pending:
                 per_host = {}
                 for hst, nids in pending.items():
@@ -268,17 +245,7 @@ class SbParty:
                     self._apply_left(m, pending[hst], tree, members)
             level = [c for nid in split_nodes for c in (tree.nodes[nid].left, tree.nodes[nid].right)]
             if level and tree.nodes[level[0]].depth < gcfg.max_depth:
-                builds = []
-                for nid in split_nodes:
-                    node = tree.nodes[nid]
-                    small, big = ((node.left, node.right) if ref.smaller_first(members[node.left], members[node.right])
-                                  else (node.right, node.left))
-                    idx = members[small]
-                    own[small] = ref.histogram(d.train_bins[idx], d.n_bins, g[idx], h[idx])
-                    own[big] = (own[nid][0] - own[small][0], own[nid][1] - own[small][1])
-                    builds.append((nid, small, big))
-                for nid in split_nodes:
-                    own.pop(nid, None)
+                builds = self._own_children(tree, split_nodes, members, own, g, h)
                 if hosts:
                     meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
                     parts = {f"rows{s}": (wire.rows_to_bytes(members[s]), {}) for _, s, _ in builds}
@@ -295,6 +262,53 @@ class SbParty:
         loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
         self.history.append({"tree": len(self.trees), "loss": loss})
         return [self._reply(TREE_DONE, COORDINATOR, step, {"tree": len(self.trees) - 1})]
+
+    def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):
+        """Best split of every node of a level (or its leaf weight); the bank's own splits are applied here.
+
+        Returns the split nodes and, per host, the nodes that host must split.
+        """
+        gcfg, d = self.cfg.gbdt(), self.data
+        split_nodes, pending = [], {}
+        for nid in level:
+            node = tree.nodes[nid]
+            tg, th = totals(nid)
+            choice = None
+            if node.depth < gcfg.max_depth:
+                cands = [(BANK, ref.best_split(*own[nid], d.n_bins, tg, th, gcfg))]
+                cands += [(hst, ref.best_split(*remote[nid][hst], tg, th, gcfg)) for hst in hosts]
+                choice = ref.choose(cands)
+            if choice is None:
+                node.weight = ref.leaf_weight(tg, th, gcfg)
+                continue
+            party, j, b, _ = choice
+            left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
+            tree.nodes += [left, right]
+            node.party, node.feature, node.bin, node.left, node.right = party, j, b, left.id, right.id
+            split_nodes.append(nid)
+            if party == BANK:
+                go = d.train_bins[members[nid], j] <= b
+                members[left.id], members[right.id] = members[nid][go], members[nid][~go]
+            else:
+                pending.setdefault(party, []).append(nid)
+        return split_nodes, pending
+
+    def _own_children(self, tree: Tree, split_nodes: list[int], members: dict, own: dict, g, h) -> list[tuple]:
+        """The bank's histograms of the next level: the smaller child from rows, its sibling by subtraction.
+
+        Returns (parent, built child, derived child) per split node, what hosts are asked to do too.
+        """
+        d, builds = self.data, []
+        for nid in split_nodes:
+            node = tree.nodes[nid]
+            small, big = ((node.left, node.right) if ref.smaller_first(members[node.left], members[node.right])
+                          else (node.right, node.left))
+            idx = members[small]
+            own[small] = ref.histogram(d.train_bins[idx], d.n_bins, g[idx], h[idx])
+            own[big] = (own[nid][0] - own[small][0], own[nid][1] - own[small][1])
+            builds.append((nid, small, big))
+            del own[nid]
+        return builds
 
     def _histograms(self, inbox: dict[str, Message], nodes: list[int], totals, slot: int) -> dict[int, dict[str, tuple]]:
         """Decrypt every host's histograms: node -> host -> (G, H, n_bins), checked against the node totals."""
