@@ -31,12 +31,23 @@ def test_codec_round_trip_and_rejects_garbage():
         from_record(bad)
 
 
-def _flower_processes() -> str:
-    """Ray and Flower processes that are ours: descendants of this test process, or orphans (a leak is reparented
-    to init). Processes of another run on the same machine (a benchmark beside the suite) are not ours to judge."""
+def _processes() -> list[tuple[int, int, str]]:
     out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()[1:] if len(line.split(None, 2)) == 3]
-    parent = {int(pid): int(ppid) for pid, ppid, _ in rows}
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    return [(int(r[0]), int(r[1]), r[2]) for r in rows if len(r) == 3]
+
+
+@pytest.fixture
+def before() -> set[int]:
+    """The processes that existed before the test (another run's are not ours to judge)."""
+    return {pid for pid, _, _ in _processes()}
+
+
+def _flower_processes(before: set[int]) -> str:
+    """Ray, Flower and worker-pool forkserver processes the test left: new ones that are its descendants, or orphans
+    (a leak is reparented to init)."""
+    rows = _processes()
+    parent = {pid: ppid for pid, ppid, _ in rows}
 
     def ours(pid: int) -> bool:
         if parent.get(pid) == 1:
@@ -47,11 +58,16 @@ def _flower_processes() -> str:
             pid = parent[pid]
         return False
 
+    def flower(pid: int, args: str) -> bool:
+        if "forkserver" in args:  # the test process's own pool lives until it exits; a leaked one is an orphan
+            return parent.get(pid) == 1
+        return "raylet" in args or "gcs_server" in args or "flwr-" in args
+
     return "\n".join(f"{pid} {args}" for pid, _, args in rows
-                     if ("raylet" in args or "gcs_server" in args or "flwr-" in args) and ours(int(pid)))
+                     if pid not in before and flower(pid, args) and ours(pid))
 
 
-def test_simulated_job_on_flower(tmp_path):
+def test_simulated_job_on_flower(tmp_path, before):
     paths = synth.write_nodes(synth.generate(2500, 3), tmp_path / "data")
     nodes = [NodeConfig(r, str(paths[r]), out_dir=str(tmp_path / "out")) for r in ("bank", "tax", "utilities")]
     events = []
@@ -68,13 +84,13 @@ def test_simulated_job_on_flower(tmp_path):
     assert {"validated", "aligned", "iteration", "finished"} <= set(events)
     # every node kept its state in its own work directory
     assert all(list((tmp_path / "work" / r).glob("agent-*.pkl")) for r in ("bank", "tax", "utilities"))
-    assert _flower_processes() == ""
+    assert _flower_processes(before) == ""
 
 
-def test_node_error_is_shown_at_the_coordinator_with_the_role(tmp_path):
+def test_node_error_is_shown_at_the_coordinator_with_the_role(tmp_path, before):
     paths = synth.write_nodes(synth.generate(300, 3), tmp_path / "data")
     write_table(synth.generate(300, 3)["utilities"].drop_columns(["uscc"]), paths["utilities"])
     nodes = [NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")]
     with pytest.raises(FedCreditError, match=r"(?s)node utilities failed: \[utilities\].*uscc"):
         run_simulated_job(nodes, FAST, tmp_path / "work")
-    assert _flower_processes() == ""
+    assert _flower_processes(before) == ""

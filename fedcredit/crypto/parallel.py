@@ -113,8 +113,8 @@ def shutdown() -> None:
         _default.shutdown()
 
 
-def _stop_forkserver() -> None:
-    """End this process's forkserver at exit.
+def stop_forkserver() -> None:
+    """End this process's forkserver (at exit, or when a long-lived host process is done with its pool).
 
     It normally exits when its creator does, but when a child of the creator (e.g. a
     simulation runtime's helper) inherited its lifeline it would outlive us; so it is
@@ -135,7 +135,7 @@ def _stop_forkserver() -> None:
 
 def _at_exit() -> None:
     shutdown()
-    _stop_forkserver()
+    stop_forkserver()
 
 
 atexit.register(_at_exit)

@@ -17,13 +17,25 @@ from flwr.app import Context, Error, Message as FlowerMessage, RecordDict, Confi
 from flwr.clientapp import ClientApp
 
 from fedcredit.crypto import WorkerPool
+from fedcredit.crypto.parallel import stop_forkserver
 from fedcredit.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
 from fedcredit.flower.node_state import handle_delivery
-from fedcredit.protocols.job import NodeAgent, NodeConfig
+from fedcredit.protocols.job import REPORT, NodeAgent, NodeConfig
 
 _POOL: list[WorkerPool] = []
+
+
+def _release_pool() -> None:
+    """The job is over at this node: stop its workers and their forkserver now.
+
+    Simulation runs ClientApps inside Ray worker processes that are killed without running
+    exit handlers, which would leave the forkserver behind.
+    """
+    while _POOL:
+        _POOL.pop().shutdown()
+    stop_forkserver()
 
 
 def _pool() -> WorkerPool:
@@ -68,8 +80,11 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             seq = delivery_seq(msg.content)
             if seq is None:
                 raise FedCreditError("protocol step without a delivery number")
-            outcome = handle_delivery(work / f"agent-{context.run_id}.pkl", seq, from_record(msg.content),
-                                      lambda: NodeAgent(node), _pool())
+            incoming = from_record(msg.content)
+            outcome = handle_delivery(work / f"agent-{context.run_id}.pkl", seq, incoming, lambda: NodeAgent(node),
+                                      _pool())
+            if any(m.kind == REPORT for m in incoming):  # the job's last message to this node
+                _release_pool()
             content = to_record(outcome.replies)
             if outcome.head is not None:  # the node's closed audit-log head travels beside its last reply
                 content["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
