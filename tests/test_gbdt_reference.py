@@ -113,3 +113,59 @@ def test_settings_and_inputs_are_checked():
         GbdtConfig(l2=0)
     with pytest.raises(FedCreditError, match="rows"):
         GbdtReference().fit([PartyBins("bank", np.zeros((3, 1), dtype=int), [2])], np.zeros(4))
+
+
+def test_goss_keeps_the_largest_gradients_and_amplifies_the_drawn_rows():
+    rng = np.random.default_rng(4)
+    n = 1000
+    g, h = rng.integers(-2**16, 2**16, n), rng.integers(0, 2**14, n)
+    cfg = GbdtConfig(goss_top=0.1, goss_other=0.2, goss_seed=7)
+    rows, g2, h2 = ref.goss(g, h, cfg, tree=0)
+    top = np.argsort(-np.abs(g), kind="stable")[:100]
+    assert len(rows) == 300 and np.all(np.diff(rows) > 0) and set(top) <= set(rows)
+    drawn = np.setdiff1d(rows, top)
+    factor = (1 - 0.1) / 0.2
+    assert np.array_equal(g2[drawn], np.rint(g[drawn] * factor).astype(np.int64))
+    assert np.array_equal(h2[drawn], np.rint(h[drawn] * factor).astype(np.int64))
+    rest = np.setdiff1d(np.arange(n), drawn)
+    assert np.array_equal(g2[rest], g[rest]) and np.array_equal(h2[rest], h[rest]) and g2.dtype == np.int64
+    again = ref.goss(g, h, cfg, tree=0)
+    assert np.array_equal(again[0], rows) and np.array_equal(again[1], g2)  # deterministic
+    assert not np.array_equal(ref.goss(g, h, cfg, tree=1)[0], rows)  # a new draw per tree ...
+    assert not np.array_equal(ref.goss(g, h, GbdtConfig(goss_top=0.1, goss_other=0.2, goss_seed=8), 0)[0], rows)  # ... and seed
+    off = ref.goss(g, h, GbdtConfig(), tree=0)
+    assert np.array_equal(off[0], np.arange(n)) and off[1] is g
+    with pytest.raises(FedCreditError, match="goss"):
+        GbdtConfig(goss_top=0.6, goss_other=0.5)
+
+
+def test_goss_and_early_stopping_models_stay_accurate():
+    parties, y, split = binned(5000)
+    train, valid, test = split == 0, split == 1, split == 2
+    base = dict(n_trees=40, max_depth=3, learning_rate=0.2)
+    full = GbdtReference(GbdtConfig(**base)).fit(rows_of(parties, train), y[train])
+    goss = GbdtReference(GbdtConfig(**base, goss_top=0.2, goss_other=0.1)).fit(rows_of(parties, train), y[train])
+    early = GbdtReference(GbdtConfig(**base, patience=3)).fit(rows_of(parties, train), y[train],
+                                                                (rows_of(parties, valid), y[valid]))
+    aucs = [metrics.auc(y[test], m.decision_function(rows_of(parties, test))) for m in (full, goss, early)]
+    assert min(aucs) > 0.85 and abs(aucs[1] - aucs[0]) < 0.02, aucs
+    valid_aucs = [h["valid_auc"] for h in early.history]
+    assert len(early.trees) == early.best_trees == int(np.argmax(valid_aucs)) + 1 < len(early.history) < 40
+    assert len(early.history) - len(early.trees) == 3
+    with pytest.raises(FedCreditError, match="validation rows"):
+        GbdtReference(GbdtConfig(patience=3)).fit(rows_of(parties, train), y[train])
+
+
+def test_early_stopping_by_hand_and_importance():
+    stop = ref.EarlyStopping(2, np.array([0, 0, 1, 1]))
+    decisions = [stop.update(k, np.array(s)) for k, s in enumerate(
+        [[0, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 0], [0, 0, 1, 1]], start=1)]
+    assert decisions == [False, False, False, True]  # tree 4 ties the best (tree 2): no progress for 2 trees
+    assert stop.best_trees == 2 and stop.aucs == [0.5, 1.0, 0.5, 1.0]
+    parties, y, split = binned(1500)
+    model = GbdtReference(GbdtConfig(n_trees=4, max_depth=3)).fit(rows_of(parties, split == 0), y[split == 0])
+    imp = model.importance()
+    splits = [n for t in model.trees for n in t.nodes if not n.is_leaf]
+    assert sum(v["splits"] for v in imp.values()) == len(splits) and {p for p, _ in imp} <= set(ROLES)
+    assert sum(v["gain"] for v in imp.values()) == pytest.approx(sum(n.gain for n in splits))
+    assert all(v["gain"] > 0 for v in imp.values())

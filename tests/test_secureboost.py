@@ -24,23 +24,26 @@ ROLES = ("bank", "tax", "utilities")
 CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024)
 
 
-def make_parties(rows=600, roles=ROLES, pool=None, seed=0):
+def make_parties(rows=600, roles=ROLES, pool=None, seed=0, valid=False, goss_seed=None):
     joined = join_nodes(synth.generate(rows, seed))
     y = joined["default_12m"].to_numpy()
-    train = np.flatnonzero(split_assignment(joined["uscc"].tolist(), seed, 0.6, 0.2) == 0)
+    split = split_assignment(joined["uscc"].tolist(), seed, 0.6, 0.2)
+    train, valid_rows = np.flatnonzero(split == 0), np.flatnonzero(split == 1) if valid else None
     parties = {}
     for role in roles:
         frame = joined[feature_names(role)]
         prep = FeaturePrep.fit(frame.iloc[train])
-        data = TreePartyData.from_prep(prep, frame, train, y if role == "bank" else None)
-        parties[role] = SbParty(role, data, pool=pool)
+        bank = role == "bank"
+        data = TreePartyData.from_prep(prep, frame, train, y if bank else None, valid_rows if bank else None)
+        parties[role] = SbParty(role, data, pool=pool, goss_seed=goss_seed if bank else None)
     return parties, y, train
 
 
-def run(backend, roles=ROLES, sealed=False, rows=600, **cfg):
+def run(backend, roles=ROLES, sealed=False, rows=600, goss_seed=None, **cfg):
     taps = []
     with WorkerPool(1) as pool:
-        parties, y, train = make_parties(rows, roles=roles, pool=pool)
+        parties, y, train = make_parties(rows, roles=roles, pool=pool, valid=cfg.get("patience") is not None,
+                                         goss_seed=goss_seed)
         relays = None
         if sealed:
             ids = {r: Identity.generate(r) for r in roles}
@@ -62,8 +65,13 @@ def mock_sealed():
 
 def reference(result, roles=ROLES):
     parties = result["parties"]
+    bank = parties["bank"]
     blocks = [PartyBins(r, parties[r].data.train_bins, parties[r].data.n_bins) for r in roles]
-    model = GbdtReference(parties["bank"].cfg.gbdt()).fit(blocks, result["y"][result["train"]])
+    valid = None
+    if bank.data.valid_rows is not None:
+        rows = bank.data.valid_rows
+        valid = ([PartyBins(r, parties[r].data.bins[rows], parties[r].data.n_bins) for r in roles], result["y"][rows])
+    model = GbdtReference(bank.gbdt_config()).fit(blocks, result["y"][result["train"]], valid)
     every = [PartyBins(r, parties[r].data.bins, parties[r].data.n_bins) for r in roles]
     return model, model.decision_function(every)
 
@@ -159,7 +167,7 @@ def test_host_thresholds_never_appear_in_any_message(encrypted):
     text = json.dumps([parties[r].model_part() for r in ("tax", "utilities")])
     assert any(any(t in text for t in _threshold_forms(v)[0]) for v in values)
     messages = [Message.from_bytes(b) for b in encrypted["taps"]]
-    assert {m.kind for m in messages} >= set(sb.KINDS)
+    assert {m.kind for m in messages} >= set(sb.KINDS) - {sb.PRUNE, sb.PRUNED}  # pruning: early stopping only
     for m in messages:
         # the coordinator's own messages carry public settings only (e.g. l2 = 1.0, which may equal an edge)
         header = json.dumps(m.header(), sort_keys=True) if m.sender != "coordinator" else ""
@@ -196,6 +204,139 @@ def test_gh_packing_round_trips_through_sums():
     big_g, big_h = wire.unpack_gh(sums, slot)
     assert big_g.tolist() == [g[:250].sum(), g[250:].sum(), g.sum()]
     assert big_h.tolist() == [h[:250].sum(), h[250:].sum(), h.sum()]
+
+
+# --- GOSS, early stopping, feature importance ------------------------------------------------
+
+GOSS_ES = dict(rows=1000, n_trees=10, goss_top=0.2, goss_other=0.3, patience=2, goss_seed=5)
+
+
+@pytest.fixture(scope="module")
+def goss_es_encrypted():
+    return run("paillier", **GOSS_ES)
+
+
+@pytest.fixture(scope="module")
+def goss_es_mock():
+    return run("mock", sealed=True, **GOSS_ES)
+
+
+def test_goss_and_early_stopping_give_the_reference_trees_encrypted_and_mock(goss_es_encrypted, goss_es_mock):
+    model, scores = reference(goss_es_encrypted)
+    enc, mock = goss_es_encrypted["parties"]["bank"], goss_es_mock["parties"]["bank"]
+    assert [t.signature() for t in enc.trees] == [t.signature() for t in model.trees]
+    assert [t.signature() for t in mock.trees] == [t.signature() for t in model.trees]
+    assert [n.gain for t in enc.trees for n in t.nodes] == [n.gain for t in model.trees for n in t.nodes]
+    assert enc.history == mock.history == model.history  # training loss and validation AUC after every grown tree
+    np.testing.assert_allclose(enc.raw_scores, scores, rtol=0, atol=1e-12)
+    assert np.array_equal(enc.scores, mock.scores)
+    for role in ("tax", "utilities"):
+        assert goss_es_encrypted["parties"][role].lookup == goss_es_mock["parties"][role].lookup
+    assert goss_es_encrypted["rounds"] == goss_es_mock["rounds"]
+
+
+def test_goss_sends_hosts_the_sampled_rows_only(goss_es_encrypted):
+    result = goss_es_encrypted
+    bank = result["parties"]["bank"]
+    n = len(result["train"])
+    sampled = [m for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.GRADIENTS]
+    assert len(sampled) == 2 * 2 * len(bank.history)  # each tree, each host; the tap sees a relayed message twice
+    expected = int(0.2 * n) + int(0.3 * n)
+    for m in sampled:
+        assert m.meta["sampled"] is True
+        root = np.frombuffer(dict(zip([p["name"] for p in m.meta["parts"]], _split_parts(m)))["root"], dtype=">u4")
+        assert len(root) == expected and np.all(np.diff(root.astype(np.int64)) > 0)
+        gh = next(p for p in m.meta["parts"] if p["name"] == "gh")
+        assert gh["size"] == expected * 2 * 1024 // 8  # ciphertexts of the sampled rows only
+    assert "goss_seed" not in json.dumps(next(m for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.SETUP).meta)
+
+
+def _split_parts(m):
+    out, at = [], 0
+    for p in m.meta["parts"]:
+        out.append(m.payload[at:at + p["size"]])
+        at += p["size"]
+    return out
+
+
+def test_early_stopping_stops_at_the_same_tree_and_keeps_the_best(goss_es_encrypted):
+    result = goss_es_encrypted
+    model, _ = reference(result)
+    bank, coord = result["parties"]["bank"], result["coord"]
+    aucs = [h["valid_auc"] for h in bank.history]
+    grown, best = len(aucs), int(np.argmax(aucs)) + 1  # first maximum: later ties are no improvement
+    assert grown < 10 and grown - best == 2  # stopped after `patience` trees without improvement
+    assert len(coord.history) == grown and coord.history[-1]["stop"] and not any(h["stop"] for h in coord.history[:-1])
+    assert len(bank.trees) == len(model.trees) == model.best_trees == best
+    for role in ("tax", "utilities"):  # hosts dropped the records of the dropped trees
+        host = result["parties"][role]
+        assert sorted(n.record for t in bank.trees for n in t.nodes if n.party == role) == list(range(len(host.lookup)))
+    prunes = [m for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.PRUNE]
+    assert {m.receiver for m in prunes} == {"tax", "utilities"} and all(not m.payload for m in prunes)
+    # validation rows are routed through each new tree only: one route phase per tree (≤ depth rounds each)
+    routes = {m.step for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.ROUTE}
+    assert len(routes) <= (grown + 1) * bank.cfg.max_depth
+
+
+def test_early_stopping_without_goss_matches_the_reference():
+    result = run("mock", rows=1000, n_trees=10, patience=2)
+    model, scores = reference(result)
+    bank = result["parties"]["bank"]
+    assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
+    assert bank.history == model.history and len(bank.history) > len(bank.trees)
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+    messages = [Message.from_bytes(b) for b in result["taps"]]
+    predict = next(m.step for m in messages if m.kind == sb.PREDICT)
+    valid, train = set(bank.data.valid_rows.tolist()), set(bank.data.train_rows.tolist())
+    during_training = [m for m in messages if m.kind == sb.ROUTE and m.step < predict]
+    assert during_training
+    for m in during_training:  # during training, only validation rows are routed (no GOSS: every training row is in the root)
+        for data in _split_parts(m):
+            rows = set(np.frombuffer(data, dtype=">u4").tolist())
+            assert rows <= valid and not rows & train
+
+
+def test_each_party_sees_the_importance_of_its_own_features_only(goss_es_encrypted, encrypted):
+    for result in (goss_es_encrypted, encrypted):
+        model, _ = reference(result)
+        parties = result["parties"]
+        central = model.importance()
+        bank = parties["bank"].importance()
+        assert {j: (v["splits"], v["gain"]) for j, v in bank["features"].items()} == {
+            j: (v["splits"], v["gain"]) for (p, j), v in central.items() if p == "bank"}
+        for role in ("tax", "utilities"):
+            host = parties[role]
+            mine = host.importance()["features"]
+            assert {j: v["splits"] for j, v in mine.items()} == {j: v["splits"] for (p, j), v in central.items() if p == role}
+            assert all("gain" not in v and v["name"] == host.data.prep.specs[j].name for j, v in mine.items())
+            # the bank's gains by opaque record, joined with the host's private table, give the central gains
+            joined = {}
+            for record, gain in bank["host_records"][role].items():
+                joined[host.lookup[record][0]] = joined.get(host.lookup[record][0], 0.0) + gain
+            assert joined == pytest.approx({j: v["gain"] for (p, j), v in central.items() if p == role}, rel=1e-12)
+        assert any(p != "bank" for p, _ in central)
+        # no gain (nor any importance) travels: split gains appear in no message as text or IEEE double
+        gains = {n.gain for t in parties["bank"].trees for n in t.nodes if n.gain is not None}
+        for m in map(Message.from_bytes, result["taps"]):
+            header = json.dumps(m.header())
+            assert "gain" not in header and "importance" not in header
+            for v in gains:
+                texts, binary = _threshold_forms(v)
+                assert not any(t in header for t in texts) and not any(b in m.payload for b in binary)
+
+
+def test_goss_and_early_stopping_settings_are_checked():
+    with pytest.raises(ProtocolError, match="goss"):
+        SbConfig(goss_top=0.2)
+    with pytest.raises(ProtocolError, match="patience"):
+        SbConfig(patience=0)
+    parties, *_ = make_parties(roles=ROLES)
+    coord = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", patience=2, **CONFIG))
+    to_bank = next(m for m in coord.start() if m.receiver == "bank")
+    with pytest.raises(ProtocolError, match="validation rows"):
+        parties["bank"].handle(to_bank)
+    with pytest.raises(ProtocolError, match="the bank's"):
+        SbParty("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3)), goss_seed=1)
 
 
 # --- strict messages ----------------------------------------------------------------------

@@ -19,7 +19,18 @@ joined bins of every party, so the federated model can be checked tree for tree:
   the score times ``learning_rate``;
 - with ``bank_first_tree`` the first tree uses the first party's (the bank's) features only;
 - histogram subtraction: of two siblings, the one with fewer instances (the left on a
-  tie) is built from its rows, the other is parent − sibling.
+  tie) is built from its rows, the other is parent − sibling;
+- GOSS (``goss_top`` = a, ``goss_other`` = b, LightGBM's gradient-based one-side sampling):
+  per tree, the ⌊a·n⌋ rows of largest |g| (ties: lower row first) plus ⌊b·n⌋ rows drawn
+  without replacement from the rest by ``numpy.random.default_rng([goss_seed, tree])``
+  form the root; the drawn rows' g and h are multiplied by (1−a)/b and rounded back to
+  fixed point (``goss``). Rows outside the sample still get the tree's leaf weight (they
+  are routed through the finished tree);
+- early stopping (``patience``): after each tree the validation rows' AUC is computed from
+  their scores so far; training stops once ``patience`` trees in a row have not raised the
+  best AUC (strictly), and the model keeps the trees up to the best one;
+- feature importance: per (party, feature) the number of splits and their total gain
+  over the kept trees (``importance``).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedcredit.errors import FedCreditError
+from fedcredit.scoring import metrics
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,10 @@ class GbdtConfig:
     min_child_weight: float = 1.0  # minimum hessian sum of a child
     scale_bits: int | None = 16  # fixed-point g/h (None: float64, the reference only)
     bank_first_tree: bool = False  # grow the first tree from the bank's features alone (a label-leakage defence)
+    goss_top: float = 0.0  # GOSS a: fraction of rows kept for their large |g| (0 with goss_other 0: no sampling)
+    goss_other: float = 0.0  # GOSS b: fraction of rows drawn from the rest, their g/h amplified by (1 − a)/b
+    goss_seed: int = 0  # the bank's private seed of the GOSS draws (never sent to hosts)
+    patience: int | None = None  # early stopping: trees without a better validation AUC before stopping
 
     def __post_init__(self) -> None:
         checks = [
@@ -54,6 +70,13 @@ class GbdtConfig:
             (self.min_child_weight >= 0, "min_child_weight must be ≥ 0"),
             (self.scale_bits is None or (isinstance(self.scale_bits, int) and 8 <= self.scale_bits <= 30),
              "scale_bits must be None or an int in [8, 30]"),
+            ((self.goss_top == 0 and self.goss_other == 0)
+             or (0 < self.goss_top < 1 and 0 < self.goss_other < 1 and self.goss_top + self.goss_other <= 1),
+             "goss_top and goss_other must both be 0 (no GOSS) or in (0, 1) with a sum ≤ 1"),
+            (isinstance(self.goss_seed, int) and not isinstance(self.goss_seed, bool) and self.goss_seed >= 0,
+             "goss_seed must be an int ≥ 0"),
+            (self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
+                                       and self.patience >= 1), "patience must be None or an int ≥ 1"),
         ]
         for ok, text in checks:
             if not ok:
@@ -73,6 +96,7 @@ class TreeNode:
     right: int | None = None
     weight: float | None = None  # leaves only
     record: int | None = None  # federated host splits: the host's lookup-table record
+    gain: float | None = None  # split nodes: the split's gain (known to whoever chooses splits: the bank)
 
     @property
     def is_leaf(self) -> bool:
@@ -180,6 +204,57 @@ def leaf_weight(total_g, total_h, cfg: GbdtConfig) -> float:
     return -g / (h + cfg.l2)
 
 
+def goss(g: np.ndarray, h: np.ndarray, cfg: GbdtConfig, tree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GOSS sample of one tree: (sorted root rows, g, h with the drawn rows amplified).
+
+    Without GOSS: every row, g and h unchanged. Integer g/h stay integers (``rint`` of
+    the product with (1 − a)/b), so the federated bank encrypts exactly these values.
+    """
+    n = len(g)
+    if not cfg.goss_other:
+        return np.arange(n), g, h
+    top, other = int(cfg.goss_top * n), int(cfg.goss_other * n)
+    order = np.lexsort((np.arange(n), -np.abs(np.asarray(g, dtype=np.float64))))
+    rest = np.sort(order[top:])
+    drawn = np.random.default_rng([cfg.goss_seed, tree]).choice(rest, size=min(other, len(rest)), replace=False)
+    factor = (1.0 - cfg.goss_top) / cfg.goss_other
+    g, h = g.copy(), h.copy()
+    if np.asarray(g).dtype.kind in "iu":
+        g[drawn] = np.rint(g[drawn] * factor).astype(np.int64)
+        h[drawn] = np.rint(h[drawn] * factor).astype(np.int64)
+    else:
+        g[drawn], h[drawn] = g[drawn] * factor, h[drawn] * factor
+    return np.sort(np.concatenate([order[:top], drawn])), g, h
+
+
+class EarlyStopping:
+    """Validation AUC after each tree; stop after ``patience`` trees without a strictly better one."""
+
+    def __init__(self, patience: int | None, y_valid: np.ndarray | None):
+        self.patience, self.y = patience, y_valid
+        self.best_auc, self.best_trees, self.aucs = -np.inf, 0, []
+
+    def update(self, trees: int, valid_score: np.ndarray) -> bool:
+        """Record the AUC with ``trees`` trees; True when training should stop."""
+        auc = metrics.auc(self.y, valid_score)
+        self.aucs.append(auc)
+        if auc > self.best_auc:
+            self.best_auc, self.best_trees = auc, trees
+        return trees - self.best_trees >= self.patience
+
+
+def importance(trees: list[Tree]) -> dict[tuple[str, int], dict]:
+    """(party, feature) -> {"splits": count, "gain": total gain} over ``trees`` (the reference's view)."""
+    out: dict[tuple[str, int], dict] = {}
+    for tree in trees:
+        for n in tree.nodes:
+            if not n.is_leaf:
+                entry = out.setdefault((n.party, n.feature), {"splits": 0, "gain": 0.0})
+                entry["splits"] += 1
+                entry["gain"] += n.gain
+    return out
+
+
 def smaller_first(left: np.ndarray, right: np.ndarray) -> bool:
     """True when the left child is built from rows (and the right derived by subtraction)."""
     return len(left) <= len(right)
@@ -205,9 +280,14 @@ class GbdtReference:
         self.base = 0.0
         self.parties: list[str] = []
         self.history: list[dict] = []
+        self.best_trees = 0
 
-    def fit(self, parties: list[PartyBins], y: np.ndarray) -> "GbdtReference":
+    def fit(self, parties: list[PartyBins], y: np.ndarray,
+            valid: tuple[list[PartyBins], np.ndarray] | None = None) -> "GbdtReference":
+        """Grow the trees; ``valid`` (validation rows' bins, labels) is needed with ``patience``."""
         cfg = self.cfg
+        if (cfg.patience is None) != (valid is None):
+            raise FedCreditError("early stopping needs validation rows, and validation rows need patience")
         y = np.asarray(y, dtype=np.float64)
         rows = len(y)
         for p in parties:
@@ -216,22 +296,47 @@ class GbdtReference:
         self.parties = [p.name for p in parties]
         self.base = base_score(y)
         score = np.full(rows, self.base)
-        self.trees = []
+        self.trees, self.history = [], []
+        by_name = {p.name: p for p in parties}
+        stopper = None
+        if valid is not None:
+            vparties = {p.name: p for p in valid[0]}
+            vrows = valid[0][0].bins.shape[0]
+            vscore = np.full(vrows, self.base)
+            stopper = EarlyStopping(cfg.patience, np.asarray(valid[1]))
         for t in range(cfg.n_trees):
             g, h = gradients(score, y, cfg.scale_bits)
-            tree, leaf_of = self._grow(parties[:1] if cfg.bank_first_tree and t == 0 else parties, g, h)
+            root, g, h = goss(g, h, cfg, t)
+            tree, leaf_of = self._grow(parties[:1] if cfg.bank_first_tree and t == 0 else parties, g, h, root)
             self.trees.append(tree)
-            score = score + cfg.learning_rate * np.array([tree.nodes[i].weight for i in leaf_of])
-            self.history.append({"tree": len(self.trees), "loss": float(np.mean(np.logaddexp(0, score) - y * score))})
+            if len(root) < rows:  # GOSS: the rows outside the sample are routed through the new tree
+                step = route(tree, by_name, rows)
+            else:
+                step = np.array([tree.nodes[i].weight for i in leaf_of])
+            score = score + cfg.learning_rate * step
+            entry = {"tree": len(self.trees), "loss": float(np.mean(np.logaddexp(0, score) - y * score))}
+            self.history.append(entry)
+            if stopper is not None:
+                vscore = vscore + cfg.learning_rate * route(tree, vparties, vrows)
+                stop = stopper.update(len(self.trees), vscore)
+                entry["valid_auc"] = stopper.aucs[-1]
+                if stop:
+                    break
+        if stopper is not None:
+            self.trees = self.trees[:stopper.best_trees]
+        self.best_trees = len(self.trees)
         return self
 
-    def _grow(self, parties: list[PartyBins], g: np.ndarray, h: np.ndarray) -> tuple[Tree, np.ndarray]:
+    def importance(self) -> dict[tuple[str, int], dict]:
+        return importance(self.trees)
+
+    def _grow(self, parties: list[PartyBins], g: np.ndarray, h: np.ndarray, sample: np.ndarray) -> tuple[Tree, np.ndarray]:
+        """One tree over the ``sample`` rows; returns it and the leaf of each sampled row (others: −1)."""
         cfg = self.cfg
         rows = len(g)
-        root = TreeNode(0, 0)
-        tree = Tree([root])
-        members = {0: np.arange(rows)}
-        hists = {0: [histogram(p.bins, p.n_bins, g, h) for p in parties]} if cfg.max_depth > 0 else {}
+        tree = Tree([TreeNode(0, 0)])
+        members = {0: sample}
+        hists = {0: [histogram(p.bins[sample], p.n_bins, g[sample], h[sample]) for p in parties]}
         level = [0]
         while level:
             nxt = []
@@ -245,7 +350,8 @@ class GbdtReference:
                 if split is None:
                     node.weight = leaf_weight(tg, th, cfg)
                     continue
-                party, j, b, _ = split
+                party, j, b, gain = split
+                node.gain = gain
                 p = next(q for q in parties if q.name == party)
                 go_left = p.bins[idx, j] <= b
                 left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
@@ -260,7 +366,7 @@ class GbdtReference:
                 hists.pop(nid, None)
                 nxt += [left.id, right.id]
             level = nxt
-        leaf_of = np.empty(rows, dtype=np.int64)
+        leaf_of = np.full(rows, -1, dtype=np.int64)
         for node in tree.nodes:
             if node.is_leaf:
                 leaf_of[members[node.id]] = node.id

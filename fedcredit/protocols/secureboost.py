@@ -21,6 +21,21 @@ Per tree (``sb.tree`` from the coordinator starts it at the bank):
 
 With ``bank_first_tree`` the first tree is grown by the bank alone (no message to hosts).
 
+GOSS (``goss_top``, ``goss_other``): the bank samples each tree's root rows
+(``gbdt_reference.goss``, with a seed only the bank knows) and sends the ciphertexts of
+those rows only, with the list of root rows; hosts never learn which sampled rows were
+kept for a large gradient. After a GOSS tree, and after every tree when early stopping
+(``patience``) is on, the bank routes the training rows outside the sample and its
+validation rows through the new tree only (``sb.route``, as in prediction), updates their
+scores and the validation AUC; ``sb.tree_done`` tells the coordinator whether to stop.
+When the best number of trees is below the number grown, the bank drops the extra trees
+and tells each host how many of its lookup-table records the kept trees use
+(``sb.prune``, answered by ``sb.pruned``); the host drops the rest.
+
+Feature importance (``importance``): a host counts the splits on each of its features
+from its own lookup table; the bank keeps the gain of every split, its own per feature
+and a host's per opaque record number. No importance value is ever sent.
+
 Prediction (``sb.predict``): the bank routes every aligned row through its own splits;
 rows waiting at a host's node go to that host in ``sb.route`` (record number and rows);
 the host answers ``sb.routed`` (which go left). At most ``max_depth`` round trips; only
@@ -31,7 +46,8 @@ share. What each message reveals: docs/leakage.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import secrets
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -48,9 +64,11 @@ SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE = (
     "sb.setup", "sb.ready", "sb.tree", "sb.gradients", "sb.nodes", "sb.histograms", "sb.split", "sb.left",
     "sb.tree_done")
 PREDICT, ROUTE, ROUTED, SCORED = "sb.predict", "sb.route", "sb.routed", "sb.scored"
-KINDS = (SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE, PREDICT, ROUTE, ROUTED, SCORED)
-TO_HOST = (GRADIENTS, NODES, SPLIT, ROUTE)  # bank → host, relayed (sealed when parties have relays)
-TO_BANK = (HISTOGRAMS, LEFT, ROUTED)  # host → bank, relayed
+PRUNE, PRUNED = "sb.prune", "sb.pruned"
+KINDS = (SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE, PREDICT, ROUTE, ROUTED, SCORED,
+         PRUNE, PRUNED)
+TO_HOST = (GRADIENTS, NODES, SPLIT, ROUTE, PRUNE)  # bank → host, relayed (sealed when parties have relays)
+TO_BANK = (HISTOGRAMS, LEFT, ROUTED, PRUNED)  # host → bank, relayed
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,9 @@ class SbConfig:
     min_child_weight: float = 1.0
     scale_bits: int = 16
     bank_first_tree: bool = False  # first tree from the bank's features only: hosts get no gradients for it
+    goss_top: float = 0.0  # GOSS a (0 and goss_other 0: no sampling); the seed is the bank's own
+    goss_other: float = 0.0  # GOSS b
+    patience: int | None = None  # early stopping on the bank's validation rows' AUC
     key_bits: int = 2048
     backend: str = "paillier"
 
@@ -92,10 +113,12 @@ class TreePartyData:
     train_rows: np.ndarray  # indices into the aligned rows
     labels: np.ndarray | None = None  # bank only: labels of all aligned rows
     prep: object = None  # the party's FeaturePrep, to describe thresholds in its model part
+    valid_rows: np.ndarray | None = None  # bank only: validation rows (indices into the aligned rows) for early stopping
 
     @classmethod
-    def from_prep(cls, prep, frame, train_rows, labels=None) -> "TreePartyData":
-        return cls(prep.bins(frame), [s.n_bins() for s in prep.specs], np.asarray(train_rows), labels, prep)
+    def from_prep(cls, prep, frame, train_rows, labels=None, valid_rows=None) -> "TreePartyData":
+        return cls(prep.bins(frame), [s.n_bins() for s in prep.specs], np.asarray(train_rows), labels, prep,
+                   None if valid_rows is None else np.asarray(valid_rows))
 
     def __post_init__(self) -> None:
         self.bins = np.asarray(self.bins, dtype=np.int64).reshape(len(self.bins), -1)
@@ -108,10 +131,15 @@ class TreePartyData:
 class SbParty:
     """A data holder in vertical SecureBoost (the bank, or a host); driven by ``handle``."""
 
-    def __init__(self, role: str, data: TreePartyData, pool=None, deployment: bool | None = None):
+    def __init__(self, role: str, data: TreePartyData, pool=None, deployment: bool | None = None,
+                 goss_seed: int | None = None):
         if (role == BANK) != (data.labels is not None):
             raise ProtocolError(f"{role}: only the bank holds labels, and it needs them")
+        if role != BANK and (data.valid_rows is not None or goss_seed is not None):
+            raise ProtocolError(f"{role}: validation rows and the GOSS seed are the bank's")
         self.role, self.data, self.pool, self.deployment = role, data, pool, deployment
+        # the bank's private GOSS seed (hosts could tell large-gradient rows from the sample if they knew it)
+        self.goss_seed = (secrets.randbits(62) if goss_seed is None else int(goss_seed)) if role == BANK else None
         self.cfg: SbConfig | None = None
         self.run_id, self.hosts = "", []
         self.key: PaillierPublicKey | None = None
@@ -129,6 +157,8 @@ class SbParty:
         self._gh: EncryptedVector | None = None
         self._hists: dict[int, EncryptedVector] = {}
         self._slot_bits = 0
+        self._pos: np.ndarray | None = None  # host: training row -> position in this tree's ciphertexts (-1: not sampled)
+        self._stopper: ref.EarlyStopping | None = None
 
     # -- dispatch -----------------------------------------------------------
     def handle(self, msg: Message) -> list[Message]:
@@ -139,10 +169,10 @@ class SbParty:
             expect(msg, KINDS, run_id=self.run_id)
         if self.role == BANK:
             table = {SETUP: self._setup, TREE: self._tree, PREDICT: self._predict,
-                     HISTOGRAMS: self._collect, LEFT: self._collect, ROUTED: self._collect}
+                     HISTOGRAMS: self._collect, LEFT: self._collect, ROUTED: self._collect, PRUNED: self._collect}
         else:
             table = {SETUP: self._setup, GRADIENTS: self._gradients, NODES: self._nodes, SPLIT: self._split,
-                     ROUTE: self._route}
+                     ROUTE: self._route, PRUNE: self._prune}
         handler = table.get(msg.kind)
         if handler is None:
             raise ProtocolError(f"unexpected {msg.describe()} at {self.role}")
@@ -171,6 +201,12 @@ class SbParty:
             self.base = ref.base_score(y)
             self._score = np.full(len(y), self.base)
             meta["train_rows"] = len(y)
+            valid = self.data.valid_rows
+            if (cfg.patience is None) != (valid is None or len(valid) == 0):
+                raise ProtocolError(f"{msg.describe()}: early stopping needs validation rows at the bank, and they need patience")
+            if valid is not None:
+                self._valid_score = np.full(len(valid), self.base)
+                self._stopper = ref.EarlyStopping(cfg.patience, self.data.labels[valid].astype(np.float64))
         return [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
 
     # -- the bank: scripts that wait for hosts' answers ----------------------
@@ -211,23 +247,32 @@ class SbParty:
             out.append(self._reply(kind, host, step, {**meta, **bmeta}, payload))
         return out
 
+    def gbdt_config(self) -> GbdtConfig:
+        """The settings as the reference takes them (the bank's: with its private GOSS seed)."""
+        return replace(self.cfg.gbdt(), goss_seed=self.goss_seed or 0)
+
     def _grow(self, step: int):
         """One tree, level by level; yields (messages, (awaited kind, senders)) and gets the replies."""
-        cfg, gcfg, d = self.cfg, self.cfg.gbdt(), self.data
+        cfg, gcfg, d = self.cfg, self.gbdt_config(), self.data
         y = d.labels[d.train_rows].astype(np.float64)
         hosts = [] if gcfg.bank_first_tree and not self.trees else self.hosts  # hosts see nothing of a bank-only tree
         n = len(y)
         g, h = ref.gradients(self._score, y, cfg.scale_bits)
+        root, g, h = ref.goss(g, h, gcfg, len(self.trees))
         tree = Tree([TreeNode(0, 0)])
-        members = {0: np.arange(n)}
-        own = {0: ref.histogram(d.train_bins, d.n_bins, g, h)}
+        members = {0: root}
+        own = {0: ref.histogram(d.train_bins[root], d.n_bins, g[root], h[root])}
         remote: dict[int, dict[str, tuple]] = {}
         totals = lambda nid: (int(g[members[nid]].sum()), int(h[members[nid]].sum()))  # noqa: E731
         if hosts:
             slot = wire.gh_slot_bits(cfg.scale_bits, n)
-            enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g, h, slot), 0, pool=self.pool)
-            meta = {"tree": len(self.trees), "key_n": format(self.key.n, "x"), "slot_bits": slot}
-            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, {"gh": (enc.to_bytes(), enc.meta())}) for hst in hosts})
+            enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
+            meta = {"tree": len(self.trees), "key_n": format(self.key.n, "x"), "slot_bits": slot,
+                    "sampled": len(root) < n}
+            parts = {"gh": (enc.to_bytes(), enc.meta())}
+            if len(root) < n:
+                parts["root"] = (wire.rows_to_bytes(root), {})
+            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, parts) for hst in hosts})
             inbox = yield msgs, (HISTOGRAMS, set(hosts))
             remote = self._histograms(inbox, [0], totals, slot)
             step = max(m.step for m in inbox.values()) + 1
@@ -253,15 +298,42 @@ class SbParty:
                                    (HISTOGRAMS, set(hosts)))
                     step = max(m.step for m in inbox.values()) + 1
                     remote = self._histograms(inbox, [x for _, s, b in builds for x in (s, b)], totals, slot)
-        leaf = np.empty(n, dtype=np.int64)
+        leaf = np.full(n, -1, dtype=np.int64)
         for node in tree.nodes:
             if node.is_leaf:
                 leaf[members[node.id]] = node.id
         self.trees.append(tree)
-        self._score = self._score + gcfg.learning_rate * np.array([tree.nodes[i].weight for i in leaf.tolist()])
+        # rows the tree was not grown on: training rows outside the GOSS sample, validation rows
+        outside = np.flatnonzero(leaf < 0)
+        valid = d.valid_rows if self._stopper is not None else np.zeros(0, dtype=np.int64)
+        ask = np.union1d(d.train_rows[outside], valid).astype(np.int64)
+        if ask.size:
+            pos, step = yield from self._paths(step, [tree], ask)
+            at = {int(r): k for k, r in enumerate(ask.tolist())}
+            leaf[outside] = pos[0, [at[int(r)] for r in d.train_rows[outside].tolist()]]
+        weights = np.array([nd.weight if nd.is_leaf else np.nan for nd in tree.nodes])
+        self._score = self._score + gcfg.learning_rate * weights[leaf]
         loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
-        self.history.append({"tree": len(self.trees), "loss": loss})
-        return [self._reply(TREE_DONE, COORDINATOR, step, {"tree": len(self.trees) - 1})]
+        entry = {"tree": len(self.trees), "loss": loss}
+        self.history.append(entry)
+        stop = False
+        if self._stopper is not None:
+            self._valid_score = self._valid_score + gcfg.learning_rate * weights[pos[0, np.searchsorted(ask, valid)]]
+            stop = self._stopper.update(len(self.trees), self._valid_score)
+            entry["valid_auc"] = self._stopper.aucs[-1]
+            if (stop or len(self.trees) == cfg.n_trees) and self._stopper.best_trees < len(self.trees):
+                step = yield from self._prune_to(step, self._stopper.best_trees)
+        return [self._reply(TREE_DONE, COORDINATOR, step, {"tree": len(self.history) - 1, "stop": stop})]
+
+    def _prune_to(self, step: int, keep: int):
+        """Keep the first ``keep`` trees; each host keeps the lookup records those trees use (a prefix)."""
+        self.trees = self.trees[:keep]
+        if not self.hosts:
+            return step
+        used = {hst: sum(n.party == hst for t in self.trees for n in t.nodes) for hst in self.hosts}
+        inbox = yield (self._send_hosts(PRUNE, step, {hst: ({"records": used[hst]}, {}) for hst in self.hosts}),
+                       (PRUNED, set(self.hosts)))
+        return max(m.step for m in inbox.values()) + 1
 
     def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):
         """Best split of every node of a level (or its leaf weight); the bank's own splits are applied here.
@@ -281,7 +353,7 @@ class SbParty:
             if choice is None:
                 node.weight = ref.leaf_weight(tg, th, gcfg)
                 continue
-            party, j, b, _ = choice
+            party, j, b, node.gain = choice
             left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
             tree.nodes += [left, right]
             node.party, node.feature, node.bin, node.left, node.right = party, j, b, left.id, right.id
@@ -356,20 +428,24 @@ class SbParty:
             raise ProtocolError(f"{msg.describe()}: the bank has no finished model to predict with")
         return self._run_script(self._route_all(msg.step + 1))
 
-    def _route_all(self, step: int):
-        d, gcfg = self.data, self.cfg.gbdt()
-        rows = d.bins.shape[0]
-        pos = np.zeros((len(self.trees), rows), dtype=np.int64)
+    def _paths(self, step: int, trees: list[Tree], rows: np.ndarray):
+        """Leaf of each of ``rows`` (increasing aligned-row indices) in each tree: (trees × rows ids, step).
+
+        The bank's own splits need no message; rows waiting at a host's split go to that
+        host in one ``sb.route`` per round (at most ``max_depth`` rounds).
+        """
+        d = self.data
+        pos = np.zeros((len(trees), len(rows)), dtype=np.int64)
         while True:
             queries: dict[str, list[tuple[int, int, np.ndarray]]] = {}
-            for t, tree in enumerate(self.trees):
+            for t, tree in enumerate(trees):
                 moved = True
                 while moved:  # the bank's own splits need no message
                     moved = False
                     for node in tree.nodes:
                         idx = np.flatnonzero(pos[t] == node.id)
                         if node.party == BANK and idx.size:
-                            go = d.bins[idx, node.feature] <= node.bin
+                            go = d.bins[rows[idx], node.feature] <= node.bin
                             pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
                             moved = True
                 for node in tree.nodes:
@@ -377,19 +453,24 @@ class SbParty:
                     if not node.is_leaf and node.party != BANK and idx.size:
                         queries.setdefault(node.party, []).append((t, node.id, idx))
             if not queries:
-                break
+                return pos, step
             per_host = {}
             for hst, qs in queries.items():
-                meta = {"queries": [{"record": self.trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
-                per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(idx), {}) for k, (_, _, idx) in enumerate(qs)})
+                meta = {"queries": [{"record": trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
+                per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(rows[idx]), {}) for k, (_, _, idx) in enumerate(qs)})
             inbox = yield self._send_hosts(ROUTE, step, per_host), (ROUTED, set(queries))
             step = max(m.step for m in inbox.values()) + 1
             for hst, m in inbox.items():
                 parts = unbundle(m, [f"q{k}" for k in range(len(queries[hst]))])
                 for k, (t, nid, idx) in enumerate(queries[hst]):
-                    node = self.trees[t].nodes[nid]
+                    node = trees[t].nodes[nid]
                     go = wire.mask_from_bytes(parts[f"q{k}"][0], len(idx), m, f"query {k}")
                     pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
+
+    def _route_all(self, step: int):
+        d, gcfg = self.data, self.cfg.gbdt()
+        rows = d.bins.shape[0]
+        pos, step = yield from self._paths(step, self.trees, np.arange(rows))
         score = np.full(rows, self.base)
         for t, tree in enumerate(self.trees):
             weights = np.array([n.weight if n.is_leaf else np.nan for n in tree.nodes])
@@ -412,13 +493,23 @@ class SbParty:
         self._slot_bits = meta_int(msg, "slot_bits", 1)
         if self._slot_bits != wire.gh_slot_bits(self.cfg.scale_bits, n):
             raise ProtocolError(f"{msg.describe()}: slot width {self._slot_bits} does not match {n} training rows")
-        self._gh = wire.vector_part(key, unbundle(msg, ["gh"])["gh"], n, msg)
-        self._hists = {0: self._build(np.arange(n))}
+        sampled = msg.meta.get("sampled")
+        if not isinstance(sampled, bool):
+            raise ProtocolError(f"{msg.describe()}: meta field 'sampled' must be a bool")
+        parts = unbundle(msg, ["gh", "root"] if sampled else ["gh"])
+        root = wire.rows_from_bytes(parts["root"][0], n, msg, "root rows") if sampled else np.arange(n)
+        self._gh = wire.vector_part(key, parts["gh"], len(root), msg)
+        self._pos = np.full(n, -1, dtype=np.int64)
+        self._pos[root] = np.arange(len(root))
+        self._hists = {0: self._build(root, msg)}
         return [self._send_histograms(msg, [0])]
 
-    def _build(self, rows: np.ndarray) -> EncryptedVector:
+    def _build(self, rows: np.ndarray, msg: Message) -> EncryptedVector:
         d = self.data
-        return self._gh.take(rows).grouped_sum(d.train_bins[rows], d.n_bins, pool=self.pool)
+        at = self._pos[rows]
+        if np.any(at < 0):
+            raise ProtocolError(f"{msg.describe()}: rows outside this tree's root")
+        return self._gh.take(at).grouped_sum(d.train_bins[rows], d.n_bins, pool=self.pool)
 
     def _send_histograms(self, msg: Message, nodes: list[int]) -> Message:
         keep = wire.valid_bins(self.data.n_bins)
@@ -446,7 +537,7 @@ class SbParty:
             if parent is None:
                 raise ProtocolError(f"{msg.describe()}: no histogram of node {e['parent']} to subtract from")
             rows = wire.rows_from_bytes(parts[f"rows{e['build']}"][0], n, msg, f"node {e['build']}")
-            hists[e["build"]] = self._build(rows)
+            hists[e["build"]] = self._build(rows, msg)
             hists[e["derive"]] = parent - hists[e["build"]]
             order += [e["build"], e["derive"]]
         self._hists = hists
@@ -488,6 +579,42 @@ class SbParty:
             out[q["part"]] = (wire.mask_to_bytes(self.data.bins[rows, j] <= b), {})
         payload, meta = bundle(out)
         return [self._reply(ROUTED, BANK, msg.step + 1, meta, payload)]
+
+    def _prune(self, msg: Message) -> list[Message]:
+        expect(msg, PRUNE, sender=BANK)
+        keep = meta_int(msg, "records")
+        if keep > len(self.lookup):
+            raise ProtocolError(f"{msg.describe()}: {keep} records to keep, {self.role} has {len(self.lookup)}")
+        del self.lookup[keep:]
+        return [self._reply(PRUNED, BANK, msg.step + 1)]
+
+    def importance(self) -> dict:
+        """Feature importance this party may see: its own features only.
+
+        A host: per own feature index, the number of splits in its lookup table (and the
+        feature's name). The bank: per own feature, splits and total gain; per host, the
+        gain of each split by the host's opaque record number (the bank does not know
+        which host feature a record is) — never sent.
+        """
+        specs = getattr(self.data.prep, "specs", None)
+        name = (lambda j: {"name": specs[j].name}) if specs is not None else (lambda j: {})  # noqa: E731
+        if self.role != BANK:
+            out: dict = {}
+            for j, _ in self.lookup:
+                out.setdefault(j, {"splits": 0, **name(j)})["splits"] += 1
+            return {"features": out}
+        own, hosts = {}, {h: {} for h in self.hosts}
+        for tree in self.trees:
+            for n in tree.nodes:
+                if n.is_leaf:
+                    continue
+                if n.party == BANK:
+                    entry = own.setdefault(n.feature, {"splits": 0, "gain": 0.0, **name(n.feature)})
+                    entry["splits"] += 1
+                    entry["gain"] += n.gain
+                else:
+                    hosts[n.party][n.record] = n.gain
+        return {"features": own, "host_records": hosts}
 
     def model_part(self) -> dict:
         """What this party keeps of the model. A host: its lookup table, thresholds in its own terms."""
@@ -570,9 +697,14 @@ class SbCoordinator(ScriptedCoordinator):
             done = yield from self._relay_until(replies, TREE_DONE)
             if done.meta.get("tree") != t:
                 raise ProtocolError(f"{done.describe()}: reports tree {done.meta.get('tree')!r}, expected {t}")
-            self.history.append({"tree": t})
+            stop = done.meta.get("stop", False)
+            if not isinstance(stop, bool):
+                raise ProtocolError(f"{done.describe()}: meta field 'stop' must be a bool")
+            self.history.append({"tree": t, "stop": stop})
             if self.on_progress is not None:
                 self.on_progress({"tree": t})
+            if stop:  # early stopping: the bank keeps its best trees
+                break
         if self.score:
             self._step += 1
             replies = yield [self._send(PREDICT, BANK)]
