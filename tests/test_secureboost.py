@@ -482,3 +482,30 @@ def test_the_coordinator_relays_only_protocol_routes(set_up):
         coord2.advance(replies[:1])
     with pytest.raises(ProtocolError, match="bank first"):
         SbCoordinator("t", ["tax", "bank"])
+
+
+def test_malformed_goss_and_prune_requests_are_rejected():
+    parties, *_ = make_parties(roles=ROLES, goss_seed=1)
+    coord = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", goss_top=0.2, goss_other=0.2, **CONFIG))
+    for m in coord.start():
+        parties[m.receiver].handle(m)
+    bank, tax = parties["bank"], parties["tax"]
+    to_tax = next(m for m in bank.handle(Message(sb.TREE, "coordinator", "bank", "t", 1, {"tree": 0})) if m.receiver == "tax")
+    assert to_tax.meta["sampled"] is True
+    with pytest.raises(ProtocolError, match="'sampled' must be a bool"):
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "sampled": 1}}))
+    with pytest.raises(ProtocolError, match="payload parts"):  # a sampled root without its row list
+        tax.handle(Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "sampled": False}}))
+    tax.handle(to_tax)
+    root = set(np.frombuffer(dict(zip([p["name"] for p in to_tax.meta["parts"]], _split_parts(to_tax)))["root"],
+                             dtype=">u4").tolist())
+    outside = min(set(range(len(tax.data.train_rows))) - root)
+    payload, meta = bundle({"rows1": (wire.rows_to_bytes(np.array([outside])), {})})
+    with pytest.raises(ProtocolError, match="outside this tree's root"):
+        tax.handle(Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": 0, "build": 1, "derive": 2}]}, payload))
+    with pytest.raises(ProtocolError, match="records to keep"):
+        tax.handle(Message(sb.PRUNE, "bank", "tax", "t", 3, {"records": 1}))
+    with pytest.raises(ProtocolError, match="records"):
+        tax.handle(Message(sb.PRUNE, "bank", "tax", "t", 3, {"records": -1}))
+    with pytest.raises(ProtocolError, match="unexpected sb.prune"):
+        bank.handle(Message(sb.PRUNE, "coordinator", "bank", "t", 3, {"records": 0}))

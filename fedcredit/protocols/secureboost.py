@@ -309,8 +309,7 @@ class SbParty:
         ask = np.union1d(d.train_rows[outside], valid).astype(np.int64)
         if ask.size:
             pos, step = yield from self._paths(step, [tree], ask)
-            at = {int(r): k for k, r in enumerate(ask.tolist())}
-            leaf[outside] = pos[0, [at[int(r)] for r in d.train_rows[outside].tolist()]]
+            leaf[outside] = pos[0, np.searchsorted(ask, d.train_rows[outside])]
         weights = np.array([nd.weight if nd.is_leaf else np.nan for nd in tree.nodes])
         self._score = self._score + gcfg.learning_rate * weights[leaf]
         loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
