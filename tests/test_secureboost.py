@@ -509,3 +509,17 @@ def test_malformed_goss_and_prune_requests_are_rejected():
         tax.handle(Message(sb.PRUNE, "bank", "tax", "t", 3, {"records": -1}))
     with pytest.raises(ProtocolError, match="unexpected sb.prune"):
         bank.handle(Message(sb.PRUNE, "coordinator", "bank", "t", 3, {"records": 0}))
+
+
+@pytest.mark.parametrize("roles, extra", [(ROLES, dict(bank_first_tree=True)), (("bank",), {})])
+def test_goss_and_early_stopping_combine_with_a_bank_only_first_tree_and_a_lone_bank(roles, extra):
+    result = run("mock", roles=roles, **{**GOSS_ES, "patience": 1, **extra})
+    model, scores = reference(result, roles=roles)
+    bank = result["parties"]["bank"]
+    assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
+    assert bank.history == model.history and len(bank.history) > len(bank.trees)
+    np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
+    first = min((m.step for m in map(Message.from_bytes, result["taps"]) if m.kind == sb.TREE and m.meta["tree"] == 1),
+                default=None)
+    # nothing reaches a host before the second tree (the bank-only first tree's routing needs no host)
+    assert all(m.step > first for m in map(Message.from_bytes, result["taps"]) if m.relayed)
