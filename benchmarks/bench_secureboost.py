@@ -1,0 +1,192 @@
+"""Cost of one vertical SecureBoost tree, 2048-bit Paillier vs the mock cipher, and AUC against the reference.
+
+    python benchmarks/bench_secureboost.py [--quick] [--json PATH] [--rows N] [--trees T] [--depth D]
+
+Three parties: the bank (labels, Paillier key, 30 features) and two hosts, tax and
+utilities (150 features each: 300 host features). Data: ``fedcredit.data.synth.generate``
+joined on USCC (bank 8, tax 11, utilities 17 base columns), widened to 30 / 150 / 150
+columns with derived columns: extra column i of a party is a noisy copy of the party's
+numeric base column (i mod count), ``x + std(x)·N(0, 1)`` (missing values stay missing).
+Every feature is quantile-binned into 10 bins (+ a missing bin) on the training rows.
+``--rows`` training rows (default 100,000; 2,000 with --quick) plus a quarter as many test
+rows. Depth 5, learning rate 0.3, λ = 1, g/h at 16 fixed-point bits.
+
+The same trees are grown with the Paillier backend and with the mock cipher (asserted:
+identical tree signatures and scores), and by the plaintext reference
+(``gbdt_reference.GbdtReference``, asserted identical too). A tree's time runs from the
+coordinator's ``sb.tree`` reaching the bank to the coordinator's progress callback after
+``sb.tree_done``; key generation and prediction are timed separately. The crypto
+WorkerPool has os.cpu_count() workers, so core-seconds per tree = seconds per tree × that.
+Target (issue #9): ≤ 180 core-seconds per tree at 100,000 rows × (30 + 300) features,
+depth 5 (FATE 2.x: about 114 s per tree on 16 cores = 1,824 core-seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit, machine, parser, peak_rss_mb  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fedcredit.crypto import WorkerPool  # noqa: E402
+from fedcredit.data import synth  # noqa: E402
+from fedcredit.data.binning import FeaturePrep  # noqa: E402
+from fedcredit.data.reference import feature_names, join_nodes  # noqa: E402
+from fedcredit.models.gbdt_reference import GbdtReference, PartyBins  # noqa: E402
+from fedcredit.protocols import secureboost as sb  # noqa: E402
+from fedcredit.protocols.loop import drive  # noqa: E402
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData  # noqa: E402
+from fedcredit.scoring.metrics import auc  # noqa: E402
+
+FATE_CORE_SECONDS = 114 * 16
+ROLES = ("bank", "tax", "utilities")
+WIDTH = {"bank": 30, "tax": 150, "utilities": 150}
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def widen(frame: pd.DataFrame, width: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Add noisy copies of the numeric base columns until the frame has ``width`` columns."""
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    extra = {}
+    for i in range(width - frame.shape[1]):
+        src = numeric[i % len(numeric)]
+        x = frame[src].to_numpy(dtype=float)
+        sd = np.nanstd(x) or 1.0
+        extra[f"{src}__d{i}"] = x + sd * rng.standard_normal(len(x))
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+
+
+def dataset(rows: int, test_rows: int, seed: int = 0):
+    """Frames per role (aligned rows: training first, then test), labels."""
+    need = rows + test_rows
+    generated = int(need / 0.7) + 1000  # synth's coverage leaves about 73% of enterprises in all three nodes
+    joined = join_nodes(synth.generate(generated, seed))
+    if len(joined) < need:
+        raise SystemExit(f"only {len(joined)} aligned rows generated, need {need}")
+    joined = joined.iloc[:need].reset_index(drop=True)
+    rng = np.random.default_rng(seed + 1)
+    frames = {r: widen(joined[feature_names(r)], WIDTH[r], rng) for r in ROLES}
+    return frames, joined["default_12m"].to_numpy().astype(np.int8)
+
+
+def party_data(frames, y, train):
+    out = {}
+    for role in ROLES:
+        prep = FeaturePrep.fit(frames[role].iloc[train])
+        out[role] = TreePartyData.from_prep(prep, frames[role], train, y if role == "bank" else None)
+    return out
+
+
+def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
+    """One federated training + prediction; per-tree wall times and load averages."""
+    starts, ends = [], []
+    with WorkerPool(workers) as pool:
+        parties = {r: SbParty(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
+        bank = parties["bank"]
+        handle = bank.handle
+
+        def timed(msg):
+            if msg.kind == sb.TREE:
+                starts.append(time.perf_counter())
+            elif msg.kind == sb.PREDICT:
+                ends.append(("predict", time.perf_counter()))
+            elif trace and msg.kind == sb.HISTOGRAMS:  # one per host and tree level
+                print(f"    {cfg.backend}: histograms from {msg.sender} after {time.perf_counter() - starts[-1]:.1f} s "
+                      f"({len(msg.payload) / 2**20:.1f} MiB, load {load()})", flush=True)
+            return handle(msg)
+
+        bank.handle = timed
+
+        def progress(rec):
+            now = time.perf_counter()
+            ends.append((rec["tree"], now))
+            print(f"  {cfg.backend}: tree {rec['tree'] + 1}/{cfg.n_trees} in {now - starts[-1]:.1f} s "
+                  f"(load {load()})", flush=True)
+
+        coord = SbCoordinator("bench", list(ROLES), cfg, on_progress=progress)
+        load_before = load()
+        t0 = time.perf_counter()
+        rounds = drive(coord, parties, tap=None)
+        total = time.perf_counter() - t0
+    tree_ends = [t for k, t in ends if k != "predict"]
+    predict_start = next((t for k, t in ends if k == "predict"), None)
+    tree_s = [e - s for s, e in zip(starts, tree_ends)]
+    return {"bank": bank, "parties": parties, "tree_s": tree_s, "setup_s": starts[0] - t0,
+            "predict_s": (t0 + total) - predict_start if predict_start else None, "total_s": total,
+            "rounds": rounds, "load_before": load_before, "load_after": load()}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--rows", type=int, default=None, help="training rows (default 100,000; 2,000 with --quick)")
+    p.add_argument("--trees", type=int, default=None, help="trees (default 1)")
+    p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--key-bits", type=int, default=2048)
+    p.add_argument("--trace", action="store_true", help="print the arrival of each level's histograms")
+    args = p.parse_args()
+    rows = args.rows or (2_000 if args.quick else 100_000)
+    trees = args.trees or 1
+    test_rows = rows // 4
+    workers = os.cpu_count() or 1
+    figures = {"machine": machine(), "workers": workers, "key_bits": args.key_bits, "depth": args.depth,
+               "trees": trees, "load_start": load()}
+    t = time.perf_counter()
+    frames, y = dataset(rows, test_rows)
+    train, test = np.arange(rows), np.arange(rows, rows + test_rows)
+    data = party_data(frames, y, train)
+    features = {r: data[r].bins.shape[1] for r in ROLES}
+    print(f"data: {rows:,} training + {test_rows:,} test rows, features {features}, "
+          f"default rate {y[train].mean():.3f}, prepared in {time.perf_counter() - t:.0f} s (load {load()})", flush=True)
+
+    base = dict(n_trees=trees, max_depth=args.depth, learning_rate=0.3, key_bits=args.key_bits)
+    enc = run(data, SbConfig(backend="paillier", **base), workers, args.trace)
+    mock = run(data, SbConfig(backend="mock", **base), workers)
+    eb, mb = enc["bank"], mock["bank"]
+    assert [tr.signature() for tr in eb.trees] == [tr.signature() for tr in mb.trees], "Paillier and mock trees differ"
+    assert np.array_equal(eb.scores, mb.scores)
+    for role in ROLES[1:]:
+        assert enc["parties"][role].lookup == mock["parties"][role].lookup
+
+    t = time.perf_counter()
+    blocks = [PartyBins(r, data[r].train_bins, data[r].n_bins) for r in ROLES]
+    model = GbdtReference(eb.gbdt_config()).fit(blocks, y[train])
+    ref_fit_s = time.perf_counter() - t
+    assert [tr.signature() for tr in model.trees] == [tr.signature() for tr in eb.trees], "reference trees differ"
+    ref_scores = model.decision_function([PartyBins(r, data[r].bins[test], data[r].n_bins) for r in ROLES])
+    test_auc, reference_auc = auc(y[test], eb.raw_scores[test]), auc(y[test], ref_scores)
+
+    tree_s = float(np.mean(enc["tree_s"]))
+    mock_tree_s = float(np.mean(mock["tree_s"]))
+    host_splits = sum(1 for tr in eb.trees for n in tr.nodes if n.party not in ("bank", None))
+    figures.update({
+        "rows": rows, "test_rows": test_rows, "features": sum(features.values()), "features_by_party": features,
+        "tree_s": round(tree_s, 2), "tree_s_each": [round(s, 2) for s in enc["tree_s"]],
+        "mock_tree_s": round(mock_tree_s, 3), "mock_tree_s_each": [round(s, 3) for s in mock["tree_s"]],
+        "core_seconds_per_tree": round(tree_s * workers, 1), "target_core_seconds": 180,
+        "fate_core_seconds": FATE_CORE_SECONDS,
+        "test_auc": round(test_auc, 4), "reference_auc": round(reference_auc, 4),
+        "identical_trees": True, "host_splits": host_splits,
+        "setup_s": round(enc["setup_s"], 2), "predict_s": round(enc["predict_s"], 2),
+        "mock_predict_s": round(mock["predict_s"], 2), "reference_fit_s": round(ref_fit_s, 2),
+        "load_paillier": [enc["load_before"], enc["load_after"]], "load_mock": [mock["load_before"], mock["load_after"]],
+        "load_end": load(), "peak_rss_mb": round(peak_rss_mb()),
+    })
+    print(f"{rows:,} rows × {sum(features.values())} features, depth {args.depth}: tree {tree_s:.1f} s Paillier vs "
+          f"{mock_tree_s:.2f} s mock; {tree_s * workers:.0f} core-s per tree (target 180, FATE {FATE_CORE_SECONDS}); "
+          f"test AUC {test_auc:.4f} vs reference {reference_auc:.4f}", flush=True)
+    emit(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
