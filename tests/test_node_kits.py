@@ -128,6 +128,7 @@ def test_node_start_without_config_still_works_and_names_what_is_missing(kit, tm
     (lambda t: t.replace("id_type =", "id_kind ="), r"unknown key\(s\) \['id_kind'\] in \[columns\]"),
     (lambda t: t.replace('role = "bank"', 'role = "tax"'), r"\[columns\] label: only the bank holds the label"),
     (lambda t: t.replace('features = ["balance_avg_12m"', 'features = ["a,b"'), r"\[columns\] features must be a list"),
+    (lambda t: t.replace("[columns]", '[columns]\nlayout = "free"'), r"\[columns\] layout: expected"),
 ])
 def test_a_bad_node_config_names_file_and_key(kit, edit, expect):
     path = kit / "node.toml"
@@ -202,3 +203,19 @@ def test_coordinator_start_sh_runs_coordinator_start(tmp_path, fake_fedcredit):
     assert res.returncode == 0, res.stderr
     assert log.read_text().splitlines() == ["coordinator", "start", "--config",
                                             str(ROOT / "nodes" / "coordinator" / "coordinator.toml")]
+
+
+def test_a_custom_layout_reaches_the_client_app(kit):
+    """A node whose file has its own columns (layout = "custom") can be deployed: the ClientApp reads the layout."""
+    from types import SimpleNamespace
+
+    from fedcredit.flower.client_app import node_config_from_context
+
+    path = kit / "node.toml"
+    path.write_text(path.read_text().replace("[columns]", '[columns]\nlayout = "custom"'))
+    _, node_config = kitconfig.load_node_config(path)
+    assert node_config["layout"] == "custom"
+    node, _ = node_config_from_context(SimpleNamespace(node_config={"role": "bank", "data": "/d.parquet", **node_config}))
+    assert node.layout == "custom" and node.features == ["balance_avg_12m", "dpd_max_12m"]
+    standard, _ = node_config_from_context(SimpleNamespace(node_config={"role": "tax", "data": "/d.parquet"}))
+    assert standard.layout == "standard"

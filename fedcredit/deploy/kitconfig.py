@@ -19,12 +19,13 @@ NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, Tru
              "work": (str, True), "out": (str, True), "key": (str, True), "port": (int, False),
              "idle_poll": (float, False), "heartbeat": (float, False)}
 COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str, False),
-               "features": (list, False), "categorical": (list, False), "extra": (list, False)}
+               "features": (list, False), "categorical": (list, False), "extra": (list, False),
+               "layout": (str, False)}
 COORDINATOR_KEYS = {"certs": (str, True), "host": (str, False), "port": (int, False), "state": (str, True),
                     "nodes": (list, False)}
 # [columns] key -> the node-config key the ClientApp reads (fedcredit.flower.client_app)
 NODE_CONFIG_NAMES = {"id_column": "id-column", "id_type": "id-kind", "label": "label", "features": "features",
-                     "categorical": "categorical", "extra": "extra"}
+                     "categorical": "categorical", "extra": "extra", "layout": "layout"}
 
 
 def _read(path: Path) -> dict:
@@ -68,6 +69,8 @@ def load_node_config(path: Path) -> tuple[dict, dict]:
         raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns]")
     node = _table(path, doc, "node", NODE_KEYS)
     columns = _table(path, doc, "columns", COLUMN_KEYS)
+    if columns.get("layout") not in (None, "standard", "custom"):
+        raise FedCreditError(f"{path}: [columns] layout: expected \"standard\" or \"custom\", got {columns['layout']!r}")
     if columns.get("label") and node.get("role") not in (None, "bank"):
         raise FedCreditError(f"{path}: [columns] label: only the bank holds the label")
     node_config = {NODE_CONFIG_NAMES[k]: ",".join(v) if isinstance(v, list) else v for k, v in columns.items()}

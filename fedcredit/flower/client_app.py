@@ -56,6 +56,7 @@ def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
         role=str(cfg["role"]), data=str(cfg["data"]), id_column=str(cfg.get("id-column", "uscc")),
         id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
         features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
+        layout=str(cfg.get("layout", "standard")),
         out_dir=str(cfg["out-dir"]) if cfg.get("out-dir") else None)
     return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
 
