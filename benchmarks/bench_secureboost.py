@@ -15,7 +15,10 @@ The same trees are grown with the Paillier backend and with the mock cipher (ass
 identical tree signatures and scores), and by the plaintext reference
 (``gbdt_reference.GbdtReference``, asserted identical too). A tree's time runs from the
 coordinator's ``sb.tree`` reaching the bank to the coordinator's progress callback after
-``sb.tree_done``; key generation and prediction are timed separately. The crypto
+``sb.tree_done``; key generation and prediction are timed separately, and the JSON splits the Paillier
+run's time by party and message handled (bank ``sb.tree``: gradients encrypted; host
+``sb.gradients``: root histograms; host ``sb.nodes``: deeper levels; bank ``sb.histograms``:
+decryption and split finding). The crypto
 WorkerPool has os.cpu_count() workers, so core-seconds per tree = seconds per tree × that.
 Target (issue #9): ≤ 180 core-seconds per tree at 100,000 rows × (30 + 300) features,
 depth 5 (FATE 2.x: about 114 s per tree on 16 cores = 1,824 core-seconds).
@@ -107,6 +110,16 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
             return handle(msg)
 
         bank.handle = timed
+        spent: dict[str, float] = {}  # seconds inside each party's handle, per (party, message kind received)
+        for role, party in parties.items():
+            def clocked(msg, inner=party.handle, role=role):
+                t = time.perf_counter()
+                try:
+                    return inner(msg)
+                finally:
+                    key = f"{role} {msg.kind}"
+                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+            party.handle = clocked
 
         def progress(rec):
             now = time.perf_counter()
@@ -124,7 +137,7 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
     tree_s = [e - s for s, e in zip(starts, tree_ends)]
     return {"bank": bank, "parties": parties, "tree_s": tree_s, "setup_s": starts[0] - t0,
             "predict_s": (t0 + total) - predict_start if predict_start else None, "total_s": total,
-            "rounds": rounds, "load_before": load_before, "load_after": load()}
+            "rounds": rounds, "spent": {k: round(v, 2) for k, v in sorted(spent.items())}, "load_before": load_before, "load_after": load()}
 
 
 def main() -> None:
@@ -179,6 +192,7 @@ def main() -> None:
         "identical_trees": True, "host_splits": host_splits,
         "setup_s": round(enc["setup_s"], 2), "predict_s": round(enc["predict_s"], 2),
         "mock_predict_s": round(mock["predict_s"], 2), "reference_fit_s": round(ref_fit_s, 2),
+        "paillier_seconds_by_party_and_message": enc["spent"], "mock_seconds_by_party_and_message": mock["spent"],
         "load_paillier": [enc["load_before"], enc["load_after"]], "load_mock": [mock["load_before"], mock["load_after"]],
         "load_end": load(), "peak_rss_mb": round(peak_rss_mb()),
     })
