@@ -19,6 +19,7 @@ address. The returned ``Impairment`` says which mechanism was used. Needs root.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import fcntl
 import ipaddress
@@ -36,6 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedcredit.errors import FedCreditError
+
+_OPEN: dict = {}  # id -> lab: labs built and not yet closed in this process (dataclasses are not hashable)
+
+
+def _close_open_labs() -> None:
+    for lab in list(_OPEN.values()):
+        try:
+            lab.close()
+        except Exception as exc:  # at exit: report, never raise
+            print(f"fedcredit netlab: cleanup at exit: {exc}", file=sys.stderr)
+
+
+atexit.register(_close_open_labs)
 
 SUBNET_PREFIX = "10.213"  # an unusual private range; the third octet is chosen per lab
 LOCK = Path("/run/fedcredit-netlab.lock")
@@ -176,6 +190,7 @@ class Lab:
 
     def build(self) -> None:
         ip = _ip_bin()
+        _OPEN[id(self)] = self  # closed at interpreter exit if the owner never got to (e.g. a test run interrupted)
         LOCK.parent.mkdir(parents=True, exist_ok=True)
         with open(LOCK, "a") as lock:  # two labs built at once must not pick the same subnet
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -234,6 +249,7 @@ class Lab:
             if res.returncode != 0 and not gone:
                 errors.append(f"{kind} {name}: {res.stderr.strip()}")
         self._built.clear()
+        _OPEN.pop(id(self), None)
         if errors:
             raise FedCreditError("lab cleanup left something behind: " + "; ".join(errors))
 
