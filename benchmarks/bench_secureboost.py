@@ -26,7 +26,6 @@ depth 5 (FATE 2.x: about 114 s per tree on 16 cores = 1,824 core-seconds).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
