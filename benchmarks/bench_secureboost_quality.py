@@ -50,14 +50,7 @@ from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, Tr
 from fedcredit.scoring.metrics import auc  # noqa: E402
 
 ROLES = ("bank", "tax", "utilities")
-GERMAN_SPLIT = {  # as in bench_quality.py
-    "bank": ["status_of_existing_checking_account", "duration_in_month", "credit_history", "purpose", "credit_amount",
-             "savings_account_and_bonds", "installment_rate_in_percentage_of_disposable_income",
-             "other_debtors_or_guarantors", "other_installment_plans", "number_of_existing_credits_at_this_bank"],
-    "tax": ["present_employment_since", "job", "personal_status_and_sex", "age_in_years",
-            "number_of_people_being_liable_to_provide_maintenance_for", "foreign_worker"],
-    "utilities": ["present_residence_since", "property", "housing", "telephone"],
-}
+from bench_quality import GERMAN_SPLIT  # noqa: E402  (the same vertical split as the LR quality benchmark)
 
 
 def synthetic(rows: int):

@@ -57,6 +57,7 @@ from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
 from fedcredit.protocols import secureboost_wire as wire
 from fedcredit.protocols.errors import ProtocolError
 from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, meta_int, unbundle
+from fedcredit.protocols.party import ProtocolParty
 from fedcredit.protocols.script import ScriptedCoordinator
 
 BANK = "bank"
@@ -128,8 +129,10 @@ class TreePartyData:
         self.train_bins = self.bins[self.train_rows]
 
 
-class SbParty:
+class SbParty(ProtocolParty):
     """A data holder in vertical SecureBoost (the bank, or a host); driven by ``handle``."""
+
+    KINDS, SETUP = KINDS, SETUP
 
     def __init__(self, role: str, data: TreePartyData, pool=None, deployment: bool | None = None,
                  goss_seed: int | None = None):
@@ -161,25 +164,15 @@ class SbParty:
         self._stopper: ref.EarlyStopping | None = None
 
     # -- dispatch -----------------------------------------------------------
-    def handle(self, msg: Message) -> list[Message]:
-        expect(msg, KINDS, receiver=self.role)
-        if msg.kind != SETUP and self.cfg is None:
-            raise ProtocolError(f"{msg.describe()}: {self.role} has not been set up")
-        if msg.kind != SETUP:
-            expect(msg, KINDS, run_id=self.run_id)
-        if self.role == BANK:
-            table = {SETUP: self._setup, TREE: self._tree, PREDICT: self._predict,
-                     HISTOGRAMS: self._collect, LEFT: self._collect, ROUTED: self._collect, PRUNED: self._collect}
-        else:
-            table = {SETUP: self._setup, GRADIENTS: self._gradients, NODES: self._nodes, SPLIT: self._split,
-                     ROUTE: self._route, PRUNE: self._prune}
-        handler = table.get(msg.kind)
-        if handler is None:
-            raise ProtocolError(f"unexpected {msg.describe()} at {self.role}")
-        return handler(msg)
+    def _is_set_up(self) -> bool:
+        return self.cfg is not None
 
-    def _reply(self, kind: str, receiver: str, step: int, meta=None, payload=b"") -> Message:
-        return Message(kind, self.role, receiver, self.run_id, step, meta or {}, payload)
+    def _handlers(self):
+        if self.role == BANK:
+            return {SETUP: self._setup, TREE: self._tree, PREDICT: self._predict,
+                    HISTOGRAMS: self._collect, LEFT: self._collect, ROUTED: self._collect, PRUNED: self._collect}
+        return {SETUP: self._setup, GRADIENTS: self._gradients, NODES: self._nodes, SPLIT: self._split,
+                ROUTE: self._route, PRUNE: self._prune}
 
     def _setup(self, msg: Message) -> list[Message]:
         expect(msg, SETUP, sender=COORDINATOR)

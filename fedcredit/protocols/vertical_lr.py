@@ -38,6 +38,7 @@ from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import ProtocolError
 from fedcredit.protocols.lbfgs import LbfgsBlock, directional_derivative, two_loop
 from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, unbundle
+from fedcredit.protocols.party import ProtocolParty
 from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.scoring import metrics
 
@@ -104,8 +105,10 @@ def _ints(values: np.ndarray, scale_bits: int) -> list[int]:
     return np.rint(np.ldexp(np.asarray(values, dtype=float), scale_bits)).astype(np.int64).tolist()
 
 
-class LrParty:
+class LrParty(ProtocolParty):
     """A data holder in vertical LR (the bank, or a host); driven by ``handle``."""
+
+    KINDS, SETUP = KINDS, SETUP
 
     def __init__(self, role: str, data: PartyData, pool=None, weights: np.ndarray | None = None):
         if data.train is not None and (role == BANK) != (data.labels is not None):
@@ -129,23 +132,15 @@ class LrParty:
         self.test_metrics: dict | None = None
 
     # -- message dispatch -------------------------------------------------
-    def handle(self, msg: Message) -> list[Message]:
-        expect(msg, KINDS, receiver=self.role)
-        if msg.kind != SETUP and self.key is None:
-            raise ProtocolError(f"{msg.describe()}: {self.role} has not been set up")
-        if msg.kind != SETUP:
-            expect(msg, KINDS, run_id=self.run_id)
-        handler = {
+    def _is_set_up(self) -> bool:
+        return self.key is not None
+
+    def _handlers(self):
+        return {
             SETUP: self._setup, LABELS: self._labels, EVAL: self._eval, PARTIAL: self._partial,
             SIGMOID: self._sigmoid, RESIDUAL: self._residual, UNMASK: self._unmask, FINISH: self._finish,
             SCORE: self._score, SCORE_PARTIAL: self._partial, SCORE_UNMASK: self._score_unmask,
-        }.get(msg.kind)
-        if handler is None:
-            raise ProtocolError(f"unexpected {msg.describe()} at {self.role}")
-        return handler(msg)
-
-    def _reply(self, kind: str, receiver: str, step: int, meta=None, payload=b"") -> Message:
-        return Message(kind, self.role, receiver, self.run_id, step, meta or {}, payload)
+        }
 
     # -- setup --------------------------------------------------------------
     def _setup(self, msg: Message) -> list[Message]:
