@@ -14,7 +14,6 @@ running federation, failing when the run fails, and keep named federations for
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import time
@@ -28,7 +27,6 @@ from rich.markup import escape
 from fedcredit.errors import FedCreditError
 
 console = Console()
-DEFAULT_HEARTBEAT = 10.0  # seconds; Flower accepts 10 at least (its default 30 means a crash is noticed after a minute)
 certs_app = typer.Typer(help="Test certificates and node keys for a federation.", no_args_is_help=True)
 coordinator_app = typer.Typer(help="The coordinator's Flower SuperLink.", no_args_is_help=True)
 node_app = typer.Typer(help="A data holder's Flower SuperNode.", no_args_is_help=True)
@@ -169,13 +167,12 @@ def node_start(
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)
-            env = f"FEDCREDIT_IDLE_POLL={o['idle_poll']} " if o.get("idle_poll") else ""
-            env += f"FEDCREDIT_HEARTBEAT={o.get('heartbeat') or DEFAULT_HEARTBEAT:g} "
+            env = "".join(f"{k}={v} " for k, v in P.supernode_env(o.get("idle_poll"), o.get("heartbeat")).items())
             console.print(env + shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
             return
-        os.environ["FEDCREDIT_HEARTBEAT"] = f"{o.get('heartbeat') or DEFAULT_HEARTBEAT:g}"  # read by the SuperNode wrapper
         proc = P.start_node(o["role"], o["data"], o["superlink"], o["certs"], o["work"], out=o.get("out"), key=o.get("key"),
-                            port=o.get("port"), idle_poll=o.get("idle_poll"), node_config=columns)
+                            port=o.get("port"), idle_poll=o.get("idle_poll"),
+                            heartbeat=o.get("heartbeat") or P.DEFAULT_HEARTBEAT, node_config=columns)
     except FedCreditError as exc:
         _fail(exc)
     console.print(f"[green]✓[/green] SuperNode {o['role']} → {o['superlink']} (TLS), data {Path(o['data']).resolve()} "

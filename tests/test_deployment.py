@@ -56,11 +56,9 @@ def _use_namespaces() -> str | None:
 
 
 @pytest.fixture
-def federation(tmp_path, monkeypatch):
-    """The running federation; ``start_node(role)`` (re)starts a node with its original settings."""
+def federation(tmp_path):
+    """The running federation; ``start_node(role)`` (re)starts a node with its original settings (10 s heartbeat)."""
     from fedcredit.data import synth
-
-    monkeypatch.setenv("FEDCREDIT_HEARTBEAT", "10")  # as `fedcredit node start` does: a crash is noticed in ~20 s
 
     why_not = _use_namespaces()
     lab = None if why_not else netlab.Lab(["coordinator", *ROLES, "rogue"])

@@ -281,14 +281,29 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
     return proc, registry
 
 
+DEFAULT_HEARTBEAT = 10.0
+
+
+def supernode_env(idle_poll: float | None, heartbeat: float | None) -> dict:
+    """The settings the SuperNode wrapper (``fedcredit.deploy.supernode``) reads from its environment."""
+    env = {"FEDCREDIT_IDLE_POLL": f"{idle_poll:g}"} if idle_poll else {}
+    env["FEDCREDIT_HEARTBEAT"] = f"{heartbeat or DEFAULT_HEARTBEAT:g}"
+    return env
+
+
 def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *, out: Path | None = None,
                port: int | None = None, key: Path | None = None, idle_poll: float | None = None,
-               max_retries: int | None = None, node_config: dict | None = None, netns: str | None = None) -> Proc:
-    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``), in ``netns`` if given."""
+               heartbeat: float = DEFAULT_HEARTBEAT, max_retries: int | None = None, node_config: dict | None = None,
+               netns: str | None = None) -> Proc:
+    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``), in ``netns`` if given.
+
+    ``heartbeat`` (seconds, Flower's minimum 10; its own default 30): a crashed node is
+    noticed by the coordinator after two intervals (``fedcredit.deploy.supernode``).
+    """
     work = Path(work).resolve()
     if not Path(data).exists():
         raise FedCreditError(f"data file {data} does not exist")
-    extra = {"FEDCREDIT_IDLE_POLL": str(idle_poll)} if idle_poll else {}
+    extra = supernode_env(idle_poll, heartbeat)
     cmd = supernode_command(role, Path(data), superlink, certs, work, port or free_port(), out=out, key=key,
                             node_config=node_config, max_retries=max_retries)
     return spawn(f"supernode-{role}", cmd, flower_env(work / "flwr-home", extra), work / "supernode.log", netns=netns)
