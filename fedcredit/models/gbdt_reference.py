@@ -97,6 +97,7 @@ class TreeNode:
     weight: float | None = None  # leaves only
     record: int | None = None  # federated host splits: the host's lookup-table record
     gain: float | None = None  # split nodes: the split's gain (known to whoever chooses splits: the bank)
+    cover: int | None = None  # training rows that reached the node (for reason codes); set by the federated bank
 
     @property
     def is_leaf(self) -> bool:

@@ -47,7 +47,7 @@ share. What each message reveals: docs/leakage.md.
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -129,14 +129,72 @@ class TreePartyData:
         self.train_bins = self.bins[self.train_rows]
 
 
+@dataclass
+class _Growing:
+    """The bank's tree in progress between messages (plain data, so the bank pickles)."""
+
+    tree: Tree
+    hosts: list[str]
+    g: np.ndarray
+    h: np.ndarray
+    members: dict[int, np.ndarray]  # node -> training rows (indices into the training rows)
+    own: dict[int, tuple]  # node -> the bank's own histograms
+    remote: dict[int, dict[str, tuple]] = field(default_factory=dict)  # node -> host -> decrypted histograms
+    slot: int = 0
+    level: list[int] = field(default_factory=lambda: [0])
+    split_nodes: list[int] = field(default_factory=list)
+    pending: dict[str, list[int]] = field(default_factory=dict)  # host -> nodes it must split
+    built: list[int] = field(default_factory=list)  # nodes whose histograms the hosts were asked for
+    leaf: np.ndarray | None = None
+    outside: np.ndarray | None = None
+    ask: np.ndarray | None = None
+    stop: bool = False
+
+    def totals(self, nid: int) -> tuple[int, int]:
+        rows = self.members[nid]
+        return int(self.g[rows].sum()), int(self.h[rows].sum())
+
+
+@dataclass
+class _Routing:
+    """Rows on their way to a leaf of each tree (prediction, or rows outside a tree's sample)."""
+
+    trees: list[Tree]
+    rows: np.ndarray
+    pos: np.ndarray  # trees × rows: current node
+    then: str  # the bank's stage called with (pos, step) once every row is at a leaf
+    queries: dict = field(default_factory=dict)
+
+
+def _next_step(inbox: dict[str, Message]) -> int:
+    return max(m.step for m in inbox.values()) + 1
+
+
+def check_tree(tree: Tree, bank_bins: list[int]) -> None:
+    """A loaded tree must be well formed: children exist, leaves weigh, the bank's splits fit its bins."""
+    ids = {n.id for n in tree.nodes}
+    for k, n in enumerate(tree.nodes):
+        if n.id != k:
+            raise ValueError(f"node {k} has id {n.id}")
+        if n.is_leaf:
+            if n.weight is None or not np.isfinite(n.weight):
+                raise ValueError(f"leaf {k} has no finite weight")
+        elif n.left not in ids or n.right not in ids or n.left <= k or n.right <= k:
+            raise ValueError(f"node {k} has children {n.left}, {n.right} outside the tree")
+        elif n.party == BANK and not (0 <= n.feature < len(bank_bins) and 0 <= n.bin < bank_bins[n.feature] - 1):
+            raise ValueError(f"node {k} splits bank feature {n.feature} at bin {n.bin}, which the bank does not have")
+        elif n.party != BANK and not (isinstance(n.record, int) and n.record >= 0):
+            raise ValueError(f"node {k} splits at a host without a record number")
+
+
 class SbParty(ProtocolParty):
     """A data holder in vertical SecureBoost (the bank, or a host); driven by ``handle``."""
 
     KINDS, SETUP = KINDS, SETUP
 
     def __init__(self, role: str, data: TreePartyData, pool=None, deployment: bool | None = None,
-                 goss_seed: int | None = None):
-        if (role == BANK) != (data.labels is not None):
+                 goss_seed: int | None = None, model: dict | None = None):
+        if (role == BANK) != (data.labels is not None) and model is None:
             raise ProtocolError(f"{role}: only the bank holds labels, and it needs them")
         if role != BANK and (data.valid_rows is not None or goss_seed is not None):
             raise ProtocolError(f"{role}: validation rows and the GOSS seed are the bank's")
@@ -153,15 +211,39 @@ class SbParty(ProtocolParty):
         self.lookup: list[tuple[int, int]] = []  # host: record -> (feature, bin); "bins ≤ bin go left"
         self.scores: np.ndarray | None = None  # bank: probability of default of every aligned row
         self.raw_scores: np.ndarray | None = None  # bank: the same as log-odds
+        self.learning_rate = 0.0
+        self.leaves: np.ndarray | None = None  # bank, after prediction: each aligned row's leaf in each tree
         self.history: list[dict] = []
-        self._script = None
         self._await: tuple[str, set] | None = None
+        self._then: str | None = None  # the bank's stage that continues once the awaited replies are in
+        self._growing: _Growing | None = None
+        self._routing: _Routing | None = None
         self._inbox: dict[str, Message] = {}
         self._gh: EncryptedVector | None = None
         self._hists: dict[int, EncryptedVector] = {}
         self._slot_bits = 0
         self._pos: np.ndarray | None = None  # host: training row -> position in this tree's ciphertexts (-1: not sampled)
         self._stopper: ref.EarlyStopping | None = None
+        self.loaded = model is not None  # a saved model: predicts, is not trained further
+        if model is not None:
+            self._load(model)
+
+    def _load(self, doc: dict) -> None:
+        """A saved model part (``model_part``); malformed parts are refused naming what is wrong."""
+        try:
+            if doc.get("role") != self.role:
+                raise ValueError(f"the part belongs to {doc.get('role')!r}")
+            if self.role == BANK:
+                self.base, self.learning_rate = float(doc["base"]), float(doc["learning_rate"])
+                self.trees = [Tree([TreeNode(**n) for n in nodes]) for nodes in doc["trees"]]
+                for tree in self.trees:
+                    check_tree(tree, self.data.n_bins)
+            else:
+                self.lookup = [(int(r["feature"]), int(r["bin"])) for r in doc["lookup"]]
+                if any(not (0 <= j < len(self.data.n_bins) and 0 <= b < self.data.n_bins[j] - 1) for j, b in self.lookup):
+                    raise ValueError("a lookup record names a feature or bin this node does not have")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"{self.role}: saved SecureBoost model part is malformed ({exc})") from None
 
     # -- dispatch -----------------------------------------------------------
     def _is_set_up(self) -> bool:
@@ -187,7 +269,10 @@ class SbParty(ProtocolParty):
             raise ProtocolError(f"{msg.describe()}: parties must start with the bank and include {self.role}")
         self.cfg, self.run_id, self.hosts = cfg, msg.run_id, parties[1:]
         meta = {}
-        if self.role == BANK:
+        self.learning_rate = self.learning_rate if self.loaded else cfg.learning_rate
+        if self.role == BANK and self.loaded:
+            meta["trees"] = len(self.trees)
+        elif self.role == BANK:
             self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
             self.key = self.keypair.public_key
             y = self.data.labels[self.data.train_rows].astype(np.float64)
@@ -200,18 +285,15 @@ class SbParty(ProtocolParty):
             if valid is not None:
                 self._valid_score = np.full(len(valid), self.base)
                 self._stopper = ref.EarlyStopping(cfg.patience, self.data.labels[valid].astype(np.float64))
+            meta.update(key_fingerprint=self.key.fingerprint, key_bits=self.key.bits)
         return [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
 
-    # -- the bank: scripts that wait for hosts' answers ----------------------
-    def _run_script(self, script, inbox=None) -> list[Message]:
-        """Advance a bank script to its next wait; its return value is the final message list."""
-        try:
-            out, self._await = script.send(inbox) if inbox is not None else next(script)
-        except StopIteration as stop:
-            self._script, self._await = None, None
-            return stop.value
-        self._script = script
-        return out
+    # -- the bank: explicit stages that wait for hosts' answers ---------------
+    # Every wait stores what it waits for and the name of the stage that continues, so the
+    # bank is plain data between messages and pickles (transports that checkpoint nodes).
+    def _wait(self, msgs: list[Message], kind: str, senders, then: str) -> list[Message]:
+        self._await, self._then = (kind, set(senders)), then
+        return msgs
 
     def _collect(self, msg: Message) -> list[Message]:
         if self._await is None or msg.kind != self._await[0] or msg.sender not in self._await[1]:
@@ -222,16 +304,22 @@ class SbParty(ProtocolParty):
         if len(self._inbox) < len(self._await[1]):
             return []
         inbox, self._inbox = self._inbox, {}
-        return self._run_script(self._script, inbox)
+        then, self._await, self._then = self._then, None, None
+        return getattr(self, then)(inbox)
+
+    def _busy(self, msg: Message) -> None:
+        if self._await is not None or self._growing is not None:
+            raise ProtocolError(f"{msg.describe()}: the bank is still busy with the previous request")
 
     def _tree(self, msg: Message) -> list[Message]:
         expect(msg, TREE, sender=COORDINATOR)
-        if self._script is not None:
-            raise ProtocolError(f"{msg.describe()}: the bank is still busy with the previous request")
+        self._busy(msg)
+        if self.loaded:
+            raise ProtocolError(f"{msg.describe()}: a saved model is not trained further")
         index = meta_int(msg, "tree")
-        if index != len(self.trees):
-            raise ProtocolError(f"{msg.describe()}: tree {index} requested, the bank has {len(self.trees)}")
-        return self._run_script(self._grow(msg.step + 1))
+        if index != len(self.history):
+            raise ProtocolError(f"{msg.describe()}: tree {index} requested, the bank has grown {len(self.history)}")
+        return self._grow(msg.step + 1)
 
     def _send_hosts(self, kind: str, step: int, per_host: dict[str, tuple[dict, dict]]) -> list[Message]:
         out = []
@@ -244,88 +332,122 @@ class SbParty(ProtocolParty):
         """The settings as the reference takes them (the bank's: with its private GOSS seed)."""
         return replace(self.cfg.gbdt(), goss_seed=self.goss_seed or 0)
 
-    def _grow(self, step: int):
-        """One tree, level by level; yields (messages, (awaited kind, senders)) and gets the replies."""
+    def _grow(self, step: int) -> list[Message]:
+        """Start one tree: gradients, the root's own histogram, encrypted g/h to the hosts."""
         cfg, gcfg, d = self.cfg, self.gbdt_config(), self.data
         y = d.labels[d.train_rows].astype(np.float64)
-        hosts = [] if gcfg.bank_first_tree and not self.trees else self.hosts  # hosts see nothing of a bank-only tree
+        hosts = [] if gcfg.bank_first_tree and not self.trees else list(self.hosts)  # hosts see nothing of a bank-only tree
         n = len(y)
         g, h = ref.gradients(self._score, y, cfg.scale_bits)
         root, g, h = ref.goss(g, h, gcfg, len(self.trees))
-        tree = Tree([TreeNode(0, 0)])
-        members = {0: root}
-        own = {0: ref.histogram(d.train_bins[root], d.n_bins, g[root], h[root])}
-        remote: dict[int, dict[str, tuple]] = {}
-        totals = lambda nid: (int(g[members[nid]].sum()), int(h[members[nid]].sum()))  # noqa: E731
-        if hosts:
-            slot = wire.gh_slot_bits(cfg.scale_bits, n)
-            enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
-            meta = {"tree": len(self.trees), "key_n": format(self.key.n, "x"), "slot_bits": slot,
-                    "sampled": len(root) < n}
-            parts = {"gh": (enc.to_bytes(), enc.meta())}
-            if len(root) < n:
-                parts["root"] = (wire.rows_to_bytes(root), {})
-            msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, parts) for hst in hosts})
-            inbox = yield msgs, (HISTOGRAMS, set(hosts))
-            remote = self._histograms(inbox, [0], totals, slot)
-            step = max(m.step for m in inbox.values()) + 1
-        level = [0]
-        while level:
-            split_nodes, pending = self._decide(tree, level, members, own, remote, hosts, totals)
-            if pending:
-                per_host = {}
-                for hst, nids in pending.items():
-                    splits = [{"node": i, "feature": tree.nodes[i].feature, "bin": tree.nodes[i].bin} for i in nids]
-                    per_host[hst] = ({"splits": splits}, {f"rows{i}": (wire.rows_to_bytes(members[i]), {}) for i in nids})
-                inbox = yield self._send_hosts(SPLIT, step, per_host), (LEFT, set(pending))
-                step = max(m.step for m in inbox.values()) + 1
-                for hst, m in inbox.items():
-                    self._apply_left(m, pending[hst], tree, members)
-            level = [c for nid in split_nodes for c in (tree.nodes[nid].left, tree.nodes[nid].right)]
-            if level and tree.nodes[level[0]].depth < gcfg.max_depth:
-                builds = self._own_children(tree, split_nodes, members, own, g, h)
-                if hosts:
-                    meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
-                    parts = {f"rows{s}": (wire.rows_to_bytes(members[s]), {}) for _, s, _ in builds}
-                    inbox = yield (self._send_hosts(NODES, step, {hst: (meta, parts) for hst in hosts}),
-                                   (HISTOGRAMS, set(hosts)))
-                    step = max(m.step for m in inbox.values()) + 1
-                    remote = self._histograms(inbox, [x for _, s, b in builds for x in (s, b)], totals, slot)
-        leaf = np.full(n, -1, dtype=np.int64)
-        for node in tree.nodes:
-            if node.is_leaf:
-                leaf[members[node.id]] = node.id
-        self.trees.append(tree)
-        # rows the tree was not grown on: training rows outside the GOSS sample, validation rows
-        outside = np.flatnonzero(leaf < 0)
-        valid = d.valid_rows if self._stopper is not None else np.zeros(0, dtype=np.int64)
-        ask = np.union1d(d.train_rows[outside], valid).astype(np.int64)
-        if ask.size:
-            pos, step = yield from self._paths(step, [tree], ask)
-            leaf[outside] = pos[0, np.searchsorted(ask, d.train_rows[outside])]
-        weights = np.array([nd.weight if nd.is_leaf else np.nan for nd in tree.nodes])
-        self._score = self._score + gcfg.learning_rate * weights[leaf]
-        loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
-        entry = {"tree": len(self.trees), "loss": loss}
-        self.history.append(entry)
-        stop = False
-        if self._stopper is not None:
-            self._valid_score = self._valid_score + gcfg.learning_rate * weights[pos[0, np.searchsorted(ask, valid)]]
-            stop = self._stopper.update(len(self.trees), self._valid_score)
-            entry["valid_auc"] = self._stopper.aucs[-1]
-            if (stop or len(self.trees) == cfg.n_trees) and self._stopper.best_trees < len(self.trees):
-                step = yield from self._prune_to(step, self._stopper.best_trees)
-        return [self._reply(TREE_DONE, COORDINATOR, step, {"tree": len(self.history) - 1, "stop": stop})]
+        grow = self._growing = _Growing(Tree([TreeNode(0, 0)]), hosts, g, h, {0: root},
+                                        {0: ref.histogram(d.train_bins[root], d.n_bins, g[root], h[root])})
+        if not hosts:
+            return self._level(step)
+        grow.slot = slot = wire.gh_slot_bits(cfg.scale_bits, n)
+        enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
+        meta = {"tree": len(self.history), "key_n": format(self.key.n, "x"), "slot_bits": slot, "sampled": len(root) < n}
+        parts = {"gh": (enc.to_bytes(), enc.meta())}
+        if len(root) < n:
+            parts["root"] = (wire.rows_to_bytes(root), {})
+        msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, parts) for hst in hosts})
+        return self._wait(msgs, HISTOGRAMS, hosts, "_got_root")
 
-    def _prune_to(self, step: int, keep: int):
-        """Keep the first ``keep`` trees; each host keeps the lookup records those trees use (a prefix)."""
-        self.trees = self.trees[:keep]
-        if not self.hosts:
-            return step
-        used = {hst: sum(n.party == hst for t in self.trees for n in t.nodes) for hst in self.hosts}
-        inbox = yield (self._send_hosts(PRUNE, step, {hst: ({"records": used[hst]}, {}) for hst in self.hosts}),
-                       (PRUNED, set(self.hosts)))
-        return max(m.step for m in inbox.values()) + 1
+    def _got_root(self, inbox: dict[str, Message]) -> list[Message]:
+        grow = self._growing
+        grow.remote = self._histograms(inbox, [0], grow.totals, grow.slot)
+        return self._level(_next_step(inbox))
+
+    def _level(self, step: int) -> list[Message]:
+        """Decide every node of the current level; hosts owning a chosen split are asked for its rows."""
+        grow = self._growing
+        grow.split_nodes, grow.pending = self._decide(grow.tree, grow.level, grow.members, grow.own, grow.remote,
+                                                      grow.hosts, grow.totals)
+        if not grow.pending:
+            return self._level_split(step)
+        per_host = {}
+        for hst, nids in grow.pending.items():
+            splits = [{"node": i, "feature": grow.tree.nodes[i].feature, "bin": grow.tree.nodes[i].bin} for i in nids]
+            per_host[hst] = ({"splits": splits}, {f"rows{i}": (wire.rows_to_bytes(grow.members[i]), {}) for i in nids})
+        return self._wait(self._send_hosts(SPLIT, step, per_host), LEFT, grow.pending, "_got_left")
+
+    def _got_left(self, inbox: dict[str, Message]) -> list[Message]:
+        grow = self._growing
+        for hst, m in inbox.items():
+            self._apply_left(m, grow.pending[hst], grow.tree, grow.members)
+        return self._level_split(_next_step(inbox))
+
+    def _level_split(self, step: int) -> list[Message]:
+        """The next level: the bank's histograms, and the hosts' (smaller child built, sibling derived)."""
+        grow, gcfg = self._growing, self.cfg.gbdt()
+        grow.level = [c for nid in grow.split_nodes for c in (grow.tree.nodes[nid].left, grow.tree.nodes[nid].right)]
+        if not grow.level:
+            return self._tree_grown(step)
+        if grow.tree.nodes[grow.level[0]].depth < gcfg.max_depth:
+            builds = self._own_children(grow.tree, grow.split_nodes, grow.members, grow.own, grow.g, grow.h)
+            if grow.hosts:
+                grow.built = [x for _, s, b in builds for x in (s, b)]
+                meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
+                parts = {f"rows{s}": (wire.rows_to_bytes(grow.members[s]), {}) for _, s, _ in builds}
+                msgs = self._send_hosts(NODES, step, {hst: (meta, parts) for hst in grow.hosts})
+                return self._wait(msgs, HISTOGRAMS, grow.hosts, "_got_level")
+        return self._level(step)
+
+    def _got_level(self, inbox: dict[str, Message]) -> list[Message]:
+        grow = self._growing
+        grow.remote = self._histograms(inbox, grow.built, grow.totals, grow.slot)
+        return self._level(_next_step(inbox))
+
+    def _tree_grown(self, step: int) -> list[Message]:
+        """Every node is a leaf or split: route the rows the tree was not grown on (outside GOSS, validation)."""
+        grow, d = self._growing, self.data
+        leaf = np.full(len(d.train_rows), -1, dtype=np.int64)
+        for node in grow.tree.nodes:
+            node.cover = len(grow.members[node.id])
+            if node.is_leaf:
+                leaf[grow.members[node.id]] = node.id
+        self.trees.append(grow.tree)
+        grow.leaf, grow.outside = leaf, np.flatnonzero(leaf < 0)
+        valid = d.valid_rows if self._stopper is not None else np.zeros(0, dtype=np.int64)
+        grow.ask = np.union1d(d.train_rows[grow.outside], valid).astype(np.int64)
+        if grow.ask.size:
+            return self._route_start(step, [grow.tree], grow.ask, "_tree_routed")
+        return self._tree_routed(np.zeros((1, 0), dtype=np.int64), step)
+
+    def _tree_routed(self, pos: np.ndarray, step: int) -> list[Message]:
+        """Scores, loss, early stopping; prune when the best model has fewer trees than grown."""
+        grow, cfg, gcfg, d = self._growing, self.cfg, self.cfg.gbdt(), self.data
+        y = d.labels[d.train_rows].astype(np.float64)
+        if grow.outside.size:
+            grow.leaf[grow.outside] = pos[0, np.searchsorted(grow.ask, d.train_rows[grow.outside])]
+        weights = np.array([nd.weight if nd.is_leaf else np.nan for nd in grow.tree.nodes])
+        self._score = self._score + gcfg.learning_rate * weights[grow.leaf]
+        loss = float(np.mean(np.logaddexp(0, self._score) - y * self._score))
+        entry = {"tree": len(self.history) + 1, "loss": loss}
+        self.history.append(entry)
+        if self._stopper is not None:
+            valid = d.valid_rows
+            self._valid_score = self._valid_score + gcfg.learning_rate * weights[pos[0, np.searchsorted(grow.ask, valid)]]
+            grow.stop = self._stopper.update(len(self.history), self._valid_score)
+            entry["valid_auc"] = self._stopper.aucs[-1]
+            if (grow.stop or len(self.history) == cfg.n_trees) and self._stopper.best_trees < len(self.trees):
+                self.trees = self.trees[: self._stopper.best_trees]
+                if self.hosts:
+                    used = {hst: sum(n.party == hst for t in self.trees for n in t.nodes) for hst in self.hosts}
+                    msgs = self._send_hosts(PRUNE, step, {hst: ({"records": used[hst]}, {}) for hst in self.hosts})
+                    return self._wait(msgs, PRUNED, self.hosts, "_pruned")
+        return self._tree_done(step)
+
+    def _pruned(self, inbox: dict[str, Message]) -> list[Message]:
+        return self._tree_done(_next_step(inbox))
+
+    def _tree_done(self, step: int) -> list[Message]:
+        grow, self._growing = self._growing, None
+        entry = self.history[-1]
+        meta = {"tree": len(self.history) - 1, "stop": grow.stop, "loss": entry["loss"], "trees": len(self.trees)}
+        if "valid_auc" in entry:
+            meta["valid_auc"] = entry["valid_auc"]
+        return [self._reply(TREE_DONE, COORDINATOR, step, meta)]
 
     def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):
         """Best split of every node of a level (or its leaf weight); the bank's own splits are applied here.
@@ -416,59 +538,66 @@ class SbParty(ProtocolParty):
     # -- the bank: prediction -------------------------------------------------------
     def _predict(self, msg: Message) -> list[Message]:
         expect(msg, PREDICT, sender=COORDINATOR)
-        if self._script is not None or not self.trees:
+        self._busy(msg)
+        if not self.trees:
             raise ProtocolError(f"{msg.describe()}: the bank has no finished model to predict with")
-        return self._run_script(self._route_all(msg.step + 1))
+        return self._route_start(msg.step + 1, self.trees, np.arange(self.data.bins.shape[0]), "_scored")
 
-    def _paths(self, step: int, trees: list[Tree], rows: np.ndarray):
-        """Leaf of each of ``rows`` (increasing aligned-row indices) in each tree: (trees × rows ids, step).
+    def _route_start(self, step: int, trees: list[Tree], rows: np.ndarray, then: str) -> list[Message]:
+        """Find the leaf of each of ``rows`` (increasing aligned-row indices) in each tree, then call ``then(pos, step)``.
 
         The bank's own splits need no message; rows waiting at a host's split go to that
         host in one ``sb.route`` per round (at most ``max_depth`` rounds).
         """
-        d = self.data
-        pos = np.zeros((len(trees), len(rows)), dtype=np.int64)
-        while True:
-            queries: dict[str, list[tuple[int, int, np.ndarray]]] = {}
-            for t, tree in enumerate(trees):
-                moved = True
-                while moved:  # the bank's own splits need no message
-                    moved = False
-                    for node in tree.nodes:
-                        idx = np.flatnonzero(pos[t] == node.id)
-                        if node.party == BANK and idx.size:
-                            go = d.bins[rows[idx], node.feature] <= node.bin
-                            pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
-                            moved = True
-                for node in tree.nodes:
-                    idx = np.flatnonzero(pos[t] == node.id)
-                    if not node.is_leaf and node.party != BANK and idx.size:
-                        queries.setdefault(node.party, []).append((t, node.id, idx))
-            if not queries:
-                return pos, step
-            per_host = {}
-            for hst, qs in queries.items():
-                meta = {"queries": [{"record": trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
-                per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(rows[idx]), {}) for k, (_, _, idx) in enumerate(qs)})
-            inbox = yield self._send_hosts(ROUTE, step, per_host), (ROUTED, set(queries))
-            step = max(m.step for m in inbox.values()) + 1
-            for hst, m in inbox.items():
-                parts = unbundle(m, [f"q{k}" for k in range(len(queries[hst]))])
-                for k, (t, nid, idx) in enumerate(queries[hst]):
-                    node = trees[t].nodes[nid]
-                    go = wire.mask_from_bytes(parts[f"q{k}"][0], len(idx), m, f"query {k}")
-                    pos[t, idx[go]], pos[t, idx[~go]] = node.left, node.right
+        self._routing = _Routing(trees, rows, np.zeros((len(trees), len(rows)), dtype=np.int64), then)
+        return self._route_round(step)
 
-    def _route_all(self, step: int):
-        d, gcfg = self.data, self.cfg.gbdt()
-        rows = d.bins.shape[0]
-        pos, step = yield from self._paths(step, self.trees, np.arange(rows))
+    def _route_round(self, step: int) -> list[Message]:
+        r, d = self._routing, self.data
+        queries: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+        for t, tree in enumerate(r.trees):
+            moved = True
+            while moved:  # the bank's own splits need no message
+                moved = False
+                for node in tree.nodes:
+                    idx = np.flatnonzero(r.pos[t] == node.id)
+                    if node.party == BANK and idx.size:
+                        go = d.bins[r.rows[idx], node.feature] <= node.bin
+                        r.pos[t, idx[go]], r.pos[t, idx[~go]] = node.left, node.right
+                        moved = True
+            for node in tree.nodes:
+                idx = np.flatnonzero(r.pos[t] == node.id)
+                if not node.is_leaf and node.party != BANK and idx.size:
+                    queries.setdefault(node.party, []).append((t, node.id, idx))
+        if not queries:
+            self._routing = None
+            return getattr(self, r.then)(r.pos, step)
+        r.queries = queries
+        per_host = {}
+        for hst, qs in queries.items():
+            meta = {"queries": [{"record": r.trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
+            per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(r.rows[idx]), {}) for k, (_, _, idx) in enumerate(qs)})
+        return self._wait(self._send_hosts(ROUTE, step, per_host), ROUTED, queries, "_got_routed")
+
+    def _got_routed(self, inbox: dict[str, Message]) -> list[Message]:
+        r = self._routing
+        for hst, m in inbox.items():
+            parts = unbundle(m, [f"q{k}" for k in range(len(r.queries[hst]))])
+            for k, (t, nid, idx) in enumerate(r.queries[hst]):
+                node = r.trees[t].nodes[nid]
+                go = wire.mask_from_bytes(parts[f"q{k}"][0], len(idx), m, f"query {k}")
+                r.pos[t, idx[go]], r.pos[t, idx[~go]] = node.left, node.right
+        return self._route_round(_next_step(inbox))
+
+    def _scored(self, pos: np.ndarray, step: int) -> list[Message]:
+        rows = self.data.bins.shape[0]
         score = np.full(rows, self.base)
         for t, tree in enumerate(self.trees):
             weights = np.array([n.weight if n.is_leaf else np.nan for n in tree.nodes])
-            score += gcfg.learning_rate * weights[pos[t]]
+            score += self.learning_rate * weights[pos[t]]
         self.raw_scores = score
         self.scores = ref.sigmoid(score)
+        self.leaves = pos.astype(np.int16)
         return [self._reply(SCORED, COORDINATOR, step, {"rows": rows})]
 
     # -- a host -----------------------------------------------------------------
@@ -608,6 +737,71 @@ class SbParty(ProtocolParty):
                     hosts[n.party][n.record] = n.gain
         return {"features": own, "host_records": hosts}
 
+    def _names(self) -> list[str]:
+        specs = getattr(self.data.prep, "specs", None)
+        return [s.name for s in specs] if specs is not None else [f"feature {j}" for j in range(len(self.data.n_bins))]
+
+    def record_names(self) -> list[str]:
+        """A host: the feature name behind each lookup-table record (never its threshold)."""
+        names = self._names()
+        return [names[j] for j, _ in self.lookup]
+
+    def reasons(self, top: int, chunk: int = 20_000) -> tuple[list[list[str]], dict[str, list[list[int]]]]:
+        """The bank's reason codes after prediction: per aligned row, the splits that raised its score most.
+
+        Path attribution (Saabas): at each split on a row's path the score moves from the
+        node's expected value (leaf weights averaged by training cover) to the child's; the
+        moves are summed per bank feature and per host record. Returns the bank's ``top``
+        adverse features by name per row, and per host its adverse record numbers, ranked
+        (up to ``3·top``: the host's names are joined to them at the coordinator, where
+        records of one feature merge).
+        """
+        if self.role != BANK or self.leaves is None:
+            raise ProtocolError(f"{self.role}: reason codes need the bank's predictions")
+        columns: dict[tuple[str, int], int] = {}
+        paths = []  # per tree: (nodes × depth) column and score move of each node's path
+        for tree in self.trees:
+            value = _expected_values(tree)
+            depth = max(n.depth for n in tree.nodes)
+            col = np.full((len(tree.nodes), max(depth, 1)), -1, dtype=np.int64)
+            move = np.zeros(col.shape)
+            parent = {c: n for n in tree.nodes if not n.is_leaf for c in (n.left, n.right)}
+            for node in tree.nodes:
+                k, child = 0, node.id
+                while child in parent:
+                    up = parent[child]
+                    key = (BANK, up.feature) if up.party == BANK else (up.party, up.record)
+                    col[node.id, k] = columns.setdefault(key, len(columns))
+                    move[node.id, k] = self.learning_rate * (value[child] - value[up.id])
+                    k, child = k + 1, up.id
+            paths.append((col, move))
+        by_party = {p: [c for (q, _), c in columns.items() if q == p] for p in [BANK, *self.hosts]}
+        keys = list(columns)
+        rows = self.leaves.shape[1]
+        own = self._names()
+        bank_codes: list[list[str]] = []
+        host_codes: dict[str, list[list[int]]] = {h: [] for h in self.hosts}
+        for start in range(0, rows, chunk):
+            stop = min(rows, start + chunk)
+            total = np.zeros((stop - start, len(columns)))
+            for t, (col, move) in enumerate(paths):
+                c, m = col[self.leaves[t, start:stop]], move[self.leaves[t, start:stop]]
+                r = np.broadcast_to(np.arange(stop - start)[:, None], c.shape)
+                keep = c >= 0
+                np.add.at(total, (r[keep], c[keep]), m[keep])
+            for party, cols in by_party.items():
+                want = top if party == BANK else 3 * top
+                cols = np.asarray(cols, dtype=np.int64)
+                sub = total[:, cols] if cols.size else np.zeros((stop - start, 0))
+                order = np.argsort(-sub, axis=1, kind="stable")[:, :want]
+                for i, row in enumerate(order):
+                    picked = [keys[cols[j]][1] for j in row if sub[i, j] > 1e-9]
+                    if party == BANK:
+                        bank_codes.append([own[j] for j in picked])
+                    else:
+                        host_codes[party].append(picked)
+        return bank_codes, host_codes
+
     def model_part(self) -> dict:
         """What this party keeps of the model. A host: its lookup table, thresholds in its own terms."""
         if self.role == BANK:
@@ -621,6 +815,21 @@ class SbParty(ProtocolParty):
                 row.update(name=specs[j].name, rule=split_rule(specs[j], b))
             table.append(row)
         return {"role": self.role, "lookup": table}
+
+
+def _expected_values(tree: Tree) -> dict[int, float]:
+    """Each node's expected leaf weight over the training rows that reached it (children have higher ids)."""
+    value: dict[int, float] = {}
+    for node in reversed(tree.nodes):
+        if node.is_leaf:
+            value[node.id] = float(node.weight)
+            continue
+        left, right = tree.nodes[node.left], tree.nodes[node.right]
+        wl, wr = left.cover or 0, right.cover or 0
+        if wl + wr == 0:
+            wl = wr = 1
+        value[node.id] = (wl * value[left.id] + wr * value[right.id]) / (wl + wr)
+    return value
 
 
 def split_rule(spec, b: int) -> str:
@@ -638,13 +847,15 @@ class SbCoordinator(ScriptedCoordinator):
     name = "vertical SecureBoost"
 
     def __init__(self, run_id: str, parties: list[str], config: SbConfig | None = None, *, score: bool = True,
-                 on_progress=None):
+                 on_progress=None, train: bool = True):
         if not parties or parties[0] != BANK or len(set(parties)) != len(parties):
             raise ProtocolError(f"vertical SecureBoost needs the bank first and distinct parties; got {parties!r}")
         self.run_id, self.parties, self.hosts = run_id, list(parties), list(parties[1:])
         self.cfg = config or SbConfig()
-        self.score, self.on_progress = score, on_progress
+        self.score, self.on_progress, self.train = score, on_progress, train
         self.history: list[dict] = []
+        self.key_fingerprint: str | None = None  # the bank's Paillier key (public; from its sb.ready)
+        self.trees = 0  # trees in the final model
         self._step = 0
 
     def _check(self, replies: list[Message]) -> None:
@@ -683,7 +894,10 @@ class SbCoordinator(ScriptedCoordinator):
         ready = {m.sender: m for m in replies if m.kind == READY}
         if len(replies) != len(self.parties) or set(ready) != set(self.parties):
             raise ProtocolError(f"vertical SecureBoost setup: expected sb.ready from each of {self.parties}")
-        for t in range(self.cfg.n_trees):
+        fingerprint = ready[BANK].meta.get("key_fingerprint")
+        self.key_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        self.trees = ready[BANK].meta.get("trees", 0) if not self.train else 0
+        for t in range(self.cfg.n_trees if self.train else 0):
             self._step += 1
             replies = yield [self._send(TREE, BANK, {"tree": t})]
             done = yield from self._relay_until(replies, TREE_DONE)
@@ -692,9 +906,17 @@ class SbCoordinator(ScriptedCoordinator):
             stop = done.meta.get("stop", False)
             if not isinstance(stop, bool):
                 raise ProtocolError(f"{done.describe()}: meta field 'stop' must be a bool")
-            self.history.append({"tree": t, "stop": stop})
+            entry = {"tree": t + 1, "stop": stop}
+            for key in ("loss", "valid_auc"):  # aggregates the bank reports, like vertical LR's loss and validation AUC
+                if isinstance(done.meta.get(key), float):
+                    entry[key] = done.meta[key]
+            trees = done.meta.get("trees")
+            if not isinstance(trees, int) or isinstance(trees, bool) or not 0 <= trees <= t + 1:
+                raise ProtocolError(f"{done.describe()}: meta field 'trees' must count the model's trees (≤ {t + 1})")
+            self.trees = trees
+            self.history.append(entry)
             if self.on_progress is not None:
-                self.on_progress({"tree": t})
+                self.on_progress(dict(entry))
             if stop:  # early stopping: the bank keeps its best trees
                 break
         if self.score:

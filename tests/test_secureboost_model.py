@@ -1,0 +1,178 @@
+"""SecureBoost as a model the job keeps: parties pickle between messages, saved parts score, reasons add up."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from fedcredit.crypto import WorkerPool
+from fedcredit.data import synth
+from fedcredit.data.binning import FeaturePrep
+from fedcredit.data.reference import feature_names, join_nodes
+from fedcredit.protocols import secureboost as sb
+from fedcredit.protocols.errors import ProtocolError
+from fedcredit.protocols.job import split_assignment
+from fedcredit.protocols.loop import drive
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
+
+ROLES = ("bank", "tax", "utilities")
+CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024, backend="mock")
+
+
+def party_data(rows=600, seed=0, valid=False):
+    joined = join_nodes(synth.generate(rows, seed))
+    y = joined["default_12m"].to_numpy()
+    split = split_assignment(joined["uscc"].tolist(), seed, 0.6, 0.2)
+    train, valid_rows = np.flatnonzero(split == 0), (np.flatnonzero(split == 1) if valid else None)
+    out = {}
+    for role in ROLES:
+        frame = joined[feature_names(role)]
+        prep = FeaturePrep.fit(frame.iloc[train])
+        bank = role == "bank"
+        out[role] = TreePartyData.from_prep(prep, frame, train, y if bank else None, valid_rows if bank else None)
+    return out
+
+
+class Pickled:
+    """A party that lives only as bytes between messages, as on a transport that checkpoints nodes."""
+
+    def __init__(self, party):
+        self.blob = pickle.dumps(party)
+
+    @property
+    def party(self):
+        return pickle.loads(self.blob)
+
+    def handle(self, msg):
+        party = pickle.loads(self.blob)
+        replies = party.handle(msg)
+        self.blob = pickle.dumps(party)
+        return replies
+
+
+def train(data, wrap=lambda p: p, goss_seed=7, **cfg):
+    parties = {r: wrap(SbParty(r, d, goss_seed=goss_seed if r == "bank" else None)) for r, d in data.items()}
+    coord = SbCoordinator("sbm", list(ROLES), SbConfig(**{**CONFIG, **cfg}))
+    drive(coord, parties)
+    return coord, {r: (p.party if isinstance(p, Pickled) else p) for r, p in parties.items()}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return party_data(valid=True)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return train(data, patience=2, n_trees=6)
+
+
+def test_parties_pickled_between_every_message_grow_the_same_model(data, trained):
+    _, live = trained
+    _, pickled = train(data, wrap=Pickled, patience=2, n_trees=6)
+    assert [t.signature() for t in pickled["bank"].trees] == [t.signature() for t in live["bank"].trees]
+    assert np.array_equal(pickled["bank"].scores, live["bank"].scores)
+    for host in ROLES[1:]:
+        assert pickled[host].lookup == live[host].lookup
+
+
+def test_coordinator_learns_loss_validation_auc_and_the_bank_key(trained):
+    coord, parties = trained
+    assert coord.key_fingerprint == parties["bank"].key.fingerprint
+    assert [h["tree"] for h in coord.history] == list(range(1, len(coord.history) + 1))
+    assert all(0 < h["loss"] < 1 and 0 <= h["valid_auc"] <= 1 for h in coord.history)
+    assert coord.trees == len(parties["bank"].trees) <= len(coord.history)
+
+
+def test_saved_parts_score_like_the_trained_model(data, trained):
+    _, parties = trained
+    parts = {r: p.model_part() for r, p in parties.items()}
+    loaded = {r: SbParty(r, data[r], model=pickle.loads(pickle.dumps(parts[r]))) for r in ROLES}
+    coord = SbCoordinator("sbm-score", list(ROLES), SbConfig(**CONFIG), train=False)
+    drive(coord, loaded)
+    assert coord.trees == len(parties["bank"].trees) and not coord.history
+    assert np.array_equal(loaded["bank"].scores, parties["bank"].scores)
+    assert loaded["bank"].keypair is None  # scoring needs no Paillier key
+
+
+def test_a_saved_model_is_not_trained_further(data, trained):
+    _, parties = trained
+    loaded = {r: SbParty(r, data[r], model=parties[r].model_part()) for r in ROLES}
+    coord = SbCoordinator("sbm-more", list(ROLES), SbConfig(**CONFIG))
+    with pytest.raises(ProtocolError, match="not trained further"):
+        drive(coord, loaded)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["trees"][0].__setitem__(0, {**d["trees"][0][0], "left": 0}), "outside the tree"),
+    (lambda d: d["trees"][0][-1].__setitem__("weight", None), "no finite weight"),
+    (lambda d: d.__setitem__("role", "tax"), "belongs to 'tax'"),
+    (lambda d: d.pop("base"), "base"),
+])
+def test_malformed_bank_parts_are_refused(data, trained, edit, match):
+    doc = pickle.loads(pickle.dumps(trained[1]["bank"].model_part()))
+    edit(doc)
+    with pytest.raises(ProtocolError, match=match):
+        SbParty("bank", data["bank"], model=doc)
+
+
+def test_host_part_with_a_foreign_bin_is_refused(data, trained):
+    doc = trained[1]["tax"].model_part()
+    doc["lookup"] = doc["lookup"] + [{"record": 99, "feature": 0, "bin": 10_000}]
+    with pytest.raises(ProtocolError, match="feature or bin"):
+        SbParty("tax", data["tax"], model=doc)
+
+
+def test_reason_moves_add_up_to_the_score(trained):
+    """Path attribution is exact: base + each tree's expected value + the moves = the raw score."""
+    _, parties = trained
+    bank = parties["bank"]
+    bank_codes, host_codes = bank.reasons(top=100)
+    rows = bank.leaves.shape[1]
+    assert len(bank_codes) == rows and all(len(v) == rows for v in host_codes.values())
+    # recompute the per-row sum of moves along each path and check the telescoping identity
+    total = np.full(rows, bank.base)
+    for t, tree in enumerate(bank.trees):
+        value = sb._expected_values(tree)
+        total += bank.learning_rate * value[0]
+        parent = {c: n.id for n in tree.nodes if not n.is_leaf for c in (n.left, n.right)}
+        for i, leaf in enumerate(bank.leaves[t]):
+            child = int(leaf)
+            while child in parent:
+                total[i] += bank.learning_rate * (value[child] - value[parent[child]])
+                child = parent[child]
+    assert np.allclose(total, bank.raw_scores)
+    names = set(bank._names())
+    assert all(set(codes) <= names for codes in bank_codes)
+    for host, codes in host_codes.items():
+        n_records = len(parties[host].lookup)
+        assert all(0 <= r < n_records for row in codes for r in row)
+    assert any(codes for codes in bank_codes) and any(any(c) for c in host_codes.values())
+
+
+def test_reasons_name_what_raises_the_score(trained):
+    """The riskiest rows all get a reason from some party; the safest get fewer."""
+    _, parties = trained
+    bank = parties["bank"]
+    codes, hosts = bank.reasons(top=2)
+    count = [len(codes[i]) + sum(len(h[i]) for h in hosts.values()) for i in range(len(codes))]
+    risky, safest = np.argsort(-bank.raw_scores)[:20], np.argsort(bank.raw_scores)[:20]
+    assert all(count[i] for i in risky)
+    assert sum(count[i] for i in safest) < sum(count[i] for i in risky)
+
+
+def test_host_record_names_are_its_feature_names(trained):
+    _, parties = trained
+    tax = parties["tax"]
+    assert tax.record_names() == [tax.data.prep.specs[j].name for j, _ in tax.lookup]
+
+
+def test_paillier_parties_pickle_mid_tree():
+    """With real ciphertexts (and a pool, dropped by pickling) the pickled run equals the live one."""
+    data = party_data(rows=300)
+    with WorkerPool(1) as pool:
+        live = {r: SbParty(r, d, pool=pool, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
+        coord = SbCoordinator("sbp", list(ROLES), SbConfig(**{**CONFIG, "backend": "paillier", "n_trees": 2}))
+        drive(coord, live)
+    _, pickled = train(data, wrap=Pickled, goss_seed=1, backend="paillier", n_trees=2)
+    assert [t.signature() for t in pickled["bank"].trees] == [t.signature() for t in live["bank"].trees]
