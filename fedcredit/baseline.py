@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from fedcredit.data.binning import STANDARD_SCALE_BITS, FeaturePrep
 from fedcredit.data.validate import load_node
+from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring import metrics
@@ -29,19 +30,21 @@ def _frame(node: NodeConfig, ids: np.ndarray):
 
 
 def centralized_auc(nodes: list[NodeConfig], scores_path: Path, settings: ModelSettings) -> float:
-    """Test AUC of scikit-learn's logistic regression on the pooled, identically prepared features."""
+    """Test AUC of the same model on the pooled, identically prepared features: scikit-learn's
+    logistic regression for the scorecard, the plaintext SecureBoost reference for trees."""
     scores = pq.read_table(scores_path).to_pandas()
     ids = scores["id"].to_numpy(dtype=object)
-    train = (scores["split"] == "train").to_numpy()
-    test = (scores["split"] == "test").to_numpy()
-    blocks, labels = [], None
+    split = scores["split"].to_numpy()
+    train, valid, test = split == "train", split == "validation", split == "test"
+    preps, frames, labels = [], [], None
     for node in nodes:
         frame, y = _frame(node, ids)
         labels = y if y is not None else labels
-        prep = FeaturePrep.fit(frame[train], settings.mode, settings.n_bins, node.categorical)
-        design = Design(prep, frame)
-        blocks.append(_dense(design))
-    x = np.hstack(blocks)
+        preps.append(FeaturePrep.fit(frame[train], settings.mode, settings.n_bins, node.categorical))
+        frames.append(frame)
+    if settings.model == "secureboost":
+        return _reference_gbdt_auc(nodes, preps, frames, labels, train, valid, test, settings)
+    x = np.hstack([_dense(Design(prep, frame)) for prep, frame in zip(preps, frames)])
     model = LogisticRegression(C=1.0 / (settings.l2 * train.sum()), max_iter=5000)
     model.fit(x[train], labels[train])
     return metrics.auc(labels[test], model.decision_function(x[test]))
@@ -53,3 +56,13 @@ def _dense(design: Design) -> np.ndarray:
         out[np.arange(design.rows)[:, None], design.offsets + design.bins] = 1.0
         return out
     return design.matrix / float(1 << STANDARD_SCALE_BITS)
+
+
+def _reference_gbdt_auc(nodes, preps, frames, labels, train, valid, test, settings: ModelSettings) -> float:
+    """The lossless comparison: the same trees grown centrally on the joined bins (no GOSS seed is shared,
+    so with GOSS the sample differs from the bank's)."""
+    cfg = settings.sb_config().gbdt()
+    bins = [(node.role, prep.bins(frame), [s.n_bins() for s in prep.specs]) for node, prep, frame in zip(nodes, preps, frames)]
+    blocks = lambda rows: [PartyBins(role, b[rows], nb) for role, b, nb in bins]  # noqa: E731
+    model = GbdtReference(cfg).fit(blocks(train), labels[train], (blocks(valid), labels[valid]) if cfg.patience else None)
+    return metrics.auc(labels[test], model.decision_function(blocks(test)))

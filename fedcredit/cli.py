@@ -133,12 +133,15 @@ def demo_cmd(
     engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
     key_bits: int = typer.Option(2048, "--key-bits", help="Paillier key size."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
+    model: str = typer.Option("scorecard_lr", "--model", help="scorecard_lr (vertical logistic regression) or "
+                              "secureboost (vertical gradient-boosted trees)."),
 ) -> None:
     """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
+    settings = ModelSettings(seed=seed, key_bits=key_bits, model=model)
     paths, seconds = _generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
-    _train(nodes, ModelSettings(seed=seed, key_bits=key_bits), out, engine, centralized=True, policy=policy)
+    _train(nodes, settings, out, engine, centralized=True, policy=policy)
 
 
 @app.command("train")
@@ -152,7 +155,7 @@ def train_cmd(
                                              "[federations.NAME] or 'fedcredit federation add'), see docs/deployment.md."),
     timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
 ) -> None:
-    """Train the vertical scorecard model described by a job file, publish signed limits and the report."""
+    """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
     if federation is None:
         nodes, settings = load_job(job)
         _train(nodes, settings, out, engine or "simulation", centralized, policy)
@@ -208,14 +211,18 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy,
                          model=model)
     what = "scored with a saved model" if model is not None else "aligned enterprises"
-    table = Table(title=f"Federated scorecard LR ({metrics['intersection']:,} {what})")
+    name = "SecureBoost" if settings.model == "secureboost" else "scorecard LR"
+    table = Table(title=f"Federated {name} ({metrics['intersection']:,} {what})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc"):
         if metrics.get(key) is not None:
             table.add_row(key, f"{metrics[key]:.4f}")
     table.add_row("message rounds", str(metrics["rounds"]))
-    table.add_row("model evaluations", str(metrics["evaluations"]))
+    if metrics.get("trees") is not None:
+        table.add_row("trees in the model", str(metrics["trees"]))
+    else:
+        table.add_row("model evaluations", str(metrics["evaluations"]))
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
     parts = "" if model is not None else ", model/<role>/ (each node's own part)"

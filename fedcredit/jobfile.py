@@ -15,12 +15,12 @@ from pathlib import Path
 
 from fedcredit.deploy.federations import Federation, parse_section
 from fedcredit.errors import FedCreditError
-from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.protocols.job import MODELS, ModelSettings, NodeConfig
 
 _NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout"}
-_MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed"}
+_MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed", "model"}
 _SECTIONS = ("job", "model", "nodes", "federations")
-MODEL_TYPES = ("scorecard_lr",)
+MODEL_TYPES = MODELS
 
 
 @dataclass
@@ -71,6 +71,7 @@ def read_job(path: str | Path) -> JobFile:
         _check_node(path, role, spec)
     settings_args = {k: v for k, v in model.items() if k not in ("type", "features")}
     settings_args["mode"] = model.get("features", "binned")
+    settings_args["model"] = model.get("type", "scorecard_lr")
     if settings_args["mode"] not in ("binned", "standardized"):
         raise FedCreditError(f"{path}: [model] features must be 'binned' or 'standardized', got {settings_args['mode']!r}")
     _check_types(path, "[model]", settings_args)

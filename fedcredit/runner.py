@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from fedcredit import __version__
 from fedcredit.atomic import atomic_write_bytes
 from fedcredit.errors import FedCreditError
+from fedcredit.progress import step_line
 from fedcredit.crypto import Identity
 from fedcredit.protocols.job import ModelSettings, NodeConfig, Publication
 from fedcredit.scoring.policy import LimitPolicy
@@ -34,7 +35,7 @@ class _Display:
     def __init__(self, progress: Progress, settings: ModelSettings):
         self.progress = progress
         self.task = progress.add_task("validating node data", total=None)
-        self.max_iter = settings.max_iter
+        self.steps = settings.progress_steps
 
     def __call__(self, kind: str, info: dict) -> None:
         p = self.progress
@@ -44,7 +45,7 @@ class _Display:
             p.update(self.task, description="aligning enterprises (PSI)")
         elif kind == "aligned":
             p.console.print(f"[green]✓[/green] {info['intersection']:,} enterprises known to every node (PSI)")
-            p.update(self.task, description="training", total=self.max_iter + 1, completed=0)
+            p.update(self.task, description="training", total=self.steps, completed=0)
         elif kind == "node_lost":
             p.console.print(f"[yellow]![/yellow] node {info['node']} lost in round {info['round']} ({info['reason']}); "
                             f"waiting up to {info['return_timeout']:.0f} s for it to return")
@@ -52,10 +53,7 @@ class _Display:
             p.console.print(f"[green]✓[/green] node {info['node']} is back after {info['waited_s']} s; "
                             f"round {info['round']} delivered again")
         elif kind == "iteration":
-            name = "bank-only baseline" if info["model"].endswith("lr-bank") else "federated model"
-            auc = f", validation AUC {info['val_auc']:.4f}" if "val_auc" in info else ""
-            p.update(self.task, completed=min(info["iteration"], self.max_iter + 1),
-                     description=f"{name}: iteration {info['iteration']}, loss {info['loss']:.5f}{auc}")
+            p.update(self.task, completed=min(info["iteration"], self.steps), description=step_line(info, self.steps))
 
 
 def publication_for(policy: LimitPolicy, signer: str | None = None) -> Publication:
@@ -137,6 +135,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
         "intersection": result["intersection"], "evaluations": result["evaluations"],
         "audit_records": audit_records, **(extra or {}),
     }
+    if "trees" in result:
+        metrics["trees"] = result["trees"]
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     run_doc = {
         "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),

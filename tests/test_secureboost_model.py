@@ -80,7 +80,7 @@ def test_coordinator_learns_loss_validation_auc_and_the_bank_key(trained):
     coord, parties = trained
     assert coord.key_fingerprint == parties["bank"].key.fingerprint
     assert [h["tree"] for h in coord.history] == list(range(1, len(coord.history) + 1))
-    assert all(0 < h["loss"] < 1 and 0 <= h["valid_auc"] <= 1 for h in coord.history)
+    assert all(0 < h["loss"] < 1 and 0 <= h["val_auc"] <= 1 for h in coord.history)
     assert coord.trees == len(parties["bank"].trees) <= len(coord.history)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedcredit.atomic import atomic_write_bytes
 from fedcredit.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
+from fedcredit.progress import step_line
 from fedcredit.protocols.job import ModelSettings
 
 if TYPE_CHECKING:
@@ -32,9 +34,9 @@ if TYPE_CHECKING:
 STATUS = "status.json"
 
 # run-config key -> ModelSettings field (run config values are bool/int/float/str only)
-SETTINGS_KEYS = {"mode": "mode", "n-bins": "n_bins", "l2": "l2", "max-iter": "max_iter", "key-bits": "key_bits",
-                 "seed": "seed", "train": "train", "validation": "validation",
-                 "bank-only-baseline": "bank_only_baseline"}
+# (every setting but the crypto backend: deployments use Paillier; pyproject.toml lists their defaults,
+# without which Flower drops a run-config key)
+SETTINGS_KEYS = {f.name.replace("_", "-"): f.name for f in fields(ModelSettings) if f.name != "backend"}
 
 
 def settings_from_run_config(cfg: dict) -> tuple[ModelSettings, list[str]]:
@@ -87,7 +89,7 @@ def policy_from_run_config(value: str) -> LimitPolicy:
     return LimitPolicy.from_dict(doc, source=f"policy sent with the job, sha256 {digest}")
 
 
-def _printer(max_iter: int):
+def _printer(steps: int):
     """Progress lines on the ServerApp's stdout (``flwr run --stream`` shows them to whoever submitted the job)."""
 
     def on_event(kind: str, info: dict) -> None:
@@ -96,9 +98,7 @@ def _printer(max_iter: int):
         elif kind == "aligned":
             print(f"PSI: {info['intersection']:,} enterprises known to every node", flush=True)
         elif kind == "iteration":
-            name = "bank-only baseline" if info["model"].endswith("lr-bank") else "federated model"
-            auc = f", validation AUC {info['val_auc']:.4f}" if "val_auc" in info else ""
-            print(f"{name}: iteration {info['iteration']}/{max_iter}, loss {info['loss']:.5f}{auc}", flush=True)
+            print(step_line(info, steps), flush=True)
         elif kind == "finished":
             print("training finished; scoring and publishing", flush=True)
         elif kind == "node_lost":
@@ -148,13 +148,14 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
         policy = policy_from_run_config(cfg.get("policy", ""))
         signer = runner.coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
         publication = runner.publication_for(policy, signer.fingerprint)
-        print(f"fedcredit job: roles {','.join(roles)}, {settings.key_bits}-bit keys, "
-              f"at most {settings.max_iter} iterations; waiting for {len(roles)} nodes", flush=True)
+        steps = f"at most {settings.max_iter} iterations" if settings.model == "scorecard_lr" else f"{settings.trees} trees"
+        print(f"fedcredit job: {settings.model}, roles {','.join(roles)}, {settings.key_bits}-bit keys, "
+              f"{steps}; waiting for {len(roles)} nodes", flush=True)
         registry = None
         if str(cfg.get("registry", "")):  # role -> node id of its registered key (fedcredit coordinator start)
             registry = {str(k): int(v) for k, v in json.loads(Path(str(cfg["registry"])).read_text()).items()}
         result: dict = {}
-        run_job(grid, settings, roles, result, on_event=_printer(settings.max_iter),
+        run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
                 publication=publication, audit=(out / "audit", signer), registry=registry)
         if "error" in result:

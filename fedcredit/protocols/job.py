@@ -23,7 +23,7 @@ from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.schema import node_schema, parse_extra
 from fedcredit.data.validate import load_node
-from fedcredit.protocols import psi, vertical_lr
+from fedcredit.protocols import psi, secureboost, vertical_lr
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError, ProtocolError
 from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int
@@ -40,12 +40,19 @@ LOAD = "job.load"
 KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD)
 SCORED = 3  # split code of enterprises scored with a saved model
 SPLITS = ("train", "validation", "test")
+MODELS = ("scorecard_lr", "secureboost")
 
 
 @dataclass
 class ModelSettings:
-    """Public model settings every party receives (never data paths)."""
+    """Public model settings every party receives (never data paths).
 
+    ``model`` picks the federated model: the scorecard logistic regression (``l2``,
+    ``max_iter``) or vertical SecureBoost (``trees`` … ``patience``; 0 = no early stopping).
+    Both bin features the same way (``n_bins`` quantile bins fitted on the training rows).
+    """
+
+    model: str = "scorecard_lr"
     mode: str = "binned"
     n_bins: int = 10
     l2: float = 1e-3
@@ -56,14 +63,51 @@ class ModelSettings:
     train: float = 0.6
     validation: float = 0.2
     bank_only_baseline: bool = True
+    trees: int = 30
+    max_depth: int = 4
+    learning_rate: float = 0.1
+    tree_l2: float = 1.0
+    min_child_weight: float = 1.0
+    gamma: float = 0.0
+    goss_top: float = 0.0
+    goss_other: float = 0.0
+    bank_first_tree: bool = False
+    patience: int = 0
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
+        if self.model == "secureboost":
+            if self.mode != "binned":
+                raise InputError("SecureBoost splits binned features: features must be 'binned'")
+            if self.patience and not self.validation:
+                raise InputError("early stopping (patience) needs validation rows: set validation > 0")
+            try:
+                self.sb_config()
+            except ProtocolError as exc:
+                raise InputError(str(exc)) from None
         if not (0 < self.train < 1 and 0 <= self.validation < 1 and self.train + self.validation < 1):
             raise InputError(f"split fractions must satisfy 0 < train, 0 ≤ validation, train + validation < 1; "
                              f"got train={self.train}, validation={self.validation}")
 
     def lr_config(self) -> vertical_lr.LrConfig:
         return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend)
+
+    def sb_config(self) -> secureboost.SbConfig:
+        return secureboost.SbConfig(
+            n_trees=self.trees, max_depth=self.max_depth, learning_rate=self.learning_rate, l2=self.tree_l2,
+            gamma=self.gamma, min_child_weight=self.min_child_weight, bank_first_tree=self.bank_first_tree,
+            goss_top=self.goss_top, goss_other=self.goss_other, patience=self.patience or None,
+            key_bits=self.key_bits, backend=self.backend)
+
+    @property
+    def run_suffix(self) -> str:
+        """The model runs' id suffix: ``/lr`` and ``/lr-bank``, or ``/sb`` and ``/sb-bank``."""
+        return "lr" if self.model == "scorecard_lr" else "sb"
+
+    @property
+    def progress_steps(self) -> int:
+        return self.max_iter + 1 if self.model == "scorecard_lr" else self.trees
 
 
 @dataclass
@@ -145,7 +189,7 @@ class NodeAgent:
         self.features: pd.DataFrame | None = None
         self.labels: np.ndarray | None = None
         self.psi: psi.PsiParty | None = None
-        self.lr: dict[str, vertical_lr.LrParty] = {}
+        self.models: dict[str, vertical_lr.LrParty | secureboost.SbParty] = {}  # model run id -> this node's party
         self.aligned_rows: np.ndarray | None = None
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
@@ -156,7 +200,7 @@ class NodeAgent:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["pool"] = None
-        for party in state["lr"].values():
+        for party in state["models"].values():
             party.pool = None
         if state.get("psi") is not None:
             state["psi"]._pool = None
@@ -164,7 +208,7 @@ class NodeAgent:
 
     def attach_pool(self, pool) -> None:
         self.pool = pool
-        for party in self.lr.values():
+        for party in self.models.values():
             party.pool = pool
         if self.psi is not None:
             self.psi._pool = pool
@@ -206,7 +250,7 @@ class NodeAgent:
             path = Path(self.config.out_dir) / "audit" / f"{self.role}.jsonl"
             self.audit = AuditWriter(path, self.identity, msg.run_id)
         if self.audit is not None:
-            keys = [p.key.fingerprint for p in self.lr.values() if p.key is not None and p.run_id == msg.run_id]
+            keys = [p.key.fingerprint for p in self.models.values() if p.key is not None and p.run_id == msg.run_id]
             self.audit.record(msg.to_bytes(), direction=direction, paillier_key=keys[0] if keys else None)
 
     def _dispatch(self, msg: Message) -> list[Message]:
@@ -219,8 +263,8 @@ class NodeAgent:
             if self.psi is None:
                 raise ProtocolError(f"{msg.describe()}: alignment has not been set up at {self.role}")
             return self.psi.handle(msg)
-        if family == "lr":
-            party = self.lr.get(msg.run_id)
+        if family in ("lr", "sb"):
+            party = self.models.get(msg.run_id)
             if party is None:
                 raise ProtocolError(f"{msg.describe()}: no model run {msg.run_id!r} at {self.role}")
             return party.handle(msg)
@@ -263,23 +307,31 @@ class NodeAgent:
         train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
         self.prep = FeaturePrep.fit(frame.iloc[train_rows], s.mode, s.n_bins, self.config.categorical)
         is_bank = self.role == vertical_lr.BANK
-        data = vertical_lr.PartyData(
-            train=Design(self.prep, frame.iloc[train_rows], intercept=is_bank),
-            every=Design(self.prep, frame, intercept=is_bank),
-            train_rows=train_rows, val_rows=val_rows,
-            labels=self.labels[self.aligned_rows] if is_bank else None)
-        runs = msg.meta.get("runs", {})
-        for run_id, parties in runs.items():
+        labels = self.labels[self.aligned_rows] if is_bank else None
+        if s.model == "secureboost":
+            valid = val_rows if is_bank and s.patience else None
+            data = secureboost.TreePartyData.from_prep(self.prep, frame, train_rows, labels, valid)
+            make, params = (lambda: secureboost.SbParty(self.role, data, pool=self.pool)), len(data.n_bins)
+        else:
+            data = vertical_lr.PartyData(
+                train=Design(self.prep, frame.iloc[train_rows], intercept=is_bank),
+                every=Design(self.prep, frame, intercept=is_bank),
+                train_rows=train_rows, val_rows=val_rows, labels=labels)
+            make, params = (lambda: vertical_lr.LrParty(self.role, data, pool=self.pool)), data.train.n_params
+        for run_id, parties in msg.meta.get("runs", {}).items():
             if self.role in parties:
-                self.lr[run_id] = vertical_lr.LrParty(self.role, data, pool=self.pool)
-        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": data.train.n_params})]
+                self.models[run_id] = make()
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": params})]
 
-    def _main_party(self, msg: Message) -> vertical_lr.LrParty:
+    def _main_party(self, msg: Message):
         return self._model(msg.meta.get("main", ""), msg.describe())
 
-    def _model(self, run_id: str, where: str) -> vertical_lr.LrParty:
-        party = self.lr.get(run_id)
-        if party is None or party.weights is None:
+    def _model(self, run_id: str, where: str):
+        party = self.models.get(run_id)
+        trained = party is not None and (
+            party.weights is not None if isinstance(party, vertical_lr.LrParty)
+            else bool(party.trees) if self.role == secureboost.BANK else party.cfg is not None)
+        if not trained:
             raise ProtocolError(f"{where}: no trained model {run_id!r} at {self.role}")
         return party
 
@@ -287,7 +339,15 @@ class NodeAgent:
         """Reason codes (own feature names) per aligned row; the bank adds IDs and probabilities."""
         party = self._main_party(msg)
         top = meta_int(msg, "reasons")
-        doc = {"reasons": party.data.every.reason_codes(party.weights, top)}
+        if isinstance(party, vertical_lr.LrParty):
+            doc = {"reasons": party.data.every.reason_codes(party.weights, top)}
+        elif self.role == vertical_lr.BANK:  # trees: the bank ranks every party's splits on each row's path
+            if party.leaves is None:
+                raise ProtocolError(f"{msg.describe()}: the bank has no predictions to explain")
+            own, hosts = party.reasons(top)
+            doc = {"reasons": own, "host_records": hosts}
+        else:  # a host names the feature behind each of its records (never a threshold)
+            doc = {"record_names": party.record_names()}
         kind = REASONS
         if self.role == vertical_lr.BANK:
             if party.scores is None:
@@ -313,24 +373,36 @@ class NodeAgent:
 
     def _load(self, msg: Message) -> list[Message]:
         """Scoring run: this node's saved model part applied to its aligned rows (nothing is trained)."""
-        from fedcredit.scoring.outputs import read_model_part
+        from fedcredit.scoring.outputs import read_model_part, read_tree_part, saved_model_kind
 
         if self.psi is None or self.psi.result is None:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
         if not self.config.model_dir:
             raise InputError(f"{self.role}: a scoring run needs this node's saved model (model_dir)")
-        self.prep, weights, self.reference_scores = read_model_part(Path(self.config.model_dir), self.role)
+        folder = Path(self.config.model_dir)
+        kind = saved_model_kind(folder)
+        if kind != self.settings.model:
+            raise InputError(f"{self.role}: the saved model in {folder} is {kind}, the job asks for {self.settings.model}")
+        read = read_tree_part if kind == "secureboost" else read_model_part
+        self.prep, saved, self.reference_scores = read(folder, self.role)
         self.aligned_rows = self.psi.result.rows
         self.split = np.full(len(self.aligned_rows), SCORED, dtype=np.int8)
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         is_bank = self.role == vertical_lr.BANK
-        every = Design(self.prep, frame, intercept=is_bank)
+        labels = self.labels[self.aligned_rows] if is_bank else None
         empty = np.zeros(0, dtype=np.int64)
-        data = vertical_lr.PartyData(None, every, empty, empty, self.labels[self.aligned_rows] if is_bank else None)
+        if kind == "secureboost":
+            data = secureboost.TreePartyData.from_prep(self.prep, frame, empty, labels)
+            make = lambda: secureboost.SbParty(self.role, data, pool=self.pool, model=saved)  # noqa: E731
+            params = len(data.n_bins)
+        else:
+            data = vertical_lr.PartyData(None, Design(self.prep, frame, intercept=is_bank), empty, empty, labels)
+            make = lambda: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)  # noqa: E731
+            params = data.every.n_params
         for run_id, parties in msg.meta.get("runs", {}).items():
             if self.role in parties:
-                self.lr[run_id] = vertical_lr.LrParty(self.role, data, pool=self.pool, weights=weights)
-        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": every.n_params})]
+                self.models[run_id] = make()
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": params})]
 
     def _evaluation_rows(self) -> np.ndarray:
         """Test rows after training; every scored row in a scoring run."""
@@ -339,7 +411,7 @@ class NodeAgent:
     def _report(self, msg: Message) -> list[Message]:
         """The bank's test metrics per model (aggregates only); every node writes its own model part."""
         out = {}
-        for run_id, party in self.lr.items():
+        for run_id, party in self.models.items():
             if self.role == vertical_lr.BANK and party.scores is not None:
                 test = self._evaluation_rows()
                 y = self.labels[self.aligned_rows]
@@ -369,7 +441,7 @@ class NodeAgent:
             if context.get("loss_table"):
                 loss = pd.DataFrame(context["loss_table"])
                 grades_df = grades_df.merge(loss, on="grade", how="outer", suffixes=(" (test)", " (all)"))
-        bank_only = [m for run, m in all_metrics.items() if run.endswith("lr-bank")]
+        bank_only = [m for run, m in all_metrics.items() if run.endswith("-bank")]
         metrics_view = {"test_auc": main_metrics.get("auc"), "test_ks": main_metrics.get("ks"),
                         "test_gini": main_metrics.get("gini"), "bank_only_auc": bank_only[0]["auc"] if bank_only else None}
         data = ReportData(
@@ -382,13 +454,16 @@ class NodeAgent:
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:
         """This node's own part of the model; at the bank also its scores."""
-        from fedcredit.scoring.outputs import write_model_part, write_scores
+        from fedcredit.scoring.outputs import write_model_part, write_scores, write_tree_part
 
-        party = self.lr.get(main_run) if main_run else None
+        party = self.models.get(main_run) if main_run else None
         if party is None:
             return
-        if party.data.train is not None:  # a trained model: save this node's part
-            reference = party.scores[self.split == 0] if self.role == vertical_lr.BANK else None
+        reference = party.scores[self.split == 0] if self.role == vertical_lr.BANK and (self.split == 0).any() else None
+        if isinstance(party, secureboost.SbParty):
+            if not party.loaded:  # a trained model: save this node's part
+                write_tree_part(out / "model" / self.role, self.role, self.prep, party.model_part(), reference)
+        elif party.data.train is not None:
             write_model_part(out / "model" / self.role, self.role, self.prep, party.data.train.labels(), party.weights,
                              reference)
         if self.role == vertical_lr.BANK and party.scores is not None:
@@ -412,13 +487,13 @@ class JobCoordinator(ScriptedCoordinator):
         self.result: dict = {}
         self.publication = publication
         self.identities: dict[str, PublicIdentity] = {}
-        self._lr: vertical_lr.LrCoordinator | None = None
+        self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None
 
     @property
     def paillier_fingerprint(self) -> str | None:
-        """The Paillier key of the model run in progress (for the audit trail)."""
-        lr = self._lr
-        return lr.keypair.public_key.fingerprint if lr is not None and lr.keypair is not None else None
+        """The Paillier key of the model run in progress (for the audit trail): the coordinator's
+        for the scorecard, the bank's (announced in its ``sb.ready``) for SecureBoost."""
+        return _key_fingerprint(self._model)
 
     def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
         return Message(kind, COORDINATOR, role, self.run_id, step, meta)
@@ -441,8 +516,9 @@ class JobCoordinator(ScriptedCoordinator):
         ids, pd_ = doc.get("ids"), np.asarray(doc.get("pd"), dtype=float)
         if not isinstance(ids, list) or len(ids) != len(pd_) or not np.all((pd_ >= 0) & (pd_ <= 1)):
             raise ProtocolError(f"{bank[0].describe()}: IDs and probabilities must be equally long, probabilities in [0, 1]")
-        reasons = [doc["reasons"]] + [_from_json_payload(hosts[r], "reason codes")["reasons"] for r in self.roles[1:]]
-        if any(len(r) != len(ids) for r in reasons):
+        reasons = [doc.get("reasons")] + [_host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons)
+                                          for r in self.roles[1:]]
+        if any(not isinstance(r, list) or len(r) != len(ids) for r in reasons):
             raise ProtocolError("publication: every node must give reason codes for every aligned row")
         points, grades, caps = pub.grade(pd_)
         limits = np.asarray(caps, dtype=np.int64)
@@ -477,6 +553,15 @@ class JobCoordinator(ScriptedCoordinator):
             if not outgoing:
                 return
 
+    def _model_coordinator(self, run_id: str, parties: list[str]):
+        s, train = self.settings, self.task == "train"
+        progress = lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec})  # noqa: E731
+        if s.model == "secureboost":
+            return secureboost.SbCoordinator(run_id, parties, s.sb_config(), train=train,
+                                             on_progress=lambda rec: progress({"iteration": rec["tree"], **rec}))
+        return vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
+                                         train=train, on_progress=progress)
+
     def _run(self):
         started = time.perf_counter()
         s = self.settings
@@ -494,19 +579,16 @@ class JobCoordinator(ScriptedCoordinator):
         self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
         if aligner.size < 20:
             raise InputError(f"only {aligner.size} enterprises are known to every node; too few to train a model")
-        runs = {f"{self.run_id}/lr": self.roles}
+        main = f"{self.run_id}/{s.run_suffix}"
+        runs = {main: self.roles}
         if s.bank_only_baseline and self.task == "train":
-            runs[f"{self.run_id}/lr-bank"] = ["bank"]
+            runs[f"{main}-bank"] = ["bank"]
         split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
         models = {}
         for i, (run_id, parties) in enumerate(runs.items()):
-            lr = vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
-                                           train=self.task == "train",
-                                           on_progress=lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec}))
-            self._lr = lr
-            yield from self._sub(lr, split if i == 0 else [], PREPARED if i == 0 else None)
-            models[run_id] = lr
-        main = f"{self.run_id}/lr"
+            model = self._model = self._model_coordinator(run_id, parties)
+            yield from self._sub(model, split if i == 0 else [], PREPARED if i == 0 else None)
+            models[run_id] = model
         context = {}
         if self.publication is not None:
             pub = self.result["publication"] = yield from self._publish(main)
@@ -516,14 +598,38 @@ class JobCoordinator(ScriptedCoordinator):
         context.update(run={"run_id": self.run_id, "seconds": round(time.perf_counter() - started, 1), "rounds": self.rounds,
                             "model": asdict(s)},
                        nodes=self.result["nodes"], intersection=self.result["intersection"],
-                       fingerprints={"paillier": models[main].keypair.public_key.fingerprint, "identities": self.result["identities"],
+                       fingerprints={"paillier": _key_fingerprint(models[main]), "identities": self.result["identities"],
                                      "limits signing key": self.publication.signer if self.publication else None})
         replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
         reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
-        lr = models[main]
+        model = models[main]
         self.result.update(
-            metrics=reported.get(main, {}), bank_only=reported.get(f"{self.run_id}/lr-bank"),
-            history=lr.history, evaluations=lr.evaluations, key_fingerprint=lr.keypair.public_key.fingerprint,
-            seconds=time.perf_counter() - started)
+            metrics=reported.get(main, {}), bank_only=reported.get(f"{main}-bank"), model=s.model,
+            history=model.history, evaluations=getattr(model, "evaluations", len(model.history)),
+            key_fingerprint=_key_fingerprint(model), seconds=time.perf_counter() - started)
+        if s.model == "secureboost":
+            self.result["trees"] = model.trees
         self.on_event("finished", self.result)
+
+
+def _key_fingerprint(model) -> str | None:
+    if isinstance(model, secureboost.SbCoordinator):
+        return model.key_fingerprint
+    return model.keypair.public_key.fingerprint if model is not None and model.keypair is not None else None
+
+
+def _host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int) -> list[list[str]]:
+    """A host's reason codes per row: its own (scorecard), or the bank's ranked record numbers of the
+    host's splits joined with the host's names for them (trees; records of one feature merge)."""
+    if "reasons" in host_doc:
+        return host_doc["reasons"]
+    names, records = host_doc.get("record_names"), (bank_doc.get("host_records") or {}).get(host)
+    if not isinstance(names, list) or not isinstance(records, list):
+        raise ProtocolError(f"publication: no reason codes for {host} (its record names and the bank's ranking)")
+    out = []
+    for row in records:
+        if not isinstance(row, list) or not all(isinstance(r, int) and 0 <= r < len(names) for r in row):
+            raise ProtocolError(f"publication: the bank ranked records {row!r} that {host} does not have")
+        out.append(list(dict.fromkeys(str(names[r]) for r in row))[:top])
+    return out

@@ -907,9 +907,9 @@ class SbCoordinator(ScriptedCoordinator):
             if not isinstance(stop, bool):
                 raise ProtocolError(f"{done.describe()}: meta field 'stop' must be a bool")
             entry = {"tree": t + 1, "stop": stop}
-            for key in ("loss", "valid_auc"):  # aggregates the bank reports, like vertical LR's loss and validation AUC
+            for key, name in (("loss", "loss"), ("valid_auc", "val_auc")):  # aggregates, like vertical LR's
                 if isinstance(done.meta.get(key), float):
-                    entry[key] = done.meta[key]
+                    entry[name] = done.meta[key]
             trees = done.meta.get("trees")
             if not isinstance(trees, int) or isinstance(trees, bool) or not 0 <= trees <= t + 1:
                 raise ProtocolError(f"{done.describe()}: meta field 'trees' must count the model's trees (≤ {t + 1})")

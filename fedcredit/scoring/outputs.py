@@ -14,6 +14,13 @@ from fedcredit.data.io import write_table
 from fedcredit.errors import FedCreditError
 
 
+def _write_part(folder: Path, prep: FeaturePrep, name: str, doc: dict, reference_scores: np.ndarray | None) -> None:
+    atomic_write_bytes(folder / "prep.json", prep.to_json().encode())
+    atomic_write_bytes(folder / name, json.dumps(doc, indent=1).encode())
+    if reference_scores is not None:
+        atomic_write_bytes(folder / "reference_scores.json", json.dumps([float(v) for v in reference_scores]).encode())
+
+
 def write_model_part(folder: Path, role: str, prep: FeaturePrep, labels: list[str], weights: np.ndarray,
                      reference_scores: np.ndarray | None = None) -> None:
     """``prep.json`` (this node's binning) and ``weights.json`` (its parameters, one per design column).
@@ -21,28 +28,63 @@ def write_model_part(folder: Path, role: str, prep: FeaturePrep, labels: list[st
     The bank also keeps its training scores (``reference_scores.json``): later scoring runs
     compare their population with it (population stability index).
     """
-    atomic_write_bytes(folder / "prep.json", prep.to_json().encode())
     doc = {"role": role, "parameters": [{"column": c, "weight": float(w)} for c, w in zip(labels, weights)]}
-    atomic_write_bytes(folder / "weights.json", json.dumps(doc, indent=1).encode())
-    if reference_scores is not None:
-        atomic_write_bytes(folder / "reference_scores.json", json.dumps([float(v) for v in reference_scores]).encode())
+    _write_part(folder, prep, "weights.json", doc, reference_scores)
 
 
-def read_model_part(folder: Path, role: str) -> tuple[FeaturePrep, np.ndarray, np.ndarray | None]:
-    """A node's saved model part: its preparation, its weights and (bank) its training scores."""
+def _read_part(folder: Path, role: str, name: str) -> tuple[FeaturePrep, dict, np.ndarray | None]:
+    """prep.json, the part document ``name`` and (bank) reference_scores.json of a saved part."""
     folder = Path(folder)
     try:
         prep = FeaturePrep.from_json((folder / "prep.json").read_text())
-        doc = json.loads((folder / "weights.json").read_text())
+        doc = json.loads((folder / name).read_text())
         reference = folder / "reference_scores.json"
         scores = np.asarray(json.loads(reference.read_text()), dtype=float) if reference.exists() else None
     except FileNotFoundError as exc:
         raise FedCreditError(f"{folder}: no saved model part for {role} ({exc.filename} missing)") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise FedCreditError(f"{folder}: saved model part is malformed ({exc})") from None
-    if doc.get("role") != role:
-        raise FedCreditError(f"{folder}: model part belongs to {doc.get('role')!r}, not to {role!r}")
-    return prep, np.array([p["weight"] for p in doc["parameters"]], dtype=float), scores
+    if not isinstance(doc, dict) or doc.get("role") != role:
+        raise FedCreditError(f"{folder}: model part belongs to {doc.get('role') if isinstance(doc, dict) else None!r}, "
+                             f"not to {role!r}")
+    return prep, doc, scores
+
+
+def read_model_part(folder: Path, role: str) -> tuple[FeaturePrep, np.ndarray, np.ndarray | None]:
+    """A node's saved scorecard part: its preparation, its weights and (bank) its training scores."""
+    prep, doc, scores = _read_part(folder, role, "weights.json")
+    try:
+        weights = np.array([p["weight"] for p in doc["parameters"]], dtype=float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FedCreditError(f"{folder}: saved model part is malformed ({exc})") from None
+    return prep, weights, scores
+
+
+TREE_PART = "secureboost.json"
+
+
+def write_tree_part(folder: Path, role: str, prep: FeaturePrep, part: dict, reference_scores: np.ndarray | None = None) -> None:
+    """A SecureBoost node's part: ``prep.json`` and ``secureboost.json`` (the bank's trees with leaf
+    weights and hosts' record numbers, or a host's private lookup table with its thresholds)."""
+    _write_part(folder, prep, TREE_PART, {**part, "model": "secureboost"}, reference_scores)
+
+
+def saved_model_kind(folder: Path) -> str:
+    """Which model a saved part holds: ``scorecard_lr`` (weights.json) or ``secureboost``."""
+    folder = Path(folder)
+    if (folder / TREE_PART).exists():
+        return "secureboost"
+    if (folder / "weights.json").exists():
+        return "scorecard_lr"
+    raise FedCreditError(f"{folder}: no saved model part (neither weights.json nor {TREE_PART})")
+
+
+def read_tree_part(folder: Path, role: str) -> tuple[FeaturePrep, dict, np.ndarray | None]:
+    """A SecureBoost node's saved part: its preparation, its part document and (bank) its training scores."""
+    prep, doc, scores = _read_part(folder, role, TREE_PART)
+    if doc.get("model") != "secureboost":
+        raise FedCreditError(f"{folder}/{TREE_PART}: not a SecureBoost model part")
+    return prep, doc, scores
 
 
 def write_scores(path: Path, ids: np.ndarray, split: np.ndarray, scores: np.ndarray) -> None:
