@@ -17,6 +17,8 @@ from fedcredit.runner import publication_for
 from fedcredit.scoring.policy import LimitPolicy
 
 FAST = ModelSettings(key_bits=1024, max_iter=15)
+FAST_TREES = ModelSettings(key_bits=1024, model="secureboost", trees=4, max_depth=3, learning_rate=0.3, patience=2)
+PART = {"scorecard_lr": "weights.json", "secureboost": "secureboost.json"}
 POLICY = {"capacity": {"node": "tax", "column": "declared_revenue_cny", "multiple": 0.3}}
 CANARY_NUMBERS = {"bank": ("loan_balance_cny", 7777123.4567), "tax": ("declared_revenue_cny", 8888234.5678),
                   "utilities": ("water_m3_12m", 9999345.6789)}
@@ -53,8 +55,10 @@ def _forms(value) -> list[bytes]:
     return forms
 
 
-@pytest.fixture(scope="module")
-def job_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["scorecard_lr", "secureboost"])
+def job_run(tmp_path_factory, request):
+    """The same planted data through each model (the canary, audit and publication tests run for both)."""
+    settings = FAST if request.param == "scorecard_lr" else FAST_TREES
     root = tmp_path_factory.mktemp("job")
     tables, canary_ids = _plant(synth.generate(3000, 5))
     paths = synth.write_nodes(tables, root / "data")
@@ -64,7 +68,7 @@ def job_run(tmp_path_factory):
     from fedcredit.crypto import Identity
 
     coordinator = Identity.generate("coordinator")
-    result = run_job(nodes, FAST, tap=wire.append, on_event=lambda k, i: events.append(k),
+    result = run_job(nodes, settings, tap=wire.append, on_event=lambda k, i: events.append(k),
                      publication=publication_for(LimitPolicy.from_dict(POLICY, "test")),
                      audit=(root / "out" / "audit", coordinator))
     result["coordinator"] = coordinator
@@ -80,7 +84,7 @@ def test_in_process_job_end_to_end(job_run):
     assert list(scores.columns) == ["id", "split", "score"] and len(scores) == result["intersection"]
     assert set(scores["split"]) == {"train", "validation", "test"} and scores["score"].between(0, 1).all()
     for role in ("bank", "tax", "utilities"):
-        assert (root / "out" / "model" / role / "weights.json").exists()
+        assert (root / "out" / "model" / role / PART[result["model"]]).exists()
 
 
 def test_canary_never_crosses_a_node_boundary(job_run):
@@ -119,13 +123,18 @@ def test_audit_logs_of_the_job_verify_at_both_ends(job_run):
 def test_each_model_part_holds_only_its_own_columns(job_run):
     import json
 
-    _, root, *_ = job_run
+    from fedcredit.data.reference import feature_names
+
+    result, root, *_ = job_run
     for role, (col, _) in CANARY_NUMBERS.items():
-        doc = json.loads((root / "out" / "model" / role / "weights.json").read_text())
-        columns = " ".join(p["column"] for p in doc["parameters"])
-        assert col in columns
-        others = [c for r, (c, _) in CANARY_NUMBERS.items() if r != role]
-        assert not any(o in columns for o in others)
+        folder = root / "out" / "model" / role
+        prep = json.loads((folder / "prep.json").read_text())
+        assert col in json.dumps(prep)
+        text = (folder / PART[result["model"]]).read_text()
+        if result["model"] == "scorecard_lr":
+            assert col in " ".join(p["column"] for p in json.loads(text)["parameters"])
+        others = {c for r in CANARY_NUMBERS if r != role for c in feature_names(r)} - set(feature_names(role))
+        assert not any(f'"{o}' in text or f'"{o}' in json.dumps(prep) for o in others)
 
 
 def test_invalid_node_data_stops_the_job_naming_the_file(tmp_path):
