@@ -30,10 +30,11 @@ from fedcredit.flower.delivery import delivery_seq
 from fedcredit.flower.node_state import handle_delivery
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols.job import ModelSettings, NodeAgent, NodeConfig
-from fedcredit.scoring.outputs import read_model_part
+from fedcredit.scoring.outputs import read_model_part, read_tree_part
 
 ROLES = ("bank", "tax", "utilities")
 SETTINGS = ModelSettings(key_bits=1024, max_iter=4, bank_only_baseline=False)
+TREES = ModelSettings(key_bits=1024, model="secureboost", trees=2, max_depth=3, bank_only_baseline=False)
 NODE_UNAVAILABLE = 5
 
 
@@ -123,13 +124,13 @@ def _task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
-def _run(tmp: Path, data, pool, crashes=None, **kw):
+def _run(tmp: Path, data, pool, crashes=None, settings=SETTINGS, **kw):
     nodes = {r: NodeConfig(r, str(data[r]), out_dir=str(tmp / "out" / r)) for r in ROLES}
     grid = CrashingGrid(nodes, tmp / "work", pool, crashes)
     signer = Identity.generate("coordinator")
     events: list[tuple[str, dict]] = []
     result: dict = {}
-    run_job(grid, SETTINGS, list(ROLES), result, run_id="ft-run", on_event=lambda k, i: events.append((k, i)),
+    run_job(grid, settings, list(ROLES), result, run_id="ft-run", on_event=lambda k, i: events.append((k, i)),
             audit=(tmp / "out" / "audit", signer), timeout=30, **kw)
     return result, events, grid, signer
 
@@ -181,3 +182,18 @@ def test_deliveries_out_of_order_or_without_checkpoint_are_refused(tmp_path, dat
         handle_delivery(tmp_path / "agent.pkl", 1, [], lambda: NodeAgent(node), pool)
     with pytest.raises(FedCreditError, match="malformed delivery number"):
         delivery_seq(RecordDict({"delivery": ConfigRecord({"seq": -2})}))
+
+
+def test_secureboost_nodes_crashing_mid_tree_grow_the_same_trees(tmp_path, data, pool):
+    """The bank dies while it waits for hosts' histograms, a host after building them: same trees, same scores."""
+    clean, _, grid, _ = _run(tmp_path / "clean", data, pool, settings=TREES)
+    assert "error" not in clean, clean.get("error")
+    crashes = {("bank", 9): "before-save", ("tax", 8): "after-save", ("utilities", 11): "before-save"}
+    result, events, grid, _ = _run(tmp_path / "crash", data, pool, crashes, settings=TREES)
+    assert "error" not in result, result.get("error")
+    assert sorted(c[:2] for c in grid.crashed) == sorted(crashes)
+    assert len([i for k, i in events if k == "node_lost"]) == 3
+    assert result["metrics"] == clean["metrics"] and result["rounds"] == clean["rounds"]
+    for role in ROLES:
+        part = lambda run: read_tree_part(tmp_path / run / "out" / role / "model" / role, role)[1]  # noqa: E731
+        assert part("crash") == part("clean"), role

@@ -212,6 +212,9 @@ def test_run_config_round_trips_and_every_key_exists_in_the_flower_app_config():
     assert set(SETTINGS_KEYS) | {"roles"} == set(cfg)
     with pytest.raises(FedCreditError, match="'mock' crypto backend is for local runs only"):
         run_config_from_settings(ModelSettings(backend="mock"), ["bank", "tax"])
+    trees = ModelSettings(model="secureboost", trees=7, max_depth=5, learning_rate=0.2, tree_l2=2.0, goss_top=0.2,
+                          goss_other=0.1, bank_first_tree=True, patience=3)
+    assert settings_from_run_config(run_config_from_settings(trees, ["bank", "tax"])) == (trees, ["bank", "tax"])
 
 
 def test_policy_travels_as_text_or_as_a_coordinator_path(tmp_path):

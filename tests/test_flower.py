@@ -16,6 +16,7 @@ from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.protocols.messages import Message
 
 FAST = ModelSettings(key_bits=1024, max_iter=10, bank_only_baseline=False)
+TREES = ModelSettings(key_bits=1024, model="secureboost", trees=3, max_depth=3, bank_only_baseline=False)
 
 
 def test_codec_round_trip_and_rejects_garbage():
@@ -67,7 +68,8 @@ def _flower_processes(before: set[int]) -> str:
                      if pid not in before and flower(pid, args) and ours(pid))
 
 
-def test_simulated_job_on_flower(tmp_path, before):
+@pytest.mark.parametrize("settings", [FAST, TREES], ids=["scorecard_lr", "secureboost"])
+def test_simulated_job_on_flower(tmp_path, before, settings):
     paths = synth.write_nodes(synth.generate(2500, 3), tmp_path / "data")
     nodes = [NodeConfig(r, str(paths[r]), out_dir=str(tmp_path / "out")) for r in ("bank", "tax", "utilities")]
     events = []
@@ -75,7 +77,7 @@ def test_simulated_job_on_flower(tmp_path, before):
     from fedcredit.crypto import Identity
 
     coordinator = Identity.generate("coordinator")
-    result = run_simulated_job(nodes, FAST, tmp_path / "work", on_event=lambda k, i: events.append(k),
+    result = run_simulated_job(nodes, settings, tmp_path / "work", on_event=lambda k, i: events.append(k),
                                audit=(tmp_path / "out" / "audit", coordinator))
     verdict = verify_audit(tmp_path / "out", coordinator.public, min_key_bits=1024)
     assert verdict.ok and set(verdict.parties) == {"bank", "tax", "utilities", "coordinator"}
@@ -85,6 +87,11 @@ def test_simulated_job_on_flower(tmp_path, before):
     # every node kept its state in its own work directory
     assert all(list((tmp_path / "work" / r).glob("agent-*.pkl")) for r in ("bank", "tax", "utilities"))
     assert _flower_processes(before) == ""
+    if settings.model == "secureboost":  # trees do not depend on the transport: the in-process engine agrees
+        from fedcredit.local import run_job
+
+        local = run_job([NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")], settings)
+        assert local["metrics"] == result["metrics"] and local["rounds"] == result["rounds"]
 
 
 def test_node_error_is_shown_at_the_coordinator_with_the_role(tmp_path, before):
