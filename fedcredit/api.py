@@ -80,9 +80,16 @@ class Federation:
         return self.score("bank").merge(labels, on="id")
 
     def model(self, party: str) -> pd.DataFrame:
-        """One node's own part of the model: its design columns and weights."""
+        """One node's own part of the model: scorecard design columns and weights; for SecureBoost the
+        bank's tree nodes (host splits only as record numbers) or a host's lookup table with its rules."""
         self._require_fit()
-        path = self.out / "model" / party / "weights.json"
+        folder = self.out / "model" / party
+        if (folder / "secureboost.json").exists():
+            doc = json.loads((folder / "secureboost.json").read_text())
+            if "lookup" in doc:
+                return pd.DataFrame(doc["lookup"])
+            return pd.DataFrame([{"tree": t, **node} for t, nodes in enumerate(doc["trees"]) for node in nodes])
+        path = folder / "weights.json"
         if not path.exists():
             raise FedCreditError(f"no model part for {party!r}; nodes: {[n.role for n in self.nodes]}")
         return pd.DataFrame(json.loads(path.read_text())["parameters"])

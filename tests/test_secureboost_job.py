@@ -96,3 +96,26 @@ def test_secureboost_job_file_settings(tmp_path):
     cfg = read_job(path).settings.sb_config()
     assert (cfg.n_trees, cfg.max_depth, cfg.learning_rate, cfg.goss_top, cfg.goss_other, cfg.bank_first_tree,
             cfg.patience) == (50, 5, 0.05, 0.2, 0.1, True, 5)
+
+
+@pytest.mark.parametrize("name, model", [("job.toml", "scorecard_lr"), ("job_secureboost.toml", "secureboost")])
+def test_shipped_job_files_parse(name, model):
+    from pathlib import Path
+
+    job = read_job(Path(__file__).resolve().parent.parent / "examples" / name)
+    assert job.settings.model == model and job.roles == ["bank", "tax", "utilities"]
+
+
+def test_python_api_secureboost_parts(tmp_path):
+    from fedcredit.api import Federation
+
+    fed = Federation.synthetic(rows=1500, out=tmp_path, model="secureboost", trees=3, max_depth=3, key_bits=1024,
+                               bank_only_baseline=False).fit()
+    assert fed.evaluate()["test_auc"] == fed.evaluate()["centralized_auc"]
+    tax = fed.model("tax")
+    assert {"record", "feature", "bin", "name", "rule"} <= set(tax.columns) and len(tax)
+    bank = fed.model("bank")
+    assert set(bank["tree"]) == {0, 1, 2} and {"bank", "tax", "utilities"} >= set(bank["party"].dropna())
+    host_splits = bank[bank["party"].isin(["tax", "utilities"])]
+    assert len(host_splits) and host_splits["record"].notna().all()  # a host split is known by its record number
+    assert "rule" not in bank.columns and "name" not in bank.columns  # no host feature name or threshold at the bank
