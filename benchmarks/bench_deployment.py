@@ -9,7 +9,8 @@ delay relay; the JSON says which). Full mode is the demo job (20,000 enterprises
 2048-bit keys, 30 iterations, bank-only baseline); ``--quick`` is the smallest job the
 deployment allows (1,500 enterprises, 1024-bit, 1 iteration, 24 message rounds), which
 still takes minutes: a deployment round costs seconds (docs/deployment.md, "Speed").
-Needs root; may install Debian's ``nftables`` for the loss.
+``--model secureboost`` runs the SecureBoost demo job instead (``--quick``: 2 trees of
+depth 2). Needs root; may install Debian's ``nftables`` for the loss.
 
 JSON keys: simulation_s, deployment_s, rounds, bytes_per_party, netem_s, plus
 impairment, slowdown, the AUCs of the three runs and the settings.
@@ -33,6 +34,7 @@ from fedcredit.deploy import netlab  # noqa: E402
 from fedcredit.deploy import processes as P  # noqa: E402
 from fedcredit.deploy.capture import Capture  # noqa: E402
 from fedcredit.deploy.certs import make_certs  # noqa: E402
+from fedcredit.flower.deployment import run_config_from_settings  # noqa: E402
 from fedcredit.protocols.job import ModelSettings, NodeConfig  # noqa: E402
 
 ROLES = ("bank", "tax", "utilities")
@@ -83,9 +85,7 @@ def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float
                 procs.append(P.start_node(role, paths[role], address, certs, work / "work" / role,
                                           out=work / "nodes-out" / role, idle_poll=0.1, netns=lab.ns(role)))
             captures = {party: Capture(lab.link(party), limit_bytes=0) for party in lab.parties}
-            config = {"key-bits": settings.key_bits, "max-iter": settings.max_iter, "seed": settings.seed,
-                      "bank-only-baseline": settings.bank_only_baseline,
-                      "registry": str(work / "state" / "registry.json")}
+            config = {**run_config_from_settings(settings, list(ROLES)), "registry": str(work / "state" / "registry.json")}
             started, load = time.perf_counter(), os.getloadavg()[0]
             try:
                 submit(f"{host}:{port}", certs, work / "out", config, echo=lambda line: None, timeout=4 * 3600)
@@ -108,6 +108,8 @@ def main() -> None:
     p.add_argument("--delay-ms", type=float, default=20.0, help="added delay per direction on each node's link")
     p.add_argument("--loss-pct", type=float, default=1.0, help="random packet loss per direction, percent")
     p.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("--model", choices=("scorecard_lr", "secureboost"), default="scorecard_lr",
+                   help="the job's model (secureboost: the demo's 30 trees of depth 4; --quick: 2 trees of depth 2)")
     args = p.parse_args()
     why_not = netlab.unavailable_reason()
     if why_not:
@@ -117,11 +119,12 @@ def main() -> None:
     from fedcredit.data import synth
 
     rows = 1500 if args.quick else 20_000
-    settings = (ModelSettings(key_bits=1024, max_iter=1, bank_only_baseline=False, seed=42) if args.quick
-                else ModelSettings(seed=42))  # the demo's job
+    quick = dict(key_bits=1024, max_iter=1, trees=2, max_depth=2, bank_only_baseline=False) if args.quick else {}
+    settings = ModelSettings(seed=42, model=args.model, **quick)  # full: the demo's job
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-deployment-"))
     paths = synth.write_nodes(synth.generate(rows, 42), root / "data")
-    print(f"{rows:,} enterprises, {settings.key_bits}-bit, max {settings.max_iter} iterations; in {root}", flush=True)
+    steps = f"max {settings.max_iter} iterations" if args.model == "scorecard_lr" else f"{settings.trees} trees"
+    print(f"{rows:,} enterprises, {args.model}, {settings.key_bits}-bit, {steps}; in {root}", flush=True)
 
     load = os.getloadavg()[0]
     sim_s, sim = simulate(paths, settings, root / "simulation")
@@ -146,7 +149,8 @@ def main() -> None:
                                                                             "impaired": slow["drops"]},
         "load_average_1min_at_start_and_end": {"simulation": load, "deployment": plain["load"],
                                                "impaired": slow["load"]},
-        "rows": rows, "key_bits": settings.key_bits, "max_iter": settings.max_iter,
+        "rows": rows, "model": args.model, "key_bits": settings.key_bits, "max_iter": settings.max_iter,
+        "trees": settings.trees if args.model == "secureboost" else None,
         "bank_only_baseline": settings.bank_only_baseline, "quick": args.quick, "machine": machine(),
     }
     emit(figures, args.json)
