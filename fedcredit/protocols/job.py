@@ -445,11 +445,12 @@ class NodeAgent:
         metrics_view = {"test_auc": main_metrics.get("auc"), "test_ks": main_metrics.get("ks"),
                         "test_gini": main_metrics.get("gini"), "bank_only_auc": bank_only[0]["auc"] if bank_only else None}
         data = ReportData(
-            title="fedcredit — federated scorecard report", y_test=y[test], score_test=scores[test], run=context.get("run", {}),
+            title=f"fedcredit — federated {'SecureBoost' if self.settings.model == 'secureboost' else 'scorecard'} report",
+            y_test=y[test], score_test=scores[test], run=context.get("run", {}),
             nodes=context.get("nodes", {}), intersection_size=context.get("intersection"),
             fingerprints=context.get("fingerprints", {}), score_train=reference, grades=grades_df,
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
-            metrics=metrics_view)
+            metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None)
         return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:
@@ -611,6 +612,17 @@ class JobCoordinator(ScriptedCoordinator):
         if s.model == "secureboost":
             self.result["trees"] = model.trees
         self.on_event("finished", self.result)
+
+
+def _importance_table(bank: secureboost.SbParty) -> pd.DataFrame:
+    """The bank's importance view: own features by name, each host's splits by record number."""
+    imp = bank.importance()
+    rows = [{"party": "bank", "feature": v.get("name", f"feature {j}"), "splits": v["splits"], "gain": v["gain"]}
+            for j, v in imp["features"].items()]
+    rows += [{"party": host, "feature": f"record {r}", "splits": 1, "gain": gain}
+             for host, records in imp["host_records"].items() for r, gain in records.items()]
+    return pd.DataFrame(rows, columns=["party", "feature", "splits", "gain"]).sort_values("gain", ascending=False,
+                                                                                        ignore_index=True)
 
 
 def _key_fingerprint(model) -> str | None:

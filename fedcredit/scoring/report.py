@@ -65,13 +65,14 @@ class ReportData:
     limits: np.ndarray | None = None
     scores: np.ndarray | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
+    importance: pd.DataFrame | None = None  # trees: the bank's own features (party, feature, splits, gain)
 
 
 def render_report(data: ReportData, path) -> Path:
     """Write the report for ``data`` to ``path`` (HTML, UTF-8) and return the path."""
     body = "\n".join([
         _summary(data), _metrics(data), f'<div class="pair">{_roc(data)}{_ks(data)}</div>', _distribution(data),
-        _grades(data), _limits(data), _psi(data), _nodes(data), _runtime(data), _fingerprints(data),
+        _grades(data), _limits(data), _psi(data), _importance(data), _nodes(data), _runtime(data), _fingerprints(data),
     ])
     title = _e(data.title)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -269,6 +270,17 @@ def _grades(data: ReportData) -> str:
     text = _note("Observed default rate should rise from grade to grade and stay close to the mean PD. "
                  "Expected loss to the bank = PD × LGD × limit × bank share.")
     return _section("Grade table", _table(data.grades, _GRADE_FORMATS) + text)
+
+
+def _importance(data: ReportData) -> str:
+    """Trees only: what the bank may see of importance (its own features; a host's splits by opaque record)."""
+    if data.importance is None:
+        return ""
+    shown = data.importance.head(25)
+    text = _note(f"The {len(shown)} largest of {len(data.importance)} entries by split gain summed over the model's trees. "
+                 "The bank sees its own features by name and each host's splits only by record number: the host alone "
+                 "maps them to its features (docs/leakage.md).")
+    return _section("Feature importance", _table(shown, {"splits": lambda v: f"{int(v):,}"}) + text)
 
 
 def _psi(data: ReportData) -> str:
