@@ -38,6 +38,7 @@ TASKS = {
     "decrypt": lambda obj, cts: obj.decrypt(cts),
     "blind": lambda key, points: key.blind(points),
     "grouped_sum": kernels.grouped_sum_partial,
+    "joint_sum": kernels.joint_sum_partial,
     "dot": kernels.dot_partial,
     "pack": kernels.pack_groups,
 }

@@ -42,6 +42,14 @@ def _int_matrix(X, what: str) -> np.ndarray:
     return X[:, None] if X.ndim == 1 else X
 
 
+def _columns(b: np.ndarray, dtype) -> np.ndarray:
+    """``b.T`` as a contiguous (features, rows) array, copied in row blocks that stay in cache (~5x faster)."""
+    out = np.empty(b.shape[::-1], dtype=dtype)
+    for i in range(0, b.shape[0], 1024):
+        out[:, i : i + 1024] = b[i : i + 1024].T
+    return out
+
+
 class EncryptedVector:
     """A (possibly shaped) array of ciphertexts; shape is kept for decryption."""
 
@@ -177,9 +185,20 @@ class EncryptedVector:
         """Per feature j and bin b: sum of d[i] over rows i with bins[i, j] == b.
 
         ``bins``: int array (rows,) or (rows, features) of bin indices in [0, n_bins).
-        Returns shape (features, max n_bins); about one modular multiplication per row
-        per feature (the most populated bin of a feature is derived from the total).
+        Returns shape (features, max n_bins). Features are summed jointly in tuples of
+        k (k picked per call by estimated cost): one modular multiplication per row per
+        tuple into the row's joint cell, then each feature's bins are marginalised from
+        the non-empty cells (at most min(rows, cells) per tuple). At 100,000 rows and 11
+        bins k = 3: about 0.34 multiplications per row per feature instead of 0.94 feature
+        by feature; small nodes fall back to k = 2 or 1. A tuple's fullest cell (a
+        feature's fullest bin for k = 1) may be derived from the total instead, which pays
+        on skewed features. Results are exact: the same ciphertext products as summing
+        feature by feature.
         """
+        return self._grouped_sum(bins, n_bins, pool)
+
+    def _grouped_sum(self, bins, n_bins=None, pool=None, tuple_size=None) -> "EncryptedVector":
+        """``grouped_sum`` with the tuple size forced (``tuple_size=1``: feature by feature)."""
         b = _int_matrix(bins, "grouped_sum bins")
         self._rows(b.shape[0], "grouped_sum")
         rows, feats = b.shape
@@ -195,19 +214,25 @@ class EncryptedVector:
             for j, (u, m) in enumerate(zip(used, nb)):
                 if u > m:
                     raise CryptoError(f"grouped_sum: feature {j} has bin index {u - 1} >= n_bins {m}")
-        counts = [np.bincount(b[:, j], minlength=nb[j]) for j in range(feats)]
+        cols = _columns(b, np.min_scalar_type(-max(nb, default=1)))
+        counts = [np.bincount(c, minlength=m) for c, m in zip(cols, nb)]
         max_count = max((int(c.max()) for c in counts if c.size), default=0)
         bound = self.bound * max_count
         check_capacity(bound, self.key.capacity, "grouped_sum")
-        largest = [int(c.argmax()) for c in counts]
-        saved = sum(int(c.max()) for c in counts)
-        use_skip = rows > 0 and saved > rows + feats * (max(nb) + 8)
-        skip = largest if use_skip else [-1] * feats
         pool = pool or default_pool()
-        b = np.ascontiguousarray(b)
-        chunks = [(self.data[s], b[s], nb, skip, use_skip) for s in split(rows, pool.chunks(rows * feats))]
+        plan = kernels.choose_plan(cols, nb, counts, pool.chunks(rows * feats), tuple_size)
+        parts = pool.chunks(int(plan["cost"]))
+        if parts != pool.chunks(rows * feats):
+            plan = kernels.choose_plan(cols, nb, counts, parts, plan["k"])
+        if plan["k"] == 1:
+            b = np.ascontiguousarray(b)
+            chunks = [(self.data[s], b[s], nb, plan["skip"], plan["want_total"]) for s in split(rows, parts)]
+        else:
+            codes, extra = plan["codes"], (plan["dims"], plan["skip_cells"], plan["skip"], plan["total_from"])
+            chunks = [(self.data[s], codes[:, s], *extra) for s in split(rows, parts)]
+        task = "grouped_sum" if plan["k"] == 1 else "joint_sum"
         group = self.key.arith
-        sums = kernels.combine_grouped(group, pool.run(group, "grouped_sum", chunks), skip)
+        sums = kernels.combine_grouped(group, pool.run(group, task, chunks), plan["skip"])
         width = max(nb)
         flat = [v for row in sums for v in row + [group.one] * (width - len(row))]
         return self._new(self._hide_trivial(flat), bound, shape=(feats, width))
