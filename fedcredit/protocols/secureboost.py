@@ -14,8 +14,10 @@ Per tree (``sb.tree`` from the coordinator starts it at the bank):
    table (feature and threshold never leave it) and answers ``sb.left`` with the record
    number and which of those rows go left.
 4. ``sb.nodes``: for the next level the bank sends, per split node, the rows of the
-   child with fewer rows; the host builds that child's histogram and derives its
-   sibling's as parent − child (histogram subtraction), then answers ``sb.histograms``.
+   child with fewer rows; the host builds that child's histogram, keeps its sibling's
+   as parent − child (histogram subtraction, for the level after) and answers
+   ``sb.histograms`` with the built children only: the bank derives each sibling from its
+   decrypted parent, so half the bins are packed, sent and decrypted.
 5. At ``max_depth`` (or when no split gains) the bank sets leaf weights ``−G/(H+λ)``,
    updates its scores and tells the coordinator ``sb.tree_done``.
 
@@ -386,7 +388,7 @@ class SbParty(ProtocolParty):
         if grow.tree.nodes[grow.level[0]].depth < gcfg.max_depth:
             builds = self._own_children(grow.tree, grow.split_nodes, grow.members, grow.own, grow.g, grow.h)
             if grow.hosts:
-                grow.built = [x for _, s, b in builds for x in (s, b)]
+                grow.built = [[p, s, b] for p, s, b in builds]
                 meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
                 parts = {f"rows{s}": (wire.rows_to_bytes(grow.members[s]), {}) for _, s, _ in builds}
                 msgs = self._send_hosts(NODES, step, {hst: (meta, parts) for hst in grow.hosts})
@@ -394,8 +396,16 @@ class SbParty(ProtocolParty):
         return self._level(step)
 
     def _got_level(self, inbox: dict[str, Message]) -> list[Message]:
+        """Hosts send the built children only: each sibling is its parent's decrypted histogram minus the child."""
         grow = self._growing
-        grow.remote = self._histograms(inbox, grow.built, grow.totals, grow.slot)
+        built = self._histograms(inbox, [s for _, s, _ in grow.built], grow.totals, grow.slot)
+        remote = {}
+        for parent, small, big in grow.built:
+            remote[small], remote[big] = built[small], {}
+            for hst, (sg, sh, nb) in built[small].items():
+                pg, ph, _ = grow.remote[parent][hst]
+                remote[big][hst] = (pg - sg, ph - sh, nb)
+        grow.remote = remote
         return self._level(_next_step(inbox))
 
     def _tree_grown(self, step: int) -> list[Message]:
@@ -660,8 +670,8 @@ class SbParty(ProtocolParty):
             rows = wire.rows_from_bytes(parts[f"rows{e['build']}"][0], n, msg, f"node {e['build']}")
             hists[e["build"]] = self._build(rows, msg)
             hists[e["derive"]] = parent - hists[e["build"]]
-            order += [e["build"], e["derive"]]
-        self._hists = hists
+            order.append(e["build"])
+        self._hists = hists  # derived histograms stay here as the next level's parents; the bank derives its own
         return [self._send_histograms(msg, order)]
 
     def _split(self, msg: Message) -> list[Message]:
