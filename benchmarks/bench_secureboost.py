@@ -123,7 +123,7 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
         def progress(rec):
             now = time.perf_counter()
             ends.append((rec["tree"], now))
-            print(f"  {cfg.backend}: tree {rec['tree'] + 1}/{cfg.n_trees} in {now - starts[-1]:.1f} s "
+            print(f"  {cfg.backend}: tree {rec['tree']}/{cfg.n_trees} in {now - starts[-1]:.1f} s "
                   f"(load {load()})", flush=True)
 
         coord = SbCoordinator("bench", list(ROLES), cfg, on_progress=progress)

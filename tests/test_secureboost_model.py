@@ -176,3 +176,11 @@ def test_paillier_parties_pickle_mid_tree():
         drive(coord, live)
     _, pickled = train(data, wrap=Pickled, goss_seed=1, backend="paillier", n_trees=2)
     assert [t.signature() for t in pickled["bank"].trees] == [t.signature() for t in live["bank"].trees]
+
+
+def test_scoring_without_a_host_the_model_splits_on_is_refused(data, trained):
+    _, parties = trained
+    loaded = {r: SbParty(r, data[r], model=parties[r].model_part()) for r in ("bank", "tax")}
+    coord = SbCoordinator("sbm-missing", ["bank", "tax"], SbConfig(**CONFIG), train=False)
+    with pytest.raises(ProtocolError, match="splits on features of utilities, which is not in this job"):
+        drive(coord, loaded)

@@ -273,6 +273,10 @@ class SbParty(ProtocolParty):
         meta = {}
         self.learning_rate = self.learning_rate if self.loaded else cfg.learning_rate
         if self.role == BANK and self.loaded:
+            missing = sorted({n.party for t in self.trees for n in t.nodes if not n.is_leaf} - {BANK, *self.hosts})
+            if missing:
+                raise ProtocolError(f"{msg.describe()}: the saved model splits on features of {', '.join(missing)}, "
+                                    f"which {'is' if len(missing) == 1 else 'are'} not in this job")
             meta["trees"] = len(self.trees)
         elif self.role == BANK:
             self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
