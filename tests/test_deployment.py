@@ -261,12 +261,13 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     for name in ("run.json", "limits.parquet", "limits.csv", "limits.sig.json", "audit/coordinator.jsonl"):
         assert (out / name).exists(), name
     assert json.loads((out / "run.json").read_text())["engine"] == "deployment"
-    # each node wrote its own part into its own out-dir; an auditor collects the logs next to the coordinator's
+    # each node wrote its own part into its out-dir's folder for this run; an auditor collects the logs next to the
+    # coordinator's
+    node_out = lambda role, run=status["flower_run_id"]: tmp / "nodes-out" / role / f"run-{run}"  # noqa: E731
     for role in ROLES:
-        node_out = tmp / "nodes-out" / role
-        assert (node_out / "audit" / f"{role}.jsonl").exists() and (node_out / "model" / role).is_dir()
-        shutil.copy(node_out / "audit" / f"{role}.jsonl", out / "audit" / f"{role}.jsonl")
-    assert (tmp / "nodes-out" / "bank" / "scores.parquet").exists()
+        assert (node_out(role) / "audit" / f"{role}.jsonl").exists() and (node_out(role) / "model" / role).is_dir()
+        shutil.copy(node_out(role) / "audit" / f"{role}.jsonl", out / "audit" / f"{role}.jsonl")
+    assert (node_out("bank") / "scores.parquet").exists()
     verdict = verify_audit(out, out / "keys" / "coordinator.pub.json", min_key_bits=1024)
     assert verdict.ok and set(verdict.parties) == {"bank", "tax", "utilities", "coordinator"}
 
@@ -281,7 +282,7 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     for key in ("test_auc", "test_ks", "test_gini", "intersection", "evaluations", "rounds"):
         assert metrics[key] == reference[key], (key, metrics[key], reference[key])
     for role in ROLES:
-        ours = read_model_part(tmp / "nodes-out" / role / "model" / role, role)[1]
+        ours = read_model_part(node_out(role) / "model" / role, role)[1]
         theirs = read_model_part(tmp / "in-process" / "model" / role, role)[1]
         assert np.array_equal(ours, theirs), (role, np.abs(ours - theirs).max())  # bit for bit
 
@@ -303,3 +304,25 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         print(f"on the wire (bytes per party's link): {wire}")
     print(f"deployment job: {job.seconds:.1f} s wall, {metrics['rounds']} rounds, "
           f"{metrics['seconds_per_round']:.2f} s/round")
+
+    # the same federation serves a second job, SecureBoost (the run config names the model): its outputs go to
+    # each node's folder for that run, and its trees equal the in-process run's
+    sb_out = tmp / "out-sb"
+    trees = {**JOB, "model": "secureboost", "trees": 1, "max-depth": 2}
+    sb_job = JobThread(federation["superlink"], federation["certs"], sb_out,
+                       {**trees, "registry": str(federation["state"] / "registry.json"), "timeout": 300.0}, timeout=900)
+    sb_status = sb_job.result(timeout=930)
+    assert sb_status["ok"], sb_status
+    assert sb_status["flower_run_id"] != status["flower_run_id"]
+    assert any("federated model: tree 1/1" in line for line in sb_job.lines), sb_job.lines[-20:]
+    sb_metrics = json.loads((sb_out / "metrics.json").read_text())
+    sb_settings = ModelSettings(key_bits=1024, model="secureboost", trees=1, max_depth=2, bank_only_baseline=False,
+                                seed=JOB["seed"])
+    sb_reference = runner.run(nodes, sb_settings, tmp / "in-process-sb", engine="in-process")
+    for key in ("test_auc", "test_ks", "intersection", "rounds"):
+        assert sb_metrics[key] == sb_reference[key], (key, sb_metrics[key], sb_reference[key])
+    for role in ROLES:
+        part = node_out(role, sb_status["flower_run_id"]) / "model" / role / "secureboost.json"
+        ref_part = tmp / "in-process-sb" / "model" / role / "secureboost.json"
+        assert json.loads(part.read_text()) == json.loads(ref_part.read_text()), role
+    print(f"SecureBoost deployment job: {sb_job.seconds:.1f} s wall, {sb_metrics['rounds']} rounds")

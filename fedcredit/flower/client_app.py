@@ -47,7 +47,11 @@ def _pool() -> WorkerPool:
 
 
 def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
-    """Deployment: ``flower-supernode --node-config "role='tax' data='/srv/tax.parquet' work-dir='/var/fc'"``."""
+    """Deployment: ``flower-supernode --node-config "role='tax' data='/srv/tax.parquet' work-dir='/var/fc'"``.
+
+    A SuperNode serves job after job: each run writes into its own ``OUT-DIR/run-<Flower run id>/``
+    (audit log, model part, scores), so one run never meets another's files.
+    """
     cfg = dict(context.node_config)
     if "role" not in cfg or "data" not in cfg:
         raise ValueError("node config must set role and data (e.g. --node-config \"role='tax' data='/srv/tax.parquet'\")")
@@ -57,7 +61,7 @@ def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
         id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
         features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
         layout=str(cfg.get("layout", "standard")),
-        out_dir=str(cfg["out-dir"]) if cfg.get("out-dir") else None)
+        out_dir=str(Path(str(cfg["out-dir"])) / f"run-{context.run_id}") if cfg.get("out-dir") else None)
     return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
 
 
