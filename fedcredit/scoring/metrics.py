@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedcredit.errors import FedCreditError
 
@@ -18,12 +17,16 @@ def _check(y, score) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auc(y, score) -> float:
+    from sklearn.metrics import roc_auc_score  # imported when used: a node's per-message process rarely needs it
+
     y, score = _check(y, score)
     return float(roc_auc_score(y, score))
 
 
 def ks(y, score) -> float:
     """Kolmogorov-Smirnov statistic: the largest gap between the bad and good score distributions."""
+    from sklearn.metrics import roc_curve
+
     y, score = _check(y, score)
     fpr, tpr, _ = roc_curve(y, score)
     return float(np.max(tpr - fpr))
