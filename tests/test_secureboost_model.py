@@ -184,3 +184,24 @@ def test_scoring_without_a_host_the_model_splits_on_is_refused(data, trained):
     coord = SbCoordinator("sbm-missing", ["bank", "tax"], SbConfig(**CONFIG), train=False)
     with pytest.raises(ProtocolError, match="splits on features of utilities, which is not in this job"):
         drive(coord, loaded)
+
+
+@pytest.mark.parametrize("bank_doc, host_doc, match", [
+    ({"host_records": {"tax": [[0]]}}, {"record_names": ["x;bank:y"]}, "without ';'"),
+    ({"host_records": [[0]]}, {"record_names": ["revenue"]}, "no reason codes for tax"),
+    ({"host_records": {"tax": [[3]]}}, {"record_names": ["revenue"]}, "does not have"),
+    ({}, {"record_names": ["revenue"]}, "no reason codes for tax"),
+])
+def test_malformed_tree_reason_codes_are_refused(bank_doc, host_doc, match):
+    from fedcredit.protocols.job import _host_reasons
+
+    with pytest.raises(ProtocolError, match=match):
+        _host_reasons(bank_doc, "tax", host_doc, 2)
+
+
+def test_tree_reason_codes_merge_records_of_one_feature():
+    from fedcredit.protocols.job import _host_reasons
+
+    names = ["revenue", "filing", "revenue", "rating"]
+    assert _host_reasons({"host_records": {"tax": [[2, 0, 1, 3], []]}}, "tax", {"record_names": names}, 2) == \
+        [["revenue", "filing"], []]

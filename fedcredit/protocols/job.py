@@ -636,9 +636,12 @@ def _host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int) -> list[l
     host's splits joined with the host's names for them (trees; records of one feature merge)."""
     if "reasons" in host_doc:
         return host_doc["reasons"]
-    names, records = host_doc.get("record_names"), (bank_doc.get("host_records") or {}).get(host)
+    ranked = bank_doc.get("host_records")
+    names, records = host_doc.get("record_names"), ranked.get(host) if isinstance(ranked, dict) else None
     if not isinstance(names, list) or not isinstance(records, list):
         raise ProtocolError(f"publication: no reason codes for {host} (its record names and the bank's ranking)")
+    if not all(isinstance(n, str) and n and ";" not in n for n in names):
+        raise ProtocolError(f"publication: {host}'s record names must be non-empty feature names without ';'")
     out = []
     for row in records:
         if not isinstance(row, list) or not all(isinstance(r, int) and 0 <= r < len(names) for r in row):
