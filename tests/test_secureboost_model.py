@@ -142,8 +142,30 @@ def test_reason_moves_add_up_to_the_score(trained):
                 total[i] += bank.learning_rate * (value[child] - value[parent[child]])
                 child = parent[child]
     assert np.allclose(total, bank.raw_scores)
-    names = set(bank._names())
-    assert all(set(codes) <= names for codes in bank_codes)
+    # the ranking: each row's per-(party, feature or record) sums of moves, computed here independently
+    expected_bank, expected_hosts = [], {h: [] for h in host_codes}
+    for i in range(rows):
+        sums: dict = {}
+        for t, tree in enumerate(bank.trees):
+            value = sb._expected_values(tree)
+            parent = {c: n for n in tree.nodes if not n.is_leaf for c in (n.left, n.right)}
+            child = int(bank.leaves[t, i])
+            while child in parent:
+                up = parent[child]
+                key = ("bank", up.feature) if up.party == "bank" else (up.party, up.record)
+                sums[key] = sums.get(key, 0.0) + bank.learning_rate * (value[child] - value[up.id])
+                child = up.id
+        for party in ["bank", *host_codes]:
+            mine = sorted(((-v, k[1]) for k, v in sums.items() if k[0] == party and v > 1e-9))
+            picked = [k for _, k in mine][: 2 if party == "bank" else 6]
+            if party == "bank":
+                expected_bank.append([bank._names()[j] for j in picked])
+            else:
+                expected_hosts[party].append(picked)
+    top_bank, top_hosts = bank.reasons(top=2)
+    assert [set(r) for r in top_bank] == [set(r) for r in expected_bank]
+    assert {h: [set(r) for r in v] for h, v in top_hosts.items()} == {h: [set(r) for r in v] for h, v in expected_hosts.items()}
+    assert [r[:1] for r in top_bank] == [r[:1] for r in expected_bank]  # the most adverse first
     for host, codes in host_codes.items():
         n_records = len(parties[host].lookup)
         assert all(0 <= r < n_records for row in codes for r in row)
@@ -168,7 +190,7 @@ def test_host_record_names_are_its_feature_names(trained):
 
 
 def test_paillier_parties_pickle_mid_tree():
-    """With real ciphertexts (and a pool, dropped by pickling) the pickled run equals the live one."""
+    """With real ciphertexts (encrypted g/h and histograms inside the pickles) the pickled run equals a live one."""
     data = party_data(rows=300)
     with WorkerPool(1) as pool:
         live = {r: SbParty(r, d, pool=pool, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
@@ -191,17 +213,67 @@ def test_scoring_without_a_host_the_model_splits_on_is_refused(data, trained):
     ({"host_records": [[0]]}, {"record_names": ["revenue"]}, "no reason codes for tax"),
     ({"host_records": {"tax": [[3]]}}, {"record_names": ["revenue"]}, "does not have"),
     ({}, {"record_names": ["revenue"]}, "no reason codes for tax"),
+    ({"host_records": {"tax": [[0]]}}, {"reasons": [["anything"]], "record_names": ["revenue"]}, "its own reason codes"),
 ])
 def test_malformed_tree_reason_codes_are_refused(bank_doc, host_doc, match):
     from fedcredit.protocols.job import _host_reasons
 
     with pytest.raises(ProtocolError, match=match):
-        _host_reasons(bank_doc, "tax", host_doc, 2)
+        _host_reasons(bank_doc, "tax", host_doc, 2, trees=True)
 
 
 def test_tree_reason_codes_merge_records_of_one_feature():
     from fedcredit.protocols.job import _host_reasons
 
     names = ["revenue", "filing", "revenue", "rating"]
-    assert _host_reasons({"host_records": {"tax": [[2, 0, 1, 3], []]}}, "tax", {"record_names": names}, 2) == \
+    assert _host_reasons({"host_records": {"tax": [[2, 0, 1, 3], []]}}, "tax", {"record_names": names}, 2, trees=True) == \
         [["revenue", "filing"], []]
+
+
+def test_scoring_with_parts_from_different_trainings_is_refused(data, trained):
+    _, parties = trained
+    parts = {r: parties[r].model_part() for r in ROLES}
+    parts["tax"]["model_id"] = "another-run"
+    loaded = {r: SbParty(r, data[r], model=parts[r]) for r in ROLES}
+    coord = SbCoordinator("sbm-mixed", list(ROLES), SbConfig(**CONFIG), train=False)
+    with pytest.raises(ProtocolError, match="different training runs.*tax 'another-run'"):
+        drive(coord, loaded)
+
+
+def test_bank_part_keeps_host_splits_as_record_numbers_only(trained):
+    doc = trained[1]["bank"].model_part()
+    host_nodes = [n for t in doc["trees"] for n in t if n["party"] not in (None, "bank")]
+    assert host_nodes and all(n["feature"] is None and n["bin"] is None and n["record"] >= 0 for n in host_nodes)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t[0].__setitem__("depth", 1), "root must have depth 0"),
+    (lambda t: t[t[0]["left"]].__setitem__("depth", 0), "below a node at depth"),
+    (lambda t: t[0].__setitem__("right", t[0]["left"]), "outside the tree"),
+    (lambda t: t[0].update(party=None, feature=None), "without a host name"),
+    (lambda t: t[0].__setitem__("cover", -3), "cover"),
+])
+def test_malformed_trees_are_refused(data, trained, edit, match):
+    doc = pickle.loads(pickle.dumps(trained[1]["bank"].model_part()))
+    edit(doc["trees"][0])
+    with pytest.raises(ProtocolError, match=match):
+        SbParty("bank", data["bank"], model=doc)
+
+
+def test_a_host_changing_its_bins_mid_run_is_refused(data):
+    """Siblings are parent − child at the bank: a host's bins per feature must not change between messages."""
+    from fedcredit.protocols.messages import Message
+
+    class Shifty(SbParty):
+        def handle(self, msg):
+            replies = super().handle(msg)
+            if msg.kind == sb.NODES:
+                replies = [Message(r.kind, r.sender, r.receiver, r.run_id, r.step,
+                                   {**r.meta, "n_bins": [r.meta["n_bins"][0] + 1, *r.meta["n_bins"][1:]]}, r.payload)
+                           for r in replies]
+            return replies
+
+    parties = {r: (Shifty if r == "tax" else SbParty)(r, d, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
+    coord = SbCoordinator("sbm-shift", list(ROLES), SbConfig(**CONFIG, patience=2))
+    with pytest.raises(ProtocolError, match="changed its bins per feature"):
+        drive(coord, parties)

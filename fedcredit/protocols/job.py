@@ -41,6 +41,7 @@ KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES,
 SCORED = 3  # split code of enterprises scored with a saved model
 SPLITS = ("train", "validation", "test")
 MODELS = ("scorecard_lr", "secureboost")
+MAX_REASONS = 5  # reason codes a node publishes per enterprise at most (trees: the bank ranks 3× as many records)
 
 
 @dataclass
@@ -339,6 +340,9 @@ class NodeAgent:
         """Reason codes (own feature names) per aligned row; the bank adds IDs and probabilities."""
         party = self._main_party(msg)
         top = meta_int(msg, "reasons")
+        if top > MAX_REASONS:
+            raise ProtocolError(f"{msg.describe()}: at most {MAX_REASONS} reason codes per node and enterprise, "
+                                f"{top} asked")
         if isinstance(party, vertical_lr.LrParty):
             doc = {"reasons": party.data.every.reason_codes(party.weights, top)}
         elif self.role == vertical_lr.BANK:  # trees: the bank ranks every party's splits on each row's path
@@ -517,10 +521,11 @@ class JobCoordinator(ScriptedCoordinator):
         ids, pd_ = doc.get("ids"), np.asarray(doc.get("pd"), dtype=float)
         if not isinstance(ids, list) or len(ids) != len(pd_) or not np.all((pd_ >= 0) & (pd_ <= 1)):
             raise ProtocolError(f"{bank[0].describe()}: IDs and probabilities must be equally long, probabilities in [0, 1]")
-        reasons = [doc.get("reasons")] + [_host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons)
-                                          for r in self.roles[1:]]
-        if any(not isinstance(r, list) or len(r) != len(ids) for r in reasons):
-            raise ProtocolError("publication: every node must give reason codes for every aligned row")
+        trees = self.settings.model == "secureboost"
+        reasons = [doc.get("reasons")] + [_host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons,
+                                                        trees) for r in self.roles[1:]]
+        for role, rows in zip(self.roles, reasons):
+            _check_reason_rows(role, rows, len(ids), pub.reasons)
         points, grades, caps = pub.grade(pd_)
         limits = np.asarray(caps, dtype=np.int64)
         if pub.capacity is not None:
@@ -631,17 +636,34 @@ def _key_fingerprint(model) -> str | None:
     return model.keypair.public_key.fingerprint if model is not None and model.keypair is not None else None
 
 
-def _host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int) -> list[list[str]]:
+def _check_reason_rows(role: str, rows, n: int, top: int) -> None:
+    """One node's published reason codes: a list per aligned row of at most ``top`` feature names."""
+    if not isinstance(rows, list) or len(rows) != n:
+        raise ProtocolError(f"publication: {role} must give reason codes for every one of the {n} aligned rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) > top or not all(_is_name(v) for v in row):
+            raise ProtocolError(f"publication: {role}'s reason codes for row {i} must be at most {top} feature names "
+                                f"without ';' or ':' (got {str(row)[:80]})")
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str) and bool(value) and ";" not in value and ":" not in value
+
+
+def _host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int, trees: bool) -> list:
     """A host's reason codes per row: its own (scorecard), or the bank's ranked record numbers of the
     host's splits joined with the host's names for them (trees; records of one feature merge)."""
+    if not trees:
+        return host_doc.get("reasons")
     if "reasons" in host_doc:
-        return host_doc["reasons"]
+        raise ProtocolError(f"publication: {host} sent its own reason codes; in SecureBoost they come from the bank's "
+                            f"ranking and {host}'s record names")
     ranked = bank_doc.get("host_records")
     names, records = host_doc.get("record_names"), ranked.get(host) if isinstance(ranked, dict) else None
     if not isinstance(names, list) or not isinstance(records, list):
         raise ProtocolError(f"publication: no reason codes for {host} (its record names and the bank's ranking)")
-    if not all(isinstance(n, str) and n and ";" not in n for n in names):
-        raise ProtocolError(f"publication: {host}'s record names must be non-empty feature names without ';'")
+    if not all(_is_name(v) for v in names):
+        raise ProtocolError(f"publication: {host}'s record names must be non-empty feature names without ';' or ':'")
     out = []
     for row in records:
         if not isinstance(row, list) or not all(isinstance(r, int) and 0 <= r < len(names) for r in row):

@@ -48,6 +48,7 @@ share. What each message reveals: docs/leakage.md.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -173,20 +174,36 @@ def _next_step(inbox: dict[str, Message]) -> int:
 
 
 def check_tree(tree: Tree, bank_bins: list[int]) -> None:
-    """A loaded tree must be well formed: children exist, leaves weigh, the bank's splits fit its bins."""
-    ids = {n.id for n in tree.nodes}
+    """A loaded tree must be well formed: one parent per node, depths that follow, leaves that weigh,
+    the bank's splits within its bins and a host's splits as record numbers."""
+    parents: dict[int, int] = {}
     for k, n in enumerate(tree.nodes):
         if n.id != k:
             raise ValueError(f"node {k} has id {n.id}")
+        if k == 0 and n.depth != 0:
+            raise ValueError("the root must have depth 0")
+        if n.cover is not None and (not isinstance(n.cover, int) or n.cover < 0):
+            raise ValueError(f"node {k} has cover {n.cover!r}")
         if n.is_leaf:
-            if n.weight is None or not np.isfinite(n.weight):
+            if n.right is not None or n.weight is None or not np.isfinite(n.weight):
                 raise ValueError(f"leaf {k} has no finite weight")
-        elif n.left not in ids or n.right not in ids or n.left <= k or n.right <= k:
+            continue
+        if not all(isinstance(c, int) and k < c < len(tree.nodes) for c in (n.left, n.right)) or n.left == n.right:
             raise ValueError(f"node {k} has children {n.left}, {n.right} outside the tree")
-        elif n.party == BANK and not (0 <= n.feature < len(bank_bins) and 0 <= n.bin < bank_bins[n.feature] - 1):
-            raise ValueError(f"node {k} splits bank feature {n.feature} at bin {n.bin}, which the bank does not have")
-        elif n.party != BANK and not (isinstance(n.record, int) and n.record >= 0):
-            raise ValueError(f"node {k} splits at a host without a record number")
+        for c in (n.left, n.right):
+            if c in parents:
+                raise ValueError(f"node {c} has two parents")
+            parents[c] = k
+            if tree.nodes[c].depth != n.depth + 1:
+                raise ValueError(f"node {c} is at depth {tree.nodes[c].depth}, below a node at depth {n.depth}")
+        if n.party == BANK:
+            if not (isinstance(n.feature, int) and isinstance(n.bin, int) and 0 <= n.feature < len(bank_bins)
+                    and 0 <= n.bin < bank_bins[n.feature] - 1):
+                raise ValueError(f"node {k} splits bank feature {n.feature} at bin {n.bin}, which the bank does not have")
+        elif not isinstance(n.party, str) or not n.party or not isinstance(n.record, int) or n.record < 0:
+            raise ValueError(f"node {k} splits at a host without a host name and record number")
+    if len(parents) != len(tree.nodes) - 1:
+        raise ValueError("some nodes are not reachable from the root")
 
 
 class SbParty(ProtocolParty):
@@ -226,6 +243,8 @@ class SbParty(ProtocolParty):
         self._slot_bits = 0
         self._pos: np.ndarray | None = None  # host: training row -> position in this tree's ciphertexts (-1: not sampled)
         self._stopper: ref.EarlyStopping | None = None
+        self._host_bins: dict[str, list[int]] = {}  # bank: each host's bins per feature, fixed for the run
+        self.model_id: str | None = None  # the training run a saved part comes from
         self.loaded = model is not None  # a saved model: predicts, is not trained further
         if model is not None:
             self._load(model)
@@ -235,6 +254,9 @@ class SbParty(ProtocolParty):
         try:
             if doc.get("role") != self.role:
                 raise ValueError(f"the part belongs to {doc.get('role')!r}")
+            if not isinstance(doc.get("model_id"), str) or not doc["model_id"]:
+                raise ValueError("no model id (the training run it comes from)")
+            self.model_id = doc["model_id"]
             if self.role == BANK:
                 self.base, self.learning_rate = float(doc["base"]), float(doc["learning_rate"])
                 self.trees = [Tree([TreeNode(**n) for n in nodes]) for nodes in doc["trees"]]
@@ -272,6 +294,8 @@ class SbParty(ProtocolParty):
         self.cfg, self.run_id, self.hosts = cfg, msg.run_id, parties[1:]
         meta = {}
         self.learning_rate = self.learning_rate if self.loaded else cfg.learning_rate
+        if self.loaded:
+            meta["model_id"] = self.model_id
         if self.role == BANK and self.loaded:
             missing = sorted({n.party for t in self.trees for n in t.nodes if not n.is_leaf} - {BANK, *self.hosts})
             if missing:
@@ -279,8 +303,9 @@ class SbParty(ProtocolParty):
                                     f"which {'is' if len(missing) == 1 else 'are'} not in this job")
             meta["trees"] = len(self.trees)
         elif self.role == BANK:
-            self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
-            self.key = self.keypair.public_key
+            if self.hosts:  # a bank-only model never encrypts
+                self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
+                self.key = self.keypair.public_key
             y = self.data.labels[self.data.train_rows].astype(np.float64)
             self.base = ref.base_score(y)
             self._score = np.full(len(y), self.base)
@@ -291,7 +316,8 @@ class SbParty(ProtocolParty):
             if valid is not None:
                 self._valid_score = np.full(len(valid), self.base)
                 self._stopper = ref.EarlyStopping(cfg.patience, self.data.labels[valid].astype(np.float64))
-            meta.update(key_fingerprint=self.key.fingerprint, key_bits=self.key.bits)
+            if self.key is not None:
+                meta.update(key_fingerprint=self.key.fingerprint, key_bits=self.key.bits)
         return [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
 
     # -- the bank: explicit stages that wait for hosts' answers ---------------
@@ -520,6 +546,8 @@ class SbParty(ProtocolParty):
             if not isinstance(n_bins, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                        for v in n_bins):
                 raise ProtocolError(f"{m.describe()}: meta field 'n_bins' must be a list of positive ints")
+            if self._host_bins.setdefault(hst, n_bins) != n_bins:  # siblings are parent − child: shapes must stay
+                raise ProtocolError(f"{m.describe()}: {hst} changed its bins per feature during the run")
             per_node = sum(n_bins)
             packed = wire.packed_part(self.key, unbundle(m, ["hist"])["hist"], per_node * len(nodes), m)
             ints = packed.packer.unpack_ints(self.keypair.decrypt_ints(packed.inner, pool=self.pool), packed.count)
@@ -611,7 +639,7 @@ class SbParty(ProtocolParty):
             score += self.learning_rate * weights[pos[t]]
         self.raw_scores = score
         self.scores = ref.sigmoid(score)
-        self.leaves = pos.astype(np.int16)
+        self.leaves = pos.astype(np.int32)
         return [self._reply(SCORED, COORDINATOR, step, {"rows": rows})]
 
     # -- a host -----------------------------------------------------------------
@@ -728,8 +756,8 @@ class SbParty(ProtocolParty):
 
         A host: per own feature index, the number of splits in its lookup table (and the
         feature's name). The bank: per own feature, splits and total gain; per host, the
-        gain of each split by the host's opaque record number (the bank does not know
-        which host feature a record is) — never sent.
+        gain of each split by the host's record number (the bank knows a record as the host's
+        feature index and bin it chose, never the feature's name or threshold) — never sent.
         """
         specs = getattr(self.data.prep, "specs", None)
         name = (lambda j: {"name": specs[j].name}) if specs is not None else (lambda j: {})  # noqa: E731
@@ -760,7 +788,7 @@ class SbParty(ProtocolParty):
         names = self._names()
         return [names[j] for j, _ in self.lookup]
 
-    def reasons(self, top: int, chunk: int = 20_000) -> tuple[list[list[str]], dict[str, list[list[int]]]]:
+    def reasons(self, top: int, budget: int = 4_000_000) -> tuple[list[list[str]], dict[str, list[list[int]]]]:
         """The bank's reason codes after prediction: per aligned row, the splits that raised its score most.
 
         Path attribution (Saabas): at each split on a row's path the score moves from the
@@ -792,6 +820,7 @@ class SbParty(ProtocolParty):
         by_party = {p: [c for (q, _), c in columns.items() if q == p] for p in [BANK, *self.hosts]}
         keys = list(columns)
         rows = self.leaves.shape[1]
+        chunk = max(256, budget // max(1, len(columns)))  # rows per pass: at most ``budget`` summed moves in memory
         own = self._names()
         bank_codes: list[list[str]] = []
         host_codes: dict[str, list[list[int]]] = {h: [] for h in self.hosts}
@@ -818,9 +847,11 @@ class SbParty(ProtocolParty):
 
     def model_part(self) -> dict:
         """What this party keeps of the model. A host: its lookup table, thresholds in its own terms."""
-        if self.role == BANK:
-            return {"role": self.role, "base": self.base, "learning_rate": self.cfg.learning_rate,
-                    "trees": [[asdict(n) for n in t.nodes] for t in self.trees]}
+        if self.role == BANK:  # a host split is kept as host + record only (prediction needs nothing more)
+            trees = [[{**asdict(n), **({"feature": None, "bin": None} if n.party not in (None, BANK) else {})}
+                      for n in t.nodes] for t in self.trees]
+            return {"role": self.role, "model_id": self.model_id or self.run_id, "base": self.base,
+                    "learning_rate": self.learning_rate, "trees": trees}
         table = []
         specs = getattr(self.data.prep, "specs", None)
         for r, (j, b) in enumerate(self.lookup):
@@ -828,7 +859,7 @@ class SbParty(ProtocolParty):
             if specs is not None:
                 row.update(name=specs[j].name, rule=split_rule(specs[j], b))
             table.append(row)
-        return {"role": self.role, "lookup": table}
+        return {"role": self.role, "model_id": self.model_id or self.run_id, "lookup": table}
 
 
 def _expected_values(tree: Tree) -> dict[int, float]:
@@ -909,8 +940,18 @@ class SbCoordinator(ScriptedCoordinator):
         if len(replies) != len(self.parties) or set(ready) != set(self.parties):
             raise ProtocolError(f"vertical SecureBoost setup: expected sb.ready from each of {self.parties}")
         fingerprint = ready[BANK].meta.get("key_fingerprint")
-        self.key_fingerprint = fingerprint if isinstance(fingerprint, str) else None
-        self.trees = ready[BANK].meta.get("trees", 0) if not self.train else 0
+        if fingerprint is not None and not (isinstance(fingerprint, str) and re.fullmatch(r"[0-9a-f]{64}", fingerprint)):
+            raise ProtocolError(f"{ready[BANK].describe()}: key fingerprint must be 64 hex digits")
+        self.key_fingerprint = fingerprint
+        if not self.train:  # a saved model: every part must come from the same training run
+            ids = {p: m.meta.get("model_id") for p, m in ready.items()}
+            if len(set(ids.values())) != 1 or not isinstance(ids[BANK], str):
+                raise ProtocolError("vertical SecureBoost: the nodes' saved parts come from different training runs: "
+                                    + ", ".join(f"{p} {i!r}" for p, i in ids.items()))
+            trees = ready[BANK].meta.get("trees")
+            if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
+                raise ProtocolError(f"{ready[BANK].describe()}: meta field 'trees' must be a positive int")
+            self.trees = trees
         for t in range(self.cfg.n_trees if self.train else 0):
             self._step += 1
             replies = yield [self._send(TREE, BANK, {"tree": t})]

@@ -278,8 +278,8 @@ def _importance(data: ReportData) -> str:
         return ""
     shown = data.importance.head(25)
     text = _note(f"The {len(shown)} largest of {len(data.importance)} entries by split gain summed over the model's trees. "
-                 "The bank sees its own features by name and each host's splits only by record number: the host alone "
-                 "maps them to its features (docs/leakage.md).")
+                 "The bank sees its own features by name and each host's splits only by record number: the host holds "
+                 "the features and thresholds behind them (published reason codes name some of them; docs/leakage.md).")
     return _section("Feature importance", _table(shown, {"splits": lambda v: f"{int(v):,}"}) + text)
 
 
