@@ -307,18 +307,21 @@ class NodeAgent:
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
         self.prep = FeaturePrep.fit(frame.iloc[train_rows], s.mode, s.n_bins, self.config.categorical)
-        is_bank = self.role == vertical_lr.BANK
+        return self._install(msg, frame, train_rows, val_rows)
+
+    def _install(self, msg: Message, frame: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray,
+                 saved=None) -> list[Message]:
+        """This node's party for each model run it takes part in: to train, or from its ``saved`` part."""
+        s, is_bank = self.settings, self.role == vertical_lr.BANK
         labels = self.labels[self.aligned_rows] if is_bank else None
         if s.model == "secureboost":
-            valid = val_rows if is_bank and s.patience else None
+            valid = val_rows if is_bank and s.patience and saved is None else None
             data = secureboost.TreePartyData.from_prep(self.prep, frame, train_rows, labels, valid)
-            make, params = (lambda: secureboost.SbParty(self.role, data, pool=self.pool)), len(data.n_bins)
+            make, params = (lambda: secureboost.SbParty(self.role, data, pool=self.pool, model=saved)), len(data.n_bins)
         else:
-            data = vertical_lr.PartyData(
-                train=Design(self.prep, frame.iloc[train_rows], intercept=is_bank),
-                every=Design(self.prep, frame, intercept=is_bank),
-                train_rows=train_rows, val_rows=val_rows, labels=labels)
-            make, params = (lambda: vertical_lr.LrParty(self.role, data, pool=self.pool)), data.train.n_params
+            train = Design(self.prep, frame.iloc[train_rows], intercept=is_bank) if saved is None else None
+            data = vertical_lr.PartyData(train, Design(self.prep, frame, intercept=is_bank), train_rows, val_rows, labels)
+            make, params = (lambda: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)), data.every.n_params
         for run_id, parties in msg.meta.get("runs", {}).items():
             if self.role in parties:
                 self.models[run_id] = make()
@@ -329,10 +332,7 @@ class NodeAgent:
 
     def _model(self, run_id: str, where: str):
         party = self.models.get(run_id)
-        trained = party is not None and (
-            party.weights is not None if isinstance(party, vertical_lr.LrParty)
-            else bool(party.trees) if self.role == secureboost.BANK else party.cfg is not None)
-        if not trained:
+        if party is None or not party.has_model:
             raise ProtocolError(f"{where}: no trained model {run_id!r} at {self.role}")
         return party
 
@@ -392,21 +392,8 @@ class NodeAgent:
         self.aligned_rows = self.psi.result.rows
         self.split = np.full(len(self.aligned_rows), SCORED, dtype=np.int8)
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
-        is_bank = self.role == vertical_lr.BANK
-        labels = self.labels[self.aligned_rows] if is_bank else None
         empty = np.zeros(0, dtype=np.int64)
-        if kind == "secureboost":
-            data = secureboost.TreePartyData.from_prep(self.prep, frame, empty, labels)
-            make = lambda: secureboost.SbParty(self.role, data, pool=self.pool, model=saved)  # noqa: E731
-            params = len(data.n_bins)
-        else:
-            data = vertical_lr.PartyData(None, Design(self.prep, frame, intercept=is_bank), empty, empty, labels)
-            make = lambda: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)  # noqa: E731
-            params = data.every.n_params
-        for run_id, parties in msg.meta.get("runs", {}).items():
-            if self.role in parties:
-                self.models[run_id] = make()
-        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": params})]
+        return self._install(msg, frame, empty, empty, saved)
 
     def _evaluation_rows(self) -> np.ndarray:
         """Test rows after training; every scored row in a scoring run."""
@@ -612,7 +599,7 @@ class JobCoordinator(ScriptedCoordinator):
         model = models[main]
         self.result.update(
             metrics=reported.get(main, {}), bank_only=reported.get(f"{main}-bank"), model=s.model,
-            history=model.history, evaluations=getattr(model, "evaluations", len(model.history)),
+            history=model.history, evaluations=model.evaluations,
             key_fingerprint=_key_fingerprint(model), seconds=time.perf_counter() - started)
         if s.model == "secureboost":
             self.result["trees"] = model.trees

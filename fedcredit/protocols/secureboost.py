@@ -779,6 +779,11 @@ class SbParty(ProtocolParty):
                     hosts[n.party][n.record] = n.gain
         return {"features": own, "host_records": hosts}
 
+    @property
+    def has_model(self) -> bool:
+        """A model to predict with: the bank's trees, a host's part in them (set up for a run)."""
+        return bool(self.trees) if self.role == BANK else self.cfg is not None
+
     def _names(self) -> list[str]:
         specs = getattr(self.data.prep, "specs", None)
         return [s.name for s in specs] if specs is not None else [f"feature {j}" for j in range(len(self.data.n_bins))]
@@ -902,6 +907,11 @@ class SbCoordinator(ScriptedCoordinator):
         self.key_fingerprint: str | None = None  # the bank's Paillier key (public; from its sb.ready)
         self.trees = 0  # trees in the final model
         self._step = 0
+
+    @property
+    def evaluations(self) -> int:
+        """Trees grown (the job reports it like vertical LR's loss evaluations)."""
+        return len(self.history)
 
     def _check(self, replies: list[Message]) -> None:
         for m in replies:

@@ -131,6 +131,11 @@ class LrParty(ProtocolParty):
         self.scores: np.ndarray | None = None
         self.test_metrics: dict | None = None
 
+    @property
+    def has_model(self) -> bool:
+        """Weights to score with (trained, or loaded from a saved part)."""
+        return self.weights is not None
+
     # -- message dispatch -------------------------------------------------
     def _is_set_up(self) -> bool:
         return self.key is not None
