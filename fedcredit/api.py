@@ -83,9 +83,11 @@ class Federation:
         """One node's own part of the model: scorecard design columns and weights; for SecureBoost the
         bank's tree nodes (host splits only as record numbers) or a host's lookup table with its rules."""
         self._require_fit()
+        from fedcredit.scoring.outputs import TREE_PART, read_tree_part
+
         folder = self.out / "model" / party
-        if (folder / "secureboost.json").exists():
-            doc = json.loads((folder / "secureboost.json").read_text())
+        if (folder / TREE_PART).exists():
+            doc = read_tree_part(folder, party)[1]
             if "lookup" in doc:
                 return pd.DataFrame(doc["lookup"])
             return pd.DataFrame([{"tree": t, **node} for t, nodes in enumerate(doc["trees"]) for node in nodes])
