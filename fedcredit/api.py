@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from fedcredit import runner
 from fedcredit.data import synth
 from fedcredit.data.schema import NODE_ROLES
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 
 

@@ -25,7 +25,7 @@ from fedcredit import runner
 from fedcredit.cli_audit import audit_app
 from fedcredit.cli_deploy import certs_app, coordinator_app, node_app, submit_app
 from fedcredit.cli_limits import limits_app
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.jobfile import load_job, read_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.policy import LimitPolicy

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, export.", no_args_is_help=True,
                         add_completion=False)

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 console = Console()
 certs_app = typer.Typer(help="Test certificates and node keys for a federation.", no_args_is_help=True)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.publish import verify_limits
 
 limits_app = typer.Typer(name="limits", help="Published pre-credit limits: verify their signature.",

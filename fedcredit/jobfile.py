@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from fedcredit.deploy.federations import Federation, parse_section
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import MODELS, ModelSettings, NodeConfig
 
 _NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout"}

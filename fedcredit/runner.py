@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedcredit import __version__
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
-from fedcredit.progress import step_line
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
+from fedcredit.protocols.progress import step_line
 from fedcredit.crypto import Identity
 from fedcredit.protocols.job import ModelSettings, NodeConfig, Publication
 from fedcredit.scoring.policy import LimitPolicy

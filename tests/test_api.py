@@ -3,7 +3,7 @@
 import pytest
 
 from fedcredit.api import Federation
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 
 @pytest.fixture(scope="module")

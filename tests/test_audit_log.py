@@ -13,7 +13,7 @@ import pytest
 from fedcredit.audit import ALLOWED, AuditError, AuditWriter, export_parquet, protection_class, verify_audit
 from fedcredit.audit.classes import _KINDS
 from fedcredit.crypto import Identity, PaillierPublicKey
-from fedcredit.protocols.messages import COORDINATOR, Message, bundle
+from fedcredit.common.wire import COORDINATOR, Message, bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "run-audit-1"

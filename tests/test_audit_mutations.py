@@ -17,7 +17,7 @@ import pytest
 from fedcredit.audit import AuditError, verify_audit
 from fedcredit.audit.log import GENESIS, canonical, record_hash, signed_data
 from fedcredit.crypto import Identity
-from fedcredit.protocols.messages import COORDINATOR
+from fedcredit.common.wire import COORDINATOR
 
 from test_audit_log import build_run
 

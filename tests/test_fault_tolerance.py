@@ -24,7 +24,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedcredit.audit.verify import verify_audit
 from fedcredit.crypto import Identity, WorkerPool
 from fedcredit.data import synth
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import delivery_seq
 from fedcredit.flower.node_state import handle_delivery

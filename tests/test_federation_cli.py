@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from fedcredit.cli import app
 from fedcredit.deploy import federations as F
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.deployment import (SETTINGS_KEYS, policy_from_run_config, run_config_from_settings,
                                          settings_from_run_config)
 from fedcredit.jobfile import load_job, read_job

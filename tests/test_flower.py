@@ -8,12 +8,12 @@ from flwr.app import RecordDict
 
 from fedcredit.data import synth
 from fedcredit.data.io import write_table
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.simulation import run_simulated_job
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
-from fedcredit.protocols.messages import Message
+from fedcredit.common.wire import Message
 
 FAST = ModelSettings(key_bits=1024, max_iter=10, bank_only_baseline=False)
 TREES = ModelSettings(key_bits=1024, model="secureboost", trees=3, max_depth=3, bank_only_baseline=False)

@@ -7,7 +7,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from fedcredit.data import synth
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.reference import feature_names, join_nodes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.models import gbdt_reference as ref
 from fedcredit.models.gbdt_reference import GbdtConfig, GbdtReference, PartyBins
 from fedcredit.protocols.job import split_assignment

@@ -9,7 +9,7 @@ import pytest
 
 from fedcredit.data import synth
 from fedcredit.data.io import write_table
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.jobfile import load_job
 from fedcredit.local import run_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig

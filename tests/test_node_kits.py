@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fedcredit.cli import app
 from fedcredit.deploy import kitconfig
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_ROLES = ("bank", "tax", "utilities")

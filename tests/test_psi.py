@@ -8,8 +8,9 @@ import pytest
 from fedcredit.crypto.blinding import BlindingKey, hash_ids
 from fedcredit.crypto.errors import CryptoError
 from fedcredit.data import uscc
-from fedcredit.protocols.errors import InputError, ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.protocols.errors import InputError
+from fedcredit.common.wire import Message
 from fedcredit.crypto.identity import Identity
 from fedcredit.protocols.loop import drive
 from fedcredit.protocols.psi import PsiCoordinator, PsiParty

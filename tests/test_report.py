@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.report import SECTIONS, ReportData, render_report
 from fedcredit.scoring.stability import interpret_psi, population_stability_index, psi_table
 

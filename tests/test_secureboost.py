@@ -13,10 +13,10 @@ from fedcredit.data.reference import feature_names, join_nodes
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
 from fedcredit.protocols import secureboost as sb
 from fedcredit.protocols import secureboost_wire as wire
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
-from fedcredit.protocols.messages import Message, bundle
+from fedcredit.common.wire import Message, bundle
 from fedcredit.protocols.relay import SealedRelay
 from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
 

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedcredit.cli import app
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.jobfile import read_job
 
 runner = CliRunner()

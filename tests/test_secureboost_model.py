@@ -10,7 +10,7 @@ from fedcredit.data import synth
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.reference import feature_names, join_nodes
 from fedcredit.protocols import secureboost as sb
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
 from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
@@ -262,7 +262,7 @@ def test_malformed_trees_are_refused(data, trained, edit, match):
 
 def test_a_host_changing_its_bins_mid_run_is_refused(data):
     """Siblings are parent − child at the bank: a host's bins per feature must not change between messages."""
-    from fedcredit.protocols.messages import Message
+    from fedcredit.common.wire import Message
 
     class Shifty(SbParty):
         def handle(self, msg):

@@ -5,7 +5,7 @@ from fedcredit.data import synth, uscc
 from fedcredit.data.reference import signal_split
 from fedcredit.data.schema import NODE_ROLES, schema_for
 from fedcredit.data.validate import validate_table
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 
 def test_same_seed_same_tables_other_seed_differs():

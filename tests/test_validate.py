@@ -8,7 +8,7 @@ import pytest
 from fedcredit.data.io import write_table
 from fedcredit.data.schema import parse_extra, schema_for
 from fedcredit.data.validate import ValidationError, load_node, validate_file
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 BANK = schema_for("bank")
 TAX = schema_for("tax")

@@ -5,10 +5,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from fedcredit.crypto import WorkerPool
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.lbfgs import two_loop
 from fedcredit.protocols.loop import drive
-from fedcredit.protocols.messages import Message
+from fedcredit.common.wire import Message
 from fedcredit.protocols.vertical_lr import LrConfig, LrCoordinator
 from fedcredit.scoring import metrics
 from lr_helpers import aligned_parties, one_hot

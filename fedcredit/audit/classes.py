@@ -20,7 +20,7 @@ Classes (see docs/audit.md):
 
 from __future__ import annotations
 
-from fedcredit.protocols.messages import Message
+from fedcredit.common.wire import Message
 
 SEALED = "x25519-aesgcm"
 MASKED = "masked"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fedcredit.audit.classes import protection_class
 from fedcredit.crypto import Identity, PublicIdentity, SignatureError
-from fedcredit.errors import FedCreditError
-from fedcredit.protocols.messages import COORDINATOR, Message
+from fedcredit.common.errors import FedCreditError
+from fedcredit.common.wire import COORDINATOR, Message
 
 FORMAT = "fedcredit-audit"
 VERSION = 1

@@ -15,10 +15,10 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from fedcredit.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.audit.log import AuditError
 from fedcredit.audit.verify import audit_files, verify_audit
-from fedcredit.protocols.messages import COORDINATOR
+from fedcredit.common.wire import COORDINATOR
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}

@@ -32,8 +32,8 @@ from fedcredit.audit.log import (
     verify_checkpoint,
 )
 from fedcredit.crypto import PublicIdentity, SignatureError
-from fedcredit.errors import FedCreditError
-from fedcredit.protocols.messages import COORDINATOR
+from fedcredit.common.errors import FedCreditError
+from fedcredit.common.wire import COORDINATOR
 
 _COMMON = {"v": int, "party": str, "run_id": str, "seq": int, "prev": str, "time": str, "type": str, "hash": str,
            "sig": str}
@@ -396,7 +396,7 @@ def export_parquet(folder, out_path) -> Path:
     """One row per record of every log in ``folder`` (nested fields as JSON text)."""
     import pandas as pd
 
-    from fedcredit.atomic import atomic_write
+    from fedcredit.common.atomic import atomic_write
 
     cols = ["file", "party", "run_id", "seq", "type", "time", "direction", "kind", "message_run_id", "step", "sender",
             "receiver", "sender_fp", "receiver_fp", "sealed", "relayed", "digest", "size", "payload_size",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 
 class CryptoError(FedCreditError):

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from fedcredit.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.crypto.errors import KeyFileError
 
 PRIVATE_MODE = 0o600

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 MODES = ("binned", "standardized")
 STANDARD_SCALE_BITS = 8  # standardized values are quantized to multiples of 2^-8

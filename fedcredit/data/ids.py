@@ -11,7 +11,7 @@ import pyarrow as pa
 from fedcredit.data import uscc
 from fedcredit.data.schema import ID_KINDS
 from fedcredit.data.validate import normalize_ids
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 SHOW = 5
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from fedcredit.atomic import atomic_write
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write
+from fedcredit.common.errors import FedCreditError
 
 FORMATS = ("parquet", "csv")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 # Column kinds and what each accepts.
 ID, FLOAT, INT, CATEGORY, LABEL = "id", "float", "int", "category", "label"

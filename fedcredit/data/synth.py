@@ -20,7 +20,7 @@ import pyarrow as pa
 from fedcredit.data import uscc
 from fedcredit.data.io import FORMATS, write_table
 from fedcredit.data.schema import BANK, INDUSTRIES, MONTHS, NODE_ROLES, TAX, TAX_RATINGS, UTILITIES
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 # Share of all enterprises each node knows (independent draws; see `coverage`).
 COVERAGE = {"bank": 0.95, "tax": 0.90, "utilities": 0.85}

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from fedcredit.data import uscc
 from fedcredit.data.io import read_table
 from fedcredit.data.schema import CATEGORY, FLOAT, ID, INT, KIND_EXPECTS, LABEL, Column, RoleSchema
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 SHOW_ROWS = 5
 

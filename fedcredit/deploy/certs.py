@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
 
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VALID_DAYS = 365

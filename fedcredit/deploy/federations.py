@@ -17,8 +17,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
 
 HOME_ENV = "FEDCREDIT_HOME"
 FILE_NAME = "federations.toml"

@@ -12,7 +12,7 @@ import stat
 import tomllib
 from pathlib import Path
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 # key -> (type, is a path)
 NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, True), "data": (str, True),

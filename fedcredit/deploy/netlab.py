@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 _OPEN: dict = {}  # id -> lab: labs built and not yet closed in this process (dataclasses are not hashable)
 

@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
 
 FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
 BIN = Path(sys.executable).parent

@@ -18,7 +18,7 @@ from queue import Empty, Queue
 from pathlib import Path
 
 from fedcredit.deploy.processes import FEDERATION, flower_bin, flower_env, flwr_cli, write_cli_config
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.deployment import STATUS
 
 RUN_ID_RE = re.compile(r"run\s+(?:id\s+)?(\d{3,})", re.IGNORECASE)

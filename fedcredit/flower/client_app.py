@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 
 from fedcredit.crypto import WorkerPool
 from fedcredit.crypto.parallel import stop_forkserver
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
 from fedcredit.flower.node_state import handle_delivery

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message
 
 MESSAGE_TYPE = "query.step"
 

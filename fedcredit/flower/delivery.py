@@ -19,7 +19,7 @@ from typing import Callable
 from flwr.app import ConfigRecord, Message as FlowerMessage, RecordDict
 from flwr.serverapp import Grid
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 POLL_S = 0.05
 NODE_ERROR = 1001  # a fedcredit failure inside a node's ClientApp: deterministic, never retried

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
-from fedcredit.progress import step_line
+from fedcredit.protocols.progress import step_line
 from fedcredit.protocols.job import ModelSettings
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fedcredit.atomic import atomic_write_bytes
-from fedcredit.errors import FedCreditError
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import NodeAgent
-from fedcredit.protocols.messages import Message
+from fedcredit.common.wire import Message
 
 
 @dataclass

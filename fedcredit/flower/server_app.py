@@ -15,7 +15,7 @@ from flwr.app import Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.crypto import WorkerPool
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
 from fedcredit.flower.delivery import Deliveries
 from fedcredit.protocols.audited import audited

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.client_app import make_client_app
 from fedcredit.flower.server_app import make_server_app
 from fedcredit.protocols.job import ModelSettings, NodeConfig

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from fedcredit.audit.log import AuditWriter
 from fedcredit.protocols.job import REPORT, JobCoordinator
-from fedcredit.protocols.messages import Message
+from fedcredit.common.wire import Message
 
 
 class AuditedCoordinator:

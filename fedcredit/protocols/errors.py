@@ -1,10 +1,6 @@
-"""Protocol errors: a malformed, unexpected or inconsistent message is rejected, never trusted."""
+"""Errors of a party's own input (messages from others raise ``fedcredit.common.errors.ProtocolError``)."""
 
-from fedcredit.errors import FedCreditError
-
-
-class ProtocolError(FedCreditError):
-    """A message broke the protocol; the text names the message, its sender and the cause."""
+from fedcredit.common.errors import FedCreditError
 
 
 class InputError(FedCreditError):

@@ -25,11 +25,12 @@ from fedcredit.data.schema import node_schema, parse_extra
 from fedcredit.data.validate import load_node
 from fedcredit.protocols import psi, secureboost, vertical_lr
 from fedcredit.protocols.design import Design
-from fedcredit.protocols.errors import InputError, ProtocolError
-from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int
+from fedcredit.common.errors import ProtocolError
+from fedcredit.protocols.errors import InputError
+from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int
 from fedcredit.protocols.relay import SealedRelay
 from fedcredit.protocols.script import ScriptedCoordinator
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring import metrics
 from fedcredit.scoring.policy import Capacity
 

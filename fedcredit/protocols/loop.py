@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message
 from fedcredit.protocols.relay import SealedRelay
 
 

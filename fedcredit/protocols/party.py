@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message, expect
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message, expect
 
 
 class ProtocolParty:

@@ -31,8 +31,9 @@ import numpy as np
 from fedcredit.crypto import blinding
 from fedcredit.crypto.blinding import BlindingKey
 from fedcredit.data.ids import IdReport, prepare_ids
-from fedcredit.protocols.errors import InputError, ProtocolError
-from fedcredit.protocols.messages import COORDINATOR, Message, expect, meta_int, meta_str
+from fedcredit.common.errors import ProtocolError
+from fedcredit.protocols.errors import InputError
+from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, meta_str
 
 BANK = "bank"
 START, BLIND, FULL, HOSTS, FINAL, DONE = "psi.start", "psi.blind", "psi.full", "psi.hosts", "psi.final", "psi.done"

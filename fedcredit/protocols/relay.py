@@ -13,8 +13,8 @@ from typing import Mapping
 from fedcredit.crypto.envelope import Mailbox, Outbox
 from fedcredit.crypto.errors import EnvelopeError
 from fedcredit.crypto.identity import Identity, PublicIdentity
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message
 
 _ROUTING = ("kind", "sender", "receiver", "run_id", "step")
 

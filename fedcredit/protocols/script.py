@@ -6,8 +6,8 @@ scripted coordinator offers the same ``start``/``advance`` driver interface.
 
 from __future__ import annotations
 
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message
 
 
 class ScriptedCoordinator:

@@ -58,8 +58,8 @@ from fedcredit.crypto import EncryptedVector, PaillierPublicKey, generate_keypai
 from fedcredit.models import gbdt_reference as ref
 from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
 from fedcredit.protocols import secureboost_wire as wire
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, meta_int, unbundle
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import COORDINATOR, Message, bundle, expect, meta_int, unbundle
 from fedcredit.protocols.party import ProtocolParty
 from fedcredit.protocols.script import ScriptedCoordinator
 

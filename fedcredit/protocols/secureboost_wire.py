@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedcredit.crypto import EncryptedVector, PackedVector, Packer
-from fedcredit.protocols.errors import ProtocolError
-from fedcredit.protocols.messages import Message
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import Message
 
 
 def gh_slot_bits(scale_bits: int, rows: int) -> int:

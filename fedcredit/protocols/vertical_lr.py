@@ -35,9 +35,9 @@ import numpy as np
 from fedcredit.crypto import EncryptedVector, PackedVector, Packer, PaillierPublicKey, generate_keypair
 from fedcredit.crypto import masking
 from fedcredit.protocols.design import Design
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.lbfgs import LbfgsBlock, directional_derivative, two_loop
-from fedcredit.protocols.messages import COORDINATOR, Message, bundle, expect, unbundle
+from fedcredit.common.wire import COORDINATOR, Message, bundle, expect, unbundle
 from fedcredit.protocols.party import ProtocolParty
 from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.scoring import metrics

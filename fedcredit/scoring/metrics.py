@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 
 def _check(y, score) -> tuple[np.ndarray, np.ndarray]:

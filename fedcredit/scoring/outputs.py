@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from fedcredit.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.io import write_table
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 
 def _write_part(folder: Path, prep: FeaturePrep, name: str, doc: dict, reference_scores: np.ndarray | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd_
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.scorecard import (DEFAULT_GRADES, DEFAULT_MIN_POINTS, GradeBands, Scorecard,
                                          ScorecardError, _pd_array)
 

@@ -31,11 +31,11 @@ import pandas as pd_
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedcredit.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.crypto.errors import SignatureError
 from fedcredit.data.io import write_table
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 COLUMNS = ("uscc", "score", "grade", "pd", "limit", "reason_codes", "model_version")
 FLOAT_COLUMNS = ("score", "pd")

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from sklearn.metrics import auc as area_under, roc_curve
 
-from fedcredit.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.scoring.stability import MODERATE, STABLE, interpret_psi, psi_table
 
 SECTIONS = (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd_
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 #: PDs of exactly 0 or 1 would map to infinite points; they are clipped this far inside (0, 1).
 PD_EPS = 1e-12

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fedcredit.errors import FedCreditError
+from fedcredit.common.errors import FedCreditError
 
 EPSILON = 1e-4
 """Floor for a bin's share, so an empty bin adds a large but finite term."""

@@ -11,7 +11,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 
-from fedcredit.protocols.errors import ProtocolError
+from fedcredit.common.errors import ProtocolError
 
 COORDINATOR = "coordinator"
 MAGIC = b"FCM1"
