@@ -2,7 +2,7 @@
 
 Three runs on the same data and seed: (1) simulation (``fedcredit demo``'s engine),
 (2) deployment: SuperLink and three SuperNodes, each in its own network namespace
-(``fedcredit.deploy.netlab``), TLS and node authentication, bytes counted on every
+(``fedcredit_netlab.namespaces``), TLS and node authentication, bytes counted on every
 party's link, (3) the same with delay and loss on each node's link (``Lab.impair``:
 ``tc netem`` where the kernel has it, otherwise nftables/iptables random drop plus a
 delay relay; the JSON says which). Full mode is the demo job (20,000 enterprises,
@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine, parser  # noqa: E402
 
-from fedcredit.deploy import netlab  # noqa: E402
+from fedcredit_netlab import namespaces as netlab  # noqa: E402
 from fedcredit.deploy import processes as P  # noqa: E402
-from fedcredit.deploy.capture import Capture  # noqa: E402
+from fedcredit_netlab.capture import Capture  # noqa: E402
 from fedcredit.deploy.certs import make_certs  # noqa: E402
 from fedcredit.flower.deployment import run_config_from_settings  # noqa: E402
 from fedcredit.protocols.job import ModelSettings, NodeConfig  # noqa: E402
@@ -55,7 +55,7 @@ def _ensure_loss_tool() -> None:
 def simulate(paths: dict, settings: ModelSettings, out: Path) -> tuple[float, dict]:
     from rich.console import Console
 
-    from fedcredit import runner
+    from fedcredit.jobs import runner
 
     nodes = [NodeConfig(role, str(paths[role])) for role in ROLES]
     started = time.perf_counter()
@@ -65,7 +65,7 @@ def simulate(paths: dict, settings: ModelSettings, out: Path) -> tuple[float, di
 
 def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float, float] | None = None) -> dict:
     """One job on a fresh lab; ``impair`` = (delay ms, loss %) on every node's link. Returns its figures."""
-    from fedcredit.deploy.submit import submit
+    from fedcredit.flower.submit import submit
 
     with netlab.Lab(["coordinator", *ROLES]) as lab:
         host = lab.address("coordinator")

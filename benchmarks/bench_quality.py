@@ -23,10 +23,10 @@ from _common import emit, machine, parser  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from fedcredit.baseline import centralized_auc  # noqa: E402
+from fedcredit.jobs.centralized import centralized_auc  # noqa: E402
 from fedcredit.data import synth, uscc  # noqa: E402
 from fedcredit.data.io import write_table  # noqa: E402
-from fedcredit.local import run_job  # noqa: E402
+from fedcredit.jobs.in_process import run_job  # noqa: E402
 from fedcredit.protocols.job import ModelSettings, NodeConfig  # noqa: E402
 
 GERMAN_SPLIT = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fedcredit import runner
+from fedcredit.jobs import runner
 from fedcredit.data import synth
 from fedcredit.data.schema import NODE_ROLES
 from fedcredit.common.errors import FedCreditError

@@ -358,7 +358,7 @@ def test_report_is_self_contained_and_has_the_verdict(built, tmp_path):
 def test_cli(built, tmp_path):
     from typer.testing import CliRunner
 
-    from fedcredit.cli_audit import audit_app
+    from fedcredit.cli.audit import audit_app
 
     key = tmp_path / "coord.pub.json"
     built.ids[COORDINATOR].public.save(key)

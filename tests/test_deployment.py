@@ -3,7 +3,7 @@
 One SuperLink and three SuperNodes (bank, tax, utilities) run as separate processes; a
 fifth party holds a node key that was never registered and must not join. As root (and
 where namespaces work) every party runs in its own network namespace on a bridge
-(``fedcredit.deploy.netlab``) and every party's link is captured during the job: the
+(``fedcredit_netlab.namespaces``) and every party's link is captured during the job: the
 capture must show TLS from first byte to last, and none of the canaries (enterprise IDs
 and raw feature values from the nodes' files, the run's settings) in clear, while a
 canary sent in clear over the same link *is* found. Elsewhere (or with
@@ -29,9 +29,9 @@ import uuid
 import numpy as np
 import pytest
 
-from fedcredit.deploy import netlab
+from fedcredit_netlab import namespaces as netlab
 from fedcredit.deploy import processes as P
-from fedcredit.deploy.capture import Capture, find_canaries, tcp_streams, tls_framing
+from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_framing
 from fedcredit.deploy.certs import make_certs, make_node_key
 from fedcredit.scoring.outputs import read_model_part
 
@@ -110,7 +110,7 @@ class JobThread:
     """
 
     def __init__(self, superlink, certs, out, run_config, timeout):
-        from fedcredit.deploy.submit import submit
+        from fedcredit.flower.submit import submit
 
         self.lines: list[str] = []
         self._box: dict = {}
@@ -216,9 +216,9 @@ def _crash(proc: P.Proc) -> None:
 def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     from typer.testing import CliRunner
 
-    from fedcredit import runner
+    from fedcredit.jobs import runner
     from fedcredit.audit.verify import verify_audit
-    from fedcredit.cli_deploy import submit_app
+    from fedcredit.cli.federation import federation_app
     from fedcredit.protocols.job import ModelSettings, NodeConfig
 
     tmp, out, lab = federation["tmp"], federation["tmp"] / "out", federation["lab"]
@@ -229,7 +229,7 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     try:
         # a failing run (the job expects roles the federation does not have) exits non-zero with the coordinator's
         # reason, although `flwr run --stream` itself exits 0
-        res = CliRunner().invoke(submit_app, ["train", "--superlink", federation["superlink"], "--certs",
+        res = CliRunner().invoke(federation_app, ["train", "--superlink", federation["superlink"], "--certs",
                                               str(federation["certs"]), "--out", str(tmp / "failed"), "--roles",
                                               "bank,tax", "--key-bits", "1024", "--timeout", "120"])
         assert res.exit_code == 1, res.output

@@ -42,3 +42,35 @@ def test_every_protocol_message_kind_has_a_leakage_row():
     assert "psi.blind" in kinds
     missing = [k for k in sorted(kinds) if f"| `{k}`" not in text]
     assert not missing, f"docs/leakage.md lacks rows for {missing}"
+
+
+def _resolves(dotted: str) -> bool:
+    """``fedcredit.x.y.Name``: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_module_paths_in_the_docs_exist():
+    """Every ``fedcredit/.../x.py`` or ``fedcredit/dir/`` path and ``fedcredit.x.y`` name the README and docs/ mention is real."""
+    texts = {p: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+    missing = []
+    for path, text in texts.items():
+        for rel in set(re.findall(r"\b(fedcredit(?:_netlab)?/(?:[\w/]*\.py|(?:\w+/)+)(?=[`\s),.]))", text)):
+            if not (ROOT / rel).exists():
+                missing.append(f"{path.name}: {rel}")
+        for dotted in set(re.findall(r"`(fedcredit(?:_netlab)?(?:\.\w+)+)", text)):
+            if not _resolves(dotted):
+                missing.append(f"{path.name}: {dotted}")
+    assert not missing, missing

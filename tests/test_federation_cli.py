@@ -1,6 +1,6 @@
 """Named federations and `fedcredit train --federation`: resolution, the run config that is sent, the record.
 
-No Flower process runs here: ``fedcredit.deploy.submit.submit`` is replaced by a fake that
+No Flower process runs here: ``fedcredit.flower.submit.submit`` is replaced by a fake that
 keeps what it was given (the end-to-end run is in tests/test_deployment.py).
 """
 
@@ -19,7 +19,7 @@ from fedcredit.deploy import federations as F
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.deployment import (SETTINGS_KEYS, policy_from_run_config, run_config_from_settings,
                                          settings_from_run_config)
-from fedcredit.jobfile import load_job, read_job
+from fedcredit.jobs.jobfile import load_job, read_job
 from fedcredit.protocols.job import ModelSettings
 from fedcredit.scoring.policy import LimitPolicy
 
@@ -86,7 +86,7 @@ def fake_submit(monkeypatch):
         echo("PSI: 1,234 enterprises known to every node")
         return {"ok": True, "metrics": {"test_auc": 0.81234, "rounds": 24}, "submit_seconds": 1.5}
 
-    monkeypatch.setattr("fedcredit.deploy.submit.submit", submit)
+    monkeypatch.setattr("fedcredit.flower.submit.submit", submit)
     return calls
 
 
@@ -276,7 +276,7 @@ def test_a_failed_run_exits_1_and_is_recorded(job, home, monkeypatch, tmp_path):
     def failing(*a, **k):
         raise FedCreditError("the federated run failed: connected roles ['bank', 'tax'] do not match")
 
-    monkeypatch.setattr("fedcredit.deploy.submit.submit", failing)
+    monkeypatch.setattr("fedcredit.flower.submit.submit", failing)
     out = tmp_path / "failed"
     res = runner.invoke(app, ["train", "--job", str(job), "--federation", "pilot", "--out", str(out)])
     assert res.exit_code == 1 and "do not match" in res.output
@@ -328,13 +328,13 @@ case "$1" in
 esac
 """)
     fake.chmod(0o755)
-    monkeypatch.setattr("fedcredit.deploy.submit.flower_bin", lambda name: str(fake))
+    monkeypatch.setattr("fedcredit.flower.submit.flower_bin", lambda name: str(fake))
     monkeypatch.setattr("fedcredit.deploy.processes.flower_bin", lambda name: str(fake))
     return calls
 
 
 def test_a_silent_run_times_out_and_is_stopped_at_the_coordinator(tmp_path, certs, fake_flwr, monkeypatch):
-    from fedcredit.deploy.submit import submit
+    from fedcredit.flower.submit import submit
 
     monkeypatch.setenv("FAKE_RUN", "hang")
     lines = []
@@ -346,7 +346,7 @@ def test_a_silent_run_times_out_and_is_stopped_at_the_coordinator(tmp_path, cert
 
 def test_a_coordinator_output_folder_out_of_sight_takes_the_verdict_from_flower(tmp_path, certs, fake_flwr,
                                                                               monkeypatch):
-    from fedcredit.deploy.submit import submit
+    from fedcredit.flower.submit import submit
 
     monkeypatch.setenv("FAKE_RUN", "done")
     with pytest.raises(FedCreditError, match="Flower reports run 12345 as 'finished:failed'"):

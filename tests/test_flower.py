@@ -88,7 +88,7 @@ def test_simulated_job_on_flower(tmp_path, before, settings):
     assert all(list((tmp_path / "work" / r).glob("agent-*.pkl")) for r in ("bank", "tax", "utilities"))
     assert _flower_processes(before) == ""
     if settings.model == "secureboost":  # trees do not depend on the transport: the in-process engine agrees
-        from fedcredit.local import run_job
+        from fedcredit.jobs.in_process import run_job
 
         local = run_job([NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")], settings)
         assert local["metrics"] == result["metrics"] and local["rounds"] == result["rounds"]

@@ -10,10 +10,10 @@ import pytest
 from fedcredit.data import synth
 from fedcredit.data.io import write_table
 from fedcredit.common.errors import FedCreditError
-from fedcredit.jobfile import load_job
-from fedcredit.local import run_job
+from fedcredit.jobs.jobfile import load_job
+from fedcredit.jobs.in_process import run_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
-from fedcredit.runner import publication_for
+from fedcredit.protocols.outputs import publication_for
 from fedcredit.scoring.policy import LimitPolicy
 
 FAST = ModelSettings(key_bits=1024, max_iter=15)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fedcredit.deploy import netlab
-from fedcredit.deploy.capture import Capture, find_canaries, tcp_streams, tls_framing
+from fedcredit_netlab import namespaces as netlab
+from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_framing
 
 
 def _frame(seq: int, payload: bytes, flags: int = 0x18, src="10.213.1.11", dst="10.213.1.10", sport=40000,

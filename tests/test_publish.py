@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from fedcredit.cli_limits import limits_app
+from fedcredit.cli.limits import limits_app
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data import uscc
 from fedcredit.data.io import write_table

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from fedcredit.cli import app
 from fedcredit.common.errors import FedCreditError
-from fedcredit.jobfile import read_job
+from fedcredit.jobs.jobfile import read_job
 
 runner = CliRunner()
 NODES = "[nodes.bank]\ndata = '{d}/bank.parquet'\n[nodes.tax]\ndata = '{d}/tax.parquet'\n[nodes.utilities]\ndata = '{d}/utilities.parquet'\n"

@@ -124,6 +124,32 @@ class Proc:
             return ""
 
 
+def supervise(procs: list[Proc], poll: float = 0.5) -> Proc | None:
+    """Block until SIGINT/SIGTERM or until one of ``procs`` exits; then stop every one (last started first).
+
+    Returns the process that exited on its own, or None when a signal ended the wait: a
+    foreground ``coordinator start``/``node start`` never leaves a Flower process behind.
+    """
+    stop = {"sig": None}
+
+    def handler(signum, _frame):
+        stop["sig"] = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    dead = None
+    try:
+        while stop["sig"] is None and dead is None:
+            dead = next((p for p in procs if not p.alive()), None)
+            if dead is None:
+                time.sleep(poll)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return dead
+
+
 def descendants(pid: int) -> list[int]:
     """Pids of every living descendant of ``pid`` (from /proc; empty where /proc is missing)."""
     children: dict[int, list[int]] = {}

@@ -27,6 +27,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols.progress import step_line
 from fedcredit.protocols.job import ModelSettings
+from fedcredit.protocols.outputs import coordinator_identity, finish_run, publication_for
 
 if TYPE_CHECKING:
     from fedcredit.scoring.policy import LimitPolicy
@@ -135,8 +136,6 @@ def write_status(out: Path, doc: dict) -> None:
 
 def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> dict:
     """Run the job at the coordinator, write its outputs into ``cfg['out']``; returns metrics or raises."""
-    from fedcredit import runner
-
     if not str(cfg.get("out", "")):
         raise FedCreditError("run config 'out' (the coordinator's output folder) is empty")
     out = Path(str(cfg["out"])).expanduser()
@@ -146,8 +145,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
     try:
         settings, roles = settings_from_run_config(cfg)
         policy = policy_from_run_config(cfg.get("policy", ""))
-        signer = runner.coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
-        publication = runner.publication_for(policy, signer.fingerprint)
+        signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
+        publication = publication_for(policy, signer.fingerprint)
         steps = f"at most {settings.max_iter} iterations" if settings.model == "scorecard_lr" else f"{settings.trees} trees"
         print(f"fedcredit job: {settings.model}, roles {','.join(roles)}, {settings.key_bits}-bit keys, "
               f"{steps}; waiting for {len(roles)} nodes", flush=True)
@@ -161,7 +160,7 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
         if "error" in result:
             raise FedCreditError(result["error"])
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)
-        metrics = runner.finish_run(
+        metrics = finish_run(
             result, out, signer, settings, policy, roles=roles, task="train", engine="deployment",
             seconds=time.perf_counter() - started, audit_records=audit_records,
             extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3)},

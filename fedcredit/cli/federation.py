@@ -1,45 +1,34 @@
-"""Commands for a real federation on Flower's deployment engine (TLS and SuperNode authentication).
+"""``fedcredit certs``, ``coordinator``, ``node`` and ``federation``: a real federation on Flower's deployment engine.
 
-Three Typer apps, mounted by ``fedcredit.cli``:
-
-* ``certs_app``        ``fedcredit certs make``: test CA, SuperLink certificate, node keys;
-* ``coordinator_app``  ``fedcredit coordinator start``: the SuperLink, node keys registered;
-* ``node_app``         ``fedcredit node start``: a SuperNode with its role and data;
+* ``certs make``: test CA, SuperLink certificate, node keys;
+* ``coordinator start``: the SuperLink (TLS, SuperNode authentication), node keys registered;
+* ``node start``: a SuperNode with its role and data;
 
 (both read their kit's config file with ``--config``, see nodes/*/README.md) and
-``submit_app`` (``fedcredit federation train|add|list|remove``): submit a job to a
-running federation, failing when the run fails, and keep named federations for
-``fedcredit train --federation NAME``. See docs/deployment.md.
+``federation train|add|list|remove``: submit a job to a running federation, failing when the
+run fails, and keep named federations for ``fedcredit train --federation NAME``.
+See docs/deployment.md.
 """
 
 from __future__ import annotations
 
 import shlex
-import signal
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from fedcredit.cli.console import console, error_exit
 from fedcredit.common.errors import FedCreditError
 
-console = Console()
 certs_app = typer.Typer(help="Test certificates and node keys for a federation.", no_args_is_help=True)
 coordinator_app = typer.Typer(help="The coordinator's Flower SuperLink.", no_args_is_help=True)
 node_app = typer.Typer(help="A data holder's Flower SuperNode.", no_args_is_help=True)
-submit_app = typer.Typer(help="Submit a job to a running federation.", no_args_is_help=True)
+federation_app = typer.Typer(help="Submit a job to a running federation.", no_args_is_help=True)
 
 
-for _app in (certs_app, coordinator_app, node_app, submit_app):  # keep each a command group, mounted or not
+for _app in (certs_app, coordinator_app, node_app, federation_app):  # keep each a command group, mounted or not
     _app.callback()(lambda: None)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # escaped: messages name [sections]
-    raise typer.Exit(1)
 
 
 @certs_app.command("make")
@@ -55,7 +44,7 @@ def certs_make(
     try:
         paths = make_certs(out, host, [n.strip() for n in nodes.split(",") if n.strip()], days=days)
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     console.print(f"[green]✓[/green] CA {paths['ca']}, SuperLink certificate {paths['superlink']} (SAN {host})")
     for name in [n.strip() for n in nodes.split(",") if n.strip()]:
         console.print(f"  node {name}: private key {paths[name + '_key']} (0600, copy to that node only), "
@@ -63,28 +52,13 @@ def certs_make(
     console.print(f"Keep {paths['ca_key']} off the nodes; each node needs ca.pem and its own nodes/<role>.key.")
 
 
-def _wait_for_signal(procs, check) -> None:
-    """Block until SIGINT/SIGTERM or until a process dies; then stop every process."""
-    stop = {"sig": None}
+def _run_until_stopped(proc) -> None:
+    """Serve in the foreground until Ctrl-C/SIGTERM (exit 0) or until the process exits on its own (exit 1)."""
+    from fedcredit.deploy.processes import supervise
 
-    def handler(signum, _frame):
-        stop["sig"] = signum
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while stop["sig"] is None:
-            dead = [p for p in procs if not p.alive()]
-            if dead:
-                console.print(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}[/red]\n{dead[0].tail()}")
-                break
-            check()
-            time.sleep(0.5)
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
-    if stop["sig"] is None:
+    dead = supervise([proc])
+    if dead is not None:
+        console.print(f"[red]{dead.name} exited with code {dead.popen.returncode}[/red]\n{dead.tail()}")
         raise typer.Exit(1)
     console.print("stopped")
 
@@ -119,14 +93,14 @@ def coordinator_start(
             return
         proc, registry = P.start_coordinator(opts["certs"], host, port, opts["state"], nodes=opts.get("nodes"))
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     state = Path(opts["state"]).resolve()
     console.print(f"[green]✓[/green] SuperLink on {host}:{port} (TLS, SuperNode authentication, "
                   f"database {state / 'superlink.db'}), log {proc.log}")
     for role, nid in registry.items():
         console.print(f"  registered {role}: node id {nid}")
     console.print(f"Role binding for jobs: {state / 'registry.json'}. Ctrl-C to stop.")
-    _wait_for_signal([proc], lambda: None)
+    _run_until_stopped(proc)
 
 
 @node_app.command("start")
@@ -174,13 +148,13 @@ def node_start(
                             port=o.get("port"), idle_poll=o.get("idle_poll"),
                             heartbeat=o.get("heartbeat") or P.DEFAULT_HEARTBEAT, node_config=columns)
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     console.print(f"[green]✓[/green] SuperNode {o['role']} → {o['superlink']} (TLS), data {Path(o['data']).resolve()} "
                   f"stays here; log {proc.log}. Ctrl-C to stop.")
-    _wait_for_signal([proc], lambda: None)
+    _run_until_stopped(proc)
 
 
-@submit_app.command("train")
+@federation_app.command("train")
 def submit_train(
     superlink: str = typer.Option(..., "--superlink", help="The coordinator's SuperLink, HOST:PORT."),
     certs: Path = typer.Option(..., "--certs", help="Folder with ca.pem (verifies the SuperLink)."),
@@ -198,7 +172,7 @@ def submit_train(
                                                         "for a lost node to come back (default 600 s)."),
 ) -> None:
     """Submit a training job with `flwr run`, stream its progress, exit non-zero when it fails."""
-    from fedcredit.deploy.submit import submit
+    from fedcredit.flower.submit import submit
 
     cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles,
                              "policy": str(Path(policy).resolve()) if policy else None,
@@ -209,13 +183,13 @@ def submit_train(
         status = submit(superlink, certs, out, cfg, timeout=timeout, echo=lambda line: console.print(line, markup=False,
                                                                                                     highlight=False))
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     m = status.get("metrics", {})
     console.print(f"[green]✓[/green] run finished: test AUC {m.get('test_auc', float('nan')):.4f}, {m.get('rounds')} rounds, "
                   f"{status.get('submit_seconds')} s; outputs in {Path(out).resolve()}")
 
 
-@submit_app.command("add")
+@federation_app.command("add")
 def federation_add(
     name: str = typer.Argument(..., help="A name for the federation (letters, digits, '.', '_', '-')."),
     superlink: str = typer.Option(..., "--superlink", help="The coordinator's SuperLink, HOST:PORT."),
@@ -239,13 +213,13 @@ def federation_add(
         fed.ca()
         path = F.add(fed, replace=replace)
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     console.print(f"[green]✓[/green] federation {name} → {fed.superlink} saved in {path}")
     if not fed.registry:
         console.print("[yellow]warning:[/yellow] no --registry: without role binding any registered node may claim any role")
 
 
-@submit_app.command("list")
+@federation_app.command("list")
 def federation_list(
     job: Optional[Path] = typer.Option(None, "--job", help="Also list the job file's [federations.NAME]."),
 ) -> None:
@@ -253,12 +227,12 @@ def federation_list(
     from rich.table import Table
 
     from fedcredit.deploy import federations as F
-    from fedcredit.jobfile import read_job
+    from fedcredit.jobs.jobfile import read_job
 
     try:
         known = {**F.load_file(), **(read_job(job).federations if job else {})}
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     if not known:
         console.print(f"no federations yet ({F.user_file()}); add one with: fedcredit federation add NAME "
                       "--superlink HOST:PORT --certs DIR")
@@ -272,7 +246,7 @@ def federation_list(
     console.print(table)
 
 
-@submit_app.command("remove")
+@federation_app.command("remove")
 def federation_remove(name: str = typer.Argument(..., help="The federation to forget.")) -> None:
     """Remove a federation from the user's federations file."""
     from fedcredit.deploy import federations as F
@@ -280,5 +254,5 @@ def federation_remove(name: str = typer.Argument(..., help="The federation to fo
     try:
         path = F.remove(name)
     except FedCreditError as exc:
-        _fail(exc)
+        error_exit(exc)
     console.print(f"removed {name} from {path}")

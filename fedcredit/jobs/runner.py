@@ -6,25 +6,19 @@ Outputs in DIR: ``metrics.json`` and ``run.json`` (coordinator); ``scores.parque
 
 from __future__ import annotations
 
-import json
-import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from fedcredit import __version__
-from fedcredit.common.atomic import atomic_write_bytes
-from fedcredit.common.errors import FedCreditError
-from fedcredit.protocols.progress import step_line
-from fedcredit.crypto import Identity
-from fedcredit.protocols.job import ModelSettings, NodeConfig, Publication
-from fedcredit.scoring.policy import LimitPolicy
 from fedcredit.audit.verify import verify_audit
-from fedcredit.scoring.publish import publish_limits, verify_limits
+from fedcredit.common.errors import FedCreditError
+from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.protocols.outputs import coordinator_identity, finish_run, publication_for
+from fedcredit.protocols.progress import step_line
+from fedcredit.scoring.policy import LimitPolicy
 
 ENGINES = ("simulation", "in-process")
 
@@ -56,27 +50,6 @@ class _Display:
             p.update(self.task, completed=min(info["iteration"], self.steps), description=step_line(info, self.steps))
 
 
-def publication_for(policy: LimitPolicy, signer: str | None = None) -> Publication:
-    """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner."""
-
-    def grade(pd):
-        points, grades = policy.grade(pd)
-        return points, grades, policy.cap_for(grades)
-
-    return Publication(grade=grade, capacity=policy.capacity,
-                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer)
-
-
-def coordinator_identity(keys: Path) -> Identity:
-    """The coordinator's signing identity, created once per key folder (private file 0600)."""
-    private, public = keys / "coordinator.key.json", keys / "coordinator.pub.json"
-    if private.exists():
-        return Identity.load(private)
-    ident = Identity.generate("coordinator")
-    ident.save(private, public_path=public)
-    return ident
-
-
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
         keys: Path | None = None, model: Path | None = None) -> dict:
@@ -106,52 +79,15 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
             result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication,
                                        task=task, audit=(out / "audit", signer))
         else:
-            from fedcredit.local import run_job
+            from fedcredit.jobs.in_process import run_job
 
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
                              audit=(out / "audit", signer))
     audit_records = sum(verify_audit(out / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
     extra = {}
     if centralized and task == "train":
-        from fedcredit.baseline import centralized_auc
+        from fedcredit.jobs.centralized import centralized_auc
 
         extra["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
     return finish_run(result, out, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
                       seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra)
-
-
-def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSettings, policy: LimitPolicy, *,
-               roles: list[str], task: str, engine: str, seconds: float, audit_records: int,
-               extra: dict | None = None, run_extra: dict | None = None) -> dict:
-    """The coordinator's outputs of a finished job, whatever the engine: the signed limits
-    (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics."""
-    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")))
-    verify_limits(published["parquet"], signer.public)
-    m = result.get("metrics") or {}
-    metrics = {
-        "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
-        "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
-        "rounds": result["rounds"], "seconds": round(seconds, 1),
-        "intersection": result["intersection"], "evaluations": result["evaluations"],
-        "audit_records": audit_records, **(extra or {}),
-    }
-    if "trees" in result:
-        metrics["trees"] = result["trees"]
-    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    run_doc = {
-        "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
-        "nodes": result["nodes"], "roles": roles,
-        "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
-                             "coordinator_signing": signer.fingerprint},
-        "policy": policy.source, "history": result["history"], "versions": _versions(), **(run_extra or {}),
-    }
-    atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
-    return metrics
-
-
-def _versions() -> dict:
-    import flwr
-    import phe
-
-    return {"fedcredit": __version__, "flwr": flwr.__version__ if hasattr(flwr, "__version__") else "?",
-            "phe": getattr(phe, "__version__", "?"), "python": platform.python_version()}

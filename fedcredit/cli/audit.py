@@ -1,4 +1,4 @@
-"""`fedcredit audit ...`: offline checks of a run's exchange logs (mounted into the main CLI).
+"""`fedcredit audit ...`: offline checks of a run's exchange logs.
 
 An auditor needs only the logs (``DIR/audit/<party>.jsonl``) and, to pin the run's keys,
 the coordinator's public identity. Every command answers with one line; exit status 0
@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from fedcredit.cli.console import verdict_failed
 from fedcredit.common.errors import FedCreditError
 
 audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, export.", no_args_is_help=True,
@@ -26,11 +27,6 @@ def _audit() -> None:
     """Exchange logs of a run: one signed, hash-chained JSON Lines file per party."""
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"FAILED: {exc}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
-
-
 @audit_app.command("verify")
 def verify(
     folder: Path = _DIR,
@@ -43,7 +39,7 @@ def verify(
     try:
         verdict = verify_audit(folder, key, min_key_bits=min_key_bits)
     except FedCreditError as exc:
-        _fail(exc)
+        verdict_failed(exc)
     typer.echo(verdict.summary())
     for note in verdict.notes:
         typer.echo(f"note: {note}")
@@ -65,7 +61,7 @@ def report(
     except FedCreditError as exc:
         if out.exists():
             typer.echo(f"report written to {out}")
-        _fail(exc)
+        verdict_failed(exc)
     typer.echo(f"{verdict.summary()}; report written to {path}")
 
 
@@ -80,7 +76,7 @@ def export(
     try:
         path = export_parquet(folder, out)
     except FedCreditError as exc:
-        _fail(exc)
+        verdict_failed(exc)
     import pyarrow.parquet as pq
 
     typer.echo(f"OK: {pq.read_metadata(path).num_rows} records exported to {path}")

@@ -12,7 +12,7 @@ Link impairment (``Lab.impair``) uses ``tc ... netem`` when the kernel has it. K
 without ``sch_netem`` (this project's CI VMs) get a real but different mechanism:
 loss = random drop by nftables (``numgen random``) or iptables (``-m statistic``) on
 the receiving side of both directions; delay = a userspace TCP relay
-(``fedcredit.deploy.delay_relay``) in the upstream party's namespace that holds every
+(``fedcredit_netlab.delay_relay``) in the upstream party's namespace that holds every
 chunk for the delay in each direction; the impaired party then connects to the relay's
 address. The returned ``Impairment`` says which mechanism was used. Needs root.
 """
@@ -348,7 +348,7 @@ class Lab:
                              "apt-get install nftables")
 
     def _start_relay(self, up_party: str, upstream: str, delay_ms: float) -> str:
-        cmd = [*self.exec_prefix(up_party), sys.executable, "-m", "fedcredit.deploy.delay_relay",
+        cmd = [*self.exec_prefix(up_party), sys.executable, "-m", "fedcredit_netlab.delay_relay",
                "--listen", f"{self.address(up_party)}:0", "--upstream", upstream, "--delay-ms", str(delay_ms)]
         relay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  stdin=subprocess.DEVNULL)

@@ -1,8 +1,8 @@
-"""``python -m fedcredit.deploy.delay_relay --listen HOST:PORT --upstream HOST:PORT --delay-ms D``
+"""``python -m fedcredit_netlab.delay_relay --listen HOST:PORT --upstream HOST:PORT --delay-ms D``
 
 A TCP relay that delivers every chunk it reads ``D`` ms later, in each direction: the
 latency half of ``tc netem`` for kernels built without ``sch_netem`` (see
-``fedcredit.deploy.netlab``). It relays bytes, not packets, so TLS passes through
+``fedcredit_netlab.namespaces``). It relays bytes, not packets, so TLS passes through
 untouched and the client still verifies the upstream's certificate (the certificate
 names the host, not the port). A bounded queue per direction keeps TCP's flow control.
 Prints ``listening HOST:PORT`` once it accepts connections; stops on SIGTERM/SIGINT.

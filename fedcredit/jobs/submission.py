@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedcredit.common.atomic import atomic_write_bytes
-from fedcredit.deploy import submit as submit_mod
+from fedcredit.flower import submit as submit_mod
 from fedcredit.deploy.federations import Federation
 from fedcredit.common.errors import FedCreditError
-from fedcredit.jobfile import JobFile
+from fedcredit.jobs.jobfile import JobFile
 
 RECORD = "submission.json"
 

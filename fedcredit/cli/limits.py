@@ -1,4 +1,4 @@
-"""`fedcredit limits ...`: checks on published pre-credit limits (mounted into the main CLI).
+"""`fedcredit limits ...`: checks on published pre-credit limits.
 
 A bank or auditor runs ``fedcredit limits verify`` before acting on a limits file: it
 needs only the file, the detached signature and the coordinator's public identity, and
@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from fedcredit.cli.console import verdict_failed
 from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.publish import verify_limits
 
@@ -35,6 +36,5 @@ def verify(
     try:
         report = verify_limits(file, key, signature)
     except FedCreditError as exc:
-        typer.secho(f"FAILED: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
+        verdict_failed(exc)
     typer.echo(f"OK: {report.rows} limits, signed by {report.signer} {report.fingerprint[:16]}")

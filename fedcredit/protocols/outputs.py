@@ -1,0 +1,88 @@
+"""The coordinator's outputs of a finished job, whatever engine carried its messages.
+
+The in-process and simulation engines (``fedcredit.jobs.runner``) and the deployment
+ServerApp (``fedcredit.flower.deployment``) end a job the same way: the coordinator signs
+and publishes the limits (checked right after signing), then writes ``metrics.json`` and
+``run.json``. Its signing identity is made once per key folder, so every run of a
+federation is signed by the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from fedcredit import __version__
+from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.crypto import Identity
+from fedcredit.protocols.job import ModelSettings, Publication
+from fedcredit.scoring.policy import LimitPolicy
+from fedcredit.scoring.publish import publish_limits, verify_limits
+
+
+def publication_for(policy: LimitPolicy, signer: str | None = None) -> Publication:
+    """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner."""
+
+    def grade(pd):
+        points, grades = policy.grade(pd)
+        return points, grades, policy.cap_for(grades)
+
+    return Publication(grade=grade, capacity=policy.capacity,
+                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer)
+
+
+def coordinator_identity(keys: Path) -> Identity:
+    """The coordinator's signing identity, created once per key folder (private file 0600)."""
+    private, public = keys / "coordinator.key.json", keys / "coordinator.pub.json"
+    if private.exists():
+        return Identity.load(private)
+    ident = Identity.generate("coordinator")
+    ident.save(private, public_path=public)
+    return ident
+
+
+def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSettings, policy: LimitPolicy, *,
+               roles: list[str], task: str, engine: str, seconds: float, audit_records: int,
+               extra: dict | None = None, run_extra: dict | None = None) -> dict:
+    """The coordinator's outputs of a finished job, whatever the engine: the signed limits
+    (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics."""
+    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")))
+    verify_limits(published["parquet"], signer.public)
+    m = result.get("metrics") or {}
+    metrics = {
+        "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
+        "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
+        "rounds": result["rounds"], "seconds": round(seconds, 1),
+        "intersection": result["intersection"], "evaluations": result["evaluations"],
+        "audit_records": audit_records, **(extra or {}),
+    }
+    if "trees" in result:
+        metrics["trees"] = result["trees"]
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    run_doc = {
+        "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
+        "nodes": result["nodes"], "roles": roles,
+        "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
+                             "coordinator_signing": signer.fingerprint},
+        "policy": policy.source, "history": result["history"], "versions": _versions(), **(run_extra or {}),
+    }
+    atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
+    return metrics
+
+
+def _versions() -> dict:
+    """Versions that decide a run's numbers, read from the installed distributions (nothing imported)."""
+    return {"fedcredit": __version__, "flwr": _installed("flwr"), "phe": _installed("phe"),
+            "python": platform.python_version()}
+
+
+def _installed(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
