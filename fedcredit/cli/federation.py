@@ -80,12 +80,10 @@ def coordinator_start(
     from fedcredit.deploy import processes as P
 
     try:
-        file_values = kitconfig.load_coordinator_config(config) if config else {}
-        opts = kitconfig.merge({"certs": certs, "port": port, "state": state, "host": host,
-                                "nodes": [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None},
-                               file_values, ("certs", "state"), config)
-        host, port = opts.get("host", "127.0.0.1"), opts.get("port", 9092)
-        kitconfig.check_private_key(Path(opts["certs"]) / "superlink.key", "the SuperLink's TLS key")
+        opts = kitconfig.coordinator_settings(config, {
+            "certs": certs, "port": port, "state": state, "host": host,
+            "nodes": [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None})
+        host, port = opts["host"], opts["port"]
         if dry_run:
             console.print(shlex.join(P.superlink_command(opts["certs"], host, port, opts["state"])), markup=False,
                           highlight=False, soft_wrap=True)
@@ -127,17 +125,9 @@ def node_start(
     from fedcredit.deploy import processes as P
 
     try:
-        file_values, columns = kitconfig.load_node_config(config) if config else ({}, {})
-        o = kitconfig.merge({"role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out,
-                             "key": key, "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat}, file_values,
-                            ("role", "data", "superlink", "certs", "work"), config)
-        P.split_address(o["superlink"])
-        if columns.get("label") and o["role"] != "bank":
-            raise FedCreditError(f"{config}: [columns] label: only the bank holds the label")
-        kitconfig.check_private_key(o.get("key") or Path(o["certs"]) / "nodes" / f"{o['role']}.key",
-                                    f"{o['role']}'s authentication key")
-        if not Path(o["data"]).is_file():
-            raise FedCreditError(f"data file {o['data']} does not exist")
+        o, columns = kitconfig.node_settings(config, {
+            "role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out, "key": key,
+            "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat})
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)

@@ -103,3 +103,29 @@ def check_private_key(path: Path, what: str) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise FedCreditError(f"{what} {path} is readable by others (mode {mode:04o}); run: chmod 600 {path}")
+
+
+def coordinator_settings(config: Path | None, options: dict) -> dict:
+    """The coordinator's settings from its kit file and the command line (which wins), checked before anything
+    starts: certificates and state folder given, the SuperLink's TLS key private; host and port defaulted."""
+    opts = merge(options, load_coordinator_config(config) if config else {}, ("certs", "state"), config)
+    opts.setdefault("host", "127.0.0.1")
+    opts.setdefault("port", 9092)
+    check_private_key(Path(opts["certs"]) / "superlink.key", "the SuperLink's TLS key")
+    return opts
+
+
+def node_settings(config: Path | None, options: dict) -> tuple[dict, dict]:
+    """A node's settings and its ``[columns]`` node config, checked before its SuperNode starts: the SuperLink
+    address, the label at the bank only, a private authentication key, the data file present."""
+    from fedcredit.deploy.processes import split_address
+
+    file_values, columns = load_node_config(config) if config else ({}, {})
+    o = merge(options, file_values, ("role", "data", "superlink", "certs", "work"), config)
+    split_address(o["superlink"])
+    if columns.get("label") and o["role"] != "bank":
+        raise FedCreditError(f"{config}: [columns] label: only the bank holds the label")
+    check_private_key(o.get("key") or Path(o["certs"]) / "nodes" / f"{o['role']}.key", f"{o['role']}'s authentication key")
+    if not Path(o["data"]).is_file():
+        raise FedCreditError(f"data file {o['data']} does not exist")
+    return o, columns
