@@ -12,7 +12,7 @@ from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.reference import feature_names, join_nodes
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
 from fedcredit.protocols import secureboost as sb
-from fedcredit.protocols import secureboost_wire as wire
+from fedcredit.protocols.secureboost import wire
 from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
