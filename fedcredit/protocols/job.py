@@ -318,7 +318,7 @@ class NodeAgent:
         if s.model == "secureboost":
             valid = val_rows if is_bank and s.patience and saved is None else None
             data = secureboost.TreePartyData.from_prep(self.prep, frame, train_rows, labels, valid)
-            make, params = (lambda: secureboost.SbParty(self.role, data, pool=self.pool, model=saved)), len(data.n_bins)
+            make, params = (lambda: secureboost.sb_party(self.role, data, pool=self.pool, model=saved)), len(data.n_bins)
         else:
             train = Design(self.prep, frame.iloc[train_rows], intercept=is_bank) if saved is None else None
             data = vertical_lr.PartyData(train, Design(self.prep, frame, intercept=is_bank), train_rows, val_rows, labels)

@@ -46,7 +46,25 @@ in the training rows (training) or in the aligned rows (prediction), which all p
 share. What each message reveals: docs/leakage.md.
 """
 
-from fedcredit.protocols.secureboost.bank import (  # noqa: F401
+from fedcredit.protocols.secureboost.bank import SbBank, check_tree
+from fedcredit.protocols.secureboost.config import (
     BANK, GRADIENTS, HISTOGRAMS, KINDS, LEFT, NODES, PREDICT, PRUNE, PRUNED, READY, ROUTE, ROUTED, SCORED, SETUP,
-    SPLIT, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig, SbCoordinator, SbParty, TreePartyData, _expected_values,
-    check_tree, split_rule)
+    SPLIT, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig, TreePartyData)
+from fedcredit.protocols.secureboost.coordinator import SbCoordinator
+from fedcredit.protocols.secureboost.host import SbHost, split_rule
+from fedcredit.protocols.secureboost.party import SbParty
+from fedcredit.protocols.secureboost.reasons import _expected_values  # noqa: F401  (tests check the attribution)
+
+__all__ = [
+    "BANK", "GRADIENTS", "HISTOGRAMS", "KINDS", "LEFT", "NODES", "PREDICT", "PRUNE", "PRUNED", "READY", "ROUTE",
+    "ROUTED", "SCORED", "SETUP", "SPLIT", "TO_BANK", "TO_HOST", "TREE", "TREE_DONE",
+    "SbBank", "SbConfig", "SbCoordinator", "SbHost", "SbParty", "TreePartyData", "check_tree", "sb_party", "split_rule",
+]
+
+
+def sb_party(role: str, data: TreePartyData, pool=None, deployment: bool | None = None, goss_seed: int | None = None,
+             model: dict | None = None) -> SbParty:
+    """The party for ``role``: the bank (``SbBank``, with labels unless ``model`` is a saved part), or a host."""
+    if role == BANK:
+        return SbBank(data, pool, deployment, goss_seed, model)
+    return SbHost(role, data, pool, goss_seed, model)
