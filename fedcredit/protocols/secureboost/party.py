@@ -15,7 +15,7 @@ from fedcredit.protocols.secureboost.config import BANK, KINDS, READY, SETUP, Sb
 
 
 class SbParty(ProtocolParty):
-    """A data holder in vertical SecureBoost (the bank, or a host); driven by ``handle``."""
+    """A data holder in vertical SecureBoost (``SbBank``, ``SbHost``: ``sb_party`` makes one); driven by ``handle``."""
 
     KINDS, SETUP = KINDS, SETUP
     HOLDS_LABELS = False  # the bank's data has labels, a host's has none (a saved model needs none)
@@ -26,8 +26,9 @@ class SbParty(ProtocolParty):
         self.role, self.data, self.pool = role, data, pool
         self.cfg: SbConfig | None = None
         self.run_id, self.hosts = "", []
-        self.key: PaillierPublicKey | None = None
-        self.keypair = None  # the bank's
+        self.key: PaillierPublicKey | None = None  # the bank's public key (a host's: from the bank's gradients)
+        # the bank's alone, None at a host (the job reads them of any party)
+        self.keypair = None
         self.scores: np.ndarray | None = None  # bank: probability of default of every aligned row
         self.model_id: str | None = None  # the training run a saved part comes from
         self.loaded = model is not None  # a saved model: predicts, is not trained further
