@@ -45,7 +45,7 @@ from fedcredit.data.reference import feature_names, join_nodes  # noqa: E402
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins  # noqa: E402
 from fedcredit.protocols import secureboost as sb  # noqa: E402
 from fedcredit.protocols.loop import drive  # noqa: E402
-from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData  # noqa: E402
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, TreePartyData, sb_party  # noqa: E402
 from fedcredit.scoring.metrics import auc  # noqa: E402
 
 FATE_CORE_SECONDS = 114 * 16
@@ -94,7 +94,7 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
     """One federated training + prediction; per-tree wall times and load averages."""
     starts, ends = [], []
     with WorkerPool(workers) as pool:
-        parties = {r: SbParty(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
+        parties = {r: sb_party(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
         bank = parties["bank"]
         handle = bank.handle
 

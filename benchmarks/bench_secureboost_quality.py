@@ -46,7 +46,7 @@ from fedcredit.data.reference import feature_names, join_nodes  # noqa: E402
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins  # noqa: E402
 from fedcredit.protocols.job import split_assignment  # noqa: E402
 from fedcredit.protocols.loop import drive  # noqa: E402
-from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData  # noqa: E402
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, TreePartyData, sb_party  # noqa: E402
 from fedcredit.scoring.metrics import auc  # noqa: E402
 
 ROLES = ("bank", "tax", "utilities")
@@ -82,7 +82,7 @@ def measure(name: str, frames, y, train, test, cfg: SbConfig) -> dict:
         data[role] = TreePartyData.from_prep(prep, frames[role], train, y if role == "bank" else None)
     started = time.perf_counter()
     with WorkerPool() as pool:
-        parties = {r: SbParty(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
+        parties = {r: sb_party(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
         drive(SbCoordinator(name, list(ROLES), cfg), parties)
     fed_s = time.perf_counter() - started
     bank = parties["bank"]

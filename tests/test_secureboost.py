@@ -12,13 +12,13 @@ from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.reference import feature_names, join_nodes
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
 from fedcredit.protocols import secureboost as sb
-from fedcredit.protocols import secureboost_wire as wire
+from fedcredit.protocols.secureboost import wire
 from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
 from fedcredit.common.wire import Message, bundle
 from fedcredit.protocols.relay import SealedRelay
-from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, TreePartyData, sb_party
 
 ROLES = ("bank", "tax", "utilities")
 CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024)
@@ -35,7 +35,7 @@ def make_parties(rows=600, roles=ROLES, pool=None, seed=0, valid=False, goss_see
         prep = FeaturePrep.fit(frame.iloc[train])
         bank = role == "bank"
         data = TreePartyData.from_prep(prep, frame, train, y if bank else None, valid_rows if bank else None)
-        parties[role] = SbParty(role, data, pool=pool, goss_seed=goss_seed if bank else None)
+        parties[role] = sb_party(role, data, pool=pool, goss_seed=goss_seed if bank else None)
     return parties, y, train
 
 
@@ -336,7 +336,7 @@ def test_goss_and_early_stopping_settings_are_checked():
     with pytest.raises(ProtocolError, match="validation rows"):
         parties["bank"].handle(to_bank)
     with pytest.raises(ProtocolError, match="the bank's"):
-        SbParty("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3)), goss_seed=1)
+        sb_party("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3)), goss_seed=1)
 
 
 # --- strict messages ----------------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_messages_before_setup_and_malformed_setups_are_rejected():
     with pytest.raises(ProtocolError, match="already set up"):
         tax.handle(to_tax)
     with pytest.raises(ProtocolError, match="only the bank holds labels"):
-        SbParty("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3), np.zeros(3)))
+        sb_party("tax", TreePartyData(np.zeros((3, 1), dtype=int), [2], np.arange(3), np.zeros(3)))
 
 
 def test_unexpected_messages_are_rejected(set_up):

@@ -13,7 +13,7 @@ from fedcredit.protocols import secureboost as sb
 from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
-from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbParty, TreePartyData
+from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbHost, TreePartyData, sb_party
 
 ROLES = ("bank", "tax", "utilities")
 CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024, backend="mock")
@@ -51,7 +51,7 @@ class Pickled:
 
 
 def train(data, wrap=lambda p: p, goss_seed=7, **cfg):
-    parties = {r: wrap(SbParty(r, d, goss_seed=goss_seed if r == "bank" else None)) for r, d in data.items()}
+    parties = {r: wrap(sb_party(r, d, goss_seed=goss_seed if r == "bank" else None)) for r, d in data.items()}
     coord = SbCoordinator("sbm", list(ROLES), SbConfig(**{**CONFIG, **cfg}))
     drive(coord, parties)
     return coord, {r: (p.party if isinstance(p, Pickled) else p) for r, p in parties.items()}
@@ -87,7 +87,7 @@ def test_coordinator_learns_loss_validation_auc_and_the_bank_key(trained):
 def test_saved_parts_score_like_the_trained_model(data, trained):
     _, parties = trained
     parts = {r: p.model_part() for r, p in parties.items()}
-    loaded = {r: SbParty(r, data[r], model=pickle.loads(pickle.dumps(parts[r]))) for r in ROLES}
+    loaded = {r: sb_party(r, data[r], model=pickle.loads(pickle.dumps(parts[r]))) for r in ROLES}
     coord = SbCoordinator("sbm-score", list(ROLES), SbConfig(**CONFIG), train=False)
     drive(coord, loaded)
     assert coord.trees == len(parties["bank"].trees) and not coord.history
@@ -97,7 +97,7 @@ def test_saved_parts_score_like_the_trained_model(data, trained):
 
 def test_a_saved_model_is_not_trained_further(data, trained):
     _, parties = trained
-    loaded = {r: SbParty(r, data[r], model=parties[r].model_part()) for r in ROLES}
+    loaded = {r: sb_party(r, data[r], model=parties[r].model_part()) for r in ROLES}
     coord = SbCoordinator("sbm-more", list(ROLES), SbConfig(**CONFIG))
     with pytest.raises(ProtocolError, match="not trained further"):
         drive(coord, loaded)
@@ -113,14 +113,14 @@ def test_malformed_bank_parts_are_refused(data, trained, edit, match):
     doc = pickle.loads(pickle.dumps(trained[1]["bank"].model_part()))
     edit(doc)
     with pytest.raises(ProtocolError, match=match):
-        SbParty("bank", data["bank"], model=doc)
+        sb_party("bank", data["bank"], model=doc)
 
 
 def test_host_part_with_a_foreign_bin_is_refused(data, trained):
     doc = trained[1]["tax"].model_part()
     doc["lookup"] = doc["lookup"] + [{"record": 99, "feature": 0, "bin": 10_000}]
     with pytest.raises(ProtocolError, match="feature or bin"):
-        SbParty("tax", data["tax"], model=doc)
+        sb_party("tax", data["tax"], model=doc)
 
 
 def test_reason_moves_add_up_to_the_score(trained):
@@ -193,7 +193,7 @@ def test_paillier_parties_pickle_mid_tree():
     """With real ciphertexts (encrypted g/h and histograms inside the pickles) the pickled run equals a live one."""
     data = party_data(rows=300)
     with WorkerPool(1) as pool:
-        live = {r: SbParty(r, d, pool=pool, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
+        live = {r: sb_party(r, d, pool=pool, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
         coord = SbCoordinator("sbp", list(ROLES), SbConfig(**{**CONFIG, "backend": "paillier", "n_trees": 2}))
         drive(coord, live)
     _, pickled = train(data, wrap=Pickled, goss_seed=1, backend="paillier", n_trees=2)
@@ -202,7 +202,7 @@ def test_paillier_parties_pickle_mid_tree():
 
 def test_scoring_without_a_host_the_model_splits_on_is_refused(data, trained):
     _, parties = trained
-    loaded = {r: SbParty(r, data[r], model=parties[r].model_part()) for r in ("bank", "tax")}
+    loaded = {r: sb_party(r, data[r], model=parties[r].model_part()) for r in ("bank", "tax")}
     coord = SbCoordinator("sbm-missing", ["bank", "tax"], SbConfig(**CONFIG), train=False)
     with pytest.raises(ProtocolError, match="splits on features of utilities, which is not in this job"):
         drive(coord, loaded)
@@ -234,7 +234,7 @@ def test_scoring_with_parts_from_different_trainings_is_refused(data, trained):
     _, parties = trained
     parts = {r: parties[r].model_part() for r in ROLES}
     parts["tax"]["model_id"] = "another-run"
-    loaded = {r: SbParty(r, data[r], model=parts[r]) for r in ROLES}
+    loaded = {r: sb_party(r, data[r], model=parts[r]) for r in ROLES}
     coord = SbCoordinator("sbm-mixed", list(ROLES), SbConfig(**CONFIG), train=False)
     with pytest.raises(ProtocolError, match="different training runs.*tax 'another-run'"):
         drive(coord, loaded)
@@ -257,14 +257,14 @@ def test_malformed_trees_are_refused(data, trained, edit, match):
     doc = pickle.loads(pickle.dumps(trained[1]["bank"].model_part()))
     edit(doc["trees"][0])
     with pytest.raises(ProtocolError, match=match):
-        SbParty("bank", data["bank"], model=doc)
+        sb_party("bank", data["bank"], model=doc)
 
 
 def test_a_host_changing_its_bins_mid_run_is_refused(data):
     """Siblings are parent − child at the bank: a host's bins per feature must not change between messages."""
     from fedcredit.common.wire import Message
 
-    class Shifty(SbParty):
+    class Shifty(SbHost):
         def handle(self, msg):
             replies = super().handle(msg)
             if msg.kind == sb.NODES:
@@ -273,7 +273,7 @@ def test_a_host_changing_its_bins_mid_run_is_refused(data):
                            for r in replies]
             return replies
 
-    parties = {r: (Shifty if r == "tax" else SbParty)(r, d, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
+    parties = {r: (Shifty if r == "tax" else sb_party)(r, d, goss_seed=1 if r == "bank" else None) for r, d in data.items()}
     coord = SbCoordinator("sbm-shift", list(ROLES), SbConfig(**CONFIG, patience=2))
     with pytest.raises(ProtocolError, match="changed its bins per feature"):
         drive(coord, parties)

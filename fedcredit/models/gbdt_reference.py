@@ -1,6 +1,6 @@
 """Plaintext reference of SecureBoost: second-order gradient boosting on pre-binned features.
 
-The same algorithm as ``fedcredit/protocols/secureboost.py``, trained centrally on the
+The same algorithm as ``fedcredit/protocols/secureboost/``, trained centrally on the
 joined bins of every party, so the federated model can be checked tree for tree:
 
 - logistic loss; per sample ``g = p − y``, ``h = p(1 − p)``; the first score is the

@@ -1,0 +1,170 @@
+"""The coordinator's script for a whole job: validate, align (PSI), train or load the model, publish, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from fedcredit.common.errors import ProtocolError
+from fedcredit.common.wire import COORDINATOR, Message, meta_int
+from fedcredit.crypto import PublicIdentity
+from fedcredit.protocols import psi, secureboost, vertical_lr
+from fedcredit.protocols.errors import InputError
+from fedcredit.protocols.job.publication import _check_reason_rows, _host_reasons
+from fedcredit.protocols.job.settings import ModelSettings, Publication
+from fedcredit.protocols.job.wire import (
+    CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
+    _from_json_payload, _json_payload)
+from fedcredit.protocols.script import ScriptedCoordinator
+
+
+class JobCoordinator(ScriptedCoordinator):
+    """The coordinator's script for a whole job; composes the PSI and LR coordinators."""
+
+    name = "job"
+
+    def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
+                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train"):
+        if task not in ("train", "score"):
+            raise InputError(f"task must be 'train' or 'score', got {task!r}")
+        self.task = task
+        if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
+            raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
+        self.run_id, self.roles, self.settings = run_id, list(roles), settings
+        self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
+        self.result: dict = {}
+        self.publication = publication
+        self.identities: dict[str, PublicIdentity] = {}
+        self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None
+
+    @property
+    def paillier_fingerprint(self) -> str | None:
+        """The Paillier key of the model run in progress (for the audit trail): the coordinator's
+        for the scorecard, the bank's (announced in its ``sb.ready``) for SecureBoost."""
+        return _key_fingerprint(self._model)
+
+    def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
+        return Message(kind, COORDINATOR, role, self.run_id, step, meta)
+
+    def _each(self, replies: list[Message], kind: str) -> dict[str, Message]:
+        got = {m.sender: m for m in replies if m.kind == kind}
+        if set(got) != set(self.roles) or len([m for m in replies if m.kind == kind]) != len(self.roles):
+            raise ProtocolError(f"expected one {kind} from each of {self.roles}, got from {sorted(got)}")
+        return got
+
+    def _publish(self, main: str):
+        """Scores from the bank, reason codes from every node, limits (capacity at its owner)."""
+        pub = self.publication
+        replies = yield [self._send(PUBLISH, r, {"main": main, "reasons": pub.reasons}, 3) for r in self.roles]
+        bank = [m for m in replies if m.kind == SCORES]
+        hosts = {m.sender: m for m in replies if m.kind == REASONS}
+        if [m.sender for m in bank] != ["bank"] or set(hosts) != set(self.roles[1:]) or len(replies) != len(self.roles):
+            raise ProtocolError("publication: expected scores from the bank and reason codes from every host")
+        doc = _from_json_payload(bank[0], "scores")
+        ids, pd_ = doc.get("ids"), np.asarray(doc.get("pd"), dtype=float)
+        if not isinstance(ids, list) or len(ids) != len(pd_) or not np.all((pd_ >= 0) & (pd_ <= 1)):
+            raise ProtocolError(f"{bank[0].describe()}: IDs and probabilities must be equally long, probabilities in [0, 1]")
+        trees = self.settings.model == "secureboost"
+        reasons = [doc.get("reasons")] + [_host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons,
+                                                        trees) for r in self.roles[1:]]
+        for role, rows in zip(self.roles, reasons):
+            _check_reason_rows(role, rows, len(ids), pub.reasons)
+        points, grades, caps = pub.grade(pd_)
+        limits = np.asarray(caps, dtype=np.int64)
+        if pub.capacity is not None:
+            owner = pub.capacity.node
+            if owner not in self.roles:
+                raise InputError(f"capacity term names node {owner!r}, which is not in this job")
+            replies = yield [Message(CAPACITY, COORDINATOR, owner, self.run_id, 4, {"capacity": asdict(pub.capacity)},
+                                     _json_payload(limits.tolist()))]
+            got = [m for m in replies if m.kind == LIMITS and m.sender == owner]
+            if len(got) != 1 or len(replies) != 1:
+                raise ProtocolError(f"publication: expected the limits from {owner}")
+            capped = np.asarray(_from_json_payload(got[0], "limits"), dtype=np.int64)
+            if capped.shape != limits.shape or np.any(capped > limits) or np.any(capped < 0):
+                raise ProtocolError(f"{got[0].describe()}: limits must be between 0 and each enterprise's cap")
+            limits = capped
+        codes = [";".join(f"{role}:{name}" for role, rs in zip(self.roles, row) for name in rs)
+                 for row in zip(*reasons)]
+        return {"uscc": ids, "score": np.asarray(points, dtype=float).tolist(), "grade": list(map(str, grades)),
+                "pd": pd_.tolist(), "limit": limits.tolist(), "reason_codes": codes}
+
+    def _sub(self, protocol, first: list[Message] = (), extra_kind: str | None = None):
+        """Run a sub-protocol to its end. Messages in ``first`` go out with its first round; their
+        replies (of ``extra_kind``, one per node) are checked and kept from the sub-protocol."""
+        outgoing = list(first) + protocol.start()
+        while True:
+            replies = yield outgoing
+            if extra_kind is not None:
+                self._each(replies, extra_kind)
+                replies, extra_kind = [m for m in replies if m.kind != extra_kind], None
+            outgoing = protocol.advance(replies)
+            if not outgoing:
+                return
+
+    def _model_coordinator(self, run_id: str, parties: list[str]):
+        s, train = self.settings, self.task == "train"
+        progress = lambda rec, name=run_id: self.on_event("iteration", {"model": name, **rec})  # noqa: E731
+        if s.model == "secureboost":
+            return secureboost.SbCoordinator(run_id, parties, s.sb_config(), train=train,
+                                             on_progress=lambda rec: progress({"iteration": rec["tree"], **rec}))
+        return vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
+                                         train=train, on_progress=progress)
+
+    def _run(self):
+        started = time.perf_counter()
+        s = self.settings
+        replies = yield [self._send(HELLO, r, {"settings": asdict(s)}, 0) for r in self.roles]
+        info = self._each(replies, INFO)
+        self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
+        identities = {r: m.meta["identity"] for r, m in info.items()}
+        self.identities = {r: PublicIdentity.from_dict(doc) for r, doc in identities.items()}
+        self.result["identities"] = {r: pub.fingerprint for r, pub in self.identities.items()}
+        self.on_event("validated", self.result["nodes"])
+        peers = [self._send(PEERS, r, {"peers": identities}, 1) for r in self.roles]
+        aligner = psi.PsiCoordinator(f"{self.run_id}/psi", self.roles)
+        yield from self._sub(aligner, peers)
+        self.result["intersection"] = aligner.size
+        self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
+        if aligner.size < 20:
+            raise InputError(f"only {aligner.size} enterprises are known to every node; too few to train a model")
+        main = f"{self.run_id}/{s.run_suffix}"
+        runs = {main: self.roles}
+        if s.bank_only_baseline and self.task == "train":
+            runs[f"{main}-bank"] = ["bank"]
+        split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
+        models = {}
+        for i, (run_id, parties) in enumerate(runs.items()):
+            model = self._model = self._model_coordinator(run_id, parties)
+            yield from self._sub(model, split if i == 0 else [], PREPARED if i == 0 else None)
+            models[run_id] = model
+        context = {}
+        if self.publication is not None:
+            pub = self.result["publication"] = yield from self._publish(main)
+            table = self.publication.loss_table
+            context = {"grades": pub["grade"], "limits": pub["limit"],
+                       "loss_table": table(np.array(pub["grade"]), np.array(pub["pd"]), np.array(pub["limit"])) if table else None}
+        context.update(run={"run_id": self.run_id, "seconds": round(time.perf_counter() - started, 1), "rounds": self.rounds,
+                            "model": asdict(s)},
+                       nodes=self.result["nodes"], intersection=self.result["intersection"],
+                       fingerprints={"paillier": _key_fingerprint(models[main]), "identities": self.result["identities"],
+                                     "limits signing key": self.publication.signer if self.publication else None})
+        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main},
+                                 _json_payload(context) if r == "bank" else b"") for r in self.roles]
+        reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
+        model = models[main]
+        self.result.update(
+            metrics=reported.get(main, {}), bank_only=reported.get(f"{main}-bank"), model=s.model,
+            history=model.history, evaluations=model.evaluations,
+            key_fingerprint=_key_fingerprint(model), seconds=time.perf_counter() - started)
+        if s.model == "secureboost":
+            self.result["trees"] = model.trees
+        self.on_event("finished", self.result)
+
+
+def _key_fingerprint(model) -> str | None:
+    if isinstance(model, secureboost.SbCoordinator):
+        return model.key_fingerprint
+    return model.keypair.public_key.fingerprint if model is not None and model.keypair is not None else None

@@ -1,0 +1,141 @@
+"""What a job is told: the public model settings, a node's local configuration, how results are published,
+and the train / validation / test split every node derives alike."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fedcredit.common.errors import ProtocolError
+from fedcredit.data.schema import node_schema, parse_extra
+from fedcredit.protocols import secureboost, vertical_lr
+from fedcredit.protocols.errors import InputError
+from fedcredit.scoring.policy import Capacity
+
+SCORED = 3  # split code of enterprises scored with a saved model
+SPLITS = ("train", "validation", "test")
+MODELS = ("scorecard_lr", "secureboost")
+
+
+@dataclass
+class ModelSettings:
+    """Public model settings every party receives (never data paths).
+
+    ``model`` picks the federated model: the scorecard logistic regression (``l2``,
+    ``max_iter``) or vertical SecureBoost (``trees`` … ``patience``; 0 = no early stopping).
+    Both bin features the same way (``n_bins`` quantile bins fitted on the training rows).
+    """
+
+    model: str = "scorecard_lr"
+    mode: str = "binned"
+    n_bins: int = 10
+    l2: float = 1e-3
+    max_iter: int = 30
+    key_bits: int = 2048
+    backend: str = "paillier"
+    seed: int = 42
+    train: float = 0.6
+    validation: float = 0.2
+    bank_only_baseline: bool = True
+    trees: int = 30
+    max_depth: int = 4
+    learning_rate: float = 0.1
+    tree_l2: float = 1.0
+    min_child_weight: float = 1.0
+    gamma: float = 0.0
+    goss_top: float = 0.0
+    goss_other: float = 0.0
+    bank_first_tree: bool = False
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
+        if self.model == "secureboost":
+            if self.mode != "binned":
+                raise InputError("SecureBoost splits binned features: features must be 'binned'")
+            if self.patience and not self.validation:
+                raise InputError("early stopping (patience) needs validation rows: set validation > 0")
+            try:
+                self.sb_config()
+            except ProtocolError as exc:
+                raise InputError(str(exc)) from None
+        if not (0 < self.train < 1 and 0 <= self.validation < 1 and self.train + self.validation < 1):
+            raise InputError(f"split fractions must satisfy 0 < train, 0 ≤ validation, train + validation < 1; "
+                             f"got train={self.train}, validation={self.validation}")
+
+    def lr_config(self) -> vertical_lr.LrConfig:
+        return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend)
+
+    def sb_config(self) -> secureboost.SbConfig:
+        return secureboost.SbConfig(
+            n_trees=self.trees, max_depth=self.max_depth, learning_rate=self.learning_rate, l2=self.tree_l2,
+            gamma=self.gamma, min_child_weight=self.min_child_weight, bank_first_tree=self.bank_first_tree,
+            goss_top=self.goss_top, goss_other=self.goss_other, patience=self.patience or None,
+            key_bits=self.key_bits, backend=self.backend)
+
+    @property
+    def run_suffix(self) -> str:
+        """The model runs' id suffix: ``/lr`` and ``/lr-bank``, or ``/sb`` and ``/sb-bank``."""
+        return "lr" if self.model == "scorecard_lr" else "sb"
+
+    @property
+    def progress_steps(self) -> int:
+        return self.max_iter + 1 if self.model == "scorecard_lr" else self.trees
+
+
+@dataclass
+class NodeConfig:
+    """A node's local settings: they stay on the node (data path, ID column, label, features)."""
+
+    role: str
+    data: str
+    id_column: str = "uscc"
+    id_kind: str = "uscc"
+    label: str | None = None
+    features: list[str] | None = None
+    categorical: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # NAME:KIND declarations of extra columns
+    layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
+    out_dir: str | None = None
+    model_dir: str | None = None  # scoring runs: this node's saved model part
+
+    def schema(self):
+        """The schema this node's file is validated against."""
+        base = node_schema(self.role, self.layout, self.label or ("default_12m" if self.role == "bank" else None))
+        return base.with_options(self.id_column, self.id_kind, parse_extra(self.extra))
+
+
+@dataclass
+class Publication:
+    """How the coordinator turns the bank's published probabilities into grades and limits.
+
+    ``grade(pd) -> (points, grades, caps)`` applies the limit policy's scorecard and
+    caps; ``capacity = (role, column, multiple)`` names a capacity term computed at the
+    node that owns the column, so the coordinator only ever sees the resulting limit.
+    """
+
+    grade: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    capacity: Capacity | None = None
+    reasons: int = 2
+    loss_table: Callable[[np.ndarray, np.ndarray, np.ndarray], list[dict]] | None = None  # per-grade expected loss
+    signer: str | None = None  # fingerprint of the key that will sign the publication (shown in the report)
+
+
+def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
+    """0 train, 1 validation, 2 test for each aligned ID, from a seeded hash of the ID itself.
+
+    Every party holds the same aligned IDs, so all derive the same split without a
+    message, and the same seed gives the same split in every run (whatever order PSI
+    produced).
+    """
+    prefix = hashlib.sha256(f"fedcredit-split/{seed}/".encode())
+    u = np.empty(len(ids))
+    for i, ident in enumerate(ids):
+        h = prefix.copy()
+        h.update(str(ident).encode())
+        u[i] = int.from_bytes(h.digest()[:8], "big") / 2.0**64
+    return np.where(u < train, 0, np.where(u < train + validation, 1, 2)).astype(np.int8)

@@ -1,0 +1,70 @@
+"""Vertical SecureBoost: the bank (labels, Paillier key) and hosts grow gradient-boosted trees together.
+
+Per tree (``sb.tree`` from the coordinator starts it at the bank):
+
+1. ``sb.gradients``: the bank encrypts one packed pair ``g·2^S + h`` per training row
+   (fixed point, ``wire``) under its own key and sends it, sealed, to each host.
+2. ``sb.histograms``: a host sums the ciphertexts per bin of each of its binned features
+   for the rows of each node (``grouped_sum``: ciphertext additions only), compresses the
+   bins with ``Packer`` and returns them. The bank decrypts, adds its own plaintext
+   histograms and picks each node's best split over every party (``gbdt_reference``'s
+   gain, ties to the lowest party, feature, bin).
+3. ``sb.split``: for a node whose best split is a host's (feature index, bin index), the
+   bank sends that host the node's rows; the host stores the split in its private lookup
+   table (feature and threshold never leave it) and answers ``sb.left`` with the record
+   number and which of those rows go left.
+4. ``sb.nodes``: for the next level the bank sends, per split node, the rows of the
+   child with fewer rows; the host builds that child's histogram, keeps its sibling's
+   as parent − child (histogram subtraction, for the level after) and answers
+   ``sb.histograms`` with the built children only: the bank derives each sibling from its
+   decrypted parent, so half the bins are packed, sent and decrypted.
+5. At ``max_depth`` (or when no split gains) the bank sets leaf weights ``−G/(H+λ)``,
+   updates its scores and tells the coordinator ``sb.tree_done``.
+
+With ``bank_first_tree`` the first tree is grown by the bank alone (no message to hosts).
+
+GOSS (``goss_top``, ``goss_other``): the bank samples each tree's root rows
+(``gbdt_reference.goss``, with a seed only the bank knows) and sends the ciphertexts of
+those rows only, with the list of root rows; hosts never learn which sampled rows were
+kept for a large gradient. After a GOSS tree, and after every tree when early stopping
+(``patience``) is on, the bank routes the training rows outside the sample and its
+validation rows through the new tree only (``sb.route``, as in prediction), updates their
+scores and the validation AUC; ``sb.tree_done`` tells the coordinator whether to stop.
+When the best number of trees is below the number grown, the bank drops the extra trees
+and tells each host how many of its lookup-table records the kept trees use
+(``sb.prune``, answered by ``sb.pruned``); the host drops the rest.
+
+Feature importance (``importance``): a host counts the splits on each of its features
+from its own lookup table; the bank keeps the gain of every split, its own per feature
+and a host's per opaque record number. No importance value is ever sent.
+
+Prediction (``sb.predict``): the bank routes every aligned row through its own splits;
+rows waiting at a host's node go to that host in ``sb.route`` (record number and rows);
+the host answers ``sb.routed`` (which go left). At most ``max_depth`` round trips; only
+the bank, which holds the leaf weights, learns the score. Row indices are positions
+in the training rows (training) or in the aligned rows (prediction), which all parties
+share. What each message reveals: docs/leakage.md.
+"""
+
+from fedcredit.protocols.secureboost.bank import SbBank, check_tree
+from fedcredit.protocols.secureboost.config import (
+    BANK, GRADIENTS, HISTOGRAMS, KINDS, LEFT, NODES, PREDICT, PRUNE, PRUNED, READY, ROUTE, ROUTED, SCORED, SETUP,
+    SPLIT, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig, TreePartyData)
+from fedcredit.protocols.secureboost.coordinator import SbCoordinator
+from fedcredit.protocols.secureboost.host import SbHost, split_rule
+from fedcredit.protocols.secureboost.party import SbParty
+from fedcredit.protocols.secureboost.reasons import _expected_values  # noqa: F401  (tests check the attribution)
+
+__all__ = [
+    "BANK", "GRADIENTS", "HISTOGRAMS", "KINDS", "LEFT", "NODES", "PREDICT", "PRUNE", "PRUNED", "READY", "ROUTE",
+    "ROUTED", "SCORED", "SETUP", "SPLIT", "TO_BANK", "TO_HOST", "TREE", "TREE_DONE",
+    "SbBank", "SbConfig", "SbCoordinator", "SbHost", "SbParty", "TreePartyData", "check_tree", "sb_party", "split_rule",
+]
+
+
+def sb_party(role: str, data: TreePartyData, pool=None, deployment: bool | None = None, goss_seed: int | None = None,
+             model: dict | None = None) -> SbParty:
+    """The party for ``role``: the bank (``SbBank``, with labels unless ``model`` is a saved part), or a host."""
+    if role == BANK:
+        return SbBank(data, pool, deployment, goss_seed, model)
+    return SbHost(role, data, pool, goss_seed, model)
