@@ -13,7 +13,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.jobs.jobfile import load_job
 from fedcredit.jobs.in_process import run_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
-from fedcredit.protocols.outputs import publication_for
+from fedcredit.protocols.job.outputs import publication_for
 from fedcredit.scoring.policy import LimitPolicy
 
 FAST = ModelSettings(key_bits=1024, max_iter=15)

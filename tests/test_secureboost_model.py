@@ -14,6 +14,7 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.job import split_assignment
 from fedcredit.protocols.loop import drive
 from fedcredit.protocols.secureboost import SbConfig, SbCoordinator, SbHost, TreePartyData, sb_party
+from fedcredit.protocols.secureboost.reasons import _expected_values as expected_values
 
 ROLES = ("bank", "tax", "utilities")
 CONFIG = dict(n_trees=3, max_depth=3, learning_rate=0.3, key_bits=1024, backend="mock")
@@ -133,7 +134,7 @@ def test_reason_moves_add_up_to_the_score(trained):
     # recompute the per-row sum of moves along each path and check the telescoping identity
     total = np.full(rows, bank.base)
     for t, tree in enumerate(bank.trees):
-        value = sb._expected_values(tree)
+        value = expected_values(tree)
         total += bank.learning_rate * value[0]
         parent = {c: n.id for n in tree.nodes if not n.is_leaf for c in (n.left, n.right)}
         for i, leaf in enumerate(bank.leaves[t]):
@@ -147,7 +148,7 @@ def test_reason_moves_add_up_to_the_score(trained):
     for i in range(rows):
         sums: dict = {}
         for t, tree in enumerate(bank.trees):
-            value = sb._expected_values(tree)
+            value = expected_values(tree)
             parent = {c: n for n in tree.nodes if not n.is_leaf for c in (n.left, n.right)}
             child = int(bank.leaves[t, i])
             while child in parent:
@@ -216,17 +217,17 @@ def test_scoring_without_a_host_the_model_splits_on_is_refused(data, trained):
     ({"host_records": {"tax": [[0]]}}, {"reasons": [["anything"]], "record_names": ["revenue"]}, "its own reason codes"),
 ])
 def test_malformed_tree_reason_codes_are_refused(bank_doc, host_doc, match):
-    from fedcredit.protocols.job import _host_reasons
+    from fedcredit.protocols.job.publication import host_reasons
 
     with pytest.raises(ProtocolError, match=match):
-        _host_reasons(bank_doc, "tax", host_doc, 2, trees=True)
+        host_reasons(bank_doc, "tax", host_doc, 2, trees=True)
 
 
 def test_tree_reason_codes_merge_records_of_one_feature():
-    from fedcredit.protocols.job import _host_reasons
+    from fedcredit.protocols.job.publication import host_reasons
 
     names = ["revenue", "filing", "revenue", "rating"]
-    assert _host_reasons({"host_records": {"tax": [[2, 0, 1, 3], []]}}, "tax", {"record_names": names}, 2, trees=True) == \
+    assert host_reasons({"host_records": {"tax": [[2, 0, 1, 3], []]}}, "tax", {"record_names": names}, 2, trees=True) == \
         [["revenue", "filing"], []]
 
 

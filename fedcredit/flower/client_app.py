@@ -22,7 +22,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
 from fedcredit.flower.node_state import handle_delivery
-from fedcredit.protocols.job import REPORT, NodeAgent, NodeConfig
+from fedcredit.protocols import NodeAgent, NodeConfig
 
 _POOL: list[WorkerPool] = []
 
@@ -88,7 +88,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             incoming = from_record(msg.content)
             outcome = handle_delivery(work / f"agent-{context.run_id}.pkl", seq, incoming, lambda: NodeAgent(node),
                                       _pool())
-            if any(m.kind == REPORT for m in incoming):  # the job's last message to this node
+            if NodeAgent.ends_job(incoming):
                 _release_pool()
             content = to_record(outcome.replies)
             if outcome.head is not None:  # the node's closed audit-log head travels beside its last reply

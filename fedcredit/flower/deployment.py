@@ -25,9 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
-from fedcredit.protocols.progress import step_line
-from fedcredit.protocols.job import ModelSettings
-from fedcredit.protocols.outputs import coordinator_identity, finish_run, publication_for
+from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
 
 if TYPE_CHECKING:
     from fedcredit.scoring.policy import LimitPolicy

@@ -21,7 +21,7 @@ from typing import Callable
 
 from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.common.errors import FedCreditError
-from fedcredit.protocols.job import NodeAgent
+from fedcredit.protocols import NodeAgent
 from fedcredit.common.wire import Message
 
 

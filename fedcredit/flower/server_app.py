@@ -18,8 +18,7 @@ from fedcredit.crypto import WorkerPool
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
 from fedcredit.flower.delivery import Deliveries
-from fedcredit.protocols.audited import audited
-from fedcredit.protocols.job import JobCoordinator, ModelSettings
+from fedcredit.protocols import JobCoordinator, ModelSettings, audited
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.client_app import make_client_app
 from fedcredit.flower.server_app import make_server_app
-from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.protocols import ModelSettings, NodeConfig
 
 
 def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_root: Path, *, on_event=None,

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from fedcredit.audit.verify import verify_audit
 from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
-from fedcredit.protocols.outputs import coordinator_identity, finish_run, publication_for
+from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
 from fedcredit.protocols.progress import step_line
 from fedcredit.scoring.policy import LimitPolicy
 

@@ -1,5 +1,19 @@
-"""Party state machines (PSI, vertical LR, ...): pure Python, transport-agnostic.
+"""Party state machines (PSI, vertical LR, SecureBoost, the job): pure Python, transport-agnostic.
 
 Nothing here imports Flower: the same party objects run over an in-process loop
 (tests, notebooks) and over Flower (simulation or deployment engine).
+
+What this package exports is the party interface the engines (``fedcredit.flower``) use,
+and all they may use (tests/test_layers.py): a data holder's ``NodeAgent``, the
+``JobCoordinator`` (wrapped by ``audited`` for the coordinator's end of the audit trail),
+the job's public settings, how a progress event reads, and the coordinator's outputs of
+a finished job. The protocols' own modules stay behind it.
 """
+
+from fedcredit.protocols.audited import audited
+from fedcredit.protocols.job import JobCoordinator, ModelSettings, NodeAgent, NodeConfig, Publication
+from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
+from fedcredit.protocols.progress import step_line
+
+__all__ = ["JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "audited",
+           "coordinator_identity", "finish_run", "publication_for", "step_line"]

@@ -9,7 +9,7 @@ that start a fresh process per message (Flower's deployment engine).
 
 from fedcredit.protocols.job.coordinator import JobCoordinator
 from fedcredit.protocols.job.node import NodeAgent
-from fedcredit.protocols.job.publication import MAX_REASONS, _host_reasons  # noqa: F401  (tests check the join)
+from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import (
     MODELS, SCORED, SPLITS, ModelSettings, NodeConfig, Publication, split_assignment)
 from fedcredit.protocols.job.wire import (

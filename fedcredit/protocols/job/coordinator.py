@@ -12,7 +12,7 @@ from fedcredit.common.wire import COORDINATOR, Message, meta_int
 from fedcredit.crypto import PublicIdentity
 from fedcredit.protocols import psi, secureboost, vertical_lr
 from fedcredit.protocols.errors import InputError
-from fedcredit.protocols.job.publication import _check_reason_rows, _host_reasons
+from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
 from fedcredit.protocols.job.settings import ModelSettings, Publication
 from fedcredit.protocols.job.wire import (
     CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
@@ -67,10 +67,10 @@ class JobCoordinator(ScriptedCoordinator):
         if not isinstance(ids, list) or len(ids) != len(pd_) or not np.all((pd_ >= 0) & (pd_ <= 1)):
             raise ProtocolError(f"{bank[0].describe()}: IDs and probabilities must be equally long, probabilities in [0, 1]")
         trees = self.settings.model == "secureboost"
-        reasons = [doc.get("reasons")] + [_host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons,
+        reasons = [doc.get("reasons")] + [host_reasons(doc, r, _from_json_payload(hosts[r], "reason codes"), pub.reasons,
                                                         trees) for r in self.roles[1:]]
         for role, rows in zip(self.roles, reasons):
-            _check_reason_rows(role, rows, len(ids), pub.reasons)
+            check_reason_rows(role, rows, len(ids), pub.reasons)
         points, grades, caps = pub.grade(pd_)
         limits = np.asarray(caps, dtype=np.int64)
         if pub.capacity is not None:

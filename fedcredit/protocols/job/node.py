@@ -64,6 +64,12 @@ class NodeAgent:
         if self.psi is not None:
             self.psi._pool = pool
 
+    @staticmethod
+    def ends_job(messages: list[Message]) -> bool:
+        """True when ``messages`` hold the job's last message to a node (``job.report``): a transport may
+        release the node's worker pool after handling them."""
+        return any(m.kind == REPORT for m in messages)
+
     def handle(self, msg: Message) -> list[Message]:
         """Open sealed node-to-node messages, dispatch, seal replies to other nodes; audit both directions."""
         self._audit_message(msg, "received")

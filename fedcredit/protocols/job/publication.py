@@ -7,7 +7,7 @@ from fedcredit.common.errors import ProtocolError
 MAX_REASONS = 5  # reason codes a node publishes per enterprise at most (trees: the bank ranks 3× as many records)
 
 
-def _check_reason_rows(role: str, rows, n: int, top: int) -> None:
+def check_reason_rows(role: str, rows, n: int, top: int) -> None:
     """One node's published reason codes: a list per aligned row of at most ``top`` feature names."""
     if not isinstance(rows, list) or len(rows) != n:
         raise ProtocolError(f"publication: {role} must give reason codes for every one of the {n} aligned rows")
@@ -21,7 +21,7 @@ def _is_name(value) -> bool:
     return isinstance(value, str) and bool(value) and ";" not in value and ":" not in value
 
 
-def _host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int, trees: bool) -> list:
+def host_reasons(bank_doc: dict, host: str, host_doc: dict, top: int, trees: bool) -> list:
     """A host's reason codes per row: its own (scorecard), or the bank's ranked record numbers of the
     host's splits joined with the host's names for them (trees; records of one feature merge)."""
     if not trees:

@@ -53,7 +53,6 @@ from fedcredit.protocols.secureboost.config import (
 from fedcredit.protocols.secureboost.coordinator import SbCoordinator
 from fedcredit.protocols.secureboost.host import SbHost, split_rule
 from fedcredit.protocols.secureboost.party import SbParty
-from fedcredit.protocols.secureboost.reasons import _expected_values  # noqa: F401  (tests check the attribution)
 
 __all__ = [
     "BANK", "GRADIENTS", "HISTOGRAMS", "KINDS", "LEFT", "NODES", "PREDICT", "PRUNE", "PRUNED", "READY", "ROUTE",

@@ -16,7 +16,7 @@ from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.protocols.vertical_lr.config import (
     BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, NORM, PARTIAL, READY, RESIDUAL, SCORE, SCORE_MASKED,
     SCORE_PARTIAL, SCORE_UNMASK, SCORED, SCORES, SETUP, SIGMOID, UNMASK, LrConfig)
-from fedcredit.protocols.vertical_lr.wire import _packed, _part, _vector
+from fedcredit.protocols.vertical_lr.wire import packed_part, to_part, vector_part
 
 
 class LrCoordinator(ScriptedCoordinator):
@@ -52,7 +52,7 @@ class LrCoordinator(ScriptedCoordinator):
         return by_sender
 
     def _open(self, part: tuple[bytes, dict], count: int, msg: Message) -> list[int]:
-        vec = _packed(self.keypair.public_key, part, count, msg)
+        vec = packed_part(self.keypair.public_key, part, count, msg)
         return vec.packer.unpack_ints(self.keypair.decrypt_ints(vec.inner, pool=self.pool), count)
 
     def _masked_part(self, ints: list[int]) -> tuple[bytes, dict]:
@@ -88,13 +88,13 @@ class LrCoordinator(ScriptedCoordinator):
             scores = self._take(replies, SCORES, [BANK])[BANK]
             parts = unbundle(scores, ["z", "yz", "val"])
             z = np.array(self._open(parts["z"], n, scores), dtype=float) / (1 << scale)
-            yz_vec = _vector(key, parts["yz"], 1, scores)
+            yz_vec = vector_part(key, parts["yz"], 1, scores)
             yz = float(self.keypair.decrypt(yz_vec)[0])
             val_count = int(parts["val"][1].get("count", 0))
             val_masked = self._open(parts["val"], val_count, scores)
             loss = (float(np.logaddexp(0.0, z).sum()) - yz) / n + 0.5 * cfg.l2 * sum(float(m.meta["sq"]) for m in norms.values())
             sigma = EncryptedVector.encrypt(key, 1.0 / (1.0 + np.exp(-z)), scale, pool=self.pool)
-            payload, bmeta = bundle({"sigma": _part(sigma), "val": self._masked_part(val_masked)})
+            payload, bmeta = bundle({"sigma": to_part(sigma), "val": self._masked_part(val_masked)})
             self._step += 1
             replies = yield [self._send(SIGMOID, BANK, {**bmeta, "loss": loss}, payload)]
             gradients = self._take(replies, GRADIENT, [BANK])

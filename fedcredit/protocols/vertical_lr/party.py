@@ -17,7 +17,7 @@ from fedcredit.protocols.vertical_lr.config import (
     BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, NORM, PARTIAL, READY, RESIDUAL, SCORE, SCORE_MASKED,
     SCORE_PARTIAL, SCORE_UNMASK, SCORED, SCORES, SETUP, SIGMOID, UNMASK, LrConfig, PartyData)
 from fedcredit.protocols.vertical_lr.wire import (
-    MASKED_SLOT_BITS, Z_SLOT_BITS, _masked_ints, _packed, _part, _swap, _vector)
+    MASKED_SLOT_BITS, Z_SLOT_BITS, masked_ints, packed_part, to_part, meta_first, vector_part)
 from fedcredit.scoring import metrics
 
 
@@ -158,7 +158,7 @@ class LrParty(ProtocolParty):
         val = Packer(self.key, MASKED_SLOT_BITS).encrypt(u_val, scale, pool=self.pool)
         u_plain = self.data.every.forward(w)[self.data.train_rows]
         yu = self._enc_y.dot(np.array(_ints(u_plain, scale))[:, None], scale_bits=scale, pool=self.pool)
-        payload, meta = bundle({"z": _part(z), "val": _part(val), "yu": _part(yu)})
+        payload, meta = bundle({"z": to_part(z), "val": to_part(val), "yu": to_part(yu)})
         return self._reply(PARTIAL, BANK, step, meta, payload)
 
     def _collect(self, msg: Message) -> dict[str, Message] | None:
@@ -191,11 +191,11 @@ class LrParty(ProtocolParty):
         hosts_val = []
         for m in inbox.values():
             parts = unbundle(m, ["z", "val", "yu"])
-            z = z + _packed(self.key, parts["z"], len(u_train), m)
-            hosts_val.append(_packed(self.key, parts["val"], len(u_val), m))
-            yz = yz + _vector(self.key, parts["yu"], 1, m)
+            z = z + packed_part(self.key, parts["z"], len(u_train), m)
+            hosts_val.append(packed_part(self.key, parts["val"], len(u_val), m))
+            yz = yz + vector_part(self.key, parts["yu"], 1, m)
         val = self._masked_scores(u_val, hosts_val)
-        payload, meta = bundle({"z": _part(z), "yz": _part(yz), "val": _part(val)})
+        payload, meta = bundle({"z": to_part(z), "yz": to_part(yz), "val": to_part(val)})
         return [self._reply(SCORES, COORDINATOR, step, meta, payload)]
 
     def _masked_scores(self, u_own: np.ndarray, hosts: list[PackedVector]) -> PackedVector:
@@ -210,7 +210,7 @@ class LrParty(ProtocolParty):
         return total
 
     def _unmask_scores(self, part: tuple[bytes, dict], count: int, msg: Message) -> np.ndarray:
-        masked = _masked_ints(part, count, msg)
+        masked = masked_ints(part, count, msg)
         return np.array([m - r for m, r in zip(masked, self._val_masks)], dtype=float) / (1 << self.cfg.scale_bits)
 
     def _sigmoid(self, msg: Message) -> list[Message]:
@@ -220,7 +220,7 @@ class LrParty(ProtocolParty):
             raise ProtocolError(f"{msg.describe()}: only the bank receives σ(z)")
         parts = unbundle(msg, ["sigma", "val"])
         n = len(self.data.train_rows)
-        sigma_perm = _vector(self.key, parts["sigma"], n, msg)
+        sigma_perm = vector_part(self.key, parts["sigma"], n, msg)
         perm = _permutation(self._seed, self._evaluation, n)
         order = np.empty(n, dtype=np.int64)
         order[perm] = np.arange(n)
@@ -232,13 +232,13 @@ class LrParty(ProtocolParty):
         if len(np.unique(y_val)) == 2:
             progress.update(val_auc=metrics.auc(y_val, z_val), val_ks=metrics.ks(y_val, z_val))
         self.history.append(progress)
-        out = [self._reply(RESIDUAL, h, msg.step + 1, *_swap(bundle({"d": _part(d)}))) for h in self.hosts]
+        out = [self._reply(RESIDUAL, h, msg.step + 1, *meta_first(bundle({"d": to_part(d)}))) for h in self.hosts]
         out.append(self._gradient(d, msg.step + 1, progress))
         return out
 
     def _residual(self, msg: Message) -> list[Message]:
         expect(msg, RESIDUAL, sender=BANK)
-        d = _vector(self.key, unbundle(msg, ["d"])["d"], len(self.data.train_rows), msg)
+        d = vector_part(self.key, unbundle(msg, ["d"])["d"], len(self.data.train_rows), msg)
         return [self._gradient(d, msg.step + 1, {})]
 
     def _gradient(self, d: EncryptedVector, step: int, meta: dict) -> Message:
@@ -247,13 +247,13 @@ class LrParty(ProtocolParty):
         self._masks = masking.random_masks(len(g), g.bound)
         packed = Packer(self.key, MASKED_SLOT_BITS).pack(g.add_plain_ints(self._masks), pool=self.pool)
         self._gradient_scale = g.scale_bits
-        payload, bmeta = bundle({"g": _part(packed)})
+        payload, bmeta = bundle({"g": to_part(packed)})
         return self._reply(GRADIENT, COORDINATOR, step, {**bmeta, "progress": meta}, payload)
 
     def _unmask(self, msg: Message) -> list[Message]:
         """Remove the mask, take the step if accepted, report this block of the Gram matrix."""
         expect(msg, UNMASK, sender=COORDINATOR)
-        masked = _masked_ints(unbundle(msg, ["g"])["g"], self.data.train.n_params, msg)
+        masked = masked_ints(unbundle(msg, ["g"])["g"], self.data.train.n_params, msg)
         raw = np.array([m - r for m, r in zip(masked, self._masks)], dtype=float) / (1 << self._gradient_scale)
         w = self._w(self._trial_v)
         grad_w = raw / len(self.data.train_rows)
@@ -281,14 +281,14 @@ class LrParty(ProtocolParty):
             self._own_scores = u
             return [] if self.hosts else self._score_masked({}, msg.step + 1)
         packed = Packer(self.key, MASKED_SLOT_BITS).encrypt(u, self.cfg.scale_bits, pool=self.pool)
-        payload, meta = bundle({"u": _part(packed)})
+        payload, meta = bundle({"u": to_part(packed)})
         return [self._reply(SCORE_PARTIAL, BANK, msg.step + 1, meta, payload)]
 
     def _score_masked(self, inbox: dict[str, Message], step: int) -> list[Message]:
         n = len(self._own_scores)
-        hosts = [_packed(self.key, unbundle(m, ["u"])["u"], n, m) for m in inbox.values()]
+        hosts = [packed_part(self.key, unbundle(m, ["u"])["u"], n, m) for m in inbox.values()]
         total = self._masked_scores(self._own_scores, hosts)
-        payload, meta = bundle({"z": _part(total)})
+        payload, meta = bundle({"z": to_part(total)})
         return [self._reply(SCORE_MASKED, COORDINATOR, step, meta, payload)]
 
     def _score_unmask(self, msg: Message) -> list[Message]:

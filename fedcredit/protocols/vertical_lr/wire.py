@@ -11,11 +11,11 @@ Z_SLOT_BITS = 48  # packed partial predictions: |z|·2^scale < 2^46 with room fo
 MASKED_SLOT_BITS = 104  # masked values: |value| < 2^56 plus a 2^40-times larger mask, signed
 
 
-def _part(vector) -> tuple[bytes, dict]:
+def to_part(vector) -> tuple[bytes, dict]:
     return vector.to_bytes(), vector.meta()
 
 
-def _masked_ints(part: tuple[bytes, dict], count: int, msg: Message) -> list[int]:
+def masked_ints(part: tuple[bytes, dict], count: int, msg: Message) -> list[int]:
     """Decrypted masked integers as the coordinator returns them (fixed width, signed)."""
     data, meta = part
     try:
@@ -24,11 +24,11 @@ def _masked_ints(part: tuple[bytes, dict], count: int, msg: Message) -> list[int
         raise ProtocolError(f"{msg.describe()}: malformed masked values ({exc})") from None
 
 
-def _swap(pair: tuple[bytes, dict]) -> tuple[dict, bytes]:
+def meta_first(pair: tuple[bytes, dict]) -> tuple[dict, bytes]:
     return pair[1], pair[0]
 
 
-def _vector(key, part: tuple[bytes, dict], count: int, msg: Message) -> EncryptedVector:
+def vector_part(key, part: tuple[bytes, dict], count: int, msg: Message) -> EncryptedVector:
     try:
         vec = EncryptedVector.from_message(key, part[0], part[1])
     except Exception as exc:
@@ -38,7 +38,7 @@ def _vector(key, part: tuple[bytes, dict], count: int, msg: Message) -> Encrypte
     return vec
 
 
-def _packed(key, part: tuple[bytes, dict], count: int, msg: Message) -> PackedVector:
+def packed_part(key, part: tuple[bytes, dict], count: int, msg: Message) -> PackedVector:
     data, meta = part
     try:
         vec = PackedVector.from_bytes(key, data, scale_bits=int(meta["scale_bits"]), slot_bits=int(meta["slot_bits"]),
