@@ -17,6 +17,7 @@ from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, unbund
 from fedcredit.crypto import EncryptedVector, generate_keypair
 from fedcredit.models import gbdt_reference as ref
 from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
+from fedcredit.protocols.parts import packed_part, to_part
 from fedcredit.protocols.secureboost import wire
 from fedcredit.protocols.secureboost.config import (
     BANK, GRADIENTS, HISTOGRAMS, LEFT, NODES, PREDICT, PRUNE, PRUNED, ROUTED, SETUP, SPLIT, TREE, TREE_DONE,
@@ -202,7 +203,7 @@ class SbBank(BankRounds):
         grow.slot = slot = wire.gh_slot_bits(cfg.scale_bits, n)
         enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
         meta = {"tree": len(self.history), "key_n": format(self.key.n, "x"), "slot_bits": slot, "sampled": len(root) < n}
-        parts = {"gh": (enc.to_bytes(), enc.meta())}
+        parts = {"gh": to_part(enc)}
         if len(root) < n:
             parts["root"] = (wire.rows_to_bytes(root), {})
         msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, parts) for hst in hosts})
@@ -372,7 +373,8 @@ class SbBank(BankRounds):
             if self._host_bins.setdefault(hst, n_bins) != n_bins:  # siblings are parent − child: shapes must stay
                 raise ProtocolError(f"{m.describe()}: {hst} changed its bins per feature during the run")
             per_node = sum(n_bins)
-            packed = wire.packed_part(self.key, unbundle(m, ["hist"])["hist"], per_node * len(nodes), m)
+            packed = packed_part(self.key, unbundle(m, ["hist"])["hist"], per_node * len(nodes), m,
+                                 key_owner="the bank's key")
             ints = packed.packer.unpack_ints(self.keypair.decrypt_ints(packed.inner, pool=self.pool), packed.count)
             big_g, big_h = wire.unpack_gh(ints, slot)
             width = max(n_bins, default=1)

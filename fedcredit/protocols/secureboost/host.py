@@ -12,6 +12,7 @@ import numpy as np
 from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import Message, bundle, expect, meta_int, unbundle
 from fedcredit.crypto import EncryptedVector, PaillierPublicKey
+from fedcredit.protocols.parts import to_part, vector_part
 from fedcredit.protocols.secureboost import wire
 from fedcredit.protocols.secureboost.config import (
     BANK, GRADIENTS, HISTOGRAMS, LEFT, NODES, PRUNE, PRUNED, ROUTE, ROUTED, SETUP, SPLIT, TreePartyData)
@@ -91,7 +92,7 @@ class SbHost(SbParty):
             raise ProtocolError(f"{msg.describe()}: meta field 'sampled' must be a bool")
         parts = unbundle(msg, ["gh", "root"] if sampled else ["gh"])
         root = wire.rows_from_bytes(parts["root"][0], n, msg, "root rows") if sampled else np.arange(n)
-        self._gh = wire.vector_part(key, parts["gh"], len(root), msg)
+        self._gh = vector_part(key, parts["gh"], len(root), msg, scale_bits=0)
         self._pos = np.full(n, -1, dtype=np.int64)
         self._pos[root] = np.arange(len(root))
         self._hists = {0: self._build(root, msg)}
@@ -108,7 +109,7 @@ class SbHost(SbParty):
         keep = wire.valid_bins(self.data.n_bins)
         flat = wire.concat([self._hists[nid].take(keep) for nid in nodes])
         packed = wire.compress(flat, pool=self.pool)
-        payload, meta = bundle({"hist": (packed.to_bytes(), packed.meta())})
+        payload, meta = bundle({"hist": to_part(packed)})
         return self._reply(HISTOGRAMS, BANK, msg.step + 1, {**meta, "nodes": nodes, "n_bins": list(self.data.n_bins)},
                            payload)
 

@@ -55,30 +55,6 @@ def compress(vector: EncryptedVector, pool=None) -> PackedVector:
     return Packer(vector.key, max(vector.bound.bit_length() + 1, 2)).pack(vector, pool=pool)
 
 
-def packed_part(key, part: tuple[bytes, dict], count: int, msg: Message) -> PackedVector:
-    data, meta = part
-    try:
-        vec = PackedVector.from_bytes(key, data, scale_bits=int(meta["scale_bits"]), slot_bits=int(meta["slot_bits"]),
-                                      count=int(meta["count"]), slot_bound=int(meta["slot_bound"], 16),
-                                      shape=meta["shape"])
-    except Exception as exc:
-        raise ProtocolError(f"{msg.describe()}: malformed packed ciphertexts ({exc})") from None
-    if meta.get("key") != key.fingerprint or vec.count != count:
-        raise ProtocolError(f"{msg.describe()}: packed vector of {vec.count} values under key {meta.get('key')}, "
-                            f"expected {count} under the bank's key")
-    return vec
-
-
-def vector_part(key, part: tuple[bytes, dict], count: int, msg: Message) -> EncryptedVector:
-    try:
-        vec = EncryptedVector.from_message(key, part[0], part[1])
-    except Exception as exc:
-        raise ProtocolError(f"{msg.describe()}: malformed ciphertexts ({exc})") from None
-    if len(vec) != count or vec.scale_bits != 0:
-        raise ProtocolError(f"{msg.describe()}: {len(vec)} ciphertexts at scale 2^{vec.scale_bits}, expected {count} at 2^0")
-    return vec
-
-
 def rows_to_bytes(rows: np.ndarray) -> bytes:
     return np.asarray(rows, dtype=">u4").tobytes()
 

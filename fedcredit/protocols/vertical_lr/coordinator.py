@@ -16,7 +16,7 @@ from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.protocols.vertical_lr.config import (
     BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, NORM, PARTIAL, READY, RESIDUAL, SCORE, SCORE_MASKED,
     SCORE_PARTIAL, SCORE_UNMASK, SCORED, SCORES, SETUP, SIGMOID, UNMASK, LrConfig)
-from fedcredit.protocols.vertical_lr.wire import packed_part, to_part, vector_part
+from fedcredit.protocols.parts import packed_part, to_part, vector_part
 
 
 class LrCoordinator(ScriptedCoordinator):

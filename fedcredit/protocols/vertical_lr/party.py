@@ -16,8 +16,8 @@ from fedcredit.protocols.party import ProtocolParty
 from fedcredit.protocols.vertical_lr.config import (
     BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, NORM, PARTIAL, READY, RESIDUAL, SCORE, SCORE_MASKED,
     SCORE_PARTIAL, SCORE_UNMASK, SCORED, SCORES, SETUP, SIGMOID, UNMASK, LrConfig, PartyData)
-from fedcredit.protocols.vertical_lr.wire import (
-    MASKED_SLOT_BITS, Z_SLOT_BITS, masked_ints, packed_part, to_part, meta_first, vector_part)
+from fedcredit.protocols.parts import packed_part, to_part, vector_part
+from fedcredit.protocols.vertical_lr.wire import MASKED_SLOT_BITS, Z_SLOT_BITS, masked_ints, meta_first
 from fedcredit.scoring import metrics
 
 
