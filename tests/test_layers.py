@@ -129,7 +129,8 @@ def violations(root: Path) -> list[str]:
 
 
 def test_the_product_keeps_its_layers():
-    assert violations(ROOT) == []
+    found = violations(ROOT)
+    assert not found, "layer rules broken:\n" + "\n".join(found)
 
 
 def test_the_network_lab_stays_outside_the_product():
