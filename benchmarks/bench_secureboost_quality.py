@@ -14,7 +14,7 @@ Every model gets the same rows and the same settings: each party quantile-bins i
 features on the training rows (10 bins + a missing bin), ``--trees`` trees (default 30;
 10 with --quick) of depth ``--depth`` (default 4), learning rate 0.1, λ = 1.
 
-- federated: SbParty/SbCoordinator driven in one process; ``--backend auto`` uses 2048-bit
+- federated: sb_party parties (SbBank, SbHost) and SbCoordinator driven in one process; ``--backend auto`` uses 2048-bit
   Paillier for german and the mock cipher for synthetic (the mock gives the same trees as
   Paillier: tests/test_secureboost.py and bench_secureboost.py assert it);
 - reference: ``GbdtReference`` trained centrally on the joined bins (trees asserted equal);
