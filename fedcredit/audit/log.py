@@ -26,7 +26,8 @@ FORMAT = "fedcredit-audit"
 VERSION = 1
 GENESIS = "0" * 64
 DIRECTIONS = ("sent", "received")
-RECORD_TYPES = ("header", "message", "identities", "checkpoint", "close")
+RECORD_TYPES = ("header", "message", "identities", "checkpoint", "close", "aborted")
+ENDINGS = ("close", "aborted")  # a log ends with exactly one of these
 _RECORD_DOMAIN = b"fedcredit/audit/record/v1\0"
 _SIG_DOMAIN = b"fedcredit/audit/signature/v1\0"
 _CHECKPOINT_DOMAIN = b"fedcredit/audit/checkpoint/v1\0"
@@ -267,5 +268,15 @@ class AuditWriter:
     def close(self) -> dict:
         """Write the final 'close' record and return the final signed head."""
         self._append({"type": "close", "records": self.seq + 1})
+        self.closed = True
+        return self.checkpoint()
+
+    def abort(self, step: int, reason: str) -> dict:
+        """End a failed run's log with a signed 'aborted' record (the step and why); returns the final head.
+
+        An auditor then reads "aborted at step N: reason" instead of a truncated log, and
+        the chain up to the failure still verifies.
+        """
+        self._append({"type": "aborted", "records": self.seq + 1, "step": int(step), "reason": str(reason)[:500]})
         self.closed = True
         return self.checkpoint()

@@ -6,16 +6,19 @@ in this order, raising ``AuditError`` at the first problem (file, line, seq, wha
 1. every line is a canonical record; the chain links (seq = line index, prev = hash of the
    previous record), every hash and every signature holds under the header's key;
 2. each file's party is its file name, all logs are for one run, each log ends with one
-   ``close`` record;
+   ``close`` record, or an ``aborted`` record (step and reason) when the run failed;
 3. keys: the coordinator's header key equals the pinned key (``coordinator_key``), every
    node's header key equals the one the coordinator's signed ``identities`` record lists,
    and every listed party has a log;
 4. message records: routed consistently with their writer, protection class allowed for
    their kind, fingerprints consistent with the pinned keys;
 5. completeness: every ``sent`` record has a ``received`` record with the same digest at the
-   receiver (relayed: sender → coordinator received + sent → receiver), and vice versa;
+   receiver (relayed: sender → coordinator received + sent → receiver), and vice versa; in an
+   aborted run a message may have been sent and never received (counted as undelivered),
+   but nothing may be received that was not sent;
 6. checkpoints: each recorded checkpoint is signed by its party and matches that party's
-   chain at its seq; every node's final (close) head is recorded in the coordinator's log.
+   chain at its seq; every node's final (close) head is recorded in the coordinator's log
+   (in an aborted run, a node that could not hand its head over is noted instead).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from fedcredit.audit.classes import PLAINTEXT, allowed_for
 from fedcredit.audit.log import (
-    DIRECTIONS, FORMAT, GENESIS, VERSION, AuditError, canonical, check_checkpoint, record_hash, signed_data,
+    DIRECTIONS, ENDINGS, FORMAT, GENESIS, VERSION, AuditError, canonical, check_checkpoint, record_hash, signed_data,
     verify_checkpoint,
 )
 from fedcredit.crypto import PublicIdentity, SignatureError
@@ -46,6 +49,7 @@ _FIELDS = {
     "identities": {"parties": dict},
     "checkpoint": {"checkpoint": dict},
     "close": {"records": int},
+    "aborted": {"records": int, "step": int, "reason": str},
 }
 
 
@@ -73,11 +77,18 @@ class AuditVerdict:
     coordinator_pinned: bool
     fingerprints: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    aborted: dict | None = None   # {"party", "step", "reason"} when the run failed and its logs were closed as aborted
+    undelivered: int = 0          # aborted runs: messages sent that never reached their receiver
 
     def summary(self) -> str:
         pinned = "pinned" if self.coordinator_pinned else "NOT pinned (pass --key)"
-        return (f"OK: run {self.run_id}: {len(self.parties)} party logs ({', '.join(self.parties)}), "
-                f"{sum(self.records.values())} records, {self.messages} messages all received, "
+        logs = f"{len(self.parties)} party logs ({', '.join(self.parties)}), {sum(self.records.values())} records"
+        if self.aborted is not None:
+            a = self.aborted
+            return (f"ABORTED: run {self.run_id} aborted at step {a['step']}: {a['reason']} (recorded by {a['party']}); "
+                    f"the logs are intact: {logs}, {self.matched} messages received, {self.undelivered} undelivered, "
+                    f"{self.checkpoints} checkpoints hold, protection allowed; coordinator key {pinned}")
+        return (f"OK: run {self.run_id}: {logs}, {self.messages} messages all received, "
                 f"{self.checkpoints} checkpoints hold, protection allowed; coordinator key {pinned}")
 
 
@@ -167,16 +178,16 @@ def read_log(path, signatures: bool = True) -> PartyLog:
         if records and (rec["party"], rec["run_id"]) != (records[0]["party"], records[0]["run_id"]):
             raise AuditError(f"record names party {rec['party']!r} run {rec['run_id']!r}, the log is "
                              f"{records[0]['party']!r} run {records[0]['run_id']!r}", **where)
-        if kind == "close" and i != len(lines) - 1:
-            raise AuditError("records after the close record", **where)
+        if kind in ENDINGS and i != len(lines) - 1:
+            raise AuditError(f"records after the {kind} record", **where)
         records.append(rec)
         prev = rec["hash"]
     last = records[-1]
-    if last["type"] != "close":
-        raise AuditError(f"log ends at seq {last['seq']} without a close record (truncated log)",
+    if last["type"] not in ENDINGS:
+        raise AuditError(f"log ends at seq {last['seq']} without a close or aborted record (truncated log)",
                          file=path, line=len(records), seq=last["seq"])
     if last["records"] != len(records):
-        raise AuditError(f"close record counts {last['records']} records, the log holds {len(records)}",
+        raise AuditError(f"{last['type']} record counts {last['records']} records, the log holds {len(records)}",
                          file=path, line=len(records), seq=last["seq"])
     party = records[0]["party"]
     if party != path.stem:
@@ -305,7 +316,8 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
                 protection[cls] += 1
 
     # 5. completeness: every sent is received, every received was sent (with multiplicity)
-    matched = 0
+    ended = {party: log.records[-1] for party, log in logs.items() if log.records[-1]["type"] == "aborted"}
+    matched, undelivered = 0, 0
     # every leg of a message's path must hold it the same number of times
     keyset = set()
     for table in list(sent_at.values()) + list(recv_at.values()):
@@ -316,6 +328,10 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
         chain = ([(sender, "sent"), (COORDINATOR, "received"), (COORDINATOR, "sent"), (receiver, "received")]
                  if relayed else [(sender, "sent"), (receiver, "received")])
         counts = [(sent_at if d == "sent" else recv_at)[p][k] for p, d in chain]
+        if ended and all(a >= b for a, b in zip(counts, counts[1:])):  # lost on the way when the run failed
+            matched += counts[-1]
+            undelivered += counts[0] - counts[-1]
+            continue
         if len(set(counts)) != 1:
             # name the first leg that has a record the next leg lacks (or vice versa)
             top = max(counts)
@@ -361,6 +377,7 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
                                  f"(log rewritten)", **where)
             covered[other].add(cp["seq"])
             n_checkpoints += 1
+    notes = []
     for party, log in logs.items():
         if party == COORDINATOR:
             continue
@@ -368,9 +385,12 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
         if close["seq"] not in covered[party] or not any(
                 r["type"] == "checkpoint" and r["checkpoint"]["party"] == party and r["checkpoint"]["seq"] == close["seq"]
                 for r in coord.records):
+            if ended:
+                notes.append(f"the final head of {party}.jsonl (seq {close['seq']}) did not reach the coordinator "
+                             "before the run was aborted")
+                continue
             raise AuditError(f"the final head of {party}.jsonl (seq {close['seq']}) is not recorded in the "
                              f"coordinator's log", **log.where(close["seq"]))
-    notes = []
     if pinned is None:
         notes.append("coordinator key not pinned: the coordinator's header key was trusted as found")
     if not any(r["type"] == "checkpoint" and r["checkpoint"]["party"] == COORDINATOR
@@ -380,7 +400,16 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
         ok=True, run_id=run_id, parties=sorted(logs), records={p: len(l.records) for p, l in sorted(logs.items())},
         messages=matched, matched=matched, checkpoints=n_checkpoints, protection=dict(protection),
         coordinator_pinned=pinned is not None, fingerprints={p: k.fingerprint for p, k in sorted(keys.items())},
-        notes=notes)
+        notes=notes, aborted=_abort_of(ended), undelivered=undelivered)
+
+
+def _abort_of(ended: dict[str, dict]) -> dict | None:
+    """The run's abort as the coordinator recorded it (else the first node that did)."""
+    if not ended:
+        return None
+    party = COORDINATOR if COORDINATOR in ended else sorted(ended)[0]
+    rec = ended[party]
+    return {"party": party, "step": rec["step"], "reason": rec["reason"]}
 
 
 def load_records(folder) -> list[dict]:

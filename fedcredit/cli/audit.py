@@ -33,7 +33,8 @@ def verify(
     key: Optional[Path] = _KEY,
     min_key_bits: int = typer.Option(2048, "--min-key-bits", help="Smallest Paillier key size to accept."),
 ) -> None:
-    """Exit 0 if every chain, signature, send/receive pair, protection class and checkpoint holds."""
+    """Exit 0 if every chain, signature, send/receive pair, protection class and checkpoint holds;
+    exit 1 if any fails, or if the logs are intact but record an aborted run ("aborted at step N: reason")."""
     from fedcredit.audit.verify import verify_audit
 
     try:
@@ -43,6 +44,8 @@ def verify(
     typer.echo(verdict.summary())
     for note in verdict.notes:
         typer.echo(f"note: {note}")
+    if verdict.aborted is not None:
+        raise typer.Exit(1)
 
 
 @audit_app.command("report")

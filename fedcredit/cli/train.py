@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from fedcredit.cli.console import console
+from fedcredit.cli.console import console, err_console
 from fedcredit.cli.data import generate
 from fedcredit.common.errors import FedCreditError
 from fedcredit.data.schema import NODE_ROLES
-from fedcredit.jobs import runner
+from fedcredit.jobs import outdir, runner
+from fedcredit.jobs.outdir import previous_run
 from fedcredit.jobs.jobfile import load_job, read_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.policy import LimitPolicy
@@ -30,10 +32,11 @@ def demo(
 ) -> None:
     """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
     settings = ModelSettings(seed=seed, key_bits=key_bits, model=model)
+    previous_run(out, own=("data",))  # refuse a folder that is not a run's before writing data into it
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
-    _train(nodes, settings, out, engine, centralized=True, policy=policy)
+    _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",))
 
 
 def train(
@@ -97,10 +100,27 @@ def score(
     _train(nodes, settings, out, engine, False, policy, model=model)
 
 
-def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None, model: Path | None = None) -> None:
+def _show_failure(out: Path) -> None:
+    """Where a failed run left its status and, when messages had flowed, how to verify its aborted logs."""
+    status = out / outdir.STATUS
+    try:
+        doc = json.loads(status.read_text())
+    except (OSError, ValueError):
+        return
+    err_console.print(f"Nothing was published; the run's status is in {status}", markup=False, highlight=False)
+    if doc.get("verify"):
+        err_console.print(f"Its audit logs were closed as aborted; check: {doc['verify']}", markup=False, highlight=False)
+
+
+def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
+           model: Path | None = None, own: tuple[str, ...] = ()) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
-    metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy,
-                         model=model)
+    try:
+        metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
+                             policy=limit_policy, model=model, own=own)
+    except FedCreditError:
+        _show_failure(out)
+        raise
     what = "scored with a saved model" if model is not None else "aligned enterprises"
     name = "SecureBoost" if settings.model == "secureboost" else "scorecard LR"
     table = Table(title=f"Federated {name} ({metrics['intersection']:,} {what})")

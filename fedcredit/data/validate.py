@@ -7,7 +7,7 @@ from 1 over data rows; for CSV the file line (header = line 1) is given too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class NodeData:
     ids: np.ndarray
     features: pd.DataFrame
     label: np.ndarray | None
+    dropped: dict[str, str] = field(default_factory=dict)  # column -> why it carries nothing (not in features)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -198,17 +199,51 @@ def _check_number(arr: pa.ChunkedArray, col: Column, name: str) -> list[Problem]
     return out
 
 
+def uninformative_columns(table: pa.Table, schema: RoleSchema) -> dict[str, str]:
+    """Feature columns that carry nothing for a model, with why: every value missing, or one value in every row.
+
+    A column with one value and some missing rows is kept: whether it is filled can itself
+    carry signal, and binning gives missing values their own bin.
+    """
+    out = {}
+    for col in schema.feature_columns:
+        if col.name not in table.column_names:
+            continue
+        arr = table.column(col.name)
+        missing = _nulls(arr)
+        values = pc.unique(arr.filter(pa.array(~missing)))
+        if missing.all():
+            out[col.name] = "every value is missing"
+        elif len(values) == 1 and not missing.any():
+            out[col.name] = f"the same value ({values[0].as_py()!r}) in every row"
+    return out
+
+
+def column_warnings(name: str, dropped: dict[str, str]) -> list[str]:
+    """One line per dropped column, for the console and logs."""
+    return [f"{name}, column {col!r}: {why}; it carries nothing for a model and is left out" for col, why in dropped.items()]
+
+
 def load_node(path, schema: RoleSchema) -> NodeData:
-    """Read, validate and return a node's data; raises ValidationError listing every problem."""
+    """Read, validate and return a node's data; raises ValidationError listing every problem.
+
+    Feature columns that carry nothing (``uninformative_columns``) are left out of
+    ``features`` and named in ``dropped``; a node left with no feature at all is refused.
+    """
     table, problems = validate_file(path, schema)
     if problems:
         raise ValidationError(problems)
+    dropped = uninformative_columns(table, schema)
+    kept = [c for c in schema.feature_columns if c.name not in dropped]
+    if schema.feature_columns and not kept:
+        raise ValidationError([Problem(str(path), None, "no feature column carries information (" + "; ".join(
+            f"{c}: {why}" for c, why in dropped.items()) + "); expected at least one column that varies")])
     ids = np.asarray(normalize_ids(table.column(schema.id_column)), dtype=object)
-    features = table.select([c.name for c in schema.feature_columns]).to_pandas()
-    for c in schema.feature_columns:
+    features = table.select([c.name for c in kept]).to_pandas()
+    for c in kept:
         if c.kind in (FLOAT, INT):
             features[c.name] = features[c.name].astype("float64")
     label = None
     if schema.label is not None:
         label = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.int8)
-    return NodeData(schema.role, Path(path), ids, features, label)
+    return NodeData(schema.role, Path(path), ids, features, label, dropped)

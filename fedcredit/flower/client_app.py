@@ -21,7 +21,7 @@ from fedcredit.crypto.parallel import stop_forkserver
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
-from fedcredit.flower.node_state import handle_delivery
+from fedcredit.flower.node_state import abort_run, handle_delivery
 from fedcredit.protocols import NodeAgent, NodeConfig
 
 _POOL: list[WorkerPool] = []
@@ -65,6 +65,12 @@ def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
     return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
 
 
+def _node_error(msg: FlowerMessage, node: NodeConfig | None, exc: Exception) -> FlowerMessage:
+    """A node's failure as a Flower error the coordinator shows with the node's role."""
+    who = node.role if node is not None else "unknown role"
+    return FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {type(exc).__name__}: {exc}"), reply_to=msg)
+
+
 def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node_config_from_context) -> ClientApp:
     """A ClientApp whose node settings come from ``resolve(context)``."""
     app = ClientApp()
@@ -95,8 +101,24 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
                 content["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
             return FlowerMessage(content, reply_to=msg)
         except Exception as exc:
-            who = node.role if node is not None else "unknown role"
-            return FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {type(exc).__name__}: {exc}"), reply_to=msg)
+            return _node_error(msg, node, exc)
+
+    @app.query("abort")
+    def abort(msg: FlowerMessage, context: Context) -> FlowerMessage:
+        node = None
+        try:
+            node, work = resolve(context)
+            incoming = from_record(msg.content)
+            if len(incoming) != 1:
+                raise FedCreditError(f"an abort carries one job.abort message, got {len(incoming)}")
+            head = abort_run(work / f"agent-{context.run_id}.pkl", incoming[0])
+            _release_pool()
+            content = RecordDict()
+            if head is not None:
+                content["audit"] = ConfigRecord({"final_head": json.dumps(head)})
+            return FlowerMessage(content, reply_to=msg)
+        except Exception as exc:
+            return _node_error(msg, node, exc)
 
     return app
 

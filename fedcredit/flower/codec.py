@@ -12,6 +12,7 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import Message
 
 MESSAGE_TYPE = "query.step"
+ABORT_TYPE = "query.abort"  # a failed job: the node closes its audit log as aborted
 
 
 def to_record(messages: list[Message]) -> RecordDict:

@@ -86,6 +86,18 @@ class Deliveries:
         # floating-point contributions across nodes, and its results must not depend on timing
         return {nid: replies[nid] for nid in contents}
 
+    def once(self, contents: dict[int, RecordDict], message_type: str, timeout: float) -> dict[int, FlowerMessage]:
+        """One unnumbered try, waiting at most ``timeout`` seconds and never for lost nodes: the replies
+        that came (a failed job's abort must not wait for a node that is gone)."""
+        saved, self.timeout = self.timeout, timeout
+        try:
+            got, _lost = self._push_and_pull(contents, message_type)
+        except FedCreditError:
+            return {}
+        finally:
+            self.timeout = saved
+        return got
+
     def _push_and_pull(self, contents: dict[int, RecordDict], message_type: str):
         msgs = [FlowerMessage(c, dst_node_id=nid, message_type=message_type) for nid, c in contents.items()]
         ids = list(self.grid.push_messages(msgs))

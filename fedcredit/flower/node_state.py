@@ -65,6 +65,23 @@ def load(path: Path) -> Checkpoint | None:
     return cp
 
 
+def abort_run(path: Path, message: Message) -> dict | None:
+    """The job failed: the node's agent (from its last completed delivery) ends its audit log as aborted,
+    and its checkpoint goes — a failed run leaves no node state. Returns the final audit head, if any."""
+    path = Path(path)
+    with _locked(path):
+        cp = load(path)
+        if cp is None:
+            return None
+        agent = cp.agent
+        agent.restore()
+        agent.abort(message)
+        head = agent.take_final_head()
+        path.unlink()
+    Path(f"{path}.lock").unlink(missing_ok=True)
+    return head
+
+
 def handle_delivery(path: Path, seq: int, messages: list[Message], new_agent: Callable[[], NodeAgent],
                     pool) -> Outcome:
     """Handle delivery ``seq`` exactly once, whatever crashed before; see the module docstring."""

@@ -16,9 +16,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.crypto import WorkerPool
 from fedcredit.common.errors import FedCreditError
-from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
+from fedcredit.flower.codec import ABORT_TYPE, MESSAGE_TYPE, from_record, to_record
 from fedcredit.flower.delivery import Deliveries
 from fedcredit.protocols import JobCoordinator, ModelSettings, audited
+
+ABORT_TIMEOUT_S = 30.0  # how long a failed job waits for its nodes to close their audit logs
+
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
@@ -58,6 +61,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
+    coordinator = None
     deliveries = Deliveries(grid, name_of=lambda nid: f"{role_of.get(nid, '?')} (Flower node {nid})", timeout=timeout,
                             return_timeout=return_timeout, on_event=on_event)
     try:
@@ -88,7 +92,25 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                       wall_seconds=time.perf_counter() - started)
     except Exception as exc:  # reported to the caller; Flower itself would only log it
         result["error"] = str(exc) if isinstance(exc, FedCreditError) else f"{type(exc).__name__}: {exc}"
+        if coordinator is not None:
+            abort_nodes(deliveries, coordinator, {role: nid for nid, role in role_of.items()}, exc)
     return result
+
+
+def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], exc: Exception) -> None:
+    """Tell every node the job failed (it closes its audit log as aborted and drops its state), record the
+    final heads that come back, then close the coordinator's log as aborted. Never raises."""
+    try:
+        contents = {node_of[m.receiver]: to_record([m]) for m in coordinator.abort_messages(exc)}
+        for reply in deliveries.once(contents, ABORT_TYPE, ABORT_TIMEOUT_S).values():
+            if not reply.has_error() and "audit" in reply.content and hasattr(coordinator, "record_final_head"):
+                coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
+    except Exception:  # noqa: BLE001 — the job's own error is the one reported
+        pass
+    try:
+        coordinator.close_aborted(exc)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,

@@ -25,7 +25,7 @@ def _frame(node: NodeConfig, ids: np.ndarray):
     data = load_node(node.data, node.schema())
     position = {i: k for k, i in enumerate(data.ids)}
     rows = np.array([position[i] for i in ids])
-    feats = data.features if node.features is None else data.features[node.features]
+    feats = node.pick_features(data)
     return feats.iloc[rows].reset_index(drop=True), (data.label[rows] if data.label is not None else None)
 
 

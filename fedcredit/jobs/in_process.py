@@ -10,7 +10,7 @@ import uuid
 from fedcredit.crypto import WorkerPool
 from fedcredit.protocols.job import JobCoordinator, ModelSettings, NodeAgent, NodeConfig
 from fedcredit.protocols.audited import audited
-from fedcredit.protocols.loop import drive
+from fedcredit.protocols.loop import abort_job, drive
 
 
 def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, run_id: str | None = None,
@@ -25,5 +25,9 @@ def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, r
                                      publication=publication, task=task)
         if audit is not None:  # (folder, coordinator identity): the coordinator's end of the audit trail
             coordinator = audited(coordinator, *audit)
-        rounds = drive(coordinator, agents, tap=tap)
+        try:
+            rounds = drive(coordinator, agents, tap=tap)
+        except Exception as exc:
+            abort_job(coordinator, agents, exc, tap=tap)
+            raise
     return {**coordinator.result, "rounds": rounds, "run_id": run_id}

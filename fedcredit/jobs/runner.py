@@ -11,10 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedcredit.audit.verify import verify_audit
 from fedcredit.common.errors import FedCreditError
+from fedcredit.jobs.outdir import Staging, previous_run
+from fedcredit.jobs.preflight import check_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
 from fedcredit.protocols.progress import step_line
@@ -52,22 +55,45 @@ class _Display:
 
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
-        keys: Path | None = None, model: Path | None = None) -> dict:
-    """Run the job, publish signed limits, write metrics.json and run.json into ``out``, return the metrics.
+        keys: Path | None = None, model: Path | None = None, own: tuple[str, ...] = ()) -> dict:
+    """Check everything, run the job, publish signed limits, write metrics.json and run.json into ``out``,
+    return the metrics.
 
-    With ``model`` (the output folder of a training run) nothing is trained: every node
-    scores its aligned enterprises with its own saved part, and the limits are published.
+    Before any engine starts: ``out`` must be new, empty or an earlier run's folder (``own``:
+    entries the caller made for this run), every node's file valid and the overlap big
+    enough. The run writes into a staging folder and its outputs replace the earlier run's
+    only when it has finished (``fedcredit.jobs.outdir``). With ``model`` (the output folder
+    of a training run) nothing is trained: every node scores its aligned enterprises with
+    its own saved part, and the limits are published.
     """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     console = console or Console()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    before = previous_run(out, own)
+    checked = check_job(nodes, settings, model=model)
+    for line in checked.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}")
+    staging = Staging(out)
+    stage = staging.start()
+    try:
+        metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, centralized=centralized,
+                              policy=policy or LimitPolicy(), keys=keys, model=model)
+    except BaseException as exc:
+        staging.fail(exc, before == "finished",
+                     f" --min-key-bits {settings.key_bits}" if settings.key_bits < 2048 else "")
+        raise
+    staging.commit()
+    return metrics
+
+
+def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
+                centralized: bool, policy: LimitPolicy, keys: Path | None, model: Path | None) -> dict:
+    """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
-    nodes = [replace(n, out_dir=str(out), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
+    nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
              for n in nodes]
-    policy = policy or LimitPolicy()
-    signer = coordinator_identity(Path(keys) if keys else out / "keys")
+    signer = coordinator_identity(Path(keys) if keys else staging.keys())
     publication = publication_for(policy, signer.fingerprint)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -76,18 +102,18 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         if engine == "simulation":
             from fedcredit.flower.simulation import run_simulated_job
 
-            result = run_simulated_job(nodes, settings, out / "work", on_event=display, publication=publication,
-                                       task=task, audit=(out / "audit", signer))
+            result = run_simulated_job(nodes, settings, stage / "work", on_event=display, publication=publication,
+                                       task=task, audit=(stage / "audit", signer), run_id=staging.run_id)
         else:
             from fedcredit.jobs.in_process import run_job
 
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
-                             audit=(out / "audit", signer))
-    audit_records = sum(verify_audit(out / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
+                             audit=(stage / "audit", signer), run_id=staging.run_id)
+    audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
     extra = {}
     if centralized and task == "train":
         from fedcredit.jobs.centralized import centralized_auc
 
-        extra["centralized_auc"] = centralized_auc(nodes, out / "scores.parquet", settings)
-    return finish_run(result, out, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
+        extra["centralized_auc"] = centralized_auc(nodes, stage / "scores.parquet", settings)
+    return finish_run(result, stage, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
                       seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra)

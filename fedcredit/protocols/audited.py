@@ -40,6 +40,15 @@ class AuditedCoordinator:
             self.writer.close()
         return out
 
+    def abort_messages(self, exc: BaseException) -> list[Message]:
+        """The ``job.abort`` messages of a failed job, recorded as sent (``JobCoordinator.abort_messages``)."""
+        return self._send(self.inner.abort_messages(exc))
+
+    def close_aborted(self, exc: BaseException) -> None:
+        """End the coordinator's log with the signed 'aborted' record: the step and the whole reason."""
+        if not self.writer.closed:
+            self.writer.abort(self.inner.rounds, str(exc) or type(exc).__name__)
+
     def record_final_head(self, head: dict) -> None:
         """A node's signed final log head, handed over by the transport beside its last reply."""
         party = head.get("party") if isinstance(head, dict) else None

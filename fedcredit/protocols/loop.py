@@ -50,6 +50,26 @@ def drive(
     return rounds
 
 
+def abort_job(coordinator, parties: Mapping[str, object], exc: BaseException,
+              tap: Callable[[bytes], None] | None = None) -> None:
+    """After ``exc`` stopped a job: every node ends its audit log as aborted, then the coordinator does.
+
+    Best effort by design: a node that cannot close its log (its own failure) is left as
+    it is and the coordinator's aborted record still names the step and the reason.
+    """
+    for msg in coordinator.abort_messages(exc):
+        party = parties.get(msg.receiver)
+        try:
+            data = msg.to_bytes()
+            if tap is not None:
+                tap(data)
+            party.abort(Message.from_bytes(data))
+        except Exception:  # noqa: BLE001 — the job has failed already; its first error is the one reported
+            continue
+        hand_over_final_head(party, coordinator)
+    coordinator.close_aborted(exc)
+
+
 def hand_over_final_head(party, coordinator) -> None:
     """Pass a party's closed audit-log head to the coordinator's audit trail, when both keep one."""
     take = getattr(party, "take_final_head", None)

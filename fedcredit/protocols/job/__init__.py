@@ -11,12 +11,12 @@ from fedcredit.protocols.job.coordinator import JobCoordinator
 from fedcredit.protocols.job.node import NodeAgent
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import (
-    MODELS, SCORED, SPLITS, ModelSettings, NodeConfig, Publication, split_assignment)
+    MIN_ALIGNED, MODELS, SCORED, SPLITS, ModelSettings, NodeConfig, Publication, split_assignment)
 from fedcredit.protocols.job.wire import (
     CAPACITY, HELLO, INFO, KINDS, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT)
 
 __all__ = [
     "CAPACITY", "HELLO", "INFO", "KINDS", "LIMITS", "LOAD", "PEERS", "PREPARED", "PUBLISH", "REASONS", "REPORT",
-    "REPORTED", "SCORES", "SPLIT", "MAX_REASONS", "MODELS", "SCORED", "SPLITS",
+    "REPORTED", "SCORES", "SPLIT", "MAX_REASONS", "MIN_ALIGNED", "MODELS", "SCORED", "SPLITS",
     "JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "split_assignment",
 ]

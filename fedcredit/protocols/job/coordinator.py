@@ -13,9 +13,9 @@ from fedcredit.crypto import PublicIdentity
 from fedcredit.protocols import psi, secureboost, vertical_lr
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
-from fedcredit.protocols.job.settings import ModelSettings, Publication
+from fedcredit.protocols.job.settings import MIN_ALIGNED, ModelSettings, Publication
 from fedcredit.protocols.job.wire import (
-    CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
+    ABORT, CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
     _from_json_payload, _json_payload)
 from fedcredit.protocols.script import ScriptedCoordinator
 
@@ -44,6 +44,20 @@ class JobCoordinator(ScriptedCoordinator):
         """The Paillier key of the model run in progress (for the audit trail): the coordinator's
         for the scorecard, the bank's (announced in its ``sb.ready``) for SecureBoost."""
         return _key_fingerprint(self._model)
+
+    def abort_messages(self, exc: BaseException) -> list[Message]:
+        """``job.abort`` for every node of a job that failed after its first message (none before).
+
+        The nodes learn the step and the kind of failure only, never the error's text: it may
+        quote another node's file, columns or figures.
+        """
+        if getattr(self, "_script", None) is None:
+            return []
+        reason = f"the coordinator stopped the job at step {self.rounds} ({type(exc).__name__})"
+        return [Message(ABORT, COORDINATOR, r, self.run_id, self.rounds, {"reason": reason}) for r in self.roles]
+
+    def close_aborted(self, exc: BaseException) -> None:
+        """Without an audit trail there is nothing to close (``audited`` records the abort)."""
 
     def _send(self, kind: str, role: str, meta: dict, step: int) -> Message:
         return Message(kind, COORDINATOR, role, self.run_id, step, meta)
@@ -128,8 +142,11 @@ class JobCoordinator(ScriptedCoordinator):
         yield from self._sub(aligner, peers)
         self.result["intersection"] = aligner.size
         self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
-        if aligner.size < 20:
-            raise InputError(f"only {aligner.size} enterprises are known to every node; too few to train a model")
+        if aligner.size < MIN_ALIGNED:
+            rows = ", ".join(f"{r} {v['rows']:,} rows" for r, v in self.result["nodes"].items())
+            raise InputError(f"only {aligner.size} enterprises are known to every node (needed: at least {MIN_ALIGNED}, "
+                             f"so that training, validation and test rows each hold some); {rows}; known to every host: "
+                             f"{aligner.hosts_common:,}. Check that every node uses the same ID column and ID kind")
         main = f"{self.run_id}/{s.run_suffix}"
         runs = {main: self.roles}
         if s.bank_only_baseline and self.task == "train":

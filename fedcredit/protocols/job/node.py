@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fedcredit.common.errors import FedCreditError, ProtocolError
-from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int
+from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, meta_str
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.validate import load_node
@@ -19,7 +19,7 @@ from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import SCORED, ModelSettings, NodeConfig, split_assignment
 from fedcredit.protocols.job.wire import (
-    CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
+    ABORT, CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
     _from_json_payload, _json_payload)
 from fedcredit.protocols.relay import SealedRelay
 from fedcredit.scoring import metrics
@@ -85,6 +85,21 @@ class NodeAgent:
             self._final_head = self.audit.close()
         return replies
 
+    def abort(self, msg: Message) -> None:
+        """The job failed: end this node's audit log with a signed 'aborted' record and drop its state.
+
+        Called with the coordinator's ``job.abort`` (whatever state the node is in, even after
+        its own error); the node's final head then goes back to the coordinator's log.
+        """
+        if msg.kind != ABORT or msg.sender != COORDINATOR or msg.receiver != self.role:
+            raise ProtocolError(f"{msg.describe()}: not this node's job.abort")
+        reason = meta_str(msg, "reason")
+        if self.audit is not None and not self.audit.closed:
+            self.audit.record(msg.to_bytes(), direction="received")
+            self._final_head = self.audit.abort(msg.step, reason)
+        self.models.clear()
+        self.psi = self.features = self.labels = self.ids = None
+
     def restore(self) -> None:
         """Called on an agent loaded from its checkpoint: drop audit records written after it (a crash mid-message)."""
         if self.audit is not None and not self.audit.closed:
@@ -138,7 +153,7 @@ class NodeAgent:
             raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}; "
                              f"use layout = 'custom' for another label column")
         node = load_node(cfg.data, schema)
-        features = node.features if cfg.features is None else node.features[cfg.features]
+        features = cfg.pick_features(node)
         self.ids, self.features, self.labels = node.ids, features, node.label
         self.psi = psi.PsiParty(self.role, list(node.ids), id_kind=cfg.id_kind, pool=self.pool)
         info = {"rows": len(node), "features": features.shape[1], "identity": self.identity.public.to_dict()}

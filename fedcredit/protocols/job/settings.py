@@ -16,6 +16,7 @@ from fedcredit.protocols.errors import InputError
 from fedcredit.scoring.policy import Capacity
 
 SCORED = 3  # split code of enterprises scored with a saved model
+MIN_ALIGNED = 20  # fewer aligned enterprises cannot fill training, validation and test rows
 SPLITS = ("train", "validation", "test")
 MODELS = ("scorecard_lr", "secureboost")
 
@@ -107,6 +108,20 @@ class NodeConfig:
         """The schema this node's file is validated against."""
         base = node_schema(self.role, self.layout, self.label or ("default_12m" if self.role == "bank" else None))
         return base.with_options(self.id_column, self.id_kind, parse_extra(self.extra))
+
+    def pick_features(self, data):
+        """The model's columns of this node's validated data (``features`` if listed, else all that carry
+        information); a listed column that is missing or carries nothing is an error naming it."""
+        if self.features is None:
+            return data.features
+        for name in self.features:
+            if name in data.dropped:
+                raise InputError(f"[nodes.{self.role}] features lists {name!r}, but in {data.path} {data.dropped[name]}; "
+                                 "it carries nothing for a model: remove it from features")
+            if name not in data.features.columns:
+                raise InputError(f"[nodes.{self.role}] features lists {name!r}, which is not a declared feature column "
+                                 f"of {data.path}; expected some of {sorted(data.features.columns)}")
+        return data.features[self.features]
 
 
 @dataclass

@@ -11,7 +11,8 @@ HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
     "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
 PUBLISH, SCORES, REASONS, CAPACITY, LIMITS = "job.publish", "job.scores", "job.reasons", "job.capacity", "job.limits"
 LOAD = "job.load"
-KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD)
+ABORT = "job.abort"  # the coordinator stops a failed job: each node closes its audit log as aborted
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD, ABORT)
 
 
 def _json_payload(obj) -> bytes:
