@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fedcredit.cli.console import console, err_console, progress
 from fedcredit.common.errors import FedCreditError
 from fedcredit.data import synth as synthetic
-from fedcredit.data.schema import NODE_ROLES, parse_extra, schema_for
-from fedcredit.data.validate import validate_file
+from fedcredit.data.schema import NODE_ROLES
+from fedcredit.data.validate import column_warnings, uninformative_columns, validate_file
+from fedcredit.jobs.jobfile import read_job
+from fedcredit.jobs.preflight import check_job
+from fedcredit.protocols.job import NodeConfig
 
 
 def synth(
@@ -50,18 +54,68 @@ def generate(out: Path, rows: int, seed: int, fmt: str) -> tuple[dict, float]:
 
 
 def validate(
-    file: Path = typer.Argument(..., help="The node's Parquet or CSV file."),
-    role: str = typer.Option(..., "--role", help="bank, tax, utilities or host."),
+    file: Optional[Path] = typer.Argument(None, help="The node's Parquet or CSV file (or use --job and --node)."),
+    role: Optional[str] = typer.Option(None, "--role", help="bank, tax, utilities, or another host's role name (court, ...)."),
+    layout: str = typer.Option("standard", "--layout", help="standard (the role's built-in columns) or custom "
+                               "(only the ID, the bank's --label and the --extra columns)."),
+    label: Optional[str] = typer.Option(None, "--label", help="The bank's label column (default default_12m)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Name of the ID column (default uscc)."),
     id_kind: Optional[str] = typer.Option(None, "--id-kind", help="uscc (validated codes, default) or string."),
     extra: list[str] = typer.Option([], "--extra", help="Declare an extra column as NAME:float|int|category (repeatable)."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Check the nodes of this job file with its settings "
+                                       "(every node and their overlap, or only --node)."),
+    node: Optional[str] = typer.Option(None, "--node", help="With --job: check only this node's file."),
 ) -> None:
-    """Check one node's file against its role's schema and report every problem found."""
-    schema = schema_for(role).with_options(id_column, id_kind, parse_extra(extra))
-    table, problems = validate_file(file, schema)
+    """Check a node's file with the settings a job would use, and report every problem found.
+
+    Columns that carry nothing (every value missing, or one value in every row) are named:
+    a job leaves them out.
+    """
+    if job is not None:
+        given = [flag for flag, value in (("FILE", file), ("--role", role), ("--label", label), ("--id-column", id_column),
+                                          ("--id-kind", id_kind), ("--extra", extra or None)) if value is not None]
+        if given or layout != "standard":
+            raise FedCreditError(f"--job takes each node's settings from the job file; drop {', '.join(given) or '--layout'}")
+        _validate_job(job, node)
+        return
+    if node is not None:
+        raise FedCreditError("--node names a node of a job file: use it with --job FILE")
+    if file is None or role is None:
+        raise FedCreditError("give the node's FILE and --role (or --job FILE [--node NAME])")
+    cfg = NodeConfig(role=role, data=str(file), id_column=id_column or "uscc", id_kind=id_kind or "uscc", label=label,
+                     extra=list(extra), layout=layout)
+    _validate_node(cfg)
+
+
+def _validate_node(cfg: NodeConfig) -> None:
+    """One node's file: every problem on stderr (exit 1), or a summary and the columns a job leaves out."""
+    schema = cfg.schema()
+    table, problems = validate_file(cfg.data, schema)
     if problems:
-        err_console.print(f"[red]{file}: {len(problems)} problem(s) found[/red]")
+        err_console.print(f"[red]{escape(cfg.data)}: {len(problems)} problem(s) found[/red]")
         for p in problems:
             err_console.print(f"  - {p}", markup=False, highlight=False)
         raise typer.Exit(1)
-    console.print(f"[green]{file}: valid {role} data[/green] — {table.num_rows:,} rows, {len(schema.feature_columns)} feature columns")
+    dropped = uninformative_columns(table, schema)
+    for line in column_warnings(cfg.data, dropped):
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
+    used = len(schema.feature_columns) - len(dropped)
+    console.print(f"[green]{escape(cfg.data)}: valid {escape(cfg.role)} data[/green] — {table.num_rows:,} rows, "
+                  f"{used} feature columns", soft_wrap=True)
+
+
+def _validate_job(job: Path, node: str | None) -> None:
+    """A job's nodes as a local run checks them: every file, and (all nodes) their overlap."""
+    configs = read_job(job).node_configs()
+    if node is not None:
+        chosen = [c for c in configs if c.role == node]
+        if not chosen:
+            raise FedCreditError(f"{job}: no [nodes.{node}] section; the job's nodes are {', '.join(c.role for c in configs)}")
+        _validate_node(chosen[0])
+        return
+    checked = check_job(configs, read_job(job).settings)
+    for line in checked.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
+    rows = ", ".join(f"{r} {n:,}" for r, n in checked.rows.items())
+    console.print(f"[green]{escape(str(job))}: every node's data is valid[/green] ({rows} rows); "
+                  f"{checked.intersection:,} enterprises known to every node", soft_wrap=True)

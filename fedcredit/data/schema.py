@@ -184,4 +184,4 @@ def node_schema(role: str, layout: str = "standard", label: str | None = None) -
         return custom_schema(role, label if role == "bank" else None)
     if layout != "standard":
         raise FedCreditError(f"schema layout must be 'standard' or 'custom', got {layout!r}")
-    return schema_for(role if role in NODE_ROLES else "host")
+    return schema_for(role) if role in NODE_ROLES else replace(HOST, role=role)

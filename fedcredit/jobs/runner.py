@@ -73,7 +73,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     before = previous_run(out, own)
     checked = check_job(nodes, settings, model=model)
     for line in checked.warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(line)}")
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
     staging = Staging(out)
     stage = staging.start()
     try:
