@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from fedcredit.audit.verify import verify_audit
 from fedcredit.common.errors import FedCreditError
-from fedcredit.jobs.outdir import Staging, previous_run
+from fedcredit.jobs.outdir import Staging, previous_run, write_status
 from fedcredit.jobs.preflight import check_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
@@ -71,7 +71,11 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     console = console or Console()
     out = Path(out)
     before = previous_run(out, own)
-    checked = check_job(nodes, settings, model=model)
+    try:
+        checked = check_job(nodes, settings, model=model)
+    except FedCreditError as exc:
+        write_status(out, {"ok": False, "error": str(exc)})
+        raise
     for line in checked.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
     staging = Staging(out)
