@@ -5,6 +5,7 @@ A crash or an error mid-write leaves the previous file (or none), never half a f
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -45,3 +46,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
             os.fsync(fh.fileno())
 
     return atomic_write(path, write, mode)
+
+
+def atomic_write_json(path: str | os.PathLike, doc, default=str) -> Path:
+    """Write ``doc`` as indented JSON (one trailing newline) to ``path`` atomically; ``default`` renders
+    values JSON does not know (paths, numpy numbers)."""
+    return atomic_write_bytes(path, (json.dumps(doc, indent=2, default=default) + "\n").encode())

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 
 FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
@@ -267,7 +267,7 @@ def register_nodes(flwr_home: Path, pubs: dict[str, Path], registry: Path | None
             raise FedCreditError(f"registering {role}'s key ({pub}) failed:\n{text}")
         known[role] = int(match.group(1))
     if registry is not None:
-        atomic_write_bytes(registry, (json.dumps(known, indent=2) + "\n").encode())
+        atomic_write_json(registry, known)
     return known
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
@@ -129,7 +129,7 @@ def _check_audit(folder: Path, roles: list[str], signer, key_bits: int) -> int:
 
 
 def write_status(out: Path, doc: dict) -> None:
-    atomic_write_bytes(Path(out) / STATUS, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+    atomic_write_json(Path(out) / STATUS, doc)
 
 
 def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> dict:

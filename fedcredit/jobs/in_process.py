@@ -27,7 +27,7 @@ def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, r
             coordinator = audited(coordinator, *audit)
         try:
             rounds = drive(coordinator, agents, tap=tap)
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: the logs say the run was aborted, not cut
             abort_job(coordinator, agents, exc, tap=tap)
             raise
     return {**coordinator.result, "rounds": rounds, "run_id": run_id}

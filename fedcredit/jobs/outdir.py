@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 
 STATUS = "status.json"
@@ -64,7 +64,7 @@ def write_status(out: Path, doc: dict) -> None:
     """``status.json``: ok, the error if any, and when (every local run ends with one)."""
     Path(out).mkdir(parents=True, exist_ok=True)
     doc = {"ok": doc["ok"], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **doc}
-    atomic_write_bytes(Path(out) / STATUS, (json.dumps(doc, indent=2) + "\n").encode())
+    atomic_write_json(Path(out) / STATUS, doc)
 
 
 class Staging:

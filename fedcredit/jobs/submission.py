@@ -10,12 +10,11 @@ reviewer checks later: which federation, which settings, which policy, which ver
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.common.atomic import atomic_write_json
 from fedcredit.flower import submit as submit_mod
 from fedcredit.deploy.federations import Federation
 from fedcredit.common.errors import FedCreditError
@@ -81,4 +80,4 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
 
 
 def _write(out: Path, doc: dict) -> None:
-    atomic_write_bytes(out / RECORD, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+    atomic_write_json(out / RECORD, doc)
