@@ -25,9 +25,11 @@ def synth(
     rows: int = typer.Option(10_000, "--rows", help="Number of enterprises in the synthetic population."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+    with_court: bool = typer.Option(False, "--with-court", help="Also write court.*: a fourth node with its own "
+                                    "column names (examples/job_four_nodes.toml, docs/add-a-data-holder.md)."),
 ) -> None:
-    """Generate realistic synthetic SME data for the bank, tax and utilities nodes."""
-    paths, seconds = generate(out, rows, seed, fmt)
+    """Generate realistic synthetic SME data for the bank, tax and utilities nodes (and a court with --with-court)."""
+    paths, seconds = generate(out, rows, seed, fmt, court=with_court)
     table = Table(title=f"Synthetic SME data: {rows:,} enterprises, seed {seed} ({seconds:.1f} s)")
     for col in ("node", "file", "rows", "columns"):
         table.add_column(col, justify="right" if col in ("rows", "columns") else "left")
@@ -36,14 +38,14 @@ def synth(
     console.print(table)
 
 
-def generate(out: Path, rows: int, seed: int, fmt: str) -> tuple[dict, float]:
+def generate(out: Path, rows: int, seed: int, fmt: str, court: bool = False) -> tuple[dict, float]:
     """Write one synthetic file per node role with progress; returns role -> (path, rows, columns) and seconds."""
     if fmt not in ("parquet", "csv"):
         raise FedCreditError(f"--format must be parquet or csv, got {fmt!r}")
     start = time.perf_counter()
     with progress() as bar:
-        task = bar.add_task(f"generating {rows:,} enterprises", total=1 + len(NODE_ROLES))
-        tables = synthetic.generate(rows, seed)
+        task = bar.add_task(f"generating {rows:,} enterprises", total=1 + len(NODE_ROLES) + court)
+        tables = synthetic.generate(rows, seed, court=court)
         bar.advance(task)
         written = {}
         for role, tab in tables.items():

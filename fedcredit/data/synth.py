@@ -6,7 +6,8 @@ bank sees), plus rare distress events (tax arrears, a production stop that shows
 an electricity collapse). Each node observes noisy views of a different trait, and
 the 12-month default depends on all of them with interactions and thresholds — so
 a model over every node clearly beats the bank's own data. Everything is vectorized
-(a million enterprises in a few seconds).
+(a million enterprises in a few seconds). ``court=True`` adds a fourth node with its own
+column names, drawn from the same enterprises (fedcredit/data/synth_court.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from fedcredit.data import uscc
+from fedcredit.data import synth_court, uscc
 from fedcredit.data.io import FORMATS, write_table
 from fedcredit.data.schema import BANK, INDUSTRIES, MONTHS, NODE_ROLES, TAX, TAX_RATINGS, UTILITIES
 from fedcredit.common.errors import FedCreditError
@@ -56,11 +57,12 @@ def _money(x: np.ndarray) -> np.ndarray:
     return np.round(x, 2)
 
 
-def generate(rows: int, seed: int = 0) -> dict[str, pa.Table]:
-    """The three nodes' tables for ``rows`` enterprises; the same seed gives the same tables."""
+def generate(rows: int, seed: int = 0, court: bool = False) -> dict[str, pa.Table]:
+    """The three nodes' tables for ``rows`` enterprises (and the court's with ``court``); the same seed gives
+    the same tables, and the three are the same with or without the court (it draws from a stream of its own)."""
     cfg = SynthConfig(rows, seed)
-    streams = np.random.SeedSequence(cfg.seed).spawn(6)
-    rng_world, rng_tax, rng_util, rng_bank, rng_cover, rng_order = (np.random.default_rng(s) for s in streams)
+    streams = np.random.SeedSequence(cfg.seed).spawn(7)  # child i depends on i only: adding streams changes none
+    rng_world, rng_tax, rng_util, rng_bank, rng_cover, rng_order, rng_court = (np.random.default_rng(s) for s in streams)
     world = _World.draw(cfg.rows, rng_world)
     tables = {
         "tax": _tax_table(world, rng_tax),
@@ -73,6 +75,8 @@ def generate(rows: int, seed: int = 0) -> dict[str, pa.Table]:
         rows_of_node = np.flatnonzero(members[role])
         rng_order.shuffle(rows_of_node)  # each node stores its enterprises in its own order
         out[role] = tables[role].take(pa.array(rows_of_node))
+    if court:
+        out[synth_court.ROLE] = synth_court.court_table(world, rng_court)
     return out
 
 
