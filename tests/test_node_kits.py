@@ -22,7 +22,8 @@ from fedcredit.common.errors import FedCreditError
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_ROLES = ("bank", "tax", "utilities")
-KITS = NODE_ROLES + ("coordinator",)
+HOST_KITS = ("court",)  # further data holders with their own columns (docs/add-a-data-holder.md)
+KITS = NODE_ROLES + HOST_KITS + ("coordinator",)
 runner = CliRunner()
 
 
@@ -46,7 +47,7 @@ def test_each_kit_has_a_config_a_posix_start_script_and_a_readme(role):
     assert "./start.sh" in readme and _config(role) in readme and "0600" in readme
 
 
-@pytest.mark.parametrize("role", NODE_ROLES)
+@pytest.mark.parametrize("role", NODE_ROLES + HOST_KITS)
 def test_node_templates_parse_and_name_their_role(role):
     node, columns = kitconfig.load_node_config(ROOT / "nodes" / role / "node.toml")
     assert node["role"] == role
@@ -219,3 +220,40 @@ def test_a_custom_layout_reaches_the_client_app(kit):
     assert node.layout == "custom" and node.features == ["balance_avg_12m", "dpd_max_12m"]
     standard, _ = node_config_from_context(SimpleNamespace(node_config={"role": "tax", "data": "/d.parquet"}))
     assert standard.layout == "standard"
+
+
+def test_the_court_kit_declares_the_columns_of_its_synthetic_file(tmp_path):
+    """The court kit's [columns] reach the ClientApp as a custom layout that reads the court's file as
+    `fedcredit synth --with-court` writes it, and match examples/job_four_nodes.toml."""
+    from types import SimpleNamespace
+
+    from fedcredit.data import synth, synth_court
+    from fedcredit.data.validate import load_node
+    from fedcredit.flower.client_app import node_config_from_context
+    from fedcredit.jobs.jobfile import read_job
+
+    node, columns = kitconfig.load_node_config(ROOT / "nodes" / "court" / "node.toml")
+    assert columns == {"layout": "custom", "id-column": synth_court.ID_COLUMN, "id-kind": "uscc",
+                       "extra": ",".join(synth_court.extra_declarations())}
+    job = read_job(ROOT / "examples" / "job_four_nodes.toml").nodes["court"]
+    assert [job["layout"], job["id_column"], job["id_type"], job["extra"]] == \
+        [columns["layout"], columns["id-column"], columns["id-kind"], columns["extra"].split(",")]
+    path = synth.write_nodes({"court": synth.generate(300, 2, court=True)["court"]}, tmp_path)["court"]
+    config, _ = node_config_from_context(SimpleNamespace(node_config={"role": node["role"], "data": str(path), **columns}))
+    data = load_node(config.data, config.schema())
+    assert list(data.features.columns) == list(synth_court.COLUMNS) and data.label is None
+
+
+@pytest.mark.parametrize("role", HOST_KITS)
+def test_a_host_kit_start_sh_runs_its_own_role_only(role, tmp_path, fake_fedcredit):
+    fake, log = fake_fedcredit
+    kit = tmp_path / f"{role}-kit"
+    shutil.copytree(ROOT / "nodes" / role, kit)
+    env = {**os.environ, "FEDCREDIT": str(fake)}
+    res = subprocess.run(["sh", str(kit / "start.sh")], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines() == ["node", "start", "--config", str(kit / "node.toml")]
+    other = kit / "other.toml"
+    other.write_text((kit / "node.toml").read_text().replace(f'role = "{role}"', 'role = "tax"'))
+    res = subprocess.run(["sh", str(kit / "start.sh"), str(other)], env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and f'does not say role = "{role}"' in res.stderr
