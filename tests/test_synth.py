@@ -96,3 +96,22 @@ def test_bad_arguments_are_refused(tmp_path):
         synth.generate(100, seed=-1)
     with pytest.raises(FedCreditError, match="format"):
         synth.write_nodes(synth.generate(100), tmp_path, "xlsx")
+
+
+def test_the_court_is_drawn_from_the_same_population_without_changing_the_others():
+    from fedcredit.data import synth_court
+    from fedcredit.data.schema import custom_schema
+
+    plain, with_court = synth.generate(3000, seed=3), synth.generate(3000, seed=3, court=True)
+    assert set(with_court) == {*NODE_ROLES, "court"}
+    for role in NODE_ROLES:
+        assert plain[role].equals(with_court[role])
+    court = with_court["court"]
+    assert court.column_names == [synth_court.ID_COLUMN, *synth_court.COLUMNS]
+    schema = custom_schema("court").with_options(synth_court.ID_COLUMN, "uscc", synth_court.COLUMNS)
+    assert validate_table(court, schema, "court") == []
+    ids = court.column(synth_court.ID_COLUMN).to_pylist()
+    assert abs(len(ids) / 3000 - synth_court.COVERAGE) < 0.03 and set(ids) <= set().union(*_id_sets(plain).values())
+    assert ids != sorted(ids)  # its own order
+    assert set(court.column("dishonest_debtor_listed").to_pylist()) == {"yes", "no"}
+    assert synth.generate(3000, seed=3, court=True)["court"].equals(court)
