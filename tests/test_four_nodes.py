@@ -56,6 +56,19 @@ def test_every_node_of_the_example_validates_against_its_schema(example):
     assert len(set(loaded["court"].ids) & set(loaded["bank"].ids)) > 0.8 * len(loaded["court"])
 
 
+def test_validate_checks_the_court_as_the_page_shows(example):
+    """docs/add-a-data-holder.md's two commands: the job's court node, and the file with the same options."""
+    court = {n.role: n for n in example.node_configs()}["court"]
+    res = CliRunner().invoke(app, ["validate", "--job", str(example.path), "--node", "court"])
+    assert res.exit_code == 0 and "valid court data" in res.output, res.output
+    options = [arg for decl in synth_court.extra_declarations() for arg in ("--extra", decl)]
+    res = CliRunner().invoke(app, ["validate", court.data, "--role", "court", "--layout", "custom",
+                                   "--id-column", "enterprise_code", *options])
+    assert res.exit_code == 0 and "4 feature columns" in res.output, res.output
+    res = CliRunner().invoke(app, ["validate", court.data, "--role", "court"], env={"COLUMNS": "1000"})
+    assert res.exit_code == 1 and "'enterprise_code': is not declared for role 'court'" in res.output
+
+
 def test_the_court_file_needs_its_declarations(example):
     court = {n.role: n for n in example.node_configs()}["court"]
     with pytest.raises(ValidationError) as err:  # without `extra` every column is undeclared
