@@ -65,7 +65,9 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
                                  "lr.score", "lr.scored")},
         **{k: {SEALED} for k in ("lr.labels", "lr.partial", "lr.residual", "lr.score_partial")},
         "lr.scores": _paillier_classes(bits),
-        "lr.sigmoid": _paillier_classes(bits, masked=True),
+        # [[σ(z_π)]] plus the masked validation scores; with no validation rows (validation = 0)
+        # only the ciphertexts: less is disclosed, never more
+        "lr.sigmoid": _paillier_classes(bits, masked=True) | _paillier_classes(bits),
         "lr.gradient": _paillier_classes(bits),
         "lr.score_masked": _paillier_classes(bits),
         "lr.unmask": {MASKED},
