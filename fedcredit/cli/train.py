@@ -27,13 +27,15 @@ def demo(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
     model: str = typer.Option("scorecard_lr", "--model", help="scorecard_lr (vertical logistic regression) or "
                               "secureboost (vertical gradient-boosted trees)."),
+    allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
+                                          "policy's quality gate (recorded in run.json, the limits signature, the report)."),
 ) -> None:
     """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
     settings = ModelSettings(seed=seed, key_bits=key_bits, model=model)
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
-    _train(nodes, settings, out, engine, centralized=True, policy=policy)
+    _train(nodes, settings, out, engine, centralized=True, policy=policy, allow_weak_model=allow_weak_model)
 
 
 def train(
@@ -45,13 +47,16 @@ def train(
     federation: Optional[str] = typer.Option(None, "--federation", help="Submit to this running federation (job file "
                                              "[federations.NAME] or 'fedcredit federation add'), see docs/deployment.md."),
     timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
+    allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
+                                          "policy's quality gate (recorded in run.json, the limits signature, the report)."),
 ) -> None:
     """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
     if federation is None:
         nodes, settings = load_job(job)
-        _train(nodes, settings, out, engine or "simulation", centralized, policy)
+        _train(nodes, settings, out, engine or "simulation", centralized, policy, allow_weak_model=allow_weak_model)
         return
-    for flag, given in (("--engine", engine is not None), ("--centralized", centralized)):
+    for flag, given in (("--engine", engine is not None), ("--centralized", centralized),
+                        ("--allow-weak-model", allow_weak_model)):
         if given:
             raise FedCreditError(f"{flag} is for local runs; with --federation the job runs on the federation's nodes")
     _train_on_federation(job, federation, out, policy, timeout)
@@ -97,10 +102,11 @@ def score(
     _train(nodes, settings, out, engine, False, policy, model=model)
 
 
-def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None, model: Path | None = None) -> None:
+def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None, model: Path | None = None,
+           allow_weak_model: bool = False) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized, policy=limit_policy,
-                         model=model)
+                         model=model, allow_weak_model=allow_weak_model)
     what = "scored with a saved model" if model is not None else "aligned enterprises"
     name = "SecureBoost" if settings.model == "secureboost" else "scorecard LR"
     table = Table(title=f"Federated {name} ({metrics['intersection']:,} {what})")
@@ -116,6 +122,7 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
         table.add_row("model evaluations", str(metrics["evaluations"]))
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
+    _quality_lines(metrics)
     parts = "" if model is not None else ", model/<role>/ (each node's own part)"
     console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank){parts}")
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
@@ -123,3 +130,19 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     console.print(f"Report: {out / 'report.html'}")
     console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified; "
                   f"check: fedcredit audit verify {out} --key {out / 'keys' / 'coordinator.pub.json'})")
+
+
+def _quality_lines(metrics: dict) -> None:
+    """The quality gate's verdict as the console shows it (training runs only)."""
+    gate = metrics.get("quality_gate")
+    if gate is None:
+        return
+    auc = metrics.get("heldout_auc")
+    figure = f"{metrics.get('heldout_rows')} AUC {auc:.4f}" if auc is not None else f"no {metrics.get('heldout_rows')} AUC"
+    if gate == "overridden":
+        console.print(f"[red]![/red] quality gate FAILED ({figure}); published anyway because of --allow-weak-model "
+                      "(recorded in run.json, limits.sig.json and the report)")
+    else:
+        console.print(f"[green]✓[/green] quality gate passed ({figure})")
+    for warning in metrics.get("grade_order_warnings") or []:
+        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)

@@ -52,11 +52,13 @@ class _Display:
 
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
-        keys: Path | None = None, model: Path | None = None) -> dict:
+        keys: Path | None = None, model: Path | None = None, allow_weak_model: bool = False) -> dict:
     """Run the job, publish signed limits, write metrics.json and run.json into ``out``, return the metrics.
 
     With ``model`` (the output folder of a training run) nothing is trained: every node
     scores its aligned enterprises with its own saved part, and the limits are published.
+    A trained model that fails the policy's quality gate publishes nothing (``QualityGateError``)
+    unless ``allow_weak_model``.
     """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -68,7 +70,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
              for n in nodes]
     policy = policy or LimitPolicy()
     signer = coordinator_identity(Path(keys) if keys else out / "keys")
-    publication = publication_for(policy, signer.fingerprint)
+    publication = publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:

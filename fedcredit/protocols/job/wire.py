@@ -11,7 +11,9 @@ HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
     "job.hello", "job.info", "job.peers", "job.split", "job.prepared", "job.report", "job.reported")
 PUBLISH, SCORES, REASONS, CAPACITY, LIMITS = "job.publish", "job.scores", "job.reasons", "job.capacity", "job.limits"
 LOAD = "job.load"
-KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD)
+QUALITY, FIGURES = "job.quality", "job.figures"  # the quality gate: the bank's held-out figures before publication
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD,
+         QUALITY, FIGURES)
 
 
 def _json_payload(obj) -> bytes:
