@@ -73,7 +73,7 @@ def test_a_weak_model_publishes_nothing_and_names_the_figures(noise_job, tmp_pat
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
     assert "quality gate: validation AUC 0." in text and "is below the floor 0.55" in text
-    assert "bank-only 0." in text and "(margin 0)" in text
+    assert "bank-only" in text and "margin 0" in text
     assert "nothing published; use --allow-weak-model to publish anyway" in text
     assert "Traceback" not in result.output
     assert not [name for name in PUBLISHED if (out / name).exists()]
@@ -128,8 +128,11 @@ def test_judge_and_refusal_name_every_figure():
     weak = judge(policy, {"rows": "test", "n": 300, "auc": 0.48}, {"rows": "test", "n": 300, "auc": 0.66})
     assert weak["failures"] == ["test AUC 0.480 is below the floor 0.55",
                                 "test AUC 0.480 does not beat the bank-only model's 0.660 by the margin 0"]
-    assert refusal(weak).startswith("quality gate: test AUC 0.480 is below the floor 0.55; ")
-    assert "bank-only 0.660 (margin 0)" in refusal(weak) and "(300 test rows)" in refusal(weak)
+    assert refusal(weak) == ("quality gate: test AUC 0.480 is below the floor 0.55; test AUC 0.480 does not beat the "
+                             "bank-only model's 0.660 by the margin 0 (300 test rows): nothing published; "
+                             "use --allow-weak-model to publish anyway")
+    below = judge(policy, {"rows": "validation", "n": 90, "auc": 0.52}, {"rows": "validation", "n": 90, "auc": 0.50})
+    assert "is below the floor 0.55; bank-only 0.500 (margin 0) (90 validation rows)" in refusal(below)
     one_class = judge(policy, {"rows": "validation", "n": 12, "auc": None}, None)
     assert not one_class["passed"] and "hold only one class" in one_class["failures"][0]
 

@@ -112,9 +112,9 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     table = Table(title=f"Federated {name} ({metrics['intersection']:,} {what})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc"):
+    for key, label in _figure_rows(metrics, scoring=model is not None):
         if metrics.get(key) is not None:
-            table.add_row(key, f"{metrics[key]:.4f}")
+            table.add_row(label, f"{metrics[key]:.4f}")
     table.add_row("message rounds", str(metrics["rounds"]))
     if metrics.get("trees") is not None:
         table.add_row("trees in the model", str(metrics["trees"]))
@@ -123,6 +123,8 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
     _quality_lines(metrics)
+    if model is not None:
+        _scored_lines(metrics)
     parts = "" if model is not None else ", model/<role>/ (each node's own part)"
     console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank){parts}")
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
@@ -130,6 +132,28 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     console.print(f"Report: {out / 'report.html'}")
     console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified; "
                   f"check: fedcredit audit verify {out} --key {out / 'keys' / 'coordinator.pub.json'})")
+
+
+def _figure_rows(metrics: dict, scoring: bool) -> list[tuple[str, str]]:
+    """(metrics.json key, table label); a scoring run's AUC over the scored population may be in-sample."""
+    if not scoring:
+        return [(k, k) for k in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc")]
+    scope = "in-sample" if metrics.get("in_sample_rows") else "scored"
+    return [("scored_auc", f"AUC ({scope})"), ("scored_ks", f"KS ({scope})"), ("test_auc", "test AUC"),
+            ("test_ks", "test KS")]
+
+
+def _scored_lines(metrics: dict) -> None:
+    """What a scoring run's AUCs cover: the saved model may have trained on part of the scored population."""
+    n, auc, test = metrics.get("in_sample_rows"), metrics.get("scored_auc"), metrics.get("test_auc")
+    where = ("the saved model's split is unknown (no scores.parquet beside its model/ folder)" if n is None else
+             f"in-sample: {n:,} of its rows were training/validation rows of the saved model" if n else
+             "none of its rows were training/validation rows of the saved model")
+    if auc is not None:
+        console.print(f"AUC on the scored population ({where}): {auc:.4f}", highlight=False)
+    if test is not None:
+        console.print(f"test AUC over the other {metrics['test_rows']:,} rows (the saved model's test rows and "
+                      f"enterprises it never saw): {test:.4f}", highlight=False)
 
 
 def _quality_lines(metrics: dict) -> None:

@@ -56,10 +56,14 @@ def judge(policy: QualityPolicy, joint: dict, bank_only: dict | None) -> dict:
 
 def refusal(verdict: dict) -> str:
     """The message of a failed gate: every figure, what happened, how to publish anyway."""
-    base = verdict.get("bank_only_auc")
-    context = (f"; bank-only {base:.3f} (margin {verdict['min_margin_over_bank_only']:g})" if base is not None
-               else "; no bank-only baseline trained")
-    return (f"quality gate: {'; '.join(verdict['failures'])}{context} ({verdict['n']} {verdict['rows']} rows): "
+    base, failures = verdict.get("bank_only_auc"), verdict["failures"]
+    if base is None:
+        context = "; no bank-only baseline trained"
+    elif any("bank-only" in f for f in failures):
+        context = ""  # the margin failure names both figures
+    else:
+        context = f"; bank-only {base:.3f} (margin {verdict['min_margin_over_bank_only']:g})"
+    return (f"quality gate: {'; '.join(failures)}{context} ({verdict['n']} {verdict['rows']} rows): "
             f"nothing published; use --allow-weak-model to publish anyway")
 
 

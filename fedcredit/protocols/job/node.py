@@ -45,6 +45,7 @@ class NodeAgent:
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
         self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
+        self.saved_split: np.ndarray | None = None  # bank, scoring runs: each aligned row's split in the saved model's run
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
         self._final_head: dict | None = None
 
@@ -233,7 +234,7 @@ class NodeAgent:
 
     def _load(self, msg: Message) -> list[Message]:
         """Scoring run: this node's saved model part applied to its aligned rows (nothing is trained)."""
-        from fedcredit.scoring.outputs import read_model_part, read_tree_part, saved_model_kind
+        from fedcredit.scoring.outputs import read_model_part, read_saved_split, read_tree_part, saved_model_kind
 
         if self.psi is None or self.psi.result is None:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
@@ -247,6 +248,8 @@ class NodeAgent:
         self.prep, saved, self.reference_scores = read(folder, self.role)
         self.aligned_rows = self.psi.result.rows
         self.split = np.full(len(self.aligned_rows), SCORED, dtype=np.int8)
+        if self.role == vertical_lr.BANK:  # the training run's scores.parquet, beside its model/ folder
+            self.saved_split = read_saved_split(folder.parent.parent / "scores.parquet", self.ids[self.aligned_rows])
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         empty = np.zeros(0, dtype=np.int64)
         return self._install(msg, frame, empty, empty, saved)
@@ -290,6 +293,8 @@ class NodeAgent:
                 test = self._evaluation_rows()
                 y = self.labels[self.aligned_rows]
                 out[run_id] = {k: v for k, v in metrics.summary(y[test], party.scores[test]).items()}
+                if self.saved_split is not None:
+                    out[run_id].update(_out_of_sample(self.saved_split, y, party.scores))
         context = _from_json_payload(msg, "report context") if self.role == vertical_lr.BANK and msg.payload else None
         reply = {"metrics": out}
         if context is not None and context.get("quality"):
@@ -348,6 +353,17 @@ class NodeAgent:
                              reference)
         if self.role == vertical_lr.BANK and party.scores is not None:
             write_scores(out / "scores.parquet", self.ids[self.aligned_rows], self.split, party.scores)
+
+
+def _out_of_sample(saved_split: np.ndarray, y: np.ndarray, scores: np.ndarray) -> dict:
+    """A scoring run's honest figures: how many scored rows the saved model trained or validated on, and
+    AUC/KS/Gini over the rest (its test rows and enterprises it never saw), when they hold both classes."""
+    in_sample = np.isin(saved_split, ("train", "validation"))
+    doc = {"in_sample_rows": int(in_sample.sum())}
+    rest = ~in_sample
+    if len(np.unique(y[rest])) == 2:
+        doc["out_of_sample"] = {**metrics.summary(y[rest], scores[rest]), "rows": int(rest.sum())}
+    return doc
 
 
 def _importance_table(bank: secureboost.SbParty) -> pd.DataFrame:

@@ -60,7 +60,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
     verify_limits(published["parquet"], signer.public)
     m = result.get("metrics") or {}
     metrics = {
-        "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
+        **(_scored_figures(m) if task == "score" else
+           {"test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini")}),
         "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
         "rounds": result["rounds"], "seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
@@ -83,6 +84,17 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
     }
     atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
     return metrics
+
+
+def _scored_figures(m: dict) -> dict:
+    """A scoring run's figures, named for what they are: ``scored_*`` over every scored enterprise
+    (in-sample when ``in_sample_rows`` > 0: the saved model trained or validated on them), ``test_*``
+    only over the rest (the saved model's test rows and enterprises it never saw), None when the
+    saved model's split is unknown (``in_sample_rows`` None)."""
+    oos = m.get("out_of_sample") or {}
+    return {"scored_auc": m.get("auc"), "scored_ks": m.get("ks"), "scored_gini": m.get("gini"),
+            "in_sample_rows": m.get("in_sample_rows"), "test_auc": oos.get("auc"), "test_ks": oos.get("ks"),
+            "test_gini": oos.get("gini"), "test_rows": oos.get("rows")}
 
 
 def _versions() -> dict:
