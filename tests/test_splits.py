@@ -60,3 +60,6 @@ def test_every_split_setting_runs_to_the_end(tmp_path, data_dir, model, validati
     assert (metrics["bank_only_auc"] is not None) == baseline
     run_doc = json.loads((out / "run.json").read_text())
     assert run_doc["settings"]["validation"] == validation
+    gate = run_doc["quality_gate"]  # judged on validation rows, or on test rows when there are none
+    assert gate["rows"] == ("validation" if validation else "test") and gate["n"] > 0
+    assert (gate["bank_only_auc"] is not None) == baseline
