@@ -42,10 +42,11 @@ class Federation:
         nodes = [NodeConfig(role, str(paths[role])) for role in NODE_ROLES]
         return cls(nodes, ModelSettings(seed=seed, **settings), out=out)
 
-    def fit(self, *, centralized: bool = True, console=None) -> "Federation":
-        """Run the whole job (validate, align, split, prepare, train, score) on the chosen engine."""
+    def fit(self, *, centralized: bool = True, console=None, allow_weak_model: bool = False) -> "Federation":
+        """Run the whole job (validate, align, split, prepare, train, score) on the chosen engine.
+        A model that fails the quality gate raises unless ``allow_weak_model`` (docs/limits.md)."""
         self.metrics = runner.run(self.nodes, self.settings, self.out, engine=self.engine, console=console,
-                                  centralized=centralized)
+                                  centralized=centralized, allow_weak_model=allow_weak_model)
         return self
 
     def _require_fit(self) -> None:

@@ -57,7 +57,7 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         "psi.done": {PUBLIC},
         # job control
         **{k: {PUBLIC} for k in ("job.hello", "job.info", "job.peers", "job.split", "job.load", "job.prepared",
-                                 "job.publish", "job.reported", "job.abort")},
+                                 "job.publish", "job.reported", "job.quality", "job.figures", "job.abort")},
         "job.report": {PUBLIC, PUBLISHED},
         **{k: {PUBLISHED} for k in ("job.scores", "job.reasons", "job.limits", "job.capacity")},
         # vertical LR
@@ -65,7 +65,9 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
                                  "lr.score", "lr.scored")},
         **{k: {SEALED} for k in ("lr.labels", "lr.partial", "lr.residual", "lr.score_partial")},
         "lr.scores": _paillier_classes(bits),
-        "lr.sigmoid": _paillier_classes(bits, masked=True),
+        # [[σ(z_π)]] plus the masked validation scores; with no validation rows (validation = 0)
+        # only the ciphertexts: less is disclosed, never more
+        "lr.sigmoid": _paillier_classes(bits, masked=True) | _paillier_classes(bits),
         "lr.gradient": _paillier_classes(bits),
         "lr.score_masked": _paillier_classes(bits),
         "lr.unmask": {MASKED},
@@ -84,7 +86,7 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
 _KINDS = (
     "psi.start", "psi.blind", "psi.full", "psi.hosts", "psi.final", "psi.done",
     "job.hello", "job.info", "job.peers", "job.split", "job.load", "job.prepared", "job.publish", "job.reported",
-    "job.abort", "job.report", "job.scores", "job.reasons", "job.limits", "job.capacity",
+    "job.quality", "job.figures", "job.abort", "job.report", "job.scores", "job.reasons", "job.limits", "job.capacity",
     "lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done", "lr.score", "lr.scored",
     "lr.labels", "lr.partial", "lr.residual", "lr.score_partial", "lr.scores", "lr.sigmoid", "lr.gradient",
     "lr.score_masked", "lr.unmask", "lr.score_unmask",

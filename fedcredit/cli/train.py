@@ -29,6 +29,8 @@ def demo(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
     model: str = typer.Option("scorecard_lr", "--model", help="scorecard_lr (vertical logistic regression) or "
                               "secureboost (vertical gradient-boosted trees)."),
+    allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
+                                          "policy's quality gate (recorded in run.json, the limits signature, the report)."),
 ) -> None:
     """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
     settings = ModelSettings(seed=seed, key_bits=key_bits, model=model)
@@ -36,7 +38,8 @@ def demo(
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
-    _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",))
+    _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",),
+           allow_weak_model=allow_weak_model)
 
 
 def train(
@@ -48,13 +51,16 @@ def train(
     federation: Optional[str] = typer.Option(None, "--federation", help="Submit to this running federation (job file "
                                              "[federations.NAME] or 'fedcredit federation add'), see docs/deployment.md."),
     timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
+    allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
+                                          "policy's quality gate (recorded in run.json, the limits signature, the report)."),
 ) -> None:
     """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
     if federation is None:
         nodes, settings = load_job(job)
-        _train(nodes, settings, out, engine or "simulation", centralized, policy)
+        _train(nodes, settings, out, engine or "simulation", centralized, policy, allow_weak_model=allow_weak_model)
         return
-    for flag, given in (("--engine", engine is not None), ("--centralized", centralized)):
+    for flag, given in (("--engine", engine is not None), ("--centralized", centralized),
+                        ("--allow-weak-model", allow_weak_model)):
         if given:
             raise FedCreditError(f"{flag} is for local runs; with --federation the job runs on the federation's nodes")
     _train_on_federation(job, federation, out, policy, timeout)
@@ -113,11 +119,11 @@ def _show_failure(out: Path) -> None:
 
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
-           model: Path | None = None, own: tuple[str, ...] = ()) -> None:
+           model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
-                             policy=limit_policy, model=model, own=own)
+                             policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model)
     except FedCreditError:
         _show_failure(out)
         raise
@@ -126,9 +132,9 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     table = Table(title=f"Federated {name} ({metrics['intersection']:,} {what})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc"):
+    for key, label in _figure_rows(metrics, scoring=model is not None):
         if metrics.get(key) is not None:
-            table.add_row(key, f"{metrics[key]:.4f}")
+            table.add_row(label, f"{metrics[key]:.4f}")
     table.add_row("message rounds", str(metrics["rounds"]))
     if metrics.get("trees") is not None:
         table.add_row("trees in the model", str(metrics["trees"]))
@@ -136,6 +142,9 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
         table.add_row("model evaluations", str(metrics["evaluations"]))
     table.add_row("seconds", f"{metrics['seconds']:.1f}")
     console.print(table)
+    _quality_lines(metrics)
+    if model is not None:
+        _scored_lines(metrics)
     parts = "" if model is not None else ", model/<role>/ (each node's own part)"
     console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank){parts}")
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
@@ -143,3 +152,41 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     console.print(f"Report: {out / 'report.html'}")
     console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified; "
                   f"check: fedcredit audit verify {out} --key {out / 'keys' / 'coordinator.pub.json'})")
+
+
+def _figure_rows(metrics: dict, scoring: bool) -> list[tuple[str, str]]:
+    """(metrics.json key, table label); a scoring run's AUC over the scored population may be in-sample."""
+    if not scoring:
+        return [(k, k) for k in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc")]
+    scope = "in-sample" if metrics.get("in_sample_rows") else "scored"
+    return [("scored_auc", f"AUC ({scope})"), ("scored_ks", f"KS ({scope})"), ("test_auc", "test AUC"),
+            ("test_ks", "test KS")]
+
+
+def _scored_lines(metrics: dict) -> None:
+    """What a scoring run's AUCs cover: the saved model may have trained on part of the scored population."""
+    n, auc, test = metrics.get("in_sample_rows"), metrics.get("scored_auc"), metrics.get("test_auc")
+    where = ("the saved model's split is unknown (no scores.parquet beside its model/ folder)" if n is None else
+             f"in-sample: {n:,} of its rows were training/validation rows of the saved model" if n else
+             "none of its rows were training/validation rows of the saved model")
+    if auc is not None:
+        console.print(f"AUC on the scored population ({where}): {auc:.4f}", highlight=False)
+    if test is not None:
+        console.print(f"test AUC over the other {metrics['test_rows']:,} rows (the saved model's test rows and "
+                      f"enterprises it never saw): {test:.4f}", highlight=False)
+
+
+def _quality_lines(metrics: dict) -> None:
+    """The quality gate's verdict as the console shows it (training runs only)."""
+    gate = metrics.get("quality_gate")
+    if gate is None:
+        return
+    auc = metrics.get("heldout_auc")
+    figure = f"{metrics.get('heldout_rows')} AUC {auc:.4f}" if auc is not None else f"no {metrics.get('heldout_rows')} AUC"
+    if gate == "overridden":
+        console.print(f"[red]![/red] quality gate FAILED ({figure}); published anyway because of --allow-weak-model "
+                      "(recorded in run.json, limits.sig.json and the report)")
+    else:
+        console.print(f"[green]✓[/green] quality gate passed ({figure})")
+    for warning in metrics.get("grade_order_warnings") or []:
+        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)

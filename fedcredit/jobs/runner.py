@@ -55,7 +55,8 @@ class _Display:
 
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
-        keys: Path | None = None, model: Path | None = None, own: tuple[str, ...] = ()) -> dict:
+        keys: Path | None = None, model: Path | None = None, own: tuple[str, ...] = (),
+        allow_weak_model: bool = False) -> dict:
     """Check everything, run the job, publish signed limits, write metrics.json and run.json into ``out``,
     return the metrics.
 
@@ -64,7 +65,8 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     enough. The run writes into a staging folder and its outputs replace the earlier run's
     only when it has finished (``fedcredit.jobs.outdir``). With ``model`` (the output folder
     of a training run) nothing is trained: every node scores its aligned enterprises with
-    its own saved part, and the limits are published.
+    its own saved part, and the limits are published. A trained model that fails the
+    policy's quality gate publishes nothing (``QualityGateError``) unless ``allow_weak_model``.
     """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -82,7 +84,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     stage = staging.start()
     try:
         metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, centralized=centralized,
-                              policy=policy or LimitPolicy(), keys=keys, model=model)
+                              policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model)
     except BaseException as exc:
         staging.fail(exc, before == "finished",
                      f" --min-key-bits {settings.key_bits}" if settings.key_bits < 2048 else "")
@@ -92,13 +94,14 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
 
 def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
-                centralized: bool, policy: LimitPolicy, keys: Path | None, model: Path | None) -> dict:
+                centralized: bool, policy: LimitPolicy, keys: Path | None, model: Path | None,
+                allow_weak_model: bool) -> dict:
     """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
     nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
              for n in nodes]
     signer = coordinator_identity(Path(keys) if keys else staging.keys())
-    publication = publication_for(policy, signer.fingerprint)
+    publication = publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:

@@ -93,3 +93,20 @@ def write_scores(path: Path, ids: np.ndarray, split: np.ndarray, scores: np.ndar
     table = pa.table({"id": pa.array(list(ids), pa.string()), "split": pa.array(names[split].tolist(), pa.string()),
                       "score": pa.array(np.asarray(scores, dtype=float))})
     write_table(table, path, "parquet")
+
+
+def read_saved_split(path: Path, ids) -> np.ndarray | None:
+    """Per ID, its split in the training run whose bank wrote ``path`` (``scores.parquet``):
+    ``train``, ``validation``, ``test``, or ``""`` for an enterprise that run never aligned;
+    None when the file is not there (the saved model's split is then unknown)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path, columns=["id", "split"])
+    except Exception as exc:
+        raise FedCreditError(f"{path}: the training run's scores are unreadable ({exc})") from None
+    known = dict(zip(table.column("id").to_pylist(), table.column("split").to_pylist()))
+    return np.array([known.get(str(i), "") for i in ids], dtype=object)

@@ -26,10 +26,11 @@ DEFAULT_SHARING = {"A": "8:2", "B": "6:4", "C": "4:6", "D": "0:10"}
 DEFAULT_LGD = 0.45
 MISSING_RULES = ("zero", "cap")
 
-_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity"}
+_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality"}
 _SCORECARD_KEYS = {"base_points", "base_odds", "pdo"}
 _BANDS_KEYS = {"grades", "min_points"}
 _CAPACITY_KEYS = {"node", "column", "multiple", "missing"}
+_QUALITY_KEYS = {"min_auc", "min_margin_over_bank_only", "grade_order_tolerance"}
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
@@ -127,6 +128,28 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class QualityPolicy:
+    """The quality gate a model must pass before its limits are published (see docs/limits.md).
+
+    ``min_auc``: the floor of the joint model's AUC on held-out rows; ``min_margin_over_bank_only``:
+    how much the joint model must beat the bank-only baseline (when one was trained);
+    ``grade_order_tolerance``: how far a better grade's observed default rate may exceed a
+    worse grade's before a warning (a share, 0.01 = one percentage point).
+    """
+
+    min_auc: float = 0.55
+    min_margin_over_bank_only: float = 0.0
+    grade_order_tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        for key, low, high in (("min_auc", 0.0, 1.0), ("min_margin_over_bank_only", -1.0, 1.0),
+                               ("grade_order_tolerance", 0.0, 1.0)):
+            v = getattr(self, key)
+            if not _is_number(v) or not math.isfinite(v) or not low <= v <= high:
+                raise PolicyError(f"quality.{key}: must be a number in [{low:g}, {high:g}], got {v!r}")
+
+
+@dataclass(frozen=True)
 class LimitPolicy:
     """Scorecard scaling, grade bands, per-grade caps and risk sharing, LGD, optional capacity."""
 
@@ -137,6 +160,7 @@ class LimitPolicy:
     lgd: float = DEFAULT_LGD
     capacity: Capacity | None = None
     source: str = "<defaults>"
+    quality: QualityPolicy = field(default_factory=QualityPolicy)
 
     def __post_init__(self) -> None:
         for name, table in (("caps_cny", self.caps), ("risk_sharing", self.sharing)):
@@ -230,7 +254,13 @@ class LimitPolicy:
                 capacity = Capacity(cp["node"], cp["column"], cp["multiple"], cp.get("missing", "zero"))
             except PolicyError as exc:
                 raise PolicyError(f"{source}: {exc}") from None
-        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source)
+        qd = _table(doc, "quality", source)
+        _no_unknown(qd, _QUALITY_KEYS, source, "quality.")
+        try:
+            quality = QualityPolicy(**qd)
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality)
 
     # -- limits and expected loss ----------------------------------------------------------
 

@@ -77,6 +77,7 @@ class VerifyReport:
     fingerprint: str
     model_version: str
     digest: str
+    metadata: dict | None = None  # what the signer attached (e.g. a quality-gate override), signed with the rows
 
 
 # -- canonical form -----------------------------------------------------------------------
@@ -198,8 +199,12 @@ def _arrow(rows: list[tuple]) -> pa.Table:
     return pa.table({c: pa.array(list(v), _ARROW_TYPES[c]) for c, v in zip(COLUMNS, columns)})
 
 
-def publish_limits(table: pd_.DataFrame, out_dir, signer: Identity, model_version: str) -> dict[str, Path]:
+def publish_limits(table: pd_.DataFrame, out_dir, signer: Identity, model_version: str,
+                   metadata: dict | None = None) -> dict[str, Path]:
     """Write ``limits.parquet``, ``limits.csv`` (rows sorted by uscc) and the detached ``limits.sig.json``.
+
+    ``metadata`` (JSON values, e.g. the quality gate's verdict) is kept in the signature file
+    under the signature, so nobody can drop or edit it without breaking verification.
 
     Each file is written atomically; the signature is written last, so a crash between
     files leaves a signature that does not match (verification fails) rather than a
@@ -219,6 +224,8 @@ def publish_limits(table: pd_.DataFrame, out_dir, signer: Identity, model_versio
         "index": {"tag_bytes": TAG_BYTES, "tagged_columns": list(TAGGED), "uscc": [r[0] for r in rows],
                   "tags": base64.b64encode(b"".join(_tags(r) for r in rows)).decode()},
     }
+    if metadata is not None:
+        doc["metadata"] = metadata
     doc["signature"] = base64.b64encode(signer.sign(_signed_payload(doc))).decode()
     paths["signature"] = atomic_write_bytes(out / "limits.sig.json", json.dumps(doc, indent=1).encode())
     return paths
@@ -425,7 +432,8 @@ def verify_limits(file, key, signature_path=None) -> VerifyReport:
         if len(problems) > max(MAX_LISTED, len(rows) // 2):
             hint += f" (is {sig_path.name} the signature of this file? it signs {doc['rows']} rows of model {doc['model_version']!r})"
         _fail(f"{path} does not match its signature{hint}: {listed}", "content", problems)
-    return VerifyReport(path, sig_path, len(rows), doc["signer"], doc["signer_fingerprint"], doc["model_version"], digest)
+    return VerifyReport(path, sig_path, len(rows), doc["signer"], doc["signer_fingerprint"], doc["model_version"], digest,
+                        doc.get("metadata"))
 
 
 __all__ = ["COLUMNS", "LimitsError", "VerificationError", "VerifyReport", "publish_limits", "verify_limits"]

@@ -66,12 +66,13 @@ class ReportData:
     scores: np.ndarray | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     importance: pd.DataFrame | None = None  # trees: the bank's own features (party, feature, splits, gain)
+    quality: dict | None = None  # the quality gate's verdict and the grade-order warnings (one notice block)
 
 
 def render_report(data: ReportData, path) -> Path:
     """Write the report for ``data`` to ``path`` (HTML, UTF-8) and return the path."""
     body = "\n".join([
-        _summary(data), _metrics(data), f'<div class="pair">{_roc(data)}{_ks(data)}</div>', _distribution(data),
+        _summary(data), _quality(data), _metrics(data), f'<div class="pair">{_roc(data)}{_ks(data)}</div>', _distribution(data),
         _grades(data), _limits(data), _psi(data), _importance(data), _nodes(data), _runtime(data), _fingerprints(data),
     ])
     title = _e(data.title)
@@ -406,3 +407,22 @@ img{max-width:100%;height:auto;display:block;margin:4px 0}
 .significant{color:#c0392b;font-weight:600}
 footer{margin-top:32px;color:#909497;font-size:12px}
 """
+
+
+# ---------------------------------------------------------------- quality gate (one notice block)
+
+def _quality(data: ReportData) -> str:
+    """The gate's verdict: passed, or failed and published anyway (--allow-weak-model); grade-order warnings."""
+    from fedcredit.scoring.quality import describe_warning
+
+    q = data.quality
+    if not q:
+        return ""
+    base = q.get("bank_only_auc")
+    figures = (f"{q.get('rows')} AUC {_num(q.get('auc'))} over {_num(q.get('n'))} rows; floor {_num(q.get('min_auc'))}"
+               + (f"; bank-only {_num(base)} (margin {_num(q.get('min_margin_over_bank_only'))})" if base is not None else ""))
+    lines = [("WARNING: this model FAILED the quality gate and was published anyway (--allow-weak-model): "
+              + "; ".join(q.get("failures", []))) if q.get("override") else "The model passed the quality gate."]
+    lines.append(figures)
+    lines += ["Grade order: " + describe_warning(w, w.get("rows", "held-out")) for w in q.get("grade_order_warnings", [])]
+    return _section("Quality gate", "".join(_note(t) for t in lines), "quality")

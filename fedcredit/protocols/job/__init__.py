@@ -13,10 +13,11 @@ from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import (
     MIN_ALIGNED, MODELS, SCORED, SPLITS, ModelSettings, NodeConfig, Publication, split_assignment)
 from fedcredit.protocols.job.wire import (
-    CAPACITY, HELLO, INFO, KINDS, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT)
+    CAPACITY, FIGURES, HELLO, INFO, KINDS, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, QUALITY, REASONS, REPORT, REPORTED,
+    SCORES, SPLIT)
 
 __all__ = [
-    "CAPACITY", "HELLO", "INFO", "KINDS", "LIMITS", "LOAD", "PEERS", "PREPARED", "PUBLISH", "REASONS", "REPORT",
-    "REPORTED", "SCORES", "SPLIT", "MAX_REASONS", "MIN_ALIGNED", "MODELS", "SCORED", "SPLITS",
+    "CAPACITY", "FIGURES", "QUALITY", "HELLO", "INFO", "KINDS", "LIMITS", "LOAD", "PEERS", "PREPARED", "PUBLISH",
+    "REASONS", "REPORT", "REPORTED", "SCORES", "SPLIT", "MAX_REASONS", "MIN_ALIGNED", "MODELS", "SCORED", "SPLITS",
     "JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "split_assignment",
 ]

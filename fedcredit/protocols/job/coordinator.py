@@ -15,9 +15,10 @@ from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
 from fedcredit.protocols.job.settings import MIN_ALIGNED, ModelSettings, Publication
 from fedcredit.protocols.job.wire import (
-    ABORT, CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
-    _from_json_payload, _json_payload)
+    ABORT, CAPACITY, FIGURES, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, QUALITY, REASONS, REPORT, REPORTED,
+    SCORES, SPLIT, _from_json_payload, _json_payload)
 from fedcredit.protocols.script import ScriptedCoordinator
+from fedcredit.scoring.quality import QualityGateError, judge, refusal
 
 
 class JobCoordinator(ScriptedCoordinator):
@@ -105,6 +106,28 @@ class JobCoordinator(ScriptedCoordinator):
         return {"uscc": ids, "score": np.asarray(points, dtype=float).tolist(), "grade": list(map(str, grades)),
                 "pd": pd_.tolist(), "limit": limits.tolist(), "reason_codes": codes}
 
+    def _quality_gate(self, main: str, runs: list[str]):
+        """Before anything is published: the bank's figures on held-out rows against the policy's gate.
+
+        A failing model raises ``QualityGateError`` (nothing has been written or published yet),
+        unless the publication allows a weak model: then the override is recorded.
+        """
+        pub = self.publication
+        replies = yield [self._send(QUALITY, "bank", {"runs": runs}, 3)]
+        got = [m for m in replies if m.kind == FIGURES and m.sender == "bank"]
+        if len(got) != 1 or len(replies) != 1:
+            raise ProtocolError("quality gate: expected the bank's figures on held-out rows, and nothing else")
+        figures = got[0].meta.get("figures")
+        if not isinstance(figures, dict) or set(figures) != set(runs) or not all(map(_is_figures, figures.values())):
+            raise ProtocolError(f"{got[0].describe()}: figures must give rows, n and auc for each of {runs}")
+        verdict = judge(pub.quality, figures[main], figures.get(f"{main}-bank"))
+        if not verdict["passed"]:
+            if not pub.allow_weak_model:
+                raise QualityGateError(refusal(verdict))
+            verdict["override"] = True
+        self.result["quality"] = verdict
+        self.on_event("quality", verdict)
+
     def _sub(self, protocol, first: list[Message] = (), extra_kind: str | None = None):
         """Run a sub-protocol to its end. Messages in ``first`` go out with its first round; their
         replies (of ``extra_kind``, one per node) are checked and kept from the sub-protocol."""
@@ -157,6 +180,8 @@ class JobCoordinator(ScriptedCoordinator):
             model = self._model = self._model_coordinator(run_id, parties)
             yield from self._sub(model, split if i == 0 else [], PREPARED if i == 0 else None)
             models[run_id] = model
+        if self.publication is not None and self.publication.quality is not None and self.task == "train":
+            yield from self._quality_gate(main, list(runs))
         context = {}
         if self.publication is not None:
             pub = self.result["publication"] = yield from self._publish(main)
@@ -168,9 +193,15 @@ class JobCoordinator(ScriptedCoordinator):
                        nodes=self.result["nodes"], intersection=self.result["intersection"],
                        fingerprints={"paillier": _key_fingerprint(models[main]), "identities": self.result["identities"],
                                      "limits signing key": self.publication.signer if self.publication else None})
+        if "quality" in self.result:
+            context["quality"] = {**self.result["quality"], "grade_order": self.publication.grade_order,
+                                  "grade_order_tolerance": self.publication.quality.grade_order_tolerance}
         replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
-        reported = self._each(replies, REPORTED)["bank"].meta.get("metrics", {})
+        bank_report = self._each(replies, REPORTED)["bank"].meta
+        reported = bank_report.get("metrics", {})
+        if "quality" in self.result:
+            self.result["quality"]["grade_order_warnings"] = _warnings(bank_report.get("grade_order"))
         model = models[main]
         self.result.update(
             metrics=reported.get(main, {}), bank_only=reported.get(f"{main}-bank"), model=s.model,
@@ -179,6 +210,23 @@ class JobCoordinator(ScriptedCoordinator):
         if s.model == "secureboost":
             self.result["trees"] = model.trees
         self.on_event("finished", self.result)
+
+
+def _is_figures(doc) -> bool:
+    """One model's held-out figures as the bank reports them: ``{"rows", "n", "auc"}``."""
+    auc = doc.get("auc") if isinstance(doc, dict) else None
+    return (isinstance(doc, dict) and set(doc) == {"rows", "n", "auc"} and doc["rows"] in ("validation", "test")
+            and isinstance(doc["n"], int) and doc["n"] >= 0
+            and (auc is None or (isinstance(auc, float) and 0.0 <= auc <= 1.0)))
+
+
+def _warnings(doc) -> list[dict]:
+    """The bank's grade-order warnings (a list of small dicts), or a ProtocolError."""
+    if doc is None:
+        return []
+    if not isinstance(doc, list) or not all(isinstance(w, dict) and {"better", "worse"} <= set(w) for w in doc):
+        raise ProtocolError("job.reported: grade_order must list warnings naming the better and the worse grade")
+    return doc
 
 
 def _key_fingerprint(model) -> str | None:

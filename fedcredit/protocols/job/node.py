@@ -19,8 +19,8 @@ from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import SCORED, ModelSettings, NodeConfig, split_assignment
 from fedcredit.protocols.job.wire import (
-    ABORT, CAPACITY, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, REASONS, REPORT, REPORTED, SCORES, SPLIT,
-    _from_json_payload, _json_payload)
+    ABORT, CAPACITY, FIGURES, HELLO, INFO, LIMITS, LOAD, PEERS, PREPARED, PUBLISH, QUALITY, REASONS, REPORT, REPORTED,
+    SCORES, SPLIT, _from_json_payload, _json_payload)
 from fedcredit.protocols.relay import SealedRelay
 from fedcredit.scoring import metrics
 from fedcredit.scoring.policy import Capacity
@@ -45,6 +45,7 @@ class NodeAgent:
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
         self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
+        self.saved_split: np.ndarray | None = None  # bank, scoring runs: each aligned row's split in the saved model's run
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
         self._final_head: dict | None = None
 
@@ -129,7 +130,7 @@ class NodeAgent:
         family = msg.kind.split(".", 1)[0]
         if family == "job":
             handlers = {HELLO: self._hello, PEERS: self._peers, SPLIT: self._split, REPORT: self._report,
-                        PUBLISH: self._publish, CAPACITY: self._capacity, LOAD: self._load}
+                        PUBLISH: self._publish, CAPACITY: self._capacity, LOAD: self._load, QUALITY: self._figures}
             return handlers[expect(msg, tuple(handlers), receiver=self.role, sender=COORDINATOR).kind](msg)
         if family == "psi":
             if self.psi is None:
@@ -248,7 +249,7 @@ class NodeAgent:
 
     def _load(self, msg: Message) -> list[Message]:
         """Scoring run: this node's saved model part applied to its aligned rows (nothing is trained)."""
-        from fedcredit.scoring.outputs import read_model_part, read_tree_part, saved_model_kind
+        from fedcredit.scoring.outputs import read_model_part, read_saved_split, read_tree_part, saved_model_kind
 
         if self.psi is None or self.psi.result is None:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
@@ -262,6 +263,8 @@ class NodeAgent:
         self.prep, saved, self.reference_scores = read(folder, self.role)
         self.aligned_rows = self.psi.result.rows
         self.split = np.full(len(self.aligned_rows), SCORED, dtype=np.int8)
+        if self.role == vertical_lr.BANK:  # the training run's scores.parquet, beside its model/ folder
+            self.saved_split = read_saved_split(folder.parent.parent / "scores.parquet", self.ids[self.aligned_rows])
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         empty = np.zeros(0, dtype=np.int64)
         return self._install(msg, frame, empty, empty, saved)
@@ -269,6 +272,33 @@ class NodeAgent:
     def _evaluation_rows(self) -> np.ndarray:
         """Test rows after training; every scored row in a scoring run."""
         return self.split == 2 if (self.split == 2).any() else self.split == SCORED
+
+    def _figures(self, msg: Message) -> list[Message]:
+        """The bank's figures for the quality gate: each model's AUC on held-out rows (aggregates only)."""
+        from fedcredit.scoring.quality import figures, held_out_rows
+
+        if self.role != vertical_lr.BANK:
+            raise ProtocolError(f"{msg.describe()}: only the bank holds the labels the quality gate needs")
+        runs = msg.meta.get("runs")
+        if not isinstance(runs, list):
+            raise ProtocolError(f"{msg.describe()}: meta field 'runs' must list the model runs to judge")
+        name, rows = held_out_rows(self.split)
+        y = self.labels[self.aligned_rows][rows]
+        doc = {run: figures(name, y, self._model(run, msg.describe()).scores[rows]) for run in runs}
+        return [Message(FIGURES, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"figures": doc})]
+
+    def _grade_order(self, context: dict) -> list[dict]:
+        """The bank's grade-order check on held-out rows (observed default rates per published grade)."""
+        from fedcredit.scoring.quality import grade_order_warnings, held_out_rows
+
+        quality = context.get("quality")
+        if not quality or not context.get("grades"):
+            return []
+        name, rows = held_out_rows(self.split)
+        grades = np.asarray(context["grades"], dtype=object)[rows]
+        found = grade_order_warnings(grades, self.labels[self.aligned_rows][rows], quality["grade_order"],
+                                     float(quality["grade_order_tolerance"]))
+        return [{**w, "rows": name} for w in found]
 
     def _report(self, msg: Message) -> list[Message]:
         """The bank's test metrics per model (aggregates only); every node writes its own model part."""
@@ -278,14 +308,20 @@ class NodeAgent:
                 test = self._evaluation_rows()
                 y = self.labels[self.aligned_rows]
                 out[run_id] = {k: v for k, v in metrics.summary(y[test], party.scores[test]).items()}
+                if self.saved_split is not None:
+                    out[run_id].update(_out_of_sample(self.saved_split, y, party.scores))
+        context = _from_json_payload(msg, "report context") if self.role == vertical_lr.BANK and msg.payload else None
+        reply = {"metrics": out}
+        if context is not None and context.get("quality"):
+            reply["grade_order"] = context["quality"]["grade_order_warnings"] = self._grade_order(context)
         if self.config.out_dir:
             self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"))
-            if self.role == vertical_lr.BANK and msg.payload:
-                self.write_report(Path(self.config.out_dir), msg.meta.get("main"), _from_json_payload(msg, "report context"),
+            if context is not None:
+                self.write_report(Path(self.config.out_dir), msg.meta.get("main"), context,
                                   out.get(msg.meta.get("main"), {}), out)
         if self.audit is not None and "checkpoint" in msg.meta:
             self.audit.record_checkpoint(msg.meta["checkpoint"])
-        return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"metrics": out})]
+        return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, reply)]
 
     def write_report(self, out: Path, main_run: str, context: dict, main_metrics: dict, all_metrics: dict) -> Path:
         """The bank's report: it alone holds the labels that ROC, KS and observed default rates need."""
@@ -312,7 +348,8 @@ class NodeAgent:
             nodes=context.get("nodes", {}), intersection_size=context.get("intersection"),
             fingerprints=context.get("fingerprints", {}), score_train=reference, grades=grades_df,
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
-            metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None)
+            metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None,
+            quality=context.get("quality"))
         return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:
@@ -331,6 +368,17 @@ class NodeAgent:
                              reference)
         if self.role == vertical_lr.BANK and party.scores is not None:
             write_scores(out / "scores.parquet", self.ids[self.aligned_rows], self.split, party.scores)
+
+
+def _out_of_sample(saved_split: np.ndarray, y: np.ndarray, scores: np.ndarray) -> dict:
+    """A scoring run's honest figures: how many scored rows the saved model trained or validated on, and
+    AUC/KS/Gini over the rest (its test rows and enterprises it never saw), when they hold both classes."""
+    in_sample = np.isin(saved_split, ("train", "validation"))
+    doc = {"in_sample_rows": int(in_sample.sum())}
+    rest = ~in_sample
+    if len(np.unique(y[rest])) == 2:
+        doc["out_of_sample"] = {**metrics.summary(y[rest], scores[rest]), "rows": int(rest.sum())}
+    return doc
 
 
 def _importance_table(bank: secureboost.SbParty) -> pd.DataFrame:

@@ -23,17 +23,20 @@ from fedcredit.crypto import Identity
 from fedcredit.protocols.job import ModelSettings, Publication
 from fedcredit.scoring.policy import LimitPolicy
 from fedcredit.scoring.publish import publish_limits, verify_limits
+from fedcredit.scoring.quality import describe_warning
 
 
-def publication_for(policy: LimitPolicy, signer: str | None = None) -> Publication:
-    """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner."""
+def publication_for(policy: LimitPolicy, signer: str | None = None, allow_weak_model: bool = False) -> Publication:
+    """The coordinator's view of a limit policy: grades and caps from probabilities, capacity at its owner,
+    the quality gate (``allow_weak_model`` publishes a model that fails it, recorded as an override)."""
 
     def grade(pd):
         points, grades = policy.grade(pd)
         return points, grades, policy.cap_for(grades)
 
     return Publication(grade=grade, capacity=policy.capacity,
-                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer)
+                       loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer,
+                       quality=policy.quality, allow_weak_model=allow_weak_model, grade_order=list(policy.bands.grades))
 
 
 def coordinator_identity(keys: Path) -> Identity:
@@ -51,16 +54,24 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
                extra: dict | None = None, run_extra: dict | None = None) -> dict:
     """The coordinator's outputs of a finished job, whatever the engine: the signed limits
     (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics."""
-    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")))
+    quality = result.get("quality")
+    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")),
+                               metadata={"quality_gate": quality} if quality else None)
     verify_limits(published["parquet"], signer.public)
     m = result.get("metrics") or {}
     metrics = {
-        "test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini"),
+        **(_scored_figures(m) if task == "score" else
+           {"test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini")}),
         "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
         "rounds": result["rounds"], "seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
         "audit_records": audit_records, **(extra or {}),
     }
+    if quality:
+        metrics.update(quality_gate="overridden" if quality["override"] else "passed",
+                       heldout_auc=quality["auc"], heldout_rows=quality["rows"],
+                       grade_order_warnings=[describe_warning(w, w.get("rows", "held-out"))
+                                             for w in quality.get("grade_order_warnings", [])])
     if "trees" in result:
         metrics["trees"] = result["trees"]
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
@@ -69,10 +80,21 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
         "nodes": result["nodes"], "roles": roles,
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},
-        "policy": policy.source, "history": result["history"], "versions": _versions(), **(run_extra or {}),
+        "policy": policy.source, "quality_gate": quality, "history": result["history"], "versions": _versions(), **(run_extra or {}),
     }
     atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
     return metrics
+
+
+def _scored_figures(m: dict) -> dict:
+    """A scoring run's figures, named for what they are: ``scored_*`` over every scored enterprise
+    (in-sample when ``in_sample_rows`` > 0: the saved model trained or validated on them), ``test_*``
+    only over the rest (the saved model's test rows and enterprises it never saw), None when the
+    saved model's split is unknown (``in_sample_rows`` None)."""
+    oos = m.get("out_of_sample") or {}
+    return {"scored_auc": m.get("auc"), "scored_ks": m.get("ks"), "scored_gini": m.get("gini"),
+            "in_sample_rows": m.get("in_sample_rows"), "test_auc": oos.get("auc"), "test_ks": oos.get("ks"),
+            "test_gini": oos.get("gini"), "test_rows": oos.get("rows")}
 
 
 def _versions() -> dict:

@@ -13,7 +13,7 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.data.schema import node_schema, parse_extra
 from fedcredit.protocols import secureboost, vertical_lr
 from fedcredit.protocols.errors import InputError
-from fedcredit.scoring.policy import Capacity
+from fedcredit.scoring.policy import Capacity, QualityPolicy
 
 SCORED = 3  # split code of enterprises scored with a saved model
 MIN_ALIGNED = 20  # fewer aligned enterprises cannot fill training, validation and test rows
@@ -131,6 +131,9 @@ class Publication:
     ``grade(pd) -> (points, grades, caps)`` applies the limit policy's scorecard and
     caps; ``capacity = (role, column, multiple)`` names a capacity term computed at the
     node that owns the column, so the coordinator only ever sees the resulting limit.
+    ``quality`` is the gate a trained model must pass before anything is published
+    (``allow_weak_model`` publishes a failing model anyway, and says so everywhere);
+    ``grade_order`` names the grades best first (the bank's grade-order check).
     """
 
     grade: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -138,6 +141,9 @@ class Publication:
     reasons: int = 2
     loss_table: Callable[[np.ndarray, np.ndarray, np.ndarray], list[dict]] | None = None  # per-grade expected loss
     signer: str | None = None  # fingerprint of the key that will sign the publication (shown in the report)
+    quality: QualityPolicy | None = None
+    allow_weak_model: bool = False
+    grade_order: list[str] | None = None
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:

@@ -12,7 +12,9 @@ HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED = (
 PUBLISH, SCORES, REASONS, CAPACITY, LIMITS = "job.publish", "job.scores", "job.reasons", "job.capacity", "job.limits"
 LOAD = "job.load"
 ABORT = "job.abort"  # the coordinator stops a failed job: each node closes its audit log as aborted
-KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD, ABORT)
+QUALITY, FIGURES = "job.quality", "job.figures"  # the quality gate: the bank's held-out figures before publication
+KINDS = (HELLO, INFO, PEERS, SPLIT, PREPARED, REPORT, REPORTED, PUBLISH, SCORES, REASONS, CAPACITY, LIMITS, LOAD,
+         QUALITY, FIGURES, ABORT)
 
 
 def _json_payload(obj) -> bytes:
