@@ -92,18 +92,10 @@ def _keep_rows(role: str, rows: int):
 
 
 def _noise_host(root: Path) -> list[str]:
-    """800 rows; the bank keeps one weak column, a host holds 500 columns of pure noise."""
-    rng = np.random.default_rng(1)
-    bank = _frame(root, "bank").head(800)
-    bank = bank.assign(**{c: rng.permutation(bank[c].to_numpy()) for c in bank.columns if c not in ("uscc", "default_12m")})
-    bank.to_parquet(root / "data" / "bank_weak.parquet", index=False)
-    noise = pd.DataFrame({"uscc": bank["uscc"], **{f"noise_{i:03d}": rng.normal(size=len(bank)) for i in range(500)}})
-    noise.to_parquet(root / "data" / "noise.parquet", index=False)
-    extra = ", ".join(f"'noise_{i:03d}:float'" for i in range(500))
-    (root / "job.toml").write_text(FAST.replace("bank_only_baseline = false", "bank_only_baseline = true")
-                                   + "[nodes.bank]\ndata = 'data/bank_weak.parquet'\n"
-                                   + f"[nodes.noise]\ndata = 'data/noise.parquet'\nextra = [{extra}]\n")
-    return ["--job", str(root / "job.toml")]
+    """800 rows; 500 columns of pure noise at a host, a bank whose only feature is noise too (the gate's own case)."""
+    from test_quality_gate import _population
+
+    return ["--job", str(_population(root / "noise", 800, 500, 0.0, seed=11))]
 
 
 def _policy(text: str):
