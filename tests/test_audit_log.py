@@ -346,7 +346,7 @@ def test_report_is_self_contained_and_has_the_verdict(built, tmp_path):
     assert "data:image/png;base64," in text
     assert "src='http" not in text and 'src="http' not in text and "<link" not in text and "<script" not in text
     assert "lr.scores" in text and "paillier-2048" in text and "x25519-aesgcm" in text
-    assert "bank→coordinator" in text and "coordinator→tax" in text
+    assert "bank → coordinator → tax" in text and "coordinator → tax" in text  # relayed end to end; direct
     # a broken run still renders, with the problem as its verdict
     broken = _copy(built, tmp_path / "broken")
     path = broken / "audit" / "tax.jsonl"

@@ -20,6 +20,8 @@ audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, expor
 
 _DIR = typer.Argument(..., help="Run folder (logs in DIR/audit/) or the audit folder itself.")
 _KEY = typer.Option(None, "--key", help="The coordinator's public identity file (JSON), to pin the run's keys.")
+_MIN_KEY_BITS = typer.Option(2048, "--min-key-bits", help="Smallest Paillier key size to accept (1024 for runs with "
+                             "test keys, e.g. `fedcredit demo --key-bits 1024`).")
 
 
 @audit_app.callback()
@@ -31,7 +33,7 @@ def _audit() -> None:
 def verify(
     folder: Path = _DIR,
     key: Optional[Path] = _KEY,
-    min_key_bits: int = typer.Option(2048, "--min-key-bits", help="Smallest Paillier key size to accept."),
+    min_key_bits: int = _MIN_KEY_BITS,
 ) -> None:
     """Exit 0 if every chain, signature, send/receive pair, protection class and checkpoint holds;
     exit 1 if any fails, or if the logs are intact but record an aborted run ("aborted at step N: reason")."""
@@ -53,14 +55,15 @@ def report(
     folder: Path = _DIR,
     out: Path = typer.Option(..., "--out", help="HTML file to write."),
     key: Optional[Path] = _KEY,
+    min_key_bits: int = _MIN_KEY_BITS,
 ) -> None:
-    """Write a self-contained HTML report (verdict, flow per step and party, timeline); exit 1 if verify fails."""
+    """Write a self-contained HTML report (verdict, protection glossary, messages per kind, timeline, flow per step); exit 1 if verify fails."""
     from fedcredit.audit.report import render_audit_report
     from fedcredit.audit.verify import verify_audit
 
     try:
-        path = render_audit_report(folder, out, key)
-        verdict = verify_audit(folder, key)
+        path = render_audit_report(folder, out, key, min_key_bits=min_key_bits)
+        verdict = verify_audit(folder, key, min_key_bits=min_key_bits)
     except FedCreditError as exc:
         if out.exists():
             typer.echo(f"report written to {out}")
