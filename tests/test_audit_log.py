@@ -61,7 +61,7 @@ class Run:
         return coord.close()
 
 
-def build_run(folder: Path, fsync: bool = False) -> Run:
+def build_run(folder: Path, fsync: bool = False, finish: bool = True) -> Run:
     """A small but realistic run: job control, PSI ring with sealed relays, one LR evaluation, scoring, publication."""
     run = Run(folder, fsync)
     send, C = run.deliver, COORDINATOR
@@ -123,7 +123,8 @@ def build_run(folder: Path, fsync: bool = False) -> Run:
         send(Message("lr.done", r, C, lr, 10, {"params": 12}))
     doc = {"ids": ["91350100M000100Y43"], "pd": [0.01], "reasons": [[f"canary {CANARY_STR} {CANARY_NUM}"]]}
     send(Message("job.scores", "bank", C, RUN, 4, {}, json.dumps(doc).encode()))
-    run.final = run.finish()
+    if finish:
+        run.final = run.finish()
     return run
 
 

@@ -150,3 +150,19 @@ def test_the_page_embeds_the_timeline_and_stays_self_contained(page):
     text = page.read_text("utf-8")
     assert re.search(r"<img alt='timeline' src='data:image/png;base64,[A-Za-z0-9+/=]{500,}'>", text)
     assert "src='http" not in text and 'src="http' not in text and "<script" not in text
+
+
+def test_an_aborted_run_reads_aborted_not_verified(tmp_path):
+    run = build_run(tmp_path / "aborted", finish=False)
+    for role in ("bank", "tax", "utilities"):
+        run.writers[role].abort(7, "node stopped")
+    run.writers[COORDINATOR].abort(7, "a node failed")
+    out = render_audit_report(run.folder, tmp_path / "aborted.html", run.ids[COORDINATOR].public)
+    text = out.read_text("utf-8")
+    assert "ABORTED: run run-audit-1 aborted at step 7" in text and "VERIFIED" not in text
+    from typer.testing import CliRunner
+
+    from fedcredit.cli.audit import audit_app
+
+    result = CliRunner().invoke(audit_app, ["report", str(run.folder), "--out", str(tmp_path / "cli.html")])
+    assert result.exit_code == 1 and "ABORTED" in result.output and (tmp_path / "cli.html").exists()

@@ -144,12 +144,13 @@ def render_audit_report(folder, out_path, coordinator_key=None, *, min_key_bits:
                      key=lambda p: (p != COORDINATOR, p))
     run_id = next((r.get("run_id") for r in records if r.get("type") == "header"), "?")
 
-    if verdict is not None:
-        head = f"<p class='ok'>VERIFIED — {html.escape(verdict.summary())}</p>"
+    if verdict is None:
+        head = f"<p class='bad'>FAILED — {html.escape(problem)}</p>"
+    else:  # intact logs of an aborted run say ABORTED (the summary's first word), not verified
+        ok = verdict.aborted is None
+        head = f"<p class='{'ok' if ok else 'bad'}'>{'VERIFIED — ' if ok else ''}{html.escape(verdict.summary())}</p>"
         if verdict.notes:
             head += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in verdict.notes) + "</ul>"
-    else:
-        head = f"<p class='bad'>FAILED — {html.escape(problem)}</p>"
 
     per_party = defaultdict(lambda: [0, 0, 0, 0])
     for r in messages:

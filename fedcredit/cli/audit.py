@@ -73,7 +73,8 @@ def report(
     key: Optional[Path] = _KEY,
     min_key_bits: int = _MIN_KEY_BITS,
 ) -> None:
-    """Write a self-contained HTML report (verdict, protection glossary, messages per kind, timeline, flow per step); exit 1 if verify fails."""
+    """Write a self-contained HTML report (verdict, protection glossary, messages per kind, timeline, flow per step);
+    exit 1 if verify fails or the logs record an aborted run."""
     from fedcredit.audit.report import render_audit_report
     from fedcredit.audit.verify import verify_audit
 
@@ -85,6 +86,8 @@ def report(
             typer.echo(f"report written to {out}")
         verdict_failed(exc)
     typer.echo(f"{verdict.summary()}; report written to {path}")
+    if verdict.aborted is not None:
+        raise typer.Exit(1)
 
 
 @audit_app.command("export")
