@@ -61,7 +61,7 @@ class Run:
         return coord.close()
 
 
-def build_run(folder: Path, fsync: bool = False) -> Run:
+def build_run(folder: Path, fsync: bool = False, finish: bool = True) -> Run:
     """A small but realistic run: job control, PSI ring with sealed relays, one LR evaluation, scoring, publication."""
     run = Run(folder, fsync)
     send, C = run.deliver, COORDINATOR
@@ -123,7 +123,8 @@ def build_run(folder: Path, fsync: bool = False) -> Run:
         send(Message("lr.done", r, C, lr, 10, {"params": 12}))
     doc = {"ids": ["91350100M000100Y43"], "pd": [0.01], "reasons": [[f"canary {CANARY_STR} {CANARY_NUM}"]]}
     send(Message("job.scores", "bank", C, RUN, 4, {}, json.dumps(doc).encode()))
-    run.final = run.finish()
+    if finish:
+        run.final = run.finish()
     return run
 
 
@@ -346,7 +347,7 @@ def test_report_is_self_contained_and_has_the_verdict(built, tmp_path):
     assert "data:image/png;base64," in text
     assert "src='http" not in text and 'src="http' not in text and "<link" not in text and "<script" not in text
     assert "lr.scores" in text and "paillier-2048" in text and "x25519-aesgcm" in text
-    assert "bank→coordinator" in text and "coordinator→tax" in text
+    assert "bank → coordinator → tax" in text and "coordinator → tax" in text  # relayed end to end; direct
     # a broken run still renders, with the problem as its verdict
     broken = _copy(built, tmp_path / "broken")
     path = broken / "audit" / "tax.jsonl"

@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.scoring.report import SECTIONS, ReportData, render_report
+from fedcredit.protocols.job.settings import LR_SETTINGS, TREE_SETTINGS, ModelSettings
+from fedcredit.scoring.report import SECTIONS, ReportData, psi_figure, render_report
 from fedcredit.scoring.stability import interpret_psi, population_stability_index, psi_table
 
 CHROMIUM = os.environ.get("FEDCREDIT_CHROMIUM", "/usr/bin/chromium")
-WIDTH, HEIGHT = 1280, 3000
+WIDTH, HEIGHT = 1400, 3000  # the page width the report must fit (issue #15)
 
 
 # ---------------------------------------------------------------- PSI
@@ -79,17 +80,23 @@ def _data(title: str = "Pre-credit run <b>42</b>") -> ReportData:
     scores = pd_of(n_score, 0.3)
     caps = np.select([scores < 0.02, scores < 0.06, scores < 0.15], [5e6, 2e6, 5e5], 0.0)
     limits = np.round(caps * rng.uniform(0.3, 1.0, n_score), -3)
-    grades = pd.DataFrame({
-        "grade": ["A", "B", "C", "D"], "enterprises": [1510, 1260, 830, 400], "defaults": [12, 45, 80, 90],
-        "observed_default_rate": [0.008, 0.036, 0.096, 0.225], "mean_pd": [0.011, 0.04, 0.1, 0.24],
-        "limit_total": [4.1e9, 1.6e9, 2.5e8, 0.0], "fund_share": [0.8, 0.6, 0.4, np.nan],
-        "bank_share": [0.2, 0.4, 0.6, np.nan], "expected_loss_bank": [4_059_000.0, 11_520_000.0, 6_750_000.0, 0.0],
+    grades = pd.DataFrame({  # as grade_table makes it on the test rows
+        "grade": ["A", "B", "C", "D"], "enterprises": [1510, 1260, 830, 400], "share": [0.377, 0.315, 0.208, 0.1],
+        "mean_pd": [0.011, 0.04, 0.1, 0.24], "defaults": [12, 45, 80, 90],
+        "observed_default_rate": [0.008, 0.036, 0.096, 0.225],
+    })
+    loss_table = pd.DataFrame({  # as LimitPolicy.expected_loss_table makes it on the scored population
+        "grade": ["A", "B", "C", "D"], "enterprises": [2010, 1060, 630, 300], "total_limit_cny": [4.1e9, 1.6e9, 2.5e8, 0.0],
+        "mean_pd": [0.011, 0.04, 0.1, 0.24], "expected_loss_cny": [20_295_000.0, 28_800_000.0, 11_250_000.0, 0.0],
+        "fund_share": [0.8, 0.6, 0.4, 0.0], "bank_share": [0.2, 0.4, 0.6, 1.0],
+        "fund_expected_loss_cny": [16_236_000.0, 17_280_000.0, 4_500_000.0, 0.0],
+        "bank_expected_loss_cny": [4_059_000.0, 11_520_000.0, 6_750_000.0, 0.0],
     })
     return ReportData(
         title=title, y_test=y_test, score_test=score_test, score_train=pd_of(n_train), scores=scores,
-        limits=limits, grades=grades,
+        limits=limits, grades=grades, loss_table=loss_table,
         run={"run_id": "run-20240501-<x>", "engine": "embedded", "seconds": 83.4, "rounds": 12,
-             "model": {"kind": "vertical LR", "learning_rate": 0.15, "l2": 0.01, "key_bits": 2048}},
+             "model": ModelSettings(key_bits=2048).used_settings()},
         nodes={"bank": {"rows": 12_000, "features": 9}, "tax": {"rows": 15_500, "features": 11},
                "utilities": {"rows": 14_200, "features": 6}},
         intersection_size=10_034, fingerprints=FINGERPRINTS,
@@ -121,8 +128,8 @@ def test_report_has_every_section_and_the_facts(report):
     for role in ("bank", "tax", "utilities"):
         assert role in text
     assert "10,034" in text and "12,000" in text
-    assert "4,100,000,000 CNY" in text  # grade A limit total
-    assert "not available" in text  # centralized AUC is None
+    assert "4,100,000,000" in text and "total limit (CNY)" in text  # grade A limit total, the unit in the header
+    assert "AUC, centralized reference" not in text  # not computed: no row
 
 
 def test_report_escapes_text(report):
@@ -138,7 +145,82 @@ def test_report_tolerates_missing_pieces(tmp_path):
     text = render_report(data, tmp_path / "r.html").read_text("utf-8")
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in text
-    assert "1.00%" in text
+    assert "<th>mean PD (%)</th>" in text and "<td>1.00</td>" in text
+    assert "AUC, bank features only</th><td>not available" in text
+
+
+def _grade_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    section = text[text.index('<section id="grade-table">'):]
+    section = section[:section.index("</section>")]
+    out = []
+    for table in re.findall(r"<table.*?</table>", section, re.S):
+        head = re.findall(r"<th>(.*?)</th>", table)
+        rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(<td>.*?)</tr>", table)]
+        out.append((head, rows))
+    return out
+
+
+def test_grade_tables_put_every_share_rate_and_pd_in_percent(report):
+    tables = _grade_tables(report.read_text("utf-8"))
+    assert len(tables) == 2  # calibration on the test rows; limits and expected loss
+    (head, rows), (loss_head, loss_rows) = tables
+    for h in head + loss_head:
+        if any(word in h for word in ("share", "rate", "PD")):
+            assert h.endswith("(%)"), h
+    for row in rows + loss_rows:
+        assert not any(cell.endswith("%") for cell in row), row  # the unit is in the header, once
+    observed = [row[head.index("observed default rate (%)")] for row in rows]
+    assert observed == ["0.80", "3.60", "9.60", "22.50"]
+    assert [row[head.index("share (%)")] for row in rows] == ["37.70", "31.50", "20.80", "10.00"]
+    assert [row[loss_head.index("bank share (%)")] for row in loss_rows] == ["20.00", "40.00", "60.00", "100.00"]
+    assert "bank expected loss (CNY)" in loss_head
+
+
+def test_the_psi_legend_covers_no_bar():
+    rng = np.random.default_rng(3)
+    train = rng.beta(1, 12, 4000)
+    table = psi_table(train, np.concatenate([train[:2000], rng.beta(1, 6, 2000)]))  # tall bars at the right
+    fig = psi_figure(table, float(table["contribution"].sum()))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= ax.get_window_extent(renderer).y1  # above the plotting area
+    assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar in ax.patches)
+
+
+def test_a_scoring_run_labels_its_figures_in_sample(tmp_path):
+    data = _data()
+    data.in_sample = True
+    text = render_report(data, tmp_path / "score.html").read_text("utf-8")
+    assert "AUC on the scored population (in-sample)" in text
+    assert "AUC (test)" not in text and "test rows" not in text and "(test)" not in text
+    assert "Calibration on the scored population (in-sample)" in text
+    assert "overstate" in text  # the note says why in-sample figures flatter the model
+
+
+def test_the_centralized_auc_shows_when_given(tmp_path):
+    data = _data()
+    data.centralized_auc = 0.7912
+    text = render_report(data, tmp_path / "c.html").read_text("utf-8")
+    assert "<th>AUC, centralized reference</th><td>0.7912</td>" in text
+
+
+def test_model_settings_split_into_shared_scorecard_and_tree_families():
+    names = set(ModelSettings.__dataclass_fields__)
+    assert set(LR_SETTINGS) <= names and set(TREE_SETTINGS) <= names and not set(LR_SETTINGS) & set(TREE_SETTINGS)
+    lr = ModelSettings().used_settings()
+    trees = ModelSettings(model="secureboost").used_settings()
+    assert not set(TREE_SETTINGS) & set(lr) and set(LR_SETTINGS) <= set(lr)
+    assert not set(LR_SETTINGS) & set(trees) and set(TREE_SETTINGS) <= set(trees)
+    assert set(lr) - set(LR_SETTINGS) == set(trees) - set(TREE_SETTINGS)  # the shared ones, in both
+
+
+def test_a_scorecard_report_lists_no_tree_settings(report):
+    text = report.read_text("utf-8")
+    assert "<th>model: l2</th>" in text and "<th>model: max_iter</th>" in text
+    for name in TREE_SETTINGS:
+        assert f"<th>model: {name}</th>" not in text, name
 
 
 # ---------------------------------------------------------------- headless browser
@@ -180,6 +262,11 @@ def _processes_mentioning(marker: str) -> list[int]:
 
 
 def _screenshot(chromium: str, page: Path, out: Path, work: Path) -> None:
+    output, returncode = _run_chromium(chromium, [f"--screenshot={out}"], page, work)
+    assert out.exists(), f"chromium wrote no screenshot (exit {returncode}):\n{output.decode(errors='replace')[-2000:]}"
+
+
+def _run_chromium(chromium: str, action: list[str], page: Path, work: Path, width: int = WIDTH) -> tuple[bytes, int]:
     """Run headless Chromium in its own process group; afterwards nothing of it may remain.
 
     Killing the group ends the browser and its zygote/renderers; the crash handler starts
@@ -188,7 +275,7 @@ def _screenshot(chromium: str, page: Path, out: Path, work: Path) -> None:
     argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-crash-reporter", "--hide-scrollbars", f"--user-data-dir={work / 'profile'}",
-            f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={out}", page.resolve().as_uri()]
+            f"--window-size={width},{HEIGHT}", *action, page.resolve().as_uri()]
     env = {**os.environ, "HOME": str(work)}  # keep crash reports and caches out of the real home
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -206,7 +293,7 @@ def _screenshot(chromium: str, page: Path, out: Path, work: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert out.exists(), f"chromium wrote no screenshot (exit {proc.returncode}):\n{output.decode(errors='replace')[-2000:]}"
+    return output, proc.returncode
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):
@@ -226,3 +313,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert colour.mean() > 0.01, f"only {colour.mean():.2%} coloured pixels: were the plots drawn?"
     rows = ink.any(axis=1)  # content runs down the whole 3,000-pixel window, not only the header
     assert rows[: HEIGHT // 3].mean() > 0.3 and rows[HEIGHT // 3:].mean() > 0.3
+
+
+@pytest.mark.parametrize("width", [WIDTH, 1040])  # 1040 px: narrower than an A4 landscape print (report's @page)
+def test_every_table_fits_the_page_without_scrolling(report, tmp_path, width):
+    """The browser measures each scroll box (the grade tables are the widest) and writes the overflow into the DOM."""
+    chromium = _chromium()
+    probe = tmp_path / "probe.html"
+    script = ("<script>document.body.setAttribute('data-overflow', [...document.querySelectorAll('.scroll')]"
+              ".map(d => d.scrollWidth - d.clientWidth).join(','))</script>")
+    probe.write_text(report.read_text("utf-8").replace("</body>", script + "</body>"), "utf-8")
+    output, code = _run_chromium(chromium, ["--dump-dom"], probe, tmp_path, width)
+    found = re.search(rb'data-overflow="([-0-9,]*)"', output)
+    assert found, f"chromium printed no DOM (exit {code}): {output[-2000:]!r}"
+    overflow = [int(v) for v in found.group(1).decode().split(",")]
+    assert len(overflow) >= 4 and max(overflow) <= 0, overflow

@@ -10,11 +10,11 @@ from fedcredit.audit.log import AuditError, AuditWriter
 from fedcredit.audit.verify import AuditVerdict, export_parquet, verify_audit
 
 
-def render_audit_report(folder, out_path, coordinator_key=None):
+def render_audit_report(folder, out_path, coordinator_key=None, *, min_key_bits: int = 2048):
     """Self-contained HTML report of a run's logs (see fedcredit.audit.report)."""
     from fedcredit.audit.report import render_audit_report as render
 
-    return render(folder, out_path, coordinator_key)
+    return render(folder, out_path, coordinator_key, min_key_bits=min_key_bits)
 
 
 __all__ = ["ALLOWED", "AuditError", "AuditVerdict", "AuditWriter", "export_parquet", "protection_class",

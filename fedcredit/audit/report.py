@@ -1,4 +1,5 @@
-"""A self-contained HTML page about a run's exchange logs: verdict, message flow, timeline.
+"""A self-contained HTML page about a run's exchange logs: verdict, protection glossary, messages
+per kind, timeline and flow per step, every message shown once end to end (fedcredit.audit.flow).
 
 The page embeds its timeline as a PNG data URI and links nothing external, so it can be
 mailed or archived as one file. It is rendered even when verification fails (the verdict
@@ -16,13 +17,15 @@ from datetime import datetime
 from pathlib import Path
 
 from fedcredit.common.atomic import atomic_write_bytes
+from fedcredit.audit.flow import FAMILIES, OTHER, family, per_class, per_kind, per_step, transmissions
+from fedcredit.audit.glossary import BASE_CLASSES, describe, generic
 from fedcredit.audit.log import AuditError
 from fedcredit.audit.verify import audit_files, verify_audit
 from fedcredit.common.wire import COORDINATOR
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}td.n{text-align:right}.ok{color:#17692e;font-weight:bold}.bad{color:#b00020;font-weight:bold}
+th{background:#f3f3f3}td.n{text-align:right}td:first-child{white-space:nowrap}.ok{color:#17692e;font-weight:bold}.bad{color:#b00020;font-weight:bold}
 code{background:#f6f6f6;padding:0 3px}"""
 
 
@@ -47,38 +50,50 @@ def _time(rec) -> datetime | None:
         return None
 
 
+_FAMILY_COLOURS = {"job": "#7f8c8d", "psi": "#2471a3", "lr": "#c0392b", "sb": "#1e8449", OTHER: "#8e44ad"}
+
+
+def timeline_series(messages: list[dict]) -> dict[str, list[tuple[float, str]]]:
+    """The timeline's series: one per protocol family, each ``[(seconds since the first record, party)]``.
+
+    Every record of every party is a point (a relayed message shows at all four places);
+    grouping by family rather than by class and direction keeps the plot to a handful of
+    series that follow the job's phases.
+    """
+    timed = [(t, r) for r in messages if (t := _time(r)) is not None]
+    if not timed:
+        return {}
+    t0 = min(t for t, _ in timed)
+    out: dict[str, list] = {}
+    for t, r in timed:
+        out.setdefault(family(r.get("kind")), []).append(((t - t0).total_seconds(), str(r.get("party"))))
+    return {f: out[f] for f in (*FAMILIES, OTHER) if f in out}
+
+
 def _timeline_png(messages: list[dict], parties: list[str]) -> str | None:
-    times = [(_time(r), r) for r in messages]
-    times = [(t, r) for t, r in times if t is not None]
-    if not times:
+    series = timeline_series(messages)
+    if not series:
         return None
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = min(t for t, _ in times)
-    classes = sorted({r.get("protection", "?") for _, r in times})
-    colors = dict(zip(classes, plt.get_cmap("tab10").colors))
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(parties) + 1.8), dpi=100)
+    fig = Figure(figsize=(11.5, 0.55 * len(parties) + 1.9), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     rows = {p: i for i, p in enumerate(parties)}
-    for cls in classes:
-        for direction, marker in (("sent", ">"), ("received", "o")):
-            pts = [((t - t0).total_seconds(), rows.get(r.get("party"), -1)) for t, r in times
-                   if r.get("protection") == cls and r.get("direction") == direction]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.scatter(xs, ys, marker=marker, s=22, color=colors[cls], alpha=0.8,
-                           label=f"{cls} ({direction})")
+    for name, points in series.items():
+        xs = [x for x, _ in points]
+        ys = [rows.get(p, -1) for _, p in points]
+        ax.scatter(xs, ys, marker="|", s=260, linewidths=1.2, color=_FAMILY_COLOURS[name], alpha=0.6,
+                   label=f"{FAMILIES.get(name, 'other kinds')} ({len(points):,} records)")
     ax.set_yticks(range(len(parties)), parties)
+    ax.set_ylim(-0.6, len(parties) - 0.4)
     ax.set_xlabel("seconds since the first record")
-    ax.set_title("Messages recorded per party (▶ sent, ● received)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Records per party over time, by protocol family (each tick: one message sent or received)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(series), frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -91,10 +106,36 @@ def _table(head: list[str], rows: list[list], numeric=()) -> str:
     return "".join(out) + "</table>"
 
 
-def render_audit_report(folder, out_path, coordinator_key=None) -> Path:
-    """Write the HTML report for the logs in ``folder`` to ``out_path``; return its path."""
+def _glossary(by_class: dict) -> str:
+    """Every class the logs hold, with its counts and meaning; then the classes this run did not use."""
+    rows = [[c, t.messages, f"{t.bytes:,}", describe(c)] for c, t in by_class.items()]
+    used = {generic(c) for c in by_class}
+    rows += [[c, 0, "0", describe(c)] for c in BASE_CLASSES if c not in used]
+    return _table(["class", "messages", "bytes", "what it means"], rows, (1, 2))
+
+
+def _kinds(by_kind: dict) -> str:
+    rows = [[k, t.messages, f"{t.bytes:,}", t.ciphertexts, ", ".join(sorted(t.classes)), t.route_text()]
+            for k, t in by_kind.items()]
+    return _table(["kind", "messages", "bytes", "ciphertexts", "protection", "from → to"], rows, (1, 2, 3))
+
+
+def _steps(by_step: dict) -> str:
+    rows = [[run, step, kind, route, t.messages, f"{t.bytes:,}", t.ciphertexts, ", ".join(sorted(t.classes)),
+             f"{t.legs_held} of {t.legs_expected}" + ("" if t.complete else " — missing")]
+            for (run, step, kind, route), t in by_step.items()]
+    return _table(["run", "step", "kind", "route (end to end)", "messages", "bytes", "ciphertexts", "protection",
+                   "legs recorded"], rows, (1, 4, 5, 6))
+
+
+def render_audit_report(folder, out_path, coordinator_key=None, *, min_key_bits: int = 2048) -> Path:
+    """Write the HTML report for the logs in ``folder`` to ``out_path``; return its path.
+
+    ``min_key_bits`` is the verifier's smallest accepted Paillier key (runs with 1024-bit
+    test keys verify only with 1024).
+    """
     try:
-        verdict, problem = verify_audit(folder, coordinator_key), None
+        verdict, problem = verify_audit(folder, coordinator_key, min_key_bits=min_key_bits), None
     except AuditError as exc:
         verdict, problem = None, str(exc)
     records = _records(folder)
@@ -103,55 +144,46 @@ def render_audit_report(folder, out_path, coordinator_key=None) -> Path:
                      key=lambda p: (p != COORDINATOR, p))
     run_id = next((r.get("run_id") for r in records if r.get("type") == "header"), "?")
 
-    if verdict is not None:
-        head = f"<p class='ok'>VERIFIED — {html.escape(verdict.summary())}</p>"
+    if verdict is None:
+        head = f"<p class='bad'>FAILED — {html.escape(problem)}</p>"
+    else:  # intact logs of an aborted run say ABORTED (the summary's first word), not verified
+        ok = verdict.aborted is None
+        head = f"<p class='{'ok' if ok else 'bad'}'>{'VERIFIED — ' if ok else ''}{html.escape(verdict.summary())}</p>"
         if verdict.notes:
             head += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in verdict.notes) + "</ul>"
-    else:
-        head = f"<p class='bad'>FAILED — {html.escape(problem)}</p>"
 
     per_party = defaultdict(lambda: [0, 0, 0, 0])
     for r in messages:
         i = 0 if r.get("direction") == "sent" else 2
         per_party[r.get("party")][i] += 1
         per_party[r.get("party")][i + 1] += int(r.get("size") or 0)
-    party_rows = [[p, *per_party[p], sum(1 for r in records if r.get("party") == p)] for p in parties]
+    party_rows = [[p, per_party[p][0], f"{per_party[p][1]:,}", per_party[p][2], f"{per_party[p][3]:,}",
+                   sum(1 for r in records if r.get("party") == p)] for p in parties]
 
-    flow = defaultdict(lambda: {"n": 0, "bytes": 0, "ct": 0, "classes": set()})
-    for r in messages:  # each transmission once: as its sender (or the relaying coordinator) recorded it sent
-        if r.get("direction") != "sent":
-            continue
-        hop = f"{r.get('sender')}→{r.get('receiver')}"
-        if r.get("relayed"):
-            hop = f"{r.get('sender')}→coordinator" if r.get("party") == r.get("sender") else f"coordinator→{r.get('receiver')}"
-        key = (str(r.get("message_run_id")), int(r.get("step") or 0), str(r.get("kind")), hop)
-        f = flow[key]
-        f["n"] += 1
-        f["bytes"] += int(r.get("size") or 0)
-        f["ct"] += int(r.get("ciphertexts") or 0)
-        f["classes"].add(str(r.get("protection")))
-    flow_rows = [[run, step, kind, hop, f["n"], f"{f['bytes']:,}", f["ct"], ", ".join(sorted(f["classes"]))]
-                 for (run, step, kind, hop), f in sorted(flow.items())]
-
-    by_class = defaultdict(lambda: [0, 0])
-    for r in messages:
-        if r.get("direction") == "sent" and r.get("party") == r.get("sender"):
-            by_class[r.get("protection")][0] += 1
-            by_class[r.get("protection")][1] += int(r.get("size") or 0)
-    class_rows = [[c, n, f"{b:,}"] for c, (n, b) in sorted(by_class.items(), key=lambda kv: str(kv[0]))]
-
+    sent = transmissions(messages)
+    relayed = sum(t.count for t in sent if t.relayed)
     png = _timeline_png(messages, parties)
     timeline = f"<img alt='timeline' src='{png}'>" if png else "<p>No timestamps to plot.</p>"
     body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Audit report — run {html.escape(str(run_id))}</title>
 <style>{_CSS}</style></head><body>
 <h1>Exchange audit — run <code>{html.escape(str(run_id))}</code></h1>
 <h2>Verdict</h2>{head}
-<h2>Parties</h2>{_table(["party", "sent", "bytes sent", "received", "bytes received", "records"], party_rows, (1, 2, 3, 4, 5))}
-<h2>Protection (messages as sent by their origin)</h2>{_table(["class", "messages", "bytes"], class_rows, (1, 2))}
+<h2>Parties</h2>
+<p>Records each party's log holds; a relayed message counts at its sender, twice at the coordinator and at its receiver.</p>
+{_table(["party", "sent", "bytes sent", "received", "bytes received", "records"], party_rows, (1, 2, 3, 4, 5))}
+<h2>Protection classes</h2>
+<p>How each message's payload is protected, computed by the verifier from the message itself (never from what a
+party claims). Counts: each message once, end to end.</p>
+{_glossary(per_class(sent))}
+<h2>Messages per kind</h2>
+<p>Each message once, end to end: {sum(t.count for t in sent):,} messages, {relayed:,} of them node to node,
+sealed by their sender and relayed by the coordinator (shown as sender → coordinator → receiver).</p>
+{_kinds(per_kind(sent))}
 <h2>Timeline</h2>{timeline}
 <h2>Message flow per step</h2>
-<p>Each transmission once, as its sender recorded it; relayed messages appear as two hops through the coordinator.</p>
-{_table(["run", "step", "kind", "hop", "messages", "bytes", "ciphertexts", "protection"], flow_rows, (1, 4, 5, 6))}
+<p>Each message once, with its whole route. "Legs recorded" counts the records that hold it: 2 per direct message
+(sender sent, receiver received), 4 per relayed one (plus the coordinator's received and sent).</p>
+{_steps(per_step(sent))}
 <p>Generated by <code>fedcredit audit report</code> from {len(records)} records in {len(parties)} logs;
 schema and checks: docs/audit.md.</p>
 </body></html>"""

@@ -7,6 +7,7 @@ means every check holds, 1 names the file, record and problem.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -18,8 +19,25 @@ from fedcredit.common.errors import FedCreditError
 audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, export.", no_args_is_help=True,
                         add_completion=False)
 
+DEFAULT_MIN_KEY_BITS = 2048  # the verifier's default: Paillier keys below it are test keys
+
 _DIR = typer.Argument(..., help="Run folder (logs in DIR/audit/) or the audit folder itself.")
 _KEY = typer.Option(None, "--key", help="The coordinator's public identity file (JSON), to pin the run's keys.")
+_MIN_KEY_BITS = typer.Option(DEFAULT_MIN_KEY_BITS, "--min-key-bits",
+                             help="Smallest Paillier key size to accept (1024 for runs with test keys, "
+                                  "e.g. `fedcredit demo --key-bits 1024`).")
+
+
+def verify_command(out: Path, key_bits: int) -> str:
+    """The ``fedcredit audit verify`` command line that checks the run in ``out`` as it was made.
+
+    Runs with keys below the verifier's default minimum (e.g. the demo's 1024-bit test keys)
+    need ``--min-key-bits``; paths are shell-quoted so the line can be pasted as printed.
+    """
+    argv = ["fedcredit", "audit", "verify", str(out), "--key", str(Path(out) / "keys" / "coordinator.pub.json")]
+    if key_bits < DEFAULT_MIN_KEY_BITS:
+        argv += ["--min-key-bits", str(key_bits)]
+    return shlex.join(argv)
 
 
 @audit_app.callback()
@@ -31,7 +49,7 @@ def _audit() -> None:
 def verify(
     folder: Path = _DIR,
     key: Optional[Path] = _KEY,
-    min_key_bits: int = typer.Option(2048, "--min-key-bits", help="Smallest Paillier key size to accept."),
+    min_key_bits: int = _MIN_KEY_BITS,
 ) -> None:
     """Exit 0 if every chain, signature, send/receive pair, protection class and checkpoint holds;
     exit 1 if any fails, or if the logs are intact but record an aborted run ("aborted at step N: reason")."""
@@ -53,19 +71,23 @@ def report(
     folder: Path = _DIR,
     out: Path = typer.Option(..., "--out", help="HTML file to write."),
     key: Optional[Path] = _KEY,
+    min_key_bits: int = _MIN_KEY_BITS,
 ) -> None:
-    """Write a self-contained HTML report (verdict, flow per step and party, timeline); exit 1 if verify fails."""
+    """Write a self-contained HTML report (verdict, protection glossary, messages per kind, timeline, flow per step);
+    exit 1 if verify fails or the logs record an aborted run."""
     from fedcredit.audit.report import render_audit_report
     from fedcredit.audit.verify import verify_audit
 
     try:
-        path = render_audit_report(folder, out, key)
-        verdict = verify_audit(folder, key)
+        path = render_audit_report(folder, out, key, min_key_bits=min_key_bits)
+        verdict = verify_audit(folder, key, min_key_bits=min_key_bits)
     except FedCreditError as exc:
         if out.exists():
             typer.echo(f"report written to {out}")
         verdict_failed(exc)
     typer.echo(f"{verdict.summary()}; report written to {path}")
+    if verdict.aborted is not None:
+        raise typer.Exit(1)
 
 
 @audit_app.command("export")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from fedcredit.cli.audit import verify_command
 from fedcredit.cli.console import console, err_console
 from fedcredit.cli.data import generate
 from fedcredit.common.errors import FedCreditError
@@ -150,8 +151,8 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
                   f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {out / 'keys' / 'coordinator.pub.json'})")
     console.print(f"Report: {out / 'report.html'}")
-    console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified; "
-                  f"check: fedcredit audit verify {out} --key {out / 'keys' / 'coordinator.pub.json'})")
+    console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified); check:")
+    console.print(f"  {verify_command(out, settings.key_bits)}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _figure_rows(metrics: dict, scoring: bool) -> list[tuple[str, str]]:

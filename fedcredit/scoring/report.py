@@ -51,6 +51,16 @@ class ReportData:
     Scores are probabilities of default (higher = riskier). ``score_train`` and ``scores``
     must be on the same scale: the PSI compares them. Missing pieces (``None``, empty
     dicts) render as a short "not available" note, never as an error.
+
+    ``y_test``/``score_test`` are the labelled rows the figures are measured on: held-out
+    test rows, or — ``in_sample=True``, a scoring run with a saved model — the scored
+    population itself, which may include the rows the model was trained on; every label then
+    says so ("AUC on the scored population (in-sample)"), never "test".
+    ``grades`` is the calibration per grade on those rows (``grade_table``), ``loss_table``
+    the limits and expected loss per grade over the scored population
+    (``LimitPolicy.expected_loss_table``). ``run["model"]`` should hold only the settings of
+    the model used (``ModelSettings.used_settings()``). ``centralized_auc``: the pooled-data
+    reference, shown when computed.
     """
 
     title: str
@@ -67,6 +77,14 @@ class ReportData:
     metrics: dict[str, float | None] = field(default_factory=dict)
     importance: pd.DataFrame | None = None  # trees: the bank's own features (party, feature, splits, gain)
     quality: dict | None = None  # the quality gate's verdict and the grade-order warnings (one notice block)
+    loss_table: pd.DataFrame | None = None
+    centralized_auc: float | None = None
+    in_sample: bool = False
+
+    @property
+    def rows_name(self) -> str:
+        """What the labelled rows are, for titles and notes: ``test rows`` or the scored population."""
+        return "scored population (in-sample)" if self.in_sample else "test rows"
 
 
 def render_report(data: ReportData, path) -> Path:
@@ -168,9 +186,9 @@ def _evaluation(data: ReportData):
     y = np.asarray(data.y_test).astype(int).ravel()
     s = np.asarray(data.score_test, dtype=float).ravel()
     if y.size == 0 or y.shape != s.shape:
-        return f"test labels and scores must be non-empty and of equal length (got {y.size} and {s.size})"
+        return f"labels and scores must be non-empty and of equal length (got {y.size} and {s.size})"
     if len(np.unique(y)) < 2:
-        return "the test rows contain only one outcome, so ROC and KS are undefined"
+        return f"the {data.rows_name} contain only one outcome, so ROC and KS are undefined"
     fpr, tpr, thr = roc_curve(y, s)
     return y, s, fpr, tpr, thr
 
@@ -185,7 +203,7 @@ def _roc(data: ReportData) -> str:
     ax.plot(fpr, tpr, color=BAD, lw=2, label=f"model (AUC = {value:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="random (AUC = 0.5)")
     ax.set(xlabel="false positive rate (goods flagged)", ylabel="true positive rate (defaults caught)",
-           xlim=(0, 1), ylim=(0, 1.01), title="ROC curve, test rows")
+           xlim=(0, 1), ylim=(0, 1.01), title=f"ROC curve, {data.rows_name}")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     text = _note(f"AUC {value:.3f}: the probability that a random defaulter gets a higher PD than a random "
@@ -207,7 +225,7 @@ def _ks(data: ReportData) -> str:
     ax.vlines(thr[i], fpr[i], tpr[i], color="black", lw=2, label=f"KS = {tpr[i] - fpr[i]:.3f}")
     if thr.min() > 0:
         ax.set_xscale("log")
-    ax.set(xlabel="PD threshold", ylabel="cumulative share", ylim=(0, 1.01), title="KS curve, test rows")
+    ax.set(xlabel="PD threshold", ylabel="cumulative share", ylim=(0, 1.01), title=f"KS curve, {data.rows_name}")
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     text = _note(f"KS {tpr[i] - fpr[i]:.3f} at PD threshold {thr[i]:.4g}: the largest gap between the share of "
@@ -219,7 +237,7 @@ def _distribution(data: ReportData) -> str:
     y = np.asarray(data.y_test).astype(int).ravel()
     s = np.asarray(data.score_test, dtype=float).ravel()
     if y.size == 0 or y.shape != s.shape:
-        return _section("Score distribution by outcome", _note("no test scores"))
+        return _section("Score distribution by outcome", _note(f"no scores on the {data.rows_name}"))
     log = bool(s.min() > 0)
     edges = np.geomspace(s.min(), s.max(), 41) if log and s.max() > s.min() else 40
     fig, ax = _figure(9.6, 3.8)
@@ -230,7 +248,7 @@ def _distribution(data: ReportData) -> str:
     if log:
         ax.set_xscale("log")
     ax.set(xlabel="probability of default (log scale)" if log else "probability of default",
-           ylabel="share of the group", title="PD by observed outcome, test rows")
+           ylabel="share of the group", title=f"PD by observed outcome, {data.rows_name}")
     ax.legend()
     ax.grid(alpha=0.3)
     text = _note("Each group's histogram sums to 1. The less the two overlap, the better the model separates them.")
@@ -258,19 +276,51 @@ def _limits(data: ReportData) -> str:
     return _section("Limit distribution", _img(fig, "limit distribution") + _kv(rows))
 
 
-_GRADE_FORMATS: dict[str, Callable[[Any], str]] = {
-    "enterprises": _int, "defaults": _int,
-    "observed_default_rate": _pct, "mean_pd": _pct, "fund_share": _pct, "bank_share": _pct,
-    "limit_total": _cny, "expected_loss_bank": _cny,
-}
+def _percent(value) -> str:
+    return f"{100 * float(value):.2f}"
+
+
+def _amount(value) -> str:
+    return f"{float(value):,.0f}"
+
+
+def _grade_format(column: str) -> Callable[[Any], str]:
+    """Counts as integers, every share, rate and PD in % (one unit), amounts in CNY; units go in the header."""
+    name = str(column).split(" (")[0]
+    if name in ("enterprises", "defaults"):
+        return _int
+    if name.endswith("_cny") or name in ("limit_total", "expected_loss_bank"):
+        return _amount
+    if "share" in name or "rate" in name or name.endswith("pd"):
+        return _percent
+    return _num
+
+
+def _grade_header(column: str) -> str:
+    """``total_limit_cny`` -> ``total limit (CNY)``, ``mean_pd`` -> ``mean PD (%)``, ``share`` -> ``share (%)``."""
+    name, _, suffix = str(column).partition(" (")
+    fmt = _grade_format(column)
+    text = name.replace("_cny", "").replace("_", " ").replace("pd", "PD")
+    text += {_percent: " (%)", _amount: " (CNY)"}.get(fmt, "")
+    return text + (f" ({suffix}" if suffix else "")
+
+
+def _grade_table(frame: pd.DataFrame) -> str:
+    shown = frame.rename(columns={c: _grade_header(c) for c in frame.columns})
+    return _table(shown, {_grade_header(c): _grade_format(c) for c in frame.columns})
 
 
 def _grades(data: ReportData) -> str:
-    if data.grades is None or len(data.grades) == 0:
-        return _section("Grade table", _note("no grade table"))
-    text = _note("Observed default rate should rise from grade to grade and stay close to the mean PD. "
-                 "Expected loss to the bank = PD × LGD × limit × bank share.")
-    return _section("Grade table", _table(data.grades, _GRADE_FORMATS) + text)
+    parts = []
+    if data.grades is not None and len(data.grades):
+        parts.append(f"<h3>Calibration on the {_e(data.rows_name)}</h3>" + _grade_table(data.grades) + _note(
+            "Observed default rate should rise from grade to grade and stay close to the mean PD. "
+            "Share: the grade's part of the rows."))
+    if data.loss_table is not None and len(data.loss_table):
+        parts.append("<h3>Limits and expected loss, scored population</h3>" + _grade_table(data.loss_table) + _note(
+            "Expected loss = PD × LGD × limit (the whole limit drawn), split between the fund and the bank by "
+            "their risk shares."))
+    return _section("Grade table", "".join(parts) if parts else _note("no grade table"))
 
 
 def _importance(data: ReportData) -> str:
@@ -284,6 +334,20 @@ def _importance(data: ReportData) -> str:
     return _section("Feature importance", _table(shown, {"splits": lambda v: f"{int(v):,}"}) + text)
 
 
+def psi_figure(table: pd.DataFrame, value: float) -> Figure:
+    """Training vs scoring shares per score bin, in % like the table below it."""
+    fig, ax = _figure(9.6, 3.8)
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, 100 * table["expected_share"], 0.4, color="#7f8c8d", label="training (expected)")
+    ax.bar(x + 0.2, 100 * table["actual_share"], 0.4, color="#d68910", label="scoring (actual)")
+    ax.set_xticks(x, table["range"], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="share of the population (%)", title=f"Score bins (training deciles), PSI = {value:.4f}")
+    # the legend sits above the axes, in the title's band: it never covers a bar
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
 def _psi(data: ReportData) -> str:
     name = "Population stability (PSI)"
     if data.score_train is None or data.scores is None:
@@ -294,19 +358,13 @@ def _psi(data: ReportData) -> str:
         return _section(name, _note(f"PSI not computed: {exc}"))
     value = float(table["contribution"].sum())
     verdict = interpret_psi(value)
-    fig, ax = _figure(9.6, 3.4)
-    x = np.arange(len(table))
-    ax.bar(x - 0.2, table["expected_share"], 0.4, color="#7f8c8d", label="training (expected)")
-    ax.bar(x + 0.2, table["actual_share"], 0.4, color="#d68910", label="scoring (actual)")
-    ax.set_xticks(x, table["range"], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="share", title=f"Score bins (training deciles), PSI = {value:.4f}")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
+    fig = psi_figure(table, value)
     shown = table[["bin", "range", "expected_share", "actual_share", "contribution"]]
     summary = (f'<p class="big">PSI = <b>{value:.4f}</b> — <span class="{verdict.split()[0]}">{_e(verdict)}</span></p>'
                + _note(f"Reading: below {STABLE} stable; {STABLE}–{MODERATE} moderate shift, investigate; above "
                        f"{MODERATE} significant shift, the scoring population differs from the training one."))
-    table_html = _table(shown, {"bin": _int, "expected_share": _pct, "actual_share": _pct,
+    shown = shown.rename(columns={"expected_share": "expected share (%)", "actual_share": "actual share (%)"})
+    table_html = _table(shown, {"bin": _int, "expected share (%)": _percent, "actual share (%)": _percent,
                                 "contribution": lambda v: f"{v:.4f}"})
     return _section(name, summary + _img(fig, "PSI by bin") + table_html)
 
@@ -320,24 +378,35 @@ def _summary(data: ReportData) -> str:
         rows.append(("nodes", _e(", ".join(data.nodes))))
     if data.intersection_size is not None:
         rows.append(("aligned enterprises", _int(data.intersection_size)))
-    rows.append(("test rows", _int(np.asarray(data.y_test).size)))
+    rows.append(("labelled rows evaluated (scored population, in-sample)" if data.in_sample else "test rows",
+                 _int(np.asarray(data.y_test).size)))
     if data.scores is not None:
         rows.append(("scored enterprises", _int(np.asarray(data.scores).size)))
     return _section("Run summary", _kv(rows))
 
 
-_METRIC_NAMES = {"test_auc": "AUC (test)", "test_ks": "KS (test)", "test_gini": "Gini (test)",
-                 "bank_only_auc": "AUC, bank features only", "centralized_auc": "AUC, centralized reference"}
+_METRIC_NAMES = {"auc": "AUC", "ks": "KS", "gini": "Gini"}
 
 
 def _metrics(data: ReportData) -> str:
-    names = dict(_METRIC_NAMES)
-    names.update({k: k for k in data.metrics if k not in names})
-    rows = [(label, _e("not available" if data.metrics.get(k) is None else f"{float(data.metrics[k]):.4f}"))
-            for k, label in names.items()]
-    note = _note("The federated model should beat the bank alone and come close to a centralized model "
-                 "trained on pooled data (which no party could build in practice).")
-    return _section("Metrics", _kv(rows) + note)
+    """AUC, KS, Gini on the evaluated rows, the bank-only AUC, the centralized AUC when it was computed."""
+    where = "on the scored population (in-sample)" if data.in_sample else "(test)"
+    values = dict(data.metrics)
+    if data.centralized_auc is not None:
+        values["centralized_auc"] = data.centralized_auc
+    rows = [(f"{name} {where}", values.get(f"test_{key}")) for key, name in _METRIC_NAMES.items()]
+    rows.append(("AUC, bank features only", values.get("bank_only_auc")))
+    if values.get("centralized_auc") is not None:
+        rows.append(("AUC, centralized reference", values["centralized_auc"]))
+    known = {f"test_{k}" for k in _METRIC_NAMES} | {"bank_only_auc", "centralized_auc"}
+    rows += [(k, v) for k, v in values.items() if k not in known]
+    cells = [(label, _e("not available" if v is None else f"{float(v):.4f}")) for label, v in rows]
+    text = ("The federated model should beat the bank alone and come close to a centralized model "
+            "trained on pooled data (which no party could build in practice).")
+    if data.in_sample:
+        text += (" These figures are measured on the scored population, which may include the rows the model "
+                 "was trained on: they overstate how the model ranks new enterprises.")
+    return _section("Metrics", _kv(cells) + _note(text))
 
 
 def _nodes(data: ReportData) -> str:
@@ -387,9 +456,10 @@ def _fingerprints(data: ReportData) -> str:
 _CSS = """
 body{margin:0;background:#f4f6f7;color:#1c2833;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "Noto Sans","DejaVu Sans",sans-serif}
-main{max-width:1040px;margin:0 auto;padding:24px 32px 40px;background:#fff;min-height:100vh}
+main{max-width:1240px;margin:0 auto;padding:24px 32px 40px;background:#fff;min-height:100vh}
 h1{margin:0 0 12px;font-size:26px;border-bottom:3px solid #1e8449;padding-bottom:8px}
 h2{margin:28px 0 10px;font-size:19px;color:#145a32}
+h3{margin:14px 0 4px;font-size:16px;color:#1c2833}
 section{break-inside:avoid}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:20px}
 table{border-collapse:collapse;margin:6px 0 10px;font-variant-numeric:tabular-nums}
@@ -406,6 +476,10 @@ img{max-width:100%;height:auto;display:block;margin:4px 0}
 .stable{color:#1e8449;font-weight:600}.moderate{color:#b9770e;font-weight:600}
 .significant{color:#c0392b;font-weight:600}
 footer{margin-top:32px;color:#909497;font-size:12px}
+@page{size:A4 landscape;margin:12mm}
+@media print{body{background:#fff;font-size:12px}main{max-width:none;padding:0;min-height:0}
+.scroll{overflow:visible}table{font-size:11px}th,td{padding:2px 6px}h2,h3{break-after:avoid}
+section{break-inside:auto}table,tr,img{break-inside:avoid}.pair{grid-template-columns:1fr 1fr}}
 """
 
 

@@ -332,24 +332,22 @@ class NodeAgent:
         y = self.labels[self.aligned_rows]
         scores, test = party.scores, self._evaluation_rows()
         reference = scores[self.split == 0] if (self.split == 0).any() else self.reference_scores
-        grades_df = None
+        grades_df = loss = None
         if context.get("grades"):
             grades = np.asarray(context["grades"], dtype=object)
             grades_df = grade_table(grades[test], scores[test], y[test])
-            if context.get("loss_table"):
-                loss = pd.DataFrame(context["loss_table"])
-                grades_df = grades_df.merge(loss, on="grade", how="outer", suffixes=(" (test)", " (all)"))
+            loss = pd.DataFrame(context["loss_table"]) if context.get("loss_table") else None
         bank_only = [m for run, m in all_metrics.items() if run.endswith("-bank")]
         metrics_view = {"test_auc": main_metrics.get("auc"), "test_ks": main_metrics.get("ks"),
                         "test_gini": main_metrics.get("gini"), "bank_only_auc": bank_only[0]["auc"] if bank_only else None}
         data = ReportData(
             title=f"fedcredit — federated {'SecureBoost' if self.settings.model == 'secureboost' else 'scorecard'} report",
-            y_test=y[test], score_test=scores[test], run=context.get("run", {}),
+            y_test=y[test], score_test=scores[test], run={**context.get("run", {}), "model": self.settings.used_settings()},
             nodes=context.get("nodes", {}), intersection_size=context.get("intersection"),
             fingerprints=context.get("fingerprints", {}), score_train=reference, grades=grades_df,
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
             metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None,
-            quality=context.get("quality"))
+            loss_table=loss, in_sample=bool((self.split[test] == SCORED).any()), quality=context.get("quality"))
         return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:

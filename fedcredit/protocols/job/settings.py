@@ -4,7 +4,7 @@ and the train / validation / test split every node derives alike."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -19,6 +19,9 @@ SCORED = 3  # split code of enterprises scored with a saved model
 MIN_ALIGNED = 20  # fewer aligned enterprises cannot fill training, validation and test rows
 SPLITS = ("train", "validation", "test")
 MODELS = ("scorecard_lr", "secureboost")
+LR_SETTINGS = ("l2", "max_iter")
+TREE_SETTINGS = ("trees", "max_depth", "learning_rate", "tree_l2", "min_child_weight", "gamma", "goss_top", "goss_other",
+                 "bank_first_tree", "patience")
 
 
 @dataclass
@@ -77,6 +80,11 @@ class ModelSettings:
             gamma=self.gamma, min_child_weight=self.min_child_weight, bank_first_tree=self.bank_first_tree,
             goss_top=self.goss_top, goss_other=self.goss_other, patience=self.patience or None,
             key_bits=self.key_bits, backend=self.backend)
+
+    def used_settings(self) -> dict:
+        """The settings that shaped this model: the shared ones and its own family's (reports list only these)."""
+        other = TREE_SETTINGS if self.model == "scorecard_lr" else LR_SETTINGS
+        return {k: v for k, v in asdict(self).items() if k not in other}
 
     @property
     def run_suffix(self) -> str:
