@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedcredit.cli import app
-from fedcredit.cli.audit import verify_command
+from fedcredit.audit.verify import verify_command
 from fedcredit.protocols.job.settings import TREE_SETTINGS
 
 cli = CliRunner()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from fedcredit.crypto import PublicIdentity, SignatureError
 from fedcredit.common.errors import FedCreditError
 from fedcredit.common.wire import COORDINATOR
 
+DEFAULT_MIN_KEY_BITS = 2048  # the verifier's default: Paillier keys below it are test keys
 _COMMON = {"v": int, "party": str, "run_id": str, "seq": int, "prev": str, "time": str, "type": str, "hash": str,
            "sig": str}
 _FIELDS = {
@@ -214,6 +216,20 @@ def _message_key(r: dict) -> tuple:
 
 def _describe(r: dict) -> str:
     return f"{r['direction']} {r['kind']} #{r['step']} {r['sender']}→{r['receiver']} (digest {r['digest'][:12]}…)"
+
+
+def verify_command(folder, key_bits: int, key=None) -> str:
+    """The ``fedcredit audit verify`` command line that checks the run in ``folder`` as it was made.
+
+    Runs with keys below the verifier's default minimum (e.g. the demo's 1024-bit test keys)
+    need ``--min-key-bits``; paths are shell-quoted so the line can be pasted as printed.
+    ``key`` defaults to the run's ``keys/coordinator.pub.json``.
+    """
+    key = key if key is not None else Path(folder) / "keys" / "coordinator.pub.json"
+    argv = ["fedcredit", "audit", "verify", str(folder), "--key", str(key)]
+    if key_bits < DEFAULT_MIN_KEY_BITS:
+        argv += ["--min-key-bits", str(key_bits)]
+    return shlex.join(argv)
 
 
 def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allow_mock: bool = False) -> AuditVerdict:

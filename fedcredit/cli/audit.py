@@ -7,7 +7,6 @@ means every check holds, 1 names the file, record and problem.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -15,29 +14,17 @@ import typer
 
 from fedcredit.cli.console import verdict_failed
 from fedcredit.common.errors import FedCreditError
+from fedcredit.audit.verify import DEFAULT_MIN_KEY_BITS
 
 audit_app = typer.Typer(name="audit", help="Exchange logs: verify, report, export.", no_args_is_help=True,
                         add_completion=False)
 
-DEFAULT_MIN_KEY_BITS = 2048  # the verifier's default: Paillier keys below it are test keys
 
 _DIR = typer.Argument(..., help="Run folder (logs in DIR/audit/) or the audit folder itself.")
 _KEY = typer.Option(None, "--key", help="The coordinator's public identity file (JSON), to pin the run's keys.")
 _MIN_KEY_BITS = typer.Option(DEFAULT_MIN_KEY_BITS, "--min-key-bits",
                              help="Smallest Paillier key size to accept (1024 for runs with test keys, "
                                   "e.g. `fedcredit demo --key-bits 1024`).")
-
-
-def verify_command(out: Path, key_bits: int) -> str:
-    """The ``fedcredit audit verify`` command line that checks the run in ``out`` as it was made.
-
-    Runs with keys below the verifier's default minimum (e.g. the demo's 1024-bit test keys)
-    need ``--min-key-bits``; paths are shell-quoted so the line can be pasted as printed.
-    """
-    argv = ["fedcredit", "audit", "verify", str(out), "--key", str(Path(out) / "keys" / "coordinator.pub.json")]
-    if key_bits < DEFAULT_MIN_KEY_BITS:
-        argv += ["--min-key-bits", str(key_bits)]
-    return shlex.join(argv)
 
 
 @audit_app.callback()

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fedcredit.cli.audit import verify_command
+from fedcredit.audit.verify import verify_command
 from fedcredit.cli.console import console, err_console
 from fedcredit.cli.data import generate
 from fedcredit.common.errors import FedCreditError

@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+from fedcredit.audit.verify import verify_command
 from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 
@@ -103,7 +104,7 @@ class Staging:
         shutil.rmtree(self.dir)
         write_status(self.out, {"ok": True, "run_id": self.run_id})
 
-    def fail(self, exc: BaseException, finished_before: bool, verify_options: str = "") -> dict:
+    def fail(self, exc: BaseException, finished_before: bool, key_bits: int) -> dict:
         """The run failed: keep its audit logs (closed as aborted by the engine) when messages flowed, drop the
         rest, write ``status.json``; returns the status written. A finished run already in ``out`` stays
         whole: the failed run's logs then go to ``out/aborted/<run id>/``."""
@@ -123,7 +124,7 @@ class Staging:
                 public.replace(home / KEYS / PUBLIC_KEY)
                 public = home / KEYS / PUBLIC_KEY
             status.update(audit=str(home / "audit"),
-                          verify=f"fedcredit audit verify {home} --key {public}{verify_options}")
+                          verify=verify_command(home, key_bits, public))
         shutil.rmtree(self.dir, ignore_errors=True)
         write_status(self.out, status)
         return status

@@ -86,8 +86,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
         metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, centralized=centralized,
                               policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model)
     except BaseException as exc:
-        staging.fail(exc, before == "finished",
-                     f" --min-key-bits {settings.key_bits}" if settings.key_bits < 2048 else "")
+        staging.fail(exc, before == "finished", settings.key_bits)
         raise
     staging.commit()
     return metrics
