@@ -22,6 +22,7 @@ from _common import emit, machine, parser  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from fedcredit.jobs.centralized import centralized_auc  # noqa: E402
 from fedcredit.data import synth, uscc  # noqa: E402
@@ -71,7 +72,7 @@ def german_nodes(root: Path) -> list[NodeConfig]:
 def measure(name: str, nodes: list[NodeConfig], settings: ModelSettings, out: Path) -> dict:
     started = time.perf_counter()
     result = run_job([NodeConfig(**{**n.__dict__, "out_dir": str(out)}) for n in nodes], settings)
-    central = centralized_auc(nodes, out / "scores.parquet", settings)
+    central = centralized_auc(nodes, pq.read_table(out / "scores.parquet")["id"].to_numpy(), settings)
     fed = result["metrics"]["auc"]
     print(f"{name}: federated test AUC {fed:.4f}, centralized {central:.4f}, gap {fed - central:+.4f} "
           f"({result['intersection']:,} aligned rows, {result['evaluations']} evaluations, {time.perf_counter() - started:.0f} s)",

@@ -1,23 +1,22 @@
-"""Centralized reference for a finished job: the same model and binning trained on pooled data.
+"""Centralized reference for a job: the same model and binning trained on pooled data.
 
 Only possible where every node's file is readable in one place (the embedded demo,
-benchmarks); a real federation never pools its data. It uses the bank's published
-split (scores.parquet) so both models see the same train and test enterprises.
+benchmarks); a real federation never pools its data. It derives the job's own split from
+the aligned IDs (``split_assignment``, as every node does), so both models see the same
+train and test enterprises, and it can run before the job: the bank's report shows it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from sklearn.linear_model import LogisticRegression
 
 from fedcredit.data.binning import STANDARD_SCALE_BITS, FeaturePrep
 from fedcredit.data.validate import load_node
 from fedcredit.models.gbdt_reference import GbdtReference, PartyBins
 from fedcredit.protocols.design import Design
-from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.protocols.job import ModelSettings, NodeConfig, split_assignment
 from fedcredit.scoring import metrics
 
 
@@ -29,13 +28,11 @@ def _frame(node: NodeConfig, ids: np.ndarray):
     return feats.iloc[rows].reset_index(drop=True), (data.label[rows] if data.label is not None else None)
 
 
-def centralized_auc(nodes: list[NodeConfig], scores_path: Path, settings: ModelSettings) -> float:
-    """Test AUC of the same model on the pooled, identically prepared features: scikit-learn's
-    logistic regression for the scorecard, the plaintext SecureBoost reference for trees."""
-    scores = pq.read_table(scores_path).to_pandas()
-    ids = scores["id"].to_numpy(dtype=object)
-    split = scores["split"].to_numpy()
-    train, valid, test = split == "train", split == "validation", split == "test"
+def centralized_auc(nodes: list[NodeConfig], ids: np.ndarray, settings: ModelSettings) -> float:
+    """Test AUC of the same model on the pooled, identically prepared features of the aligned ``ids``:
+    scikit-learn's logistic regression for the scorecard, the plaintext SecureBoost reference for trees."""
+    split = split_assignment(ids, settings.seed, settings.train, settings.validation)
+    train, valid, test = split == 0, split == 1, split == 2
     preps, frames, labels = [], [], None
     for node in nodes:
         frame, y = _frame(node, ids)

@@ -33,8 +33,12 @@ class Preflight:
     """What the checks learnt: rows per node, the overlap, and warnings (e.g. columns left out)."""
 
     rows: dict[str, int]
-    intersection: int
+    ids: np.ndarray  # the enterprises every node knows (sorted), as PSI will find them
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def intersection(self) -> int:
+        return len(self.ids)
 
 
 def check_job(nodes: list[NodeConfig], settings: ModelSettings, *, model: Path | None = None) -> Preflight:
@@ -58,11 +62,11 @@ def check_job(nodes: list[NodeConfig], settings: ModelSettings, *, model: Path |
                             f"(expected {Path(model) / 'model' / node.role}/ from a training run with this role)")
     if problems:
         raise PreflightError(problems)
-    size = _check_overlap(loaded, settings, training=model is None)
-    return Preflight({r: len(d) for r, d in loaded.items()}, size, warnings)
+    ids = _check_overlap(loaded, settings, training=model is None)
+    return Preflight({r: len(d) for r, d in loaded.items()}, ids, warnings)
 
 
-def _check_overlap(data: dict[str, NodeData], settings: ModelSettings, *, training: bool) -> int:
+def _check_overlap(data: dict[str, NodeData], settings: ModelSettings, *, training: bool) -> np.ndarray:
     """The enterprises every node knows: enough of them, and (to train) both outcomes in each split that needs them."""
     roles = list(data)
     bank = data[roles[0]]
@@ -73,9 +77,9 @@ def _check_overlap(data: dict[str, NodeData], settings: ModelSettings, *, traini
         raise PreflightError([overlap_report(
             {r: len(d) for r, d in data.items()},
             {r: len(set(bank.ids) & set(data[r].ids)) for r in roles[1:]}, len(common))])
-    if not training:
-        return len(common)
     ids = np.array(sorted(common), dtype=object)
+    if not training:
+        return ids
     position = {i: k for k, i in enumerate(bank.ids)}
     labels = bank.label[[position[i] for i in ids]]
     split = split_assignment(ids, settings.seed, settings.train, settings.validation)
@@ -90,7 +94,7 @@ def _check_overlap(data: dict[str, NodeData], settings: ModelSettings, *, traini
                             f"{counts[0]} non-defaults and {counts[1]} defaults; both outcomes are needed {why}")
     if problems:
         raise PreflightError(problems)
-    return len(common)
+    return ids
 
 
 def overlap_report(rows: dict[str, int], with_bank: dict[str, int], common: int) -> str:

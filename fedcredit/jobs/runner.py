@@ -83,7 +83,12 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     staging = Staging(out)
     stage = staging.start()
     try:
-        metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, centralized=centralized,
+        reference = None
+        if centralized and model is None:  # before the job, so the bank's report shows it beside the federated AUC
+            from fedcredit.jobs.centralized import centralized_auc
+
+            reference = centralized_auc(nodes, checked.ids, settings)
+        metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, reference=reference,
                               policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model)
     except BaseException as exc:
         staging.fail(exc, before == "finished", settings.key_bits)
@@ -93,14 +98,15 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
 
 def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
-                centralized: bool, policy: LimitPolicy, keys: Path | None, model: Path | None,
+                reference: float | None, policy: LimitPolicy, keys: Path | None, model: Path | None,
                 allow_weak_model: bool) -> dict:
     """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
     nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
              for n in nodes]
     signer = coordinator_identity(Path(keys) if keys else staging.keys())
-    publication = publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model)
+    publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
+                          centralized_auc=reference)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -116,10 +122,6 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
                              audit=(stage / "audit", signer), run_id=staging.run_id)
     audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
-    extra = {}
-    if centralized and task == "train":
-        from fedcredit.jobs.centralized import centralized_auc
-
-        extra["centralized_auc"] = centralized_auc(nodes, stage / "scores.parquet", settings)
+    extra = {"centralized_auc": reference} if reference is not None else {}
     return finish_run(result, stage, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
                       seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra)

@@ -188,8 +188,10 @@ class JobCoordinator(ScriptedCoordinator):
             table = self.publication.loss_table
             context = {"grades": pub["grade"], "limits": pub["limit"],
                        "loss_table": table(np.array(pub["grade"]), np.array(pub["pd"]), np.array(pub["limit"])) if table else None}
-        context.update(run={"run_id": self.run_id, "seconds": round(time.perf_counter() - started, 1), "rounds": self.rounds,
-                            "model": asdict(s)},
+        # the job's wall time and rounds as every output states them: up to the report, whose round is the last
+        seconds = round(time.perf_counter() - started, 1)
+        context.update(run={"run_id": self.run_id, "seconds": seconds, "rounds": self.rounds + 1, "model": asdict(s)},
+                       centralized_auc=self.publication.centralized_auc if self.publication else None,
                        nodes=self.result["nodes"], intersection=self.result["intersection"],
                        fingerprints={"paillier": _key_fingerprint(models[main]), "identities": self.result["identities"],
                                      "limits signing key": self.publication.signer if self.publication else None})
@@ -206,7 +208,7 @@ class JobCoordinator(ScriptedCoordinator):
         self.result.update(
             metrics=reported.get(main, {}), bank_only=reported.get(f"{main}-bank"), model=s.model,
             history=model.history, evaluations=model.evaluations,
-            key_fingerprint=_key_fingerprint(model), seconds=time.perf_counter() - started)
+            key_fingerprint=_key_fingerprint(model), seconds=seconds)
         if s.model == "secureboost":
             self.result["trees"] = model.trees
         self.on_event("finished", self.result)

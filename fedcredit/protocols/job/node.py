@@ -347,7 +347,8 @@ class NodeAgent:
             fingerprints=context.get("fingerprints", {}), score_train=reference, grades=grades_df,
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
             metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None,
-            loss_table=loss, in_sample=bool((self.split[test] == SCORED).any()), quality=context.get("quality"))
+            loss_table=loss, in_sample=bool((self.split[test] == SCORED).any()), quality=context.get("quality"),
+            centralized_auc=context.get("centralized_auc"))
         return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None) -> None:

@@ -63,7 +63,7 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
         **(_scored_figures(m) if task == "score" else
            {"test_auc": m.get("auc"), "test_ks": m.get("ks"), "test_gini": m.get("gini")}),
         "bank_only_auc": (result.get("bank_only") or {}).get("auc"),
-        "rounds": result["rounds"], "seconds": round(seconds, 1),
+        "rounds": result["rounds"], "seconds": round(result.get("seconds", seconds), 1), "total_seconds": round(seconds, 1),
         "intersection": result["intersection"], "evaluations": result["evaluations"],
         "audit_records": audit_records, **(extra or {}),
     }
@@ -77,7 +77,7 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     run_doc = {
         "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
-        "nodes": result["nodes"], "roles": roles,
+        "nodes": result["nodes"], "roles": roles, "rounds": metrics["rounds"], "seconds": metrics["seconds"],
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},
         "policy": policy.source, "quality_gate": quality, "history": result["history"], "versions": _versions(), **(run_extra or {}),

@@ -152,6 +152,7 @@ class Publication:
     quality: QualityPolicy | None = None
     allow_weak_model: bool = False
     grade_order: list[str] | None = None
+    centralized_auc: float | None = None  # local runs: the pooled-data reference, shown in the bank's report
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
