@@ -4,12 +4,18 @@ Every accessor returns only what the named party may see: the bank sees scores a
 labels-based evaluation of its own customers, every node its own model part, anyone
 the published limits. In a notebook all parties sit in one process (the embedded
 engine), so the API keeps their views apart on purpose.
+
+Without ``out=`` a federation works in a temporary folder of its own (data, keys, audit logs,
+model parts, scores) and removes it when it is closed (``close()``, or leaving a ``with`` block),
+when it is garbage-collected, or when Python exits; with ``out=`` everything stays there.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,28 +29,58 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 
 
+class TemporaryFolder:
+    """A folder under the system's temporary directory, removed by ``remove()``, when nothing refers to
+    it any more, or at interpreter exit, whichever comes first."""
+
+    def __init__(self):
+        self.path = Path(tempfile.mkdtemp(prefix="fedcredit-"))
+        self.remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
 class Federation:
-    """A federated job over node files: ``fit()``, then ``evaluate()``, ``score()``, ``model()``, ``limits()``."""
+    """A federated job over node files: ``fit()``, then ``evaluate()``, ``score()``, ``model()``, ``limits()``.
+
+    ``out``: where the job's outputs stay; without it a temporary folder removed by ``close()``.
+    """
 
     def __init__(self, nodes: list[NodeConfig], settings: ModelSettings | None = None, *, out: str | Path | None = None,
                  engine: str = "in-process"):
         if not nodes or nodes[0].role != "bank":
             raise FedCreditError("a federation needs the bank first and at least one host")
         self.nodes, self.settings, self.engine = list(nodes), settings or ModelSettings(), engine
-        self.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedcredit-"))
+        self._temporary = TemporaryFolder() if out is None else None
+        self.out = Path(out) if out is not None else self._temporary.path
         self.metrics: dict | None = None
 
     @classmethod
     def synthetic(cls, rows: int = 20_000, seed: int = 42, *, out: str | Path | None = None, **settings) -> "Federation":
-        """Three nodes (bank, tax, utilities) on freshly generated synthetic SME data."""
-        out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedcredit-"))
+        """Three nodes (bank, tax, utilities) on freshly generated synthetic SME data (in ``out``/data)."""
+        temporary = TemporaryFolder() if out is None else None
+        out = Path(out) if out is not None else temporary.path
         paths = synth.write_nodes(synth.generate(rows, seed), out / "data")
         nodes = [NodeConfig(role, str(paths[role])) for role in NODE_ROLES]
-        return cls(nodes, ModelSettings(seed=seed, **settings), out=out)
+        federation = cls(nodes, ModelSettings(seed=seed, **settings), out=out)
+        federation._temporary = temporary
+        return federation
+
+    def close(self) -> None:
+        """Remove the temporary folder (when no ``out`` was given); the results are gone with it."""
+        if self._temporary is not None:
+            self._temporary.remove()
+
+    def __enter__(self) -> "Federation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def fit(self, *, centralized: bool = True, console=None, allow_weak_model: bool = False) -> "Federation":
         """Run the whole job (validate, align, split, prepare, train, score) on the chosen engine.
-        A model that fails the quality gate raises unless ``allow_weak_model`` (docs/limits.md)."""
+        A model that fails the quality gate raises unless ``allow_weak_model`` (docs/limits.md).
+
+        Progress: one block updated in place in a notebook, rich's live display on a terminal,
+        plain lines elsewhere (fedcredit.jobs.display)."""
         self.metrics = runner.run(self.nodes, self.settings, self.out, engine=self.engine, console=console,
                                   centralized=centralized, allow_weak_model=allow_weak_model)
         return self
@@ -99,7 +135,9 @@ class Federation:
 
     def with_engine(self, engine: str) -> "Federation":
         """The same federation on another engine ("simulation" runs Flower)."""
-        return Federation([replace(n) for n in self.nodes], self.settings, out=self.out, engine=engine)
+        other = Federation([replace(n) for n in self.nodes], self.settings, out=self.out, engine=engine)
+        other._temporary = self._temporary  # one folder: removed when neither uses it any more
+        return other
 
     def limits(self) -> pd.DataFrame:
         """The published, signed pre-credit limits (anyone may see them); verified before they are returned."""

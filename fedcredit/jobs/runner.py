@@ -12,45 +12,17 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedcredit.audit.verify import verify_audit
 from fedcredit.common.errors import FedCreditError
+from fedcredit.jobs.display import job_display
 from fedcredit.jobs.outdir import Staging, previous_run, write_status
 from fedcredit.jobs.preflight import check_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
-from fedcredit.protocols.progress import step_line
 from fedcredit.scoring.policy import LimitPolicy
 
 ENGINES = ("simulation", "in-process")
-
-
-class _Display:
-    """Turns job events into a rich progress display (phases, iterations, loss, validation AUC)."""
-
-    def __init__(self, progress: Progress, settings: ModelSettings):
-        self.progress = progress
-        self.task = progress.add_task("validating node data", total=None)
-        self.steps = settings.progress_steps
-
-    def __call__(self, kind: str, info: dict) -> None:
-        p = self.progress
-        if kind == "validated":
-            rows = ", ".join(f"{r} {v['rows']:,}" for r, v in info.items())
-            p.console.print(f"[green]✓[/green] node data valid ({rows})")
-            p.update(self.task, description="aligning enterprises (PSI)")
-        elif kind == "aligned":
-            p.console.print(f"[green]✓[/green] {info['intersection']:,} enterprises known to every node (PSI)")
-            p.update(self.task, description="training", total=self.steps, completed=0)
-        elif kind == "node_lost":
-            p.console.print(f"[yellow]![/yellow] node {info['node']} lost in round {info['round']} ({info['reason']}); "
-                            f"waiting up to {info['return_timeout']:.0f} s for it to return")
-        elif kind == "node_back":
-            p.console.print(f"[green]✓[/green] node {info['node']} is back after {info['waited_s']} s; "
-                            f"round {info['round']} delivered again")
-        elif kind == "iteration":
-            p.update(self.task, completed=min(info["iteration"], self.steps), description=step_line(info, self.steps))
 
 
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
@@ -108,9 +80,7 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
     publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
                           centralized_auc=reference)
     started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        display = _Display(progress, settings)
+    with job_display(console, settings) as display:
         if engine == "simulation":
             from fedcredit.flower.simulation import run_simulated_job
 
