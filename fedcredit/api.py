@@ -51,6 +51,7 @@ class Federation:
         self.nodes, self.settings, self.engine = list(nodes), settings or ModelSettings(), engine
         self._temporary = TemporaryFolder() if out is None else None
         self.out = Path(out) if out is not None else self._temporary.path
+        self._own: tuple[str, ...] = ()  # entries of ``out`` this federation made itself (synthetic data)
         self.metrics: dict | None = None
 
     @classmethod
@@ -61,7 +62,7 @@ class Federation:
         paths = synth.write_nodes(synth.generate(rows, seed), out / "data")
         nodes = [NodeConfig(role, str(paths[role])) for role in NODE_ROLES]
         federation = cls(nodes, ModelSettings(seed=seed, **settings), out=out)
-        federation._temporary = temporary
+        federation._temporary, federation._own = temporary, ("data",)
         return federation
 
     def close(self) -> None:
@@ -82,7 +83,7 @@ class Federation:
         Progress: one block updated in place in a notebook, rich's live display on a terminal,
         plain lines elsewhere (fedcredit.jobs.display)."""
         self.metrics = runner.run(self.nodes, self.settings, self.out, engine=self.engine, console=console,
-                                  centralized=centralized, allow_weak_model=allow_weak_model)
+                                  centralized=centralized, allow_weak_model=allow_weak_model, own=self._own)
         return self
 
     def _require_fit(self) -> None:
@@ -136,7 +137,7 @@ class Federation:
     def with_engine(self, engine: str) -> "Federation":
         """The same federation on another engine ("simulation" runs Flower)."""
         other = Federation([replace(n) for n in self.nodes], self.settings, out=self.out, engine=engine)
-        other._temporary = self._temporary  # one folder: removed when neither uses it any more
+        other._temporary, other._own = self._temporary, self._own  # one folder: removed when neither uses it
         return other
 
     def limits(self) -> pd.DataFrame:
