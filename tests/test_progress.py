@@ -40,7 +40,7 @@ def step(i: int, model: str = "r/main") -> dict:
 def test_status_line_and_eta_from_the_rate_of_steps():
     clock = Clock()
     p = JobProgress(steps=11, clock=clock)
-    assert p.status == "validating node data"
+    assert p.status == "starting the nodes, which validate their data"
     assert p.update("validated", {"bank": {"rows": 800}, "tax": {"rows": 700}}) == \
         ("ok", "node data valid (bank 800 rows, tax 700 rows)")
     assert p.status == "aligning enterprises (PSI)"
@@ -95,7 +95,7 @@ def test_log_gets_a_line_at_least_every_heartbeat_without_events():
     assert max(gaps) < 0.2 + 0.15, f"a gap of {max(gaps):.2f} s in:\n{text}"
     quiet = [line for _, line in log.lines if "still running" in line]
     assert len(quiet) >= 6, text
-    assert any(line.startswith("validating node data") for line in map(_untimed, quiet))
+    assert any(line.startswith("starting the nodes") for line in map(_untimed, quiet))
     assert any(line.startswith("aligning enterprises (PSI)") for line in map(_untimed, quiet))
     assert "node data valid (bank 800 rows, tax 700 rows)" in text
     assert "600 enterprises known to every node (PSI)" in text
@@ -148,7 +148,7 @@ def test_notebook_api_without_a_terminal_prints_plain_lines_and_leaves_no_tempor
     assert run.returncode == 0, run.stdout + run.stderr
     assert "\x1b[" not in run.stdout + run.stderr
     lines = run.stdout.splitlines()
-    for wanted in ("validating node data", "node data valid (bank", "enterprises known to every node (PSI)",
+    for wanted in ("starting the nodes, which validate their data", "node data valid (bank", "enterprises known to every node (PSI)",
                    "federated model: iteration 4/5, loss", "job finished on every node"):
         assert any(wanted in line for line in lines), f"no {wanted!r} in:\n{run.stdout}"
     assert "LIVING True" in lines and "AFTER []" in lines, run.stdout

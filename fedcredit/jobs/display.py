@@ -29,7 +29,7 @@ HEARTBEAT_S = 10.0  # a log line at least this often
 NOTEBOOK_REFRESH_S = 1.0  # the notebook block's elapsed time is redrawn this often
 
 # What the job does after each event, until the next one arrives.
-PHASE_AFTER = {"start": "validating node data", "validated": "aligning enterprises (PSI)",
+PHASE_AFTER = {"start": "starting the nodes, which validate their data", "validated": "aligning enterprises (PSI)",
                "aligned": "preparing the model (split, bins, keys)",
                "finished": "checking the audit logs and writing the outputs"}
 
