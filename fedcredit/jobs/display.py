@@ -11,7 +11,6 @@ IPython display handle; rich's live display there needs ipywidgets and warns wit
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -132,7 +131,10 @@ class _Heartbeat(ABC):
             with self.lock:
                 wait = self.shown + self.interval - self.progress.clock()
                 if wait <= 0:
-                    self.beat()
+                    try:
+                        self.beat()
+                    except (OSError, ValueError):  # the output is gone (a closed pipe or file): nothing to show on
+                        return
                     self.shown = self.progress.clock()
                     continue
             if self.stopped.wait(wait):
@@ -265,7 +267,7 @@ def job_display(console: Console | None = None, settings: ModelSettings | None =
             yield RichDisplay(bar, progress)
         return
     else:
-        display = LineDisplay(progress, console.file or sys.stdout, heartbeat)
+        display = LineDisplay(progress, console.file, heartbeat)
     display.start()
     try:
         yield display
