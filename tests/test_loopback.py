@@ -9,6 +9,7 @@ own address) fails the test with the process and address named.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,23 @@ def test_non_loopback_detects_wildcard_and_host_addresses():
              ("mapped", "::ffff:127.0.0.1", 6, "tcp"), ("mapped-host", "::ffff:10.1.2.3", 7, "tcp")}
     assert non_loopback(found) == ["gcs tcp 10.1.2.3:2", "mapped-host tcp ::ffff:10.1.2.3:7", "raylet tcp 0.0.0.0:1",
                                   "w tcp :::3"]
+
+
+def test_ray_takes_the_loopback_address_even_when_imported_first(tmp_path):
+    """A notebook may import Ray before fedcredit: the switch must still hold (a fresh process, Ray imported first)."""
+    script = ("import ray\n"
+              "from ray._private import ray_constants, services\n"
+              "assert ray_constants.ENABLE_RAY_CLUSTER, 'this machine runs Ray in single-machine mode already'\n"
+              "before = services.get_node_ip_address()\n"
+              "from fedcredit.flower.simulation import _ray_on_loopback\n"
+              "_ray_on_loopback()\n"
+              "print(before, services.get_node_ip_address())\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    before, after = run.stdout.split()
+    assert is_loopback(after), f"Ray's node address stayed {after} (was {before})"
 
 
 JOB = """

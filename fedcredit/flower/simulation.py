@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
@@ -23,9 +24,13 @@ def _ray_on_loopback() -> None:
     into the machine's address. Ray's single-machine mode (what it uses on macOS and Windows)
     takes the loopback address instead, and then binds 127.0.0.1 only. The simulated nodes all
     live in this process tree, so loopback is all they need. Ray reads the switch when it is
-    first imported, hence before any Flower simulation import.
+    first imported (here, before any Flower simulation import); its worker processes read it
+    from the environment they inherit.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray was imported before (a notebook, the caller): it has read the switch already
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_root: Path, *, on_event=None,
