@@ -105,3 +105,25 @@ def test_a_finished_run_leaves_no_node_state_or_staging(job_dir, tmp_path):
     assert names == {"audit", "keys", "limits.csv", "limits.parquet", "limits.sig.json", "metrics.json", "model",
                      "report.html", "run.json", "scores.parquet", "status.json"}, names
     assert json.loads((out / "status.json").read_text())["ok"] is True
+
+
+def test_the_coordinator_names_the_overlap_it_found(tmp_path):
+    """On a real federation no pre-flight sees every file: the coordinator's own refusal names the figures."""
+    import pandas as pd
+
+    from fedcredit.jobs.in_process import run_job
+    from fedcredit.protocols.errors import InputError
+    from fedcredit.protocols.job import ModelSettings, NodeConfig
+
+    tables = synth.generate(600, seed=9)
+    bank = tables["bank"].to_pandas()
+    tax = tables["tax"].to_pandas()
+    tax = pd.concat([tax[tax["uscc"].isin(bank["uscc"])].head(5), tax[~tax["uscc"].isin(bank["uscc"])]])
+    bank.to_parquet(tmp_path / "bank.parquet", index=False)
+    tax.to_parquet(tmp_path / "tax.parquet", index=False)
+    nodes = [NodeConfig("bank", str(tmp_path / "bank.parquet")), NodeConfig("tax", str(tmp_path / "tax.parquet"))]
+    with pytest.raises(InputError) as err:
+        run_job(nodes, ModelSettings(key_bits=1024))
+    text = str(err.value)
+    assert "only 5 enterprises are known to every node" in text and "at least 20" in text
+    assert f"bank {len(bank):,} rows, tax {len(tax):,} rows" in text
