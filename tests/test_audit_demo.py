@@ -5,7 +5,9 @@ One small in-process run (1024-bit test keys) shared by the tests of this module
 
 from __future__ import annotations
 
+import json
 import shlex
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -67,3 +69,21 @@ def test_the_scorecard_report_lists_only_scorecard_settings(demo):
     for name in TREE_SETTINGS:
         assert f"<th>model: {name}</th>" not in text, name
     assert "AUC (test)" in text and "in-sample" not in text  # a training run measures on its test rows
+
+
+def test_console_files_and_report_state_the_same_figures(demo):
+    """Wall time, rounds and the centralized AUC read the same in the console, metrics.json, run.json and the report."""
+    out, output = demo
+    metrics = json.loads((out / "metrics.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    report = (out / "report.html").read_text()
+    assert (run["seconds"], run["rounds"]) == (metrics["seconds"], metrics["rounds"])
+    assert metrics["total_seconds"] >= metrics["seconds"]
+    console = " ".join(output.split())
+    assert re.search(rf"seconds │ {metrics['seconds']:.1f} │", console), output
+    assert re.search(rf"message rounds │ {metrics['rounds']} │", console), output
+    assert re.search(rf"centralized_auc │ {metrics['centralized_auc']:.4f} │", console), output
+    assert f"{metrics['seconds']:,.1f} s (" in report
+    assert re.search(rf"<th[^>]*>rounds</th>\s*<td[^>]*>{metrics['rounds']:,}</td>", report)
+    assert re.search(rf"AUC, centralized reference</th>\s*<td[^>]*>{metrics['centralized_auc']:.4f}</td>", report)
+    assert re.search(rf"AUC \(test\)</th>\s*<td[^>]*>{metrics['test_auc']:.4f}</td>", report)
