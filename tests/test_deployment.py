@@ -37,9 +37,9 @@ from fedcredit.scoring.outputs import read_model_part
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
-    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")
+    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")]
 
 
 def _flower_pids(marker: str) -> list[str]:

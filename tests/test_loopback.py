@@ -12,6 +12,8 @@ import ipaddress
 import os
 import subprocess
 import sys
+
+import pytest
 import time
 from pathlib import Path
 
@@ -93,6 +95,7 @@ data = "data/utilities.parquet"
 """
 
 
+@pytest.mark.slow
 def test_local_job_listens_on_loopback_only(tmp_path):
     """``fedcredit train`` on the demo's engine (Flower's simulation engine on Ray), a small job, its process
     tree sampled from outside every 0.5 s until it exits."""
