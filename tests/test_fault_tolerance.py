@@ -1,7 +1,7 @@
 """Nodes that crash mid-job: the coordinator names them, waits, redelivers, and the job ends with the same model.
 
 A stand-in for Flower's Grid runs every node in this process through the real
-checkpointing (``node_state.handle_delivery``) and the real coordinator loop
+checkpointing (``fedcredit.node.runs.NodeRuns``: agents cached in memory, checkpointed per delivery) and the real coordinator loop
 (``server_app.run_job`` with ``Deliveries``). A crash is played as Flower shows it: the
 node's reply never comes, the SuperLink answers ``NODE_UNAVAILABLE`` and the node is
 offline for a while. Two kinds: the node died before its checkpoint was saved (its
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,8 +28,8 @@ from fedcredit.data import synth
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import delivery_seq
-from fedcredit.flower.node_state import handle_delivery
 from fedcredit.flower.server_app import run_job
+from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols.job import ModelSettings, NodeAgent, NodeConfig
 from fedcredit.scoring.outputs import read_model_part, read_tree_part
 
@@ -56,6 +57,7 @@ class CrashingGrid:
         self.offline_polls = offline_polls
         self.replies: dict[str, object] = {}
         self.counter = itertools.count()
+        self.runs = {role: NodeRuns(work / role, lambda run, n=node: NodeAgent(n), pool) for role, node in nodes.items()}
         self.crashed: list[tuple[str, int, str]] = []
 
     def role(self, nid: int) -> str:
@@ -86,21 +88,22 @@ class CrashingGrid:
         if kind == "query.role":
             return _reply(mid, nid, RecordDict({"node": ConfigRecord({"role": role})}))
         seq = delivery_seq(content)
-        state = self.work / role / "agent-1.pkl"
+        state = self.work / role / "run-1"
         crash = self.crashes.pop((role, seq), None)
-        before = state.read_bytes() if state.exists() else None
-        outcome = handle_delivery(state, seq, from_record(content), lambda: NodeAgent(self.nodes[role]), self.pool)
+        before = {p.relative_to(state): p.read_bytes() for p in state.rglob("*") if p.is_file()} if crash else None
+        outcome = self.runs[role].deliver("1", seq, from_record(content))
         if crash is None:
             record = to_record(outcome.replies)
             if outcome.head is not None:
                 record["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
             return _reply(mid, nid, record)
         self.crashed.append((role, seq, crash))
+        self.runs[role].forget()  # the process died: what it held in memory is gone
         if crash == "before-save":  # the process died after its audit records, before its checkpoint
-            if before is None:
-                state.unlink()
-            else:
-                state.write_bytes(before)
+            shutil.rmtree(state)
+            for name, blob in before.items():
+                (state / name).parent.mkdir(parents=True, exist_ok=True)
+                (state / name).write_bytes(blob)
         self.offline[nid] = float("inf") if crash == "gone" else self.offline_polls
         return _reply(mid, nid, code=NODE_UNAVAILABLE, reason="Node Unavailable")
 
@@ -175,11 +178,13 @@ def test_a_node_that_never_returns_fails_the_job_with_its_name(tmp_path, data, p
 
 def test_deliveries_out_of_order_or_without_checkpoint_are_refused(tmp_path, data, pool):
     node = NodeConfig("tax", str(data["tax"]))
+    runs = NodeRuns(tmp_path, lambda run: NodeAgent(node), pool)
     with pytest.raises(FedCreditError, match="delivery 3 is out of order.*completed delivery 0.*checkpoint is missing"):
-        handle_delivery(tmp_path / "agent.pkl", 3, [], lambda: NodeAgent(node), pool)
-    (tmp_path / "agent.pkl").write_bytes(b"not a pickle")
+        runs.deliver("7", 3, [])
+    (tmp_path / "run-7").mkdir()
+    (tmp_path / "run-7" / "checkpoint").write_bytes(b"not a checkpoint")
     with pytest.raises(FedCreditError, match="unreadable"):
-        handle_delivery(tmp_path / "agent.pkl", 1, [], lambda: NodeAgent(node), pool)
+        runs.deliver("7", 1, [])
     with pytest.raises(FedCreditError, match="malformed delivery number"):
         delivery_seq(RecordDict({"delivery": ConfigRecord({"seq": -2})}))
 

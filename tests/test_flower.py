@@ -85,7 +85,7 @@ def test_simulated_job_on_flower(tmp_path, before, settings):
     assert (tmp_path / "out" / "scores.parquet").exists()
     assert {"validated", "aligned", "iteration", "finished"} <= set(events)
     # every node kept its state in its own work directory
-    assert all(list((tmp_path / "work" / r).glob("agent-*.pkl")) for r in ("bank", "tax", "utilities"))
+    assert all(list((tmp_path / "work" / r).glob("run-*/checkpoint")) for r in ("bank", "tax", "utilities"))
     assert _flower_processes(before) == ""
     if settings.model == "secureboost":  # trees do not depend on the transport: the in-process engine agrees
         from fedcredit.jobs.in_process import run_job

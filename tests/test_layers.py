@@ -27,9 +27,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "fedcredit.jobs":      {"fedcredit.flower", "fedcredit.deploy", "fedcredit.protocols", "fedcredit.audit",
                             "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto", "fedcredit.models",
                             "fedcredit.common"},
-    "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.protocols", "fedcredit.audit", "fedcredit.scoring",
-                            "fedcredit.crypto", "fedcredit.common"},
-    "fedcredit.deploy":    {"fedcredit.common"},
+    "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.node", "fedcredit.node.channel", "fedcredit.protocols", "fedcredit.audit",
+                            "fedcredit.scoring", "fedcredit.crypto", "fedcredit.common"},
+    "fedcredit.node":      {"fedcredit.node.channel", "fedcredit.protocols", "fedcredit.crypto", "fedcredit.common"},  # the node service
+    "fedcredit.node.channel": {"fedcredit.common"},  # stdlib only: the relay ClientApp and deploy use it
+    "fedcredit.deploy":    {"fedcredit.node.channel", "fedcredit.common"},
     "fedcredit.protocols": {"fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},
     "fedcredit.audit":     {"fedcredit.crypto", "fedcredit.common"},
@@ -43,7 +45,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 
 # The engines talk to the protocols through their party interface only: the names
 # ``fedcredit/protocols/__init__.py`` exports (never a protocol's module).
-INTERFACE_ONLY = {"fedcredit.flower": "fedcredit.protocols"}
+INTERFACE_ONLY = {"fedcredit.flower": "fedcredit.protocols", "fedcredit.node": "fedcredit.protocols"}
 
 # Outside libraries and the lab: which parts of the product may import them.
 #   library              allowed in                                   why

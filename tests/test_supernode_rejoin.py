@@ -30,7 +30,8 @@ def _run(tmp_path, monkeypatch, with_checkpoint: bool, window: str = "60") -> tu
     work = tmp_path / "state"
     work.mkdir()
     if with_checkpoint:
-        (work / "agent-123.pkl").write_bytes(b"checkpoint")
+        (work / "run-123").mkdir(parents=True, exist_ok=True)
+        (work / "run-123" / "checkpoint").write_bytes(b"checkpoint")
     script = tmp_path / "fake_supernode.py"
     script.write_text(FAKE)
     monkeypatch.setenv("FEDCREDIT_REJOIN_S", window)

@@ -139,6 +139,9 @@ def supervise(procs: list[Proc], poll: float = 0.5) -> Proc | None:
     dead = None
     try:
         while stop["sig"] is None and dead is None:
+            for p in procs:  # a node's service that died is started again; its relay waits for it
+                if getattr(p, "revive", None) is not None and p.revive():
+                    print(f"fedcredit: {p.name}: the node service had exited; started it again", flush=True)
             dead = next((p for p in procs if not p.alive()), None)
             if dead is None:
                 time.sleep(poll)
@@ -207,10 +210,7 @@ def supernode_command(role: str, data: Path, superlink: str, certs: Path, work: 
     if out is not None:
         cfg["out-dir"] = str(Path(out).resolve())
     cfg.update(node_config or {})
-    for k, v in cfg.items():
-        if "'" in str(v) or "\\" in str(v):
-            raise FedCreditError(f"node config value of {k!r} may not contain quotes or backslashes: {v!r}")
-    config = " ".join(f"{k}='{v}'" for k, v in cfg.items())
+    config = node_config_text(cfg)
     flower_bin("flower-supernode")  # fails early with a clear message when Flower is missing
     retries = ["--max-retries", str(max_retries)] if max_retries is not None else []
     return [sys.executable, "-m", "fedcredit.deploy.supernode", *retries, "--root-certificates", str(certs / "ca.pem"), "--superlink", superlink,
@@ -308,6 +308,7 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
 
 
 DEFAULT_HEARTBEAT = 10.0
+DEFAULT_IDLE_POLL = 0.1  # seconds an idle SuperNode sleeps between pulls (Flower 1.41's own: 3 s)
 
 
 def supernode_env(idle_poll: float | None, heartbeat: float | None) -> dict:
@@ -317,14 +318,77 @@ def supernode_env(idle_poll: float | None, heartbeat: float | None) -> dict:
     return env
 
 
-def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *, out: Path | None = None,
-               port: int | None = None, key: Path | None = None, idle_poll: float | None = None,
-               heartbeat: float = DEFAULT_HEARTBEAT, max_retries: int | None = None, node_config: dict | None = None,
-               netns: str | None = None) -> Proc:
-    """Start a SuperNode for ``role`` (its Runtime API on 127.0.0.1, FLWR_HOME under ``work``), in ``netns`` if given.
+def node_config_text(cfg: dict) -> str:
+    """The node config string (``key='value' ...``) that the SuperNode and the node service both read."""
+    for k, v in cfg.items():
+        if "'" in str(v) or "\\" in str(v):
+            raise FedCreditError(f"node config value of {k!r} may not contain quotes or backslashes: {v!r}")
+    return " ".join(f"{k}='{v}'" for k, v in cfg.items())
 
-    ``heartbeat`` (seconds, Flower's minimum 10; its own default 30): a crashed node is
-    noticed by the coordinator after two intervals (``fedcredit.deploy.supernode``).
+
+def service_command(config: str, workers: int | None = None) -> list[str]:
+    """The node service (``python -m fedcredit.node``) for the node config ``config``."""
+    return [sys.executable, "-m", "fedcredit.node", "--node-config", config,
+            *(["--workers", str(workers)] if workers else [])]
+
+
+class NodeProc(Proc):
+    """A node: its SuperNode (this Proc) and, beside it, its fedcredit node service (``service``).
+
+    ``revive()`` starts the service again when it died (the relay ClientApp waits for it);
+    ``stop()`` stops both.
+    """
+
+    def __init__(self, supernode: Proc, service: Proc, restart):
+        super().__init__(supernode.name, supernode.popen, supernode.log)
+        self.service = service
+        self._restart = restart
+        self.service_restarts = 0
+
+    def revive(self) -> bool:
+        """Start the node service again if it exited; True when it did."""
+        if self.service.alive():
+            return False
+        self.service = self._restart()
+        self.service_restarts += 1
+        return True
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        code = super().stop(timeout)
+        self.service.stop(timeout)
+        return code
+
+
+def wait_service(work: Path, proc: Proc, timeout: float = 60.0) -> None:
+    """Wait until the node service answers on its socket (or fail with its log)."""
+    import fedcredit.node.channel as channel
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, _, _ = channel.call(work, "GET", "/health", timeout=5)
+            if status == 200:
+                return
+        except channel.ServiceDown:
+            pass
+        if not proc.alive():
+            raise FedCreditError(f"the node service exited with code {proc.popen.returncode}:\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise FedCreditError(f"the node service did not answer within {timeout:.0f} s:\n{proc.tail()}")
+        time.sleep(0.1)
+
+
+def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *, out: Path | None = None,
+               port: int | None = None, key: Path | None = None, idle_poll: float | None = DEFAULT_IDLE_POLL,
+               heartbeat: float = DEFAULT_HEARTBEAT, max_retries: int | None = None, node_config: dict | None = None,
+               netns: str | None = None, workers: int | None = None) -> NodeProc:
+    """Start ``role``'s node service, then its SuperNode (Runtime API on 127.0.0.1, FLWR_HOME under ``work``),
+    in ``netns`` if given.
+
+    The service holds the node's data and agents and listens on a Unix socket in the work
+    folder; the SuperNode's ClientApp is a thin relay to it. ``heartbeat`` (seconds,
+    Flower's minimum 10; its own default 30): a crashed node is noticed by the coordinator
+    after two intervals (``fedcredit.deploy.supernode``).
     """
     work = Path(work).resolve()
     if not Path(data).exists():
@@ -332,4 +396,23 @@ def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *
     extra = supernode_env(idle_poll, heartbeat)
     cmd = supernode_command(role, Path(data), superlink, certs, work, port or free_port(), out=out, key=key,
                             node_config=node_config, max_retries=max_retries)
-    return spawn(f"supernode-{role}", cmd, flower_env(work / "flwr-home", extra), work / "supernode.log", netns=netns)
+    config = cmd[cmd.index("--node-config") + 1]
+    env = flower_env(work / "flwr-home", extra)
+
+    def start_service() -> Proc:
+        proc = spawn(f"node-service-{role}", service_command(config, workers), env, work / "node-service.log",
+                     netns=netns)
+        try:
+            wait_service(work / "state", proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
+    service = start_service()
+    try:
+        supernode = spawn(f"supernode-{role}", cmd, env, work / "supernode.log", netns=netns)
+    except BaseException:
+        service.stop()
+        raise
+    return NodeProc(supernode, service, start_service)

@@ -62,10 +62,10 @@ def _patch_heartbeat(seconds: int) -> bool:
 
 
 def _has_checkpoint(argv: list[str]) -> bool:
-    """Whether the node config's work-dir holds a run checkpoint (``agent-*.pkl``)."""
+    """Whether the node config's work-dir holds a run checkpoint (``run-*/checkpoint``, ``fedcredit.node.runs``)."""
     config = argv[argv.index("--node-config") + 1] if "--node-config" in argv[:-1] else ""
     work = re.search(r"work-dir='([^']*)'", config)
-    return bool(work) and any(Path(work.group(1)).glob("agent-*.pkl"))
+    return bool(work) and any(Path(work.group(1)).glob("run-*/checkpoint"))
 
 
 def supervise(argv: list[str], command: list[str] | None = None, pause: float = 5.0) -> int:

@@ -1,9 +1,10 @@
-"""The ClientApp: a node's role and data come from its own configuration; its state lives in its work directory.
+"""The simulation's ClientApp: the node's agents run inside Flower's (Ray) worker process.
 
-Each message bundle is handed to the node's ``NodeAgent``; the agent lives in a
-checkpoint in the work directory between messages (``node_state``), because Flower's
-deployment engine starts a fresh process per message and a node may crash and return. Errors go back to the
-coordinator as Flower errors naming the node's role.
+Each message bundle is handed to the node's runs (``fedcredit.node.runs``): the agent
+stays in the worker's memory between messages and is checkpointed in the node's work
+directory after each one, so a node may crash and return. Errors go back to the
+coordinator as Flower errors naming the node's role. The deployment engine uses the
+thin relay (``relay_app``) and the node service instead.
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ from fedcredit.crypto.parallel import stop_forkserver
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
-from fedcredit.flower.node_state import abort_run, handle_delivery
+from fedcredit.node.config import node_from_config
+from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent, NodeConfig
 
 _POOL: list[WorkerPool] = []
+_RUNS: dict[tuple[str, str], NodeRuns] = {}  # (work dir, role) -> that node's runs in this process
+
+
+def _runs(node: NodeConfig, work: Path) -> NodeRuns:
+    key = (str(Path(work).resolve()), node.role)
+    if key not in _RUNS:
+        _RUNS[key] = NodeRuns(work, lambda run: NodeAgent(node))
+    _RUNS[key].pool = _pool()
+    return _RUNS[key]
 
 
 def _release_pool() -> None:
@@ -36,6 +47,7 @@ def _release_pool() -> None:
     while _POOL:
         _POOL.pop().shutdown()
     stop_forkserver()
+    _RUNS.clear()  # cached agents are only a shortcut: a later message reloads its checkpoint
 
 
 def _pool() -> WorkerPool:
@@ -47,22 +59,8 @@ def _pool() -> WorkerPool:
 
 
 def node_config_from_context(context: Context) -> tuple[NodeConfig, Path]:
-    """Deployment: ``flower-supernode --node-config "role='tax' data='/srv/tax.parquet' work-dir='/var/fc'"``.
-
-    A SuperNode serves job after job: each run writes into its own ``OUT-DIR/run-<Flower run id>/``
-    (audit log, model part, scores), so one run never meets another's files.
-    """
-    cfg = dict(context.node_config)
-    if "role" not in cfg or "data" not in cfg:
-        raise ValueError("node config must set role and data (e.g. --node-config \"role='tax' data='/srv/tax.parquet'\")")
-    split = lambda key: [v for v in str(cfg.get(key, "")).split(",") if v]  # noqa: E731
-    node = NodeConfig(
-        role=str(cfg["role"]), data=str(cfg["data"]), id_column=str(cfg.get("id-column", "uscc")),
-        id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
-        features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
-        layout=str(cfg.get("layout", "standard")),
-        out_dir=str(Path(str(cfg["out-dir"])) / f"run-{context.run_id}") if cfg.get("out-dir") else None)
-    return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
+    """Simulation: the node's settings from its node config (``fedcredit.node.config``) for this Flower run."""
+    return node_from_config(dict(context.node_config), context.run_id)
 
 
 def _node_error(msg: FlowerMessage, node: NodeConfig | None, exc: Exception) -> FlowerMessage:
@@ -92,9 +90,9 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             if seq is None:
                 raise FedCreditError("protocol step without a delivery number")
             incoming = from_record(msg.content)
-            outcome = handle_delivery(work / f"agent-{context.run_id}.pkl", seq, incoming, lambda: NodeAgent(node),
-                                      _pool())
-            if NodeAgent.ends_job(incoming):
+            ends = NodeAgent.ends_job(incoming)
+            outcome = _runs(node, work).deliver(str(context.run_id), seq, incoming, ends_job=ends)
+            if ends:
                 _release_pool()
             content = to_record(outcome.replies)
             if outcome.head is not None:  # the node's closed audit-log head travels beside its last reply
@@ -111,7 +109,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             incoming = from_record(msg.content)
             if len(incoming) != 1:
                 raise FedCreditError(f"an abort carries one job.abort message, got {len(incoming)}")
-            head = abort_run(work / f"agent-{context.run_id}.pkl", incoming[0])
+            head = _runs(node, work).abort(str(context.run_id), incoming[0])
             _release_pool()
             content = RecordDict()
             if head is not None:

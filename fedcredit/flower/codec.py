@@ -11,25 +11,36 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import Message
 
+NODE_ERROR = 1001  # a fedcredit failure inside a node: deterministic, never retried
 MESSAGE_TYPE = "query.step"
 ABORT_TYPE = "query.abort"  # a failed job: the node closes its audit log as aborted
 
 
 def to_record(messages: list[Message]) -> RecordDict:
     blobs = [m.to_bytes() for m in messages]
-    data = b"".join(blobs)
+    return bundle_record(b"".join(blobs), [len(b) for b in blobs])
+
+
+def bundle_record(data: bytes, sizes: list[int]) -> RecordDict:
+    """A bundle's Flower record from its bytes and message sizes (what the node relay passes on unread)."""
     return RecordDict({
         "payload": ArrayRecord({"blob": Array(dtype="uint8", shape=(len(data),), stype="raw", data=data)}),
-        "index": ConfigRecord({"sizes": [len(b) for b in blobs]}),
+        "index": ConfigRecord({"sizes": list(sizes)}),
     })
 
 
-def from_record(record: RecordDict) -> list[Message]:
+def bundle_bytes(record: RecordDict) -> tuple[bytes, list[int]]:
+    """A Flower record's bundle bytes and message sizes, not yet parsed into messages."""
     try:
         data = bytes(record["payload"]["blob"].data)
         sizes = list(record["index"]["sizes"]) if record["index"].get("sizes") is not None else []
     except (KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"Flower message is not a fedcredit bundle ({exc!r})") from None
+    return data, sizes
+
+
+def from_record(record: RecordDict) -> list[Message]:
+    data, sizes = bundle_bytes(record)
     if any(not isinstance(s, int) or s < 0 for s in sizes) or sum(sizes) != len(data):
         raise ProtocolError(f"Flower message bundle sizes {sizes[:5]}… do not add up to its {len(data)} bytes")
     out, pos = [], 0

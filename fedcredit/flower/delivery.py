@@ -4,7 +4,7 @@ A node that crashes or restarts mid-round never answers; Flower's SuperLink then
 answers for it with a ``NODE_UNAVAILABLE`` error once its heartbeats stop. We name the
 node, wait for it to come back online (with node authentication a restarted SuperNode
 keeps its node id) and deliver the same bundle again under the same delivery number.
-The node keeps a checkpoint per delivery (``fedcredit.flower.node_state``), so a bundle
+The node keeps a checkpoint per delivery (``fedcredit.node.runs``), so a bundle
 it had already processed is answered from its checkpoint and one it had not is
 processed from its last completed state: the job goes on as if nothing had happened.
 A node that does not come back within ``return_timeout`` fails the job with its name.
@@ -20,9 +20,9 @@ from flwr.app import ConfigRecord, Message as FlowerMessage, RecordDict
 from flwr.serverapp import Grid
 
 from fedcredit.common.errors import FedCreditError
+from fedcredit.flower.codec import NODE_ERROR  # noqa: F401 — where the engines look for it
 
 POLL_S = 0.05
-NODE_ERROR = 1001  # a fedcredit failure inside a node's ClientApp: deterministic, never retried
 # Flower's own error codes (flwr.common.constant.ErrorCode) that mean "the node or its app went away"
 # (load failures and exceptions are deterministic and end the job like a NODE_ERROR)
 LOST_CODES = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable", 8: "ClientApp crashed"}

@@ -1,0 +1,83 @@
+"""The deployed ClientApp: a thin relay from Flower to the node's own fedcredit node service.
+
+Flower starts one ClientApp process per message, so this module imports only what
+forwarding needs: Flower's message types and the standard-library channel to the
+service (``fedcredit.node.channel``) — never numpy, pandas, scikit-learn or fedcredit's
+protocol code (tests/test_node_service.py checks). The node's data, keys and agents
+live in the service that ``fedcredit node start`` runs beside the SuperNode; this
+relay passes each message bundle through unread and returns the service's answer, or
+its error named by the node's role. The only setting it reads from the node config
+is ``work-dir`` (where the service's socket and secret are).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flwr.app import ConfigRecord, Context, Error, Message as FlowerMessage, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedcredit.flower.codec import NODE_ERROR, bundle_bytes, bundle_record
+import fedcredit.node.channel as channel
+
+SERVICE_WAIT_S = 60.0  # a service that is being restarted (after a crash) gets this long to come back
+
+
+def _failure(msg: FlowerMessage, context: Context, text: str) -> FlowerMessage:
+    who = context.node_config.get("role", "unknown role")
+    reason = text if text.startswith("[") else f"[{who}] {text}"
+    return FlowerMessage(Error(code=NODE_ERROR, reason=reason), reply_to=msg)
+
+
+def _work(context: Context) -> str:
+    work = context.node_config.get("work-dir")
+    if not work:
+        raise channel.ServiceDown("node config must set work-dir (where the fedcredit node service keeps its socket)")
+    return str(work)
+
+
+def _forward(msg: FlowerMessage, context: Context, route: str) -> FlowerMessage:
+    try:
+        data, sizes = bundle_bytes(msg.content)
+        headers = {channel.RUN: str(context.run_id), channel.SIZES: json.dumps(sizes)}
+        if route == "/deliver":
+            seq = msg.content["delivery"]["seq"] if "delivery" in msg.content else None
+            headers[channel.SEQ] = json.dumps(seq)
+        status, got, body = channel.call(_work(context), "POST", route, data, headers, wait=SERVICE_WAIT_S)
+    except Exception as exc:  # the service is down, or the message is not a fedcredit bundle
+        return _failure(msg, context, f"{type(exc).__name__}: {exc}")
+    if status != 200:
+        return _failure(msg, context, channel.error_text(body))
+    try:
+        content = bundle_record(body, json.loads(got.get(channel.SIZES.lower(), "[]")))
+    except Exception as exc:  # noqa: BLE001 — a broken answer is reported, never passed on
+        return _failure(msg, context, f"the node service's answer is malformed ({exc})")
+    head = got.get(channel.HEAD.lower())
+    if head is not None:
+        content["audit"] = ConfigRecord({"final_head": head})
+    return FlowerMessage(content, reply_to=msg)
+
+
+app = ClientApp()
+
+
+@app.query("role")
+def role(msg: FlowerMessage, context: Context) -> FlowerMessage:
+    try:
+        status, _, body = channel.call(_work(context), "GET", "/role", wait=SERVICE_WAIT_S)
+        if status != 200:
+            raise channel.ServiceDown(channel.error_text(body))
+        name = json.loads(body)["role"]
+    except Exception as exc:  # the coordinator shows this with the node id
+        return FlowerMessage(Error(code=NODE_ERROR, reason=f"[unconfigured node] {exc}"), reply_to=msg)
+    return FlowerMessage(RecordDict({"node": ConfigRecord({"role": str(name)})}), reply_to=msg)
+
+
+@app.query("step")
+def step(msg: FlowerMessage, context: Context) -> FlowerMessage:
+    return _forward(msg, context, "/deliver")
+
+
+@app.query("abort")
+def abort(msg: FlowerMessage, context: Context) -> FlowerMessage:
+    return _forward(msg, context, "/abort")

@@ -1,0 +1,44 @@
+"""A node's settings as its operator writes them: ``role='tax' data='/srv/tax.parquet' work-dir='/var/fc' ...``.
+
+The same key='value' string configures the SuperNode (``--node-config``) and the node
+service, so both always agree on the node's role and work directory. Keys: role, data,
+work-dir, out-dir, id-column, id-kind, label, features, categorical, extra (comma lists),
+layout.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from fedcredit.common.errors import FedCreditError
+from fedcredit.protocols import NodeConfig
+
+
+def parse_node_config(text: str) -> dict[str, str]:
+    """``"role='tax' data='/x.parquet'"`` -> {"role": "tax", "data": "/x.parquet"} (Flower's node-config syntax)."""
+    out = {}
+    for item in shlex.split(text):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise FedCreditError(f"node config item {item!r} is not key='value'")
+        out[key.strip()] = value
+    return out
+
+
+def node_from_config(cfg: dict, run: str | int) -> tuple[NodeConfig, Path]:
+    """The node's settings for one Flower run (its outputs go to ``OUT-DIR/run-<run>/``) and its work directory.
+
+    A node serves job after job: each run writes into its own folder, so one run never
+    meets another's files.
+    """
+    if "role" not in cfg or "data" not in cfg:
+        raise FedCreditError("node config must set role and data (e.g. --node-config \"role='tax' data='/srv/tax.parquet'\")")
+    split = lambda key: [v for v in str(cfg.get(key, "")).split(",") if v]  # noqa: E731
+    node = NodeConfig(
+        role=str(cfg["role"]), data=str(cfg["data"]), id_column=str(cfg.get("id-column", "uscc")),
+        id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
+        features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
+        layout=str(cfg.get("layout", "standard")),
+        out_dir=str(Path(str(cfg["out-dir"])) / f"run-{run}") if cfg.get("out-dir") else None)
+    return node, Path(str(cfg.get("work-dir", "fedcredit-work")))

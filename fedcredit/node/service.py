@@ -1,0 +1,169 @@
+"""The node service: one long-lived process per node that holds its agents and a warm crypto worker pool.
+
+Flower's deployment engine starts a fresh ClientApp process for every message; loading
+fedcredit, numpy and pandas and unpickling the node's whole agent each time cost
+seconds per round. The node's ClientApp is therefore a thin relay
+(``fedcredit.flower.relay_app``) that hands every message bundle to this service over
+the node's local channel (``fedcredit.node.channel``) and returns its answer. The
+service keeps each Flower run's agent in memory (``NodeRuns``) and checkpoints it after
+every delivery, so a killed service, restarted, resumes where its last completed
+delivery left it. Requests are handled one at a time.
+
+Served with FastAPI on uvicorn, bound to a Unix socket only (no TCP port):
+``GET /health``, ``GET /role``, ``POST /deliver`` and ``POST /abort``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, Response
+
+from fedcredit.common.errors import FedCreditError
+from fedcredit.common.wire import Message
+from fedcredit.crypto import WorkerPool
+import fedcredit.node.channel as channel
+from fedcredit.node.checkpoint import node_secret
+from fedcredit.node.config import node_from_config
+from fedcredit.node.runs import NodeRuns
+from fedcredit.protocols import NodeAgent
+
+log = logging.getLogger("fedcredit.node")
+
+
+def split_bundle(data: bytes, sizes: list[int]) -> list[Message]:
+    """A bundle's messages from its bytes and their sizes (as the relay took them from the Flower message)."""
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in sizes) or sum(sizes) != len(data):
+        raise FedCreditError(f"message bundle sizes {sizes[:5]} do not add up to its {len(data)} bytes")
+    out, pos = [], 0
+    for size in sizes:
+        out.append(Message.from_bytes(data[pos:pos + size]))
+        pos += size
+    return out
+
+
+def _header_json(request: Request, name: str, kind, what: str):
+    raw = request.headers.get(name)
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        value = None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise HTTPException(400, f"header {name} must hold {what}, got {raw!r}")
+    return value
+
+
+def make_app(cfg: dict, pool=None) -> FastAPI:
+    """The service's endpoints for the node configured by ``cfg`` (``fedcredit.node.config``; its work
+    directory holds checkpoints, secret and socket)."""
+    node, work = node_from_config(cfg, "")
+    secret = node_secret(work)
+    runs = NodeRuns(work, lambda run: NodeAgent(node_from_config(cfg, run)[0]), pool)
+    busy = threading.Lock()
+    app = FastAPI(title=f"fedcredit node service ({node.role})", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runs = runs
+
+    def authorized(request: Request) -> None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, secret):
+            log.warning("refused a request without the node's secret")
+            raise HTTPException(401, "this request does not carry the node's secret")
+
+    def node_error(exc: Exception) -> HTTPException:
+        return HTTPException(422, f"[{node.role}] {type(exc).__name__}: {exc}")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True, "role": node.role}
+
+    @app.get("/role")
+    def role(request: Request) -> dict:
+        authorized(request)
+        return {"role": node.role}
+
+    @app.post("/deliver")
+    async def deliver(request: Request) -> Response:
+        authorized(request)
+        body = await request.body()
+        run = request.headers.get(channel.RUN, "")
+        seq = _header_json(request, channel.SEQ, int, "a delivery number")
+        sizes = _header_json(request, channel.SIZES, list, "a JSON list of message sizes")
+        ends = request.headers.get(channel.ENDS_JOB) == "1"
+        return await _in_thread(lambda: _deliver(run, seq, body, sizes, ends))
+
+    def _deliver(run: str, seq: int, body: bytes, sizes: list, ends: bool) -> Response:
+        with busy:
+            try:
+                outcome = runs.deliver(run, seq, split_bundle(body, sizes), ends_job=ends)
+            except Exception as exc:
+                log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
+                raise node_error(exc) from None
+            blobs = [r.to_bytes() for r in outcome.replies]
+            headers = {channel.SIZES: json.dumps([len(b) for b in blobs]), channel.ROLE: node.role}
+            if outcome.head is not None:
+                headers[channel.HEAD] = json.dumps(outcome.head)
+            log.info("run %s delivery %s: %d message(s) in, %d out%s", run, seq, len(sizes), len(blobs),
+                     " (replayed)" if outcome.replayed else "")
+            return Response(b"".join(blobs), media_type="application/octet-stream", headers=headers)
+
+    @app.post("/abort")
+    async def abort(request: Request) -> Response:
+        authorized(request)
+        body = await request.body()
+        run = request.headers.get(channel.RUN, "")
+        sizes = _header_json(request, channel.SIZES, list, "a JSON list of message sizes")
+        return await _in_thread(lambda: _abort(run, body, sizes))
+
+    def _abort(run: str, body: bytes, sizes: list) -> Response:
+        with busy:
+            try:
+                messages = split_bundle(body, sizes)
+                if len(messages) != 1:
+                    raise FedCreditError(f"an abort carries one job.abort message, got {len(messages)}")
+                head = runs.abort(run, messages[0])
+            except Exception as exc:
+                raise node_error(exc) from None
+            log.info("run %s aborted", run)
+            headers = {channel.HEAD: json.dumps(head)} if head is not None else {}
+            return Response(b"", headers=headers)
+
+    return app
+
+
+async def _in_thread(work):
+    """CPU-bound protocol work off the event loop (health checks stay answerable)."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(work)
+
+
+def serve(cfg: dict, workers: int | None = None) -> None:
+    """Run the service for the node configured by ``cfg`` on its Unix socket until SIGTERM/SIGINT."""
+    import uvicorn
+
+    node, work = node_from_config(cfg, "")
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o700)
+    sock = channel.socket_path(work)
+    sock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sock.unlink(missing_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fedcredit-node %(levelname)s %(message)s")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))
+    os.chmod(sock, 0o600)  # (inside a 0700 directory from the start): only this OS user can connect
+    try:
+        with WorkerPool(workers) as pool:
+            app = make_app(cfg, pool)
+            config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+            log.info("%s node service listening on %s", node.role, sock)
+            uvicorn.Server(config).run(sockets=[listener])
+    finally:
+        listener.close()
+        sock.unlink(missing_ok=True)
