@@ -283,6 +283,7 @@ class SbBank(BankRounds):
         grow, cfg, gcfg, d = self._growing, self.cfg, self.cfg.gbdt(), self.data
         y = d.labels[d.train_rows].astype(np.float64)
         if grow.outside.size:
+            grow.leaf = grow.leaf.copy()  # checkpointed arrays are read-only: change a copy
             grow.leaf[grow.outside] = pos[0, np.searchsorted(grow.ask, d.train_rows[grow.outside])]
         weights = np.array([nd.weight if nd.is_leaf else np.nan for nd in grow.tree.nodes])
         self._score = self._score + gcfg.learning_rate * weights[grow.leaf]

@@ -129,6 +129,7 @@ class BankRounds(SbParty):
 
     def _got_routed(self, inbox: dict[str, Message]) -> list[Message]:
         r = self._routing
+        r.pos = r.pos.copy()  # a checkpointed node stores large arrays once, read-only: change a copy
         for hst, m in inbox.items():
             parts = unbundle(m, [f"q{k}" for k in range(len(r.queries[hst]))])
             for k, (t, nid, idx) in enumerate(r.queries[hst]):
