@@ -72,9 +72,11 @@ class Checkpoint:
 
 @dataclass
 class SaveStats:
-    """What one save wrote (for the benchmark): the signed file, new blobs, and how long it took."""
+    """What one save wrote (for the benchmark): the signed state file, the delivery's replies (always a blob
+    of their own: they are the message that goes out anyway), other new blobs, and how long it took."""
 
-    file_bytes: int
+    state_bytes: int
+    reply_bytes: int
     blob_bytes: int
     blobs_written: int
     seconds: float
@@ -125,9 +127,10 @@ class CheckpointStore:
         self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
         referenced: dict[int, tuple[object, str]] = {}
         written = [0, 0]
+        replies, reply_blob = cp.replies, []
 
         def persistent_id(obj):
-            if obj is cp or _size(obj) < LARGE_BYTES:
+            if obj is cp or (obj is not replies and _size(obj) < LARGE_BYTES):
                 return None
             known = self._stored.get(id(obj))
             if known is not None and known[0] is obj:
@@ -138,11 +141,15 @@ class CheckpointStore:
             path = self.blobs / digest
             if not path.exists():
                 atomic_write_bytes(path, data, mode=0o600)
-                written[0] += 1
-                written[1] += len(data)
+                if obj is not replies:
+                    written[0] += 1
+                    written[1] += len(data)
             if isinstance(obj, np.ndarray):
                 obj.flags.writeable = False  # a stored array must not change behind its blob
-            referenced[id(obj)] = (obj, digest)
+            if obj is replies:  # kept for a redelivery of this delivery only
+                reply_blob.append(digest)
+            else:
+                referenced[id(obj)] = (obj, digest)
             return digest
 
         buf = io.BytesIO()
@@ -152,8 +159,8 @@ class CheckpointStore:
         body = buf.getvalue()
         atomic_write_bytes(self.path, self._sign(body), mode=0o600)
         self._stored = referenced
-        self._prune({d for _, d in referenced.values()})
-        self.last = SaveStats(len(body), written[1], written[0], time.perf_counter() - started)
+        self._prune({d for _, d in referenced.values()} | set(reply_blob))
+        self.last = SaveStats(len(body), sum(map(len, replies)), written[1], written[0], time.perf_counter() - started)
         return self.last
 
     def _prune(self, keep: set[str]) -> None:
