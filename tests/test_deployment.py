@@ -203,7 +203,7 @@ def _check_wire(fed: dict, captured: dict, canaries: dict[str, bytes], controls:
 
 
 def _crash(proc: P.Proc) -> None:
-    """SIGKILL a node's whole process tree, as a power cut would: no clean shutdown, no deactivation."""
+    """SIGKILL a process's whole tree, as a power cut would: no clean shutdown, no deactivation."""
     pids = [proc.popen.pid, *P.descendants(proc.popen.pid)]
     for pid in pids:
         try:
@@ -211,6 +211,12 @@ def _crash(proc: P.Proc) -> None:
         except ProcessLookupError:
             pass
     proc.popen.wait(timeout=10)
+
+
+def _crash_node(node: P.NodeProc) -> None:
+    """A node loses power: its SuperNode and its node service die at once."""
+    _crash(node.service)
+    _crash(node)
 
 
 def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
@@ -242,10 +248,14 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         # started again at once with the same key and work folder; the SuperLink still lists it online for ~20 s
         # (10 s heartbeat), refuses it, and the node's wrapper keeps trying until it is let back in
         job.wait_for("federated model: iteration 0/", timeout=900)
-        _crash(federation["procs"]["tax"])
+        _crash_node(federation["procs"]["tax"])
         federation["start_node"]("tax")
         lost = job.wait_for("NODE LOST: tax", timeout=240)
         back = job.wait_for("is back after", timeout=300)
+        # then only the utilities node's service dies (SIGKILL, maybe mid-message) and is started again beside its
+        # living SuperNode: the relay ClientApp waits for it and the job goes on from the service's checkpoint
+        _crash(federation["procs"]["utilities"].service)
+        assert federation["procs"]["utilities"].revive()
         status = job.result(timeout=930)
         controls = {}
         for party in captures:

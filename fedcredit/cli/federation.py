@@ -114,13 +114,14 @@ def node_start(
     key: Optional[Path] = typer.Option(None, "--key", help="Authentication private key (default CERTS/nodes/ROLE.key)."),
     port: Optional[int] = typer.Option(None, "--port", help="Local port of the SuperNode's Runtime API (default: free)."),
     idle_poll: Optional[float] = typer.Option(None, "--idle-poll", help="Seconds the SuperNode sleeps when idle "
-                                              "(Flower's default 3; e.g. 0.2 for faster rounds; flwr 1.41 only)."),
+                                              "(default 0.1; Flower's own 3; flwr 1.41 only, others run unchanged)."),
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="Heartbeat interval in seconds (default 10, "
                                               "Flower's minimum; its own default is 30). The coordinator notices a "
                                               "crashed node after two intervals."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperNode command; start nothing."),
 ) -> None:
-    """Run this node's SuperNode (TLS, authentication key, role and data from the node config) in the foreground."""
+    """Run this node's service and SuperNode (TLS, authentication key, role and data from the node config) in the
+    foreground; a node service that dies is started again."""
     from fedcredit.deploy import kitconfig
     from fedcredit.deploy import processes as P
 
@@ -131,16 +132,18 @@ def node_start(
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)
-            env = "".join(f"{k}={v} " for k, v in P.supernode_env(o.get("idle_poll"), o.get("heartbeat")).items())
+            env = "".join(f"{k}={v} " for k, v in P.supernode_env(o.get("idle_poll") or P.DEFAULT_IDLE_POLL, o.get("heartbeat")).items())
+            service = P.service_command(cmd[cmd.index("--node-config") + 1])
+            console.print(shlex.join(service) + " &", markup=False, highlight=False, soft_wrap=True)
             console.print(env + shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
             return
         proc = P.start_node(o["role"], o["data"], o["superlink"], o["certs"], o["work"], out=o.get("out"), key=o.get("key"),
-                            port=o.get("port"), idle_poll=o.get("idle_poll"),
+                            port=o.get("port"), idle_poll=o.get("idle_poll") or P.DEFAULT_IDLE_POLL,
                             heartbeat=o.get("heartbeat") or P.DEFAULT_HEARTBEAT, node_config=columns)
     except FedCreditError as exc:
         error_exit(exc)
     console.print(f"[green]✓[/green] SuperNode {o['role']} → {o['superlink']} (TLS), data {Path(o['data']).resolve()} "
-                  f"stays here; log {proc.log}. Ctrl-C to stop.")
+                  f"stays here; log {proc.log}; node service log {proc.service.log}. Ctrl-C to stop.")
     _run_until_stopped(proc)
 
 

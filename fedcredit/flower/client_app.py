@@ -20,8 +20,8 @@ from flwr.clientapp import ClientApp
 from fedcredit.crypto import WorkerPool
 from fedcredit.crypto.parallel import stop_forkserver
 from fedcredit.common.errors import FedCreditError
-from fedcredit.flower.codec import from_record, to_record
-from fedcredit.flower.delivery import NODE_ERROR, delivery_seq
+from fedcredit.flower.codec import NODE_ERROR, from_record, to_record
+from fedcredit.flower.delivery import delivery_seq
 from fedcredit.node.config import node_from_config
 from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent, NodeConfig

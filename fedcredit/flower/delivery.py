@@ -20,7 +20,6 @@ from flwr.app import ConfigRecord, Message as FlowerMessage, RecordDict
 from flwr.serverapp import Grid
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.flower.codec import NODE_ERROR  # noqa: F401 — where the engines look for it
 
 POLL_S = 0.05
 # Flower's own error codes (flwr.common.constant.ErrorCode) that mean "the node or its app went away"
@@ -51,6 +50,7 @@ class Deliveries:
     on_event: Callable[[str, dict], None] | None = None
     seq: dict[int, int] = field(default_factory=dict)
     round: int = 0
+    round_seconds: list[float] = field(default_factory=list)  # wall time of each numbered round (benchmarks)
 
     def _event(self, kind: str, **info) -> None:
         if self.on_event is not None:
@@ -64,6 +64,7 @@ class Deliveries:
         queries that change nothing at the node (its role) go without one.
         """
         self.round += 1
+        started = time.perf_counter()
         for nid, content in contents.items():
             if numbered:
                 self.seq[nid] = self.seq.get(nid, 0) + 1
@@ -82,6 +83,8 @@ class Deliveries:
                                          f"{self.round} ({why}); giving up")
                 self._await_return(nid, why)
                 todo[nid] = contents[nid]
+        if numbered:
+            self.round_seconds.append(time.perf_counter() - started)
         # in the order the bundles were sent, not the order replies arrived in: the coordinator sums
         # floating-point contributions across nodes, and its results must not depend on timing
         return {nid: replies[nid] for nid in contents}

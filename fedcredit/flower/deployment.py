@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 import tomllib
 from dataclasses import fields
@@ -161,7 +162,9 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
         metrics = finish_run(
             result, out, signer, settings, policy, roles=roles, task="train", engine="deployment",
             seconds=time.perf_counter() - started, audit_records=audit_records,
-            extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3)},
+            extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
+                   "median_round_s": round(statistics.median(result["round_seconds"]), 3)
+                   if result.get("round_seconds") else None},
             run_extra={"flower_run_id": flower_run_id})
         write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id,
                            "metrics": metrics})

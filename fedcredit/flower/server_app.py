@@ -89,7 +89,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                         coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
                 outgoing = coordinator.advance([m for r in replies.values() for m in from_record(r.content)])
         result.update(coordinator.result, rounds=coordinator.rounds, run_id=coordinator.run_id,
-                      wall_seconds=time.perf_counter() - started)
+                      wall_seconds=time.perf_counter() - started, round_seconds=list(deliveries.round_seconds))
     except Exception as exc:  # reported to the caller; Flower itself would only log it
         result["error"] = str(exc) if isinstance(exc, FedCreditError) else f"{type(exc).__name__}: {exc}"
         if coordinator is not None:
