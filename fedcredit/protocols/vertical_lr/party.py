@@ -183,10 +183,10 @@ class LrParty(ProtocolParty):
         else:  # Σ_k w_k·(X_pᵀy)_k under encryption, plus this host's masks
             if self._xty is None:
                 raise ProtocolError(f"{msg.describe()}: {self.role} has not received the encrypted labels")
-            shift = yz_scale - scale - self._xty.scale_bits  # the weights' scale that brings the sum to yz_scale
-            weights = shares.fixed(w[: self._xty.shape[0]], scale) << shift
+            w_scale = yz_scale - self._xty.scale_bits  # weights finer than the scores' scale: yᵀu_p stays exact
+            weights = shares.fixed(w[: self._xty.shape[0]], w_scale)
             mask = int(shares.share(np.zeros(1, dtype=np.int64), self.role, seeds, f"{label}/yz")[0])
-            yu = self._xty.dot(weights[:, None], scale_bits=scale + shift, pool=self.pool)
+            yu = self._xty.dot(weights[:, None], scale_bits=w_scale, pool=self.pool)
             yz = to_part(yu.add_plain_ints([mask + shares.carry_mask()]))
         payload, bmeta = bundle({"z": shares.word_part(z), "yz": yz})
         return [self._reply(SHARE, COORDINATOR, msg.step + 1, {**bmeta, "sq": norm}, payload)]

@@ -21,7 +21,7 @@ from fedcredit.crypto import masking, pairwise
 
 WORD = 1 << 64
 WORD_BYTES = 8
-YZ_SCALE_EXTRA = 16  # yᵀz travels at scale 2^(scale_bits + 16): hosts' terms are weights (2^scale) × label sums (2^16)
+YZ_SCALE_EXTRA = 16  # yᵀz travels at 2^(scale_bits + 16): a host's term is its weights at that scale × label sums per bin
 
 
 def fixed(values: np.ndarray, scale_bits: int) -> np.ndarray:
