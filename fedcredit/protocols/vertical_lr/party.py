@@ -50,7 +50,7 @@ class LrParty(ProtocolParty):
         self._neg_xty: EncryptedVector | None = None  # host: -X_pᵀ[[y]] at the residual's scale
         self._xty: EncryptedVector | None = None  # host: X_pᵀ[[y]] (label sums per own bin)
         self._masks: list[int] = []
-        self._private = np.zeros(0, dtype=np.uint64)  # bank: its private mask on the rows it alone may see
+        self._own_seed = b""  # bank: seed of its private masks on the rows only it may see in total
         self.weights: np.ndarray | None = weights  # the model: this party's parameters in its own design columns
         self.history: list[dict] = []
         self.scores: np.ndarray | None = None
@@ -85,6 +85,7 @@ class LrParty(ProtocolParty):
         if parties[0] != BANK or self.role not in parties:
             raise ProtocolError(f"{msg.describe()}: parties must start with the bank and include {self.role}")
         self.run_id, self.hosts, self.parties = msg.run_id, parties[1:], parties
+        self._own_seed = pairwise.new_seed() if self.role == BANK else b""
         seeds = self._offer_pair_seeds(msg.step + 1)
         d = self.data.train
         if d is None:  # scoring with a saved model: nothing to train
@@ -127,6 +128,12 @@ class LrParty(ProtocolParty):
             raise ProtocolError(f"{msg.describe()}: a pair seed must be {pairwise.SEED_BYTES} bytes")
         self._pair_seeds[msg.sender] = bytes(msg.payload)
         return []
+
+    def _private_mask(self, purpose: str, count: int) -> np.ndarray:
+        """The bank's own mask for this evaluation (or the scoring), re-derived from its seed when it unmasks,
+        so it keeps 32 bytes between messages instead of a mask per row."""
+        label = f"{self.run_id}/{purpose}" if purpose == "score" else f"{self.run_id}/{self._evaluation}/{purpose}"
+        return pairwise.word_mask(self._own_seed, label, count)
 
     def _seeds(self, msg: Message) -> dict[str, bytes]:
         """The pair seeds shared with every other party (all must have arrived before the first share)."""
@@ -171,8 +178,7 @@ class LrParty(ProtocolParty):
         values = shares.fixed(np.concatenate([u_train[perm], u_all[self.data.val_rows]]), scale)
         private = None
         if self.role == BANK:  # validation rows: the coordinator's total stays masked for the bank
-            self._private = shares.private_mask(len(self.data.val_rows))
-            private = np.concatenate([np.zeros(n, dtype=np.uint64), self._private])
+            private = np.concatenate([np.zeros(n, dtype=np.uint64), self._private_mask("val", len(self.data.val_rows))])
         label = f"{self.run_id}/{self._evaluation}"
         seeds = self._seeds(msg)
         z = shares.share(values, self.role, seeds, f"{label}/z", private)
@@ -210,7 +216,8 @@ class LrParty(ProtocolParty):
                 raise ProtocolError(f"{msg.describe()}: {self.role} has not received the encrypted labels")
             return [self._gradient(self.data.train.backward_encrypted(sigma, pool=self.pool) + self._neg_xty, msg.step + 1, {})]
         d = sigma.add_plain(-self.data.labels[self.data.train_rows].astype(float))
-        z_val = shares.unmask(shares.words_of(parts["val"], msg, len(self.data.val_rows)), self._private, self.cfg.scale_bits)
+        count = len(self.data.val_rows)
+        z_val = shares.unmask(shares.words_of(parts["val"], msg, count), self._private_mask("val", count), self.cfg.scale_bits)
         progress = {"loss": msg.meta.get("loss")}
         y_val = self.data.labels[self.data.val_rows]
         if len(np.unique(y_val)) == 2:
@@ -254,7 +261,7 @@ class LrParty(ProtocolParty):
         u = shares.fixed(self.data.every.forward(self.weights), self.cfg.scale_bits)
         private = None
         if self.role == BANK:
-            self._private = private = shares.private_mask(len(u))
+            private = self._private_mask("score", len(u))
         words = shares.share(u, self.role, self._seeds(msg), f"{self.run_id}/score", private)
         payload, meta = bundle({"z": shares.word_part(words)})
         return [self._reply(SCORE_SHARE, COORDINATOR, msg.step + 1, meta, payload)]
@@ -263,7 +270,8 @@ class LrParty(ProtocolParty):
         expect(msg, SCORE_UNMASK, sender=COORDINATOR)
         if self.role != BANK:
             raise ProtocolError(f"{msg.describe()}: only the bank learns scores")
-        z = shares.unmask(shares.words_of(unbundle(msg, ["z"])["z"], msg, len(self._private)), self._private,
+        count = self.data.every.rows
+        z = shares.unmask(shares.words_of(unbundle(msg, ["z"])["z"], msg, count), self._private_mask("score", count),
                           self.cfg.scale_bits)
         self.scores = 1.0 / (1.0 + np.exp(-z))
         return [self._reply(SCORED, COORDINATOR, msg.step + 1, {"rows": len(z)})]

@@ -3,7 +3,8 @@
 Every party sends its fixed-point partial scores as 64-bit words plus pair masks
 (``fedcredit.crypto.pairwise``) that cancel when the coordinator adds every party's
 share; rows the coordinator must not see even in total (validation rows, final
-scores) carry in addition the bank's private mask, which only the bank removes.
+scores) carry in addition the bank's private mask (pair-mask words from a seed only
+the bank holds), which only the bank removes.
 A host's part of ``yᵀz`` is a Paillier ciphertext (it does not know ``y``) whose
 plaintext is the host's masked word plus a multiple of 2^64 drawn at random, so its
 decryption reveals the word modulo 2^64 and nothing about carries.
@@ -27,11 +28,6 @@ YZ_SCALE_EXTRA = 16  # yᵀz travels at 2^(scale_bits + 16): a host's term is it
 def fixed(values: np.ndarray, scale_bits: int) -> np.ndarray:
     """Reals as signed fixed-point int64 at ``2^scale_bits``."""
     return np.rint(np.ldexp(np.asarray(values, dtype=float), scale_bits)).astype(np.int64)
-
-
-def private_mask(count: int) -> np.ndarray:
-    """Uniform 64-bit words from the OS CSPRNG: a mask only its owner can remove."""
-    return np.frombuffer(secrets.token_bytes(WORD_BYTES * count), dtype="<u8").astype(np.uint64)
 
 
 def carry_mask() -> int:
