@@ -101,23 +101,23 @@ def build_run(folder: Path, fsync: bool = False, finish: bool = True) -> Run:
         send(Message("lr.ready", r, C, lr, 1, {"params": 12, "train_rows": 20}))
     for h in ROLES[1:]:
         send(Message("lr.labels", "bank", h, lr, 1, {}, os.urandom(4 * CT + 80), sealed=True))
+    for a, b in [("bank", "tax"), ("bank", "utilities"), ("tax", "utilities")]:
+        send(Message("lr.pair", a, b, lr, 1, {}, os.urandom(32 + 80), sealed=True))
     for r in ROLES:
         send(Message("lr.eval", C, r, lr, 1, {"evaluation": 0, "alpha": 0.0, "direction": None}))
-        send(Message("lr.norm", r, C, lr, 2, {"sq": 0.0, "canary": CANARY_NUM, "note": CANARY_STR}))
-    for h in ROLES[1:]:
-        send(Message("lr.partial", h, "bank", lr, 2, {}, os.urandom(5 * CT + 80), sealed=True))
-    payload, meta = bundle({"z": _paillier_part(2, fp, 1), "yz": _paillier_part(1, fp, 2), "val": _paillier_part(1, fp, 3)})
-    send(Message("lr.scores", "bank", C, lr, 3, meta, payload))
-    payload, meta = bundle({"sigma": _paillier_part(2, fp, 4), "val": _masked_part(10, 5)})
-    send(Message("lr.sigmoid", C, "bank", lr, 4, {**meta, "loss": 0.69}, payload))
-    for h in ROLES[1:]:
-        send(Message("lr.residual", "bank", h, lr, 5, {}, os.urandom(2 * CT + 80), sealed=True))
+        yz = _masked_part(1, 2) if r == "bank" else _paillier_part(1, fp, 2)
+        payload, meta = bundle({"z": _masked_part(30, 1), "yz": yz})
+        send(Message("lr.share", r, C, lr, 2, {**meta, "sq": 0.0, "canary": CANARY_NUM, "note": CANARY_STR}, payload))
+    for r in ROLES:
+        parts = {"sigma": _paillier_part(2, fp, 4), **({"val": _masked_part(10, 5)} if r == "bank" else {})}
+        payload, meta = bundle(parts)
+        send(Message("lr.sigmoid", C, r, lr, 3, {**meta, **({"loss": 0.69} if r == "bank" else {})}, payload))
     for r in ROLES:
         payload, meta = bundle({"g": _paillier_part(1, fp, 6)})
         send(Message("lr.gradient", r, C, lr, 6, meta, payload))
     for r in ROLES:
         payload, meta = bundle({"g": _masked_part(12, 7)})
-        send(Message("lr.unmask", C, r, lr, 7, {**meta, "accepted": True}, payload))
+        send(Message("lr.unmask", C, r, lr, 7, meta, payload))
         send(Message("lr.gram", r, C, lr, 8, {"gram": [[1.0]]}))
         send(Message("lr.finish", C, r, lr, 9))
         send(Message("lr.done", r, C, lr, 10, {"params": 12}))
@@ -144,9 +144,9 @@ def test_run_verifies(built):
     assert verdict.ok and verdict.coordinator_pinned
     assert verdict.parties == sorted([COORDINATOR, *ROLES])
     assert verdict.run_id == RUN
-    assert verdict.protection["x25519-aesgcm"] == 3 + 2 + 2 + 2
-    assert verdict.protection["paillier-2048"] == 1 + 3
-    assert verdict.protection["paillier-2048+masked"] == 1
+    assert verdict.protection["x25519-aesgcm"] == 3 + 2 + 3  # psi.blind, lr.labels, lr.pair
+    assert verdict.protection["paillier-2048"] == 2 + 3  # lr.sigmoid to hosts, lr.gradient
+    assert verdict.protection["paillier-2048+masked"] == 1 + 2  # lr.sigmoid to the bank, hosts' lr.share
     assert verdict.checkpoints == 2 * len(ROLES)
     assert verdict.summary().startswith("OK: run run-audit-1")
     assert not verdict.notes
@@ -160,11 +160,13 @@ def test_records_carry_derived_facts(built):
     lines = (built.folder / "audit" / "bank.jsonl").read_text().splitlines()
     recs = [json.loads(x) for x in lines]
     assert recs[0]["type"] == "header" and recs[-1]["type"] == "close"
-    scores = next(r for r in recs if r.get("kind") == "lr.scores")
-    assert scores["direction"] == "sent" and scores["protection"] == "paillier-2048"
-    assert scores["ciphertexts"] == 4 and scores["key_bits"] == 2048
-    assert scores["paillier_key"] == PaillierPublicKey(KEY_N).fingerprint
-    assert scores["sender_fp"] == built.ids["bank"].fingerprint
+    sigmoid = next(r for r in recs if r.get("kind") == "lr.sigmoid")
+    assert sigmoid["direction"] == "received" and sigmoid["protection"] == "paillier-2048+masked"
+    assert sigmoid["ciphertexts"] == 2 and sigmoid["key_bits"] == 2048
+    assert sigmoid["paillier_key"] == PaillierPublicKey(KEY_N).fingerprint
+    assert sigmoid["receiver_fp"] == built.ids["bank"].fingerprint
+    share = next(r for r in recs if r.get("kind") == "lr.share")
+    assert share["direction"] == "sent" and share["protection"] == "masked" and share["ciphertexts"] == 0
     blind = [r for r in recs if r.get("kind") == "psi.blind"]
     assert {r["direction"] for r in blind} == {"sent", "received"} and all(r["sealed"] for r in blind)
     # a relayed message has the same digest at sender, coordinator (twice) and receiver
@@ -218,15 +220,18 @@ def test_every_protocol_kind_has_a_protection_policy():
 def test_protection_classes():
     fp = PaillierPublicKey(KEY_N).fingerprint
     payload, meta = bundle({"z": _paillier_part(2, fp, 1)})
-    m = Message("lr.scores", "bank", COORDINATOR, RUN, 1, meta, payload)
+    m = Message("lr.gradient", "bank", COORDINATOR, RUN, 1, meta, payload)
     assert protection_class(m, 2048) == ("paillier-2048", 2)
     assert protection_class(m, None)[0] == "plaintext"  # no key known: opaque bytes are not protection
     assert protection_class(m, 2048, key_fingerprint="00" * 32)[0] == "plaintext"  # another key
     assert protection_class(m, 1024)[0] == "paillier-1024"
-    assert "paillier-1024" not in ALLOWED["lr.scores"]
-    assert protection_class(Message("lr.partial", "tax", "bank", RUN, 1, {}, b"x", sealed=True), 2048) == ("x25519-aesgcm", 0)
-    assert protection_class(Message("lr.partial", "tax", "bank", RUN, 1, meta, payload), 2048)[0] == "paillier-2048"
-    assert "paillier-2048" not in ALLOWED["lr.partial"]
+    assert "paillier-1024" not in ALLOWED["lr.gradient"]
+    assert protection_class(Message("lr.labels", "bank", "tax", RUN, 1, {}, b"x", sealed=True), 2048) == ("x25519-aesgcm", 0)
+    assert protection_class(Message("lr.labels", "bank", "tax", RUN, 1, meta, payload), 2048)[0] == "paillier-2048"
+    assert "paillier-2048" not in ALLOWED["lr.labels"]
+    words, wmeta = bundle({"z": _masked_part(4, 1), "yz": _paillier_part(1, fp, 2)})
+    assert protection_class(Message("lr.share", "tax", COORDINATOR, RUN, 1, wmeta, words), 2048)[0] == "paillier-2048+masked"
+    assert "masked" in ALLOWED["lr.share"] and "plaintext" not in ALLOWED["lr.share"]
     raw = Message("lr.gradient", "tax", COORDINATOR, RUN, 1, {}, b"\x01" * 512)
     assert protection_class(raw, 2048)[0] == "plaintext"
     assert protection_class(Message("psi.full", "tax", COORDINATOR, RUN, 1, {}, b"\x01" * 33), None)[0] == "plaintext"
@@ -251,18 +256,18 @@ def test_unsealed_relayed_message_is_rejected(tmp_path):
         verify_audit(tmp_path)
 
 
-def test_plaintext_partial_is_rejected(tmp_path):
+def test_unsealed_labels_are_rejected(tmp_path):
     fp = PaillierPublicKey(KEY_N).fingerprint
 
     def extra(run):
         run.deliver(Message("lr.setup", COORDINATOR, "bank", RUN, 0, {"config": {}, "key_n": format(KEY_N, "x")}))
         run.deliver(Message("lr.setup", COORDINATOR, "tax", RUN, 0, {"config": {}, "key_n": format(KEY_N, "x")}))
-        payload, meta = bundle({"u": _paillier_part(1, fp, 3)})
-        run.deliver(Message("lr.partial", "tax", "bank", RUN, 2, meta, payload))
+        payload, meta = bundle({"y": _paillier_part(1, fp, 3)})
+        run.deliver(Message("lr.labels", "bank", "tax", RUN, 2, meta, payload))
 
     _tiny_run(tmp_path, extra)
-    with pytest.raises(AuditError, match=r"(bank|tax)\.jsonl.*lr\.partial #2 tax→bank .*protection 'paillier-2048'; "
-                                         r"allowed for lr\.partial: x25519-aesgcm"):
+    with pytest.raises(AuditError, match=r"(bank|tax)\.jsonl.*lr\.labels #2 bank→tax .*protection 'paillier-2048'; "
+                                         r"allowed for lr\.labels: x25519-aesgcm"):
         verify_audit(tmp_path)
 
 
@@ -288,12 +293,12 @@ def test_sent_without_receive_is_named(tmp_path):
 
 def test_relay_missing_at_coordinator_is_named(tmp_path):
     def extra(run):
-        data = Message("lr.partial", "tax", "bank", RUN, 2, {}, os.urandom(100), sealed=True).to_bytes()
+        data = Message("lr.pair", "tax", "utilities", RUN, 2, {}, os.urandom(100), sealed=True).to_bytes()
         run.writers["tax"].record(data, direction="sent")
-        run.writers["bank"].record(data, direction="received")
+        run.writers["utilities"].record(data, direction="received")
 
     _tiny_run(tmp_path, extra)
-    with pytest.raises(AuditError, match=r"tax\.jsonl.*lr\.partial #2 tax→bank .*no matching 'received' record "
+    with pytest.raises(AuditError, match=r"tax\.jsonl.*lr\.pair #2 tax→utilities .*no matching 'received' record "
                                          r"in coordinator\.jsonl"):
         verify_audit(tmp_path)
 
@@ -346,7 +351,7 @@ def test_report_is_self_contained_and_has_the_verdict(built, tmp_path):
     assert "VERIFIED" in text and "OK: run run-audit-1" in text
     assert "data:image/png;base64," in text
     assert "src='http" not in text and 'src="http' not in text and "<link" not in text and "<script" not in text
-    assert "lr.scores" in text and "paillier-2048" in text and "x25519-aesgcm" in text
+    assert "lr.share" in text and "paillier-2048" in text and "x25519-aesgcm" in text
     assert "bank → coordinator → tax" in text and "coordinator → tax" in text  # relayed end to end; direct
     # a broken run still renders, with the problem as its verdict
     broken = _copy(built, tmp_path / "broken")

@@ -119,7 +119,7 @@ def test_relayed_messages_show_sender_to_receiver_with_all_four_legs(page):
     labels = [r for r in steps if r["kind"] == "lr.labels"]
     assert {r["route (end to end)"] for r in labels} == {"bank → coordinator → tax", "bank → coordinator → utilities"}
     assert {r["legs recorded"] for r in labels} == {"4 of 4"}
-    direct = next(r for r in steps if r["kind"] == "lr.scores")
+    direct = next(r for r in steps if r["kind"] == "lr.share" and r["route (end to end)"].startswith("bank"))
     assert direct["route (end to end)"] == "bank → coordinator" and direct["legs recorded"] == "2 of 2"
     assert not any(r["route (end to end)"].endswith("→ coordinator") and r["kind"] == "psi.blind" for r in steps)
 

@@ -224,3 +224,20 @@ def test_reason_codes_name_only_each_nodes_own_features(job_run):
     for code in codes:
         role, name = code.split(":")
         assert name in feature_names(role)
+
+
+JOB_ROUNDS = 11  # hello; peers + psi.start; 3 psi.blind; psi.hosts; psi.final + split + setups; finish + score;
+#                  score unmask + quality; publish; report
+
+
+def test_demo_like_job_keeps_within_its_round_budget(tmp_path):
+    """The demo's shape (3 nodes, bank-only baseline, quality gate, publication) at a small size: 3 rounds per
+    accepted point, 1 per rejected step, a fixed 11 around them; the demo's 14 accepted points fit in 60 rounds."""
+    paths = synth.write_nodes(synth.generate(3000, 7), tmp_path / "data")
+    nodes = [NodeConfig(r, str(paths[r])) for r in ("bank", "tax", "utilities")]
+    result = run_job(nodes, ModelSettings(key_bits=1024, backend="mock", max_iter=13),
+                     publication=publication_for(LimitPolicy()))
+    accepted = sum(h["accepted"] for h in result["history"])
+    assert accepted == 14 and "quality" in result  # the demo's number of accepted points, with the gate
+    assert result["rounds"] == JOB_ROUNDS + 3 * accepted + (result["evaluations"] - accepted)
+    assert result["rounds"] <= 60

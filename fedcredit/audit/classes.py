@@ -3,7 +3,7 @@
 The class is computed from the wire message (never from what a party claims), and
 ``ALLOWED`` says which classes each message kind may have. An auditor's verifier
 rejects any record whose class is not allowed for its kind — e.g. an unsealed
-``lr.partial`` or a plaintext payload where ciphertexts are expected.
+``lr.labels`` or a plaintext payload where ciphertexts are expected.
 
 Classes (see docs/audit.md):
 
@@ -11,7 +11,7 @@ Classes (see docs/audit.md):
 - ``paillier-<bits>``: every payload part is Paillier ciphertexts under a ``<bits>``-bit key
   (``mock-paillier-<bits>`` for the plaintext test backend, never allowed by default).
 - ``paillier-<bits>+masked``: Paillier ciphertexts plus decrypted, statistically masked values.
-- ``masked``: only decrypted masked values (``lr.unmask``, ``lr.score_unmask``).
+- ``masked``: only masked values (pair-masked shares ``lr.share``, decrypted masked values ``lr.unmask``).
 - ``ecdh-blinded``: X25519-blinded PSI points (32 bytes each).
 - ``public-metadata``: no payload; the header's scalars only.
 - ``published``: data the job publishes anyway (scores, reasons, limits, capacity caps, report).
@@ -61,15 +61,15 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         "job.report": {PUBLIC, PUBLISHED},
         **{k: {PUBLISHED} for k in ("job.scores", "job.reasons", "job.limits", "job.capacity")},
         # vertical LR
-        **{k: {PUBLIC} for k in ("lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done",
-                                 "lr.score", "lr.scored")},
-        **{k: {SEALED} for k in ("lr.labels", "lr.partial", "lr.residual", "lr.score_partial")},
-        "lr.scores": _paillier_classes(bits),
-        # [[σ(z_π)]] plus the masked validation scores; with no validation rows (validation = 0)
-        # only the ciphertexts: less is disclosed, never more
+        **{k: {PUBLIC} for k in ("lr.setup", "lr.ready", "lr.eval", "lr.gram", "lr.finish", "lr.done", "lr.score",
+                                 "lr.scored")},
+        **{k: {SEALED} for k in ("lr.labels", "lr.pair")},
+        # pair-masked 64-bit words; a host's part of yᵀz is a Paillier ciphertext (of a masked word)
+        "lr.share": {MASKED} | _paillier_classes(bits, masked=True),
+        "lr.score_share": {MASKED},
+        # [[σ(z_π)]]; to the bank also its masked validation scores (none with validation = 0)
         "lr.sigmoid": _paillier_classes(bits, masked=True) | _paillier_classes(bits),
         "lr.gradient": _paillier_classes(bits),
-        "lr.score_masked": _paillier_classes(bits),
         "lr.unmask": {MASKED},
         "lr.score_unmask": {MASKED},
         # vertical SecureBoost: node-to-node traffic is sealed, the rest carries no payload
@@ -87,9 +87,8 @@ _KINDS = (
     "psi.start", "psi.blind", "psi.full", "psi.hosts", "psi.final", "psi.done",
     "job.hello", "job.info", "job.peers", "job.split", "job.load", "job.prepared", "job.publish", "job.reported",
     "job.quality", "job.figures", "job.abort", "job.report", "job.scores", "job.reasons", "job.limits", "job.capacity",
-    "lr.setup", "lr.ready", "lr.eval", "lr.norm", "lr.gram", "lr.finish", "lr.done", "lr.score", "lr.scored",
-    "lr.labels", "lr.partial", "lr.residual", "lr.score_partial", "lr.scores", "lr.sigmoid", "lr.gradient",
-    "lr.score_masked", "lr.unmask", "lr.score_unmask",
+    "lr.setup", "lr.ready", "lr.eval", "lr.gram", "lr.finish", "lr.done", "lr.score", "lr.scored",
+    "lr.labels", "lr.pair", "lr.share", "lr.score_share", "lr.sigmoid", "lr.gradient", "lr.unmask", "lr.score_unmask",
     "sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored",
     "sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route", "sb.routed",
     "sb.prune", "sb.pruned",

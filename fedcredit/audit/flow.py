@@ -20,7 +20,7 @@ OTHER = "other"
 
 
 def family(kind) -> str:
-    """The protocol family a message kind belongs to (``lr.scores`` -> ``lr``); unknown prefixes are ``other``."""
+    """The protocol family a message kind belongs to (``lr.share`` -> ``lr``); unknown prefixes are ``other``."""
     prefix = str(kind).split(".", 1)[0]
     return prefix if prefix in FAMILIES else OTHER
 

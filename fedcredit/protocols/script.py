@@ -16,6 +16,7 @@ class ScriptedCoordinator:
     name = "protocol"
     done = False
     rounds = 0
+    closing = False  # set by a script just before it yields its last round: a driver may add other messages to it
 
     def _run(self):
         raise NotImplementedError

@@ -12,6 +12,7 @@ from fedcredit.common.wire import COORDINATOR, Message, meta_int
 from fedcredit.crypto import PublicIdentity
 from fedcredit.protocols import psi, secureboost, vertical_lr
 from fedcredit.protocols.errors import InputError
+from fedcredit.protocols.job.lockstep import lockstep
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
 from fedcredit.protocols.job.settings import MIN_ALIGNED, ModelSettings, Publication
 from fedcredit.protocols.job.wire import (
@@ -38,13 +39,19 @@ class JobCoordinator(ScriptedCoordinator):
         self.result: dict = {}
         self.publication = publication
         self.identities: dict[str, PublicIdentity] = {}
-        self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None
+        self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None  # the main model run
+        self._runs: dict = {}  # model run id -> its coordinator
 
     @property
     def paillier_fingerprint(self) -> str | None:
         """The Paillier key of the model run in progress (for the audit trail): the coordinator's
         for the scorecard, the bank's (announced in its ``sb.ready``) for SecureBoost."""
         return _key_fingerprint(self._model)
+
+    def paillier_fingerprint_for(self, run_id: str) -> str | None:
+        """The Paillier key of the model run ``run_id`` (model runs share rounds); else ``paillier_fingerprint``."""
+        model = self._runs.get(run_id)
+        return _key_fingerprint(model) if model is not None else self.paillier_fingerprint
 
     def abort_messages(self, exc: BaseException) -> list[Message]:
         """``job.abort`` for every node of a job that failed after its first message (none before).
@@ -106,14 +113,15 @@ class JobCoordinator(ScriptedCoordinator):
         return {"uscc": ids, "score": np.asarray(points, dtype=float).tolist(), "grade": list(map(str, grades)),
                 "pd": pd_.tolist(), "limit": limits.tolist(), "reason_codes": codes}
 
-    def _quality_gate(self, main: str, runs: list[str]):
-        """Before anything is published: the bank's figures on held-out rows against the policy's gate.
+    def _quality_request(self, runs: list[str]) -> list[Message]:
+        """Before anything is published: the bank's figures on held-out rows, for the policy's gate."""
+        return [self._send(QUALITY, "bank", {"runs": runs}, 3)]
 
-        A failing model raises ``QualityGateError`` (nothing has been written or published yet),
-        unless the publication allows a weak model: then the override is recorded.
-        """
+    def _quality_verdict(self, main: str, runs: list[str], replies: list[Message]) -> None:
+        """The gate on the bank's figures: a failing model raises ``QualityGateError`` (nothing has
+        been written or published yet), unless the publication allows a weak model: then the
+        override is recorded."""
         pub = self.publication
-        replies = yield [self._send(QUALITY, "bank", {"runs": runs}, 3)]
         got = [m for m in replies if m.kind == FIGURES and m.sender == "bank"]
         if len(got) != 1 or len(replies) != 1:
             raise ProtocolError("quality gate: expected the bank's figures on held-out rows, and nothing else")
@@ -128,18 +136,50 @@ class JobCoordinator(ScriptedCoordinator):
         self.result["quality"] = verdict
         self.on_event("quality", verdict)
 
-    def _sub(self, protocol, first: list[Message] = (), extra_kind: str | None = None):
-        """Run a sub-protocol to its end. Messages in ``first`` go out with its first round; their
-        replies (of ``extra_kind``, one per node) are checked and kept from the sub-protocol."""
-        outgoing = list(first) + protocol.start()
-        while True:
+    def _align(self, identities: dict):
+        """PSI up to its last round, which is returned unsent: the bank's final list is known by then,
+        so a too small intersection is refused before any host learns it, and the job's next
+        messages can go with that round."""
+        aligner = psi.PsiCoordinator(f"{self.run_id}/psi", self.roles)
+        outgoing = [self._send(PEERS, r, {"peers": identities}, 1) for r in self.roles] + aligner.start()
+        while aligner.size < 0:
             replies = yield outgoing
-            if extra_kind is not None:
-                self._each(replies, extra_kind)
-                replies, extra_kind = [m for m in replies if m.kind != extra_kind], None
-            outgoing = protocol.advance(replies)
-            if not outgoing:
-                return
+            outgoing = aligner.advance(replies)
+        self.result["intersection"] = aligner.size
+        self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
+        if aligner.size < MIN_ALIGNED:
+            rows = ", ".join(f"{r} {v['rows']:,} rows" for r, v in self.result["nodes"].items())
+            raise InputError(f"only {aligner.size} enterprises are known to every node (needed: at least {MIN_ALIGNED}, "
+                             f"so that training, validation and test rows each hold some); {rows}; known to every host: "
+                             f"{aligner.hosts_common:,}. Check that every node uses the same ID column and ID kind")
+        return aligner, outgoing
+
+    def _models(self, main: str, runs: dict[str, list[str]], aligner: psi.PsiCoordinator, first: list[Message]):
+        """Every model run (the joint one, the bank-only baseline) in the same rounds, starting with
+        the alignment's last round (``first``); the quality gate's request goes with their last round.
+        Returns the model coordinators by run id."""
+        split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
+        models = {run_id: self._model_coordinator(run_id, parties) for run_id, parties in runs.items()}
+        self._runs, self._model = models, models[main]
+        gate = self.publication is not None and self.publication.quality is not None and self.task == "train"
+        late: list[Message] = []
+
+        def other(round_no: int, replies: list[Message]) -> None:
+            if round_no == 0:
+                self._each(replies, PREPARED)
+                replies = [m for m in replies if m.kind != PREPARED]
+            late.extend(replies)
+
+        first = first + split + [m for model in models.values() for m in model.start()]
+        tail = (lambda: self._quality_request(list(runs))) if gate else None
+        sent = yield from lockstep({aligner.run_id: aligner, **models}, first, other, tail)
+        if gate and not sent:
+            late.extend((yield self._quality_request(list(runs))))
+        if gate:
+            self._quality_verdict(main, list(runs), late)
+        elif late:
+            raise ProtocolError(f"unexpected replies {[m.describe() for m in late]} during model training")
+        return models
 
     def _model_coordinator(self, run_id: str, parties: list[str]):
         s, train = self.settings, self.task == "train"
@@ -160,28 +200,12 @@ class JobCoordinator(ScriptedCoordinator):
         self.identities = {r: PublicIdentity.from_dict(doc) for r, doc in identities.items()}
         self.result["identities"] = {r: pub.fingerprint for r, pub in self.identities.items()}
         self.on_event("validated", self.result["nodes"])
-        peers = [self._send(PEERS, r, {"peers": identities}, 1) for r in self.roles]
-        aligner = psi.PsiCoordinator(f"{self.run_id}/psi", self.roles)
-        yield from self._sub(aligner, peers)
-        self.result["intersection"] = aligner.size
-        self.on_event("aligned", {"intersection": aligner.size, "hosts_common": aligner.hosts_common})
-        if aligner.size < MIN_ALIGNED:
-            rows = ", ".join(f"{r} {v['rows']:,} rows" for r, v in self.result["nodes"].items())
-            raise InputError(f"only {aligner.size} enterprises are known to every node (needed: at least {MIN_ALIGNED}, "
-                             f"so that training, validation and test rows each hold some); {rows}; known to every host: "
-                             f"{aligner.hosts_common:,}. Check that every node uses the same ID column and ID kind")
+        aligner, last = yield from self._align(identities)
         main = f"{self.run_id}/{s.run_suffix}"
         runs = {main: self.roles}
         if s.bank_only_baseline and self.task == "train":
             runs[f"{main}-bank"] = ["bank"]
-        split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
-        models = {}
-        for i, (run_id, parties) in enumerate(runs.items()):
-            model = self._model = self._model_coordinator(run_id, parties)
-            yield from self._sub(model, split if i == 0 else [], PREPARED if i == 0 else None)
-            models[run_id] = model
-        if self.publication is not None and self.publication.quality is not None and self.task == "train":
-            yield from self._quality_gate(main, list(runs))
+        models = yield from self._models(main, runs, aligner, last)
         context = {}
         if self.publication is not None:
             pub = self.result["publication"] = yield from self._publish(main)

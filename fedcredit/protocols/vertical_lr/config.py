@@ -10,15 +10,13 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.protocols.design import Design
 
 BANK = "bank"
-SETUP, LABELS, READY, EVAL, NORM, PARTIAL, SCORES, SIGMOID, RESIDUAL, GRADIENT, UNMASK, GRAM, FINISH, DONE = (
-    "lr.setup", "lr.labels", "lr.ready", "lr.eval", "lr.norm", "lr.partial", "lr.scores", "lr.sigmoid",
-    "lr.residual", "lr.gradient", "lr.unmask", "lr.gram", "lr.finish", "lr.done",
+SETUP, LABELS, PAIR, READY, EVAL, SHARE, SIGMOID, GRADIENT, UNMASK, GRAM, FINISH, DONE = (
+    "lr.setup", "lr.labels", "lr.pair", "lr.ready", "lr.eval", "lr.share", "lr.sigmoid", "lr.gradient", "lr.unmask",
+    "lr.gram", "lr.finish", "lr.done",
 )
-SCORE, SCORE_PARTIAL, SCORE_MASKED, SCORE_UNMASK, SCORED = (
-    "lr.score", "lr.score_partial", "lr.score_masked", "lr.score_unmask", "lr.scored",
-)
-KINDS = (SETUP, LABELS, READY, EVAL, NORM, PARTIAL, SCORES, SIGMOID, RESIDUAL, GRADIENT, UNMASK, GRAM, FINISH, DONE,
-         SCORE, SCORE_PARTIAL, SCORE_MASKED, SCORE_UNMASK, SCORED)
+SCORE, SCORE_SHARE, SCORE_UNMASK, SCORED = "lr.score", "lr.score_share", "lr.score_unmask", "lr.scored"
+KINDS = (SETUP, LABELS, PAIR, READY, EVAL, SHARE, SIGMOID, GRADIENT, UNMASK, GRAM, FINISH, DONE,
+         SCORE, SCORE_SHARE, SCORE_UNMASK, SCORED)
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,16 @@ import numpy as np
 
 from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, bundle, expect, unbundle
-from fedcredit.crypto import EncryptedVector, PackedVector, Packer, PaillierPublicKey
-from fedcredit.crypto import masking
+from fedcredit.crypto import EncryptedVector, Packer, PaillierPublicKey
+from fedcredit.crypto import masking, pairwise
 from fedcredit.protocols.lbfgs import LbfgsBlock
 from fedcredit.protocols.party import ProtocolParty
+from fedcredit.protocols.vertical_lr import shares
 from fedcredit.protocols.vertical_lr.config import (
-    BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, NORM, PARTIAL, READY, RESIDUAL, SCORE, SCORE_MASKED,
-    SCORE_PARTIAL, SCORE_UNMASK, SCORED, SCORES, SETUP, SIGMOID, UNMASK, LrConfig, PartyData)
-from fedcredit.protocols.parts import packed_part, to_part, vector_part
-from fedcredit.protocols.vertical_lr.wire import MASKED_SLOT_BITS, Z_SLOT_BITS, masked_ints, meta_first
+    BANK, DONE, EVAL, FINISH, GRADIENT, GRAM, KINDS, LABELS, PAIR, READY, SCORE, SCORE_SHARE, SCORE_UNMASK, SCORED,
+    SETUP, SHARE, SIGMOID, UNMASK, LrConfig, PartyData)
+from fedcredit.protocols.parts import to_part, vector_part
+from fedcredit.protocols.vertical_lr.wire import MASKED_SLOT_BITS, masked_ints
 from fedcredit.scoring import metrics
 
 
@@ -25,10 +26,6 @@ def _permutation(seed: bytes, evaluation: int, n: int) -> np.ndarray:
     """The evaluation's secret row permutation, derived by bank and hosts from a shared seed."""
     digest = hashlib.sha256(seed + evaluation.to_bytes(8, "big")).digest()
     return np.random.default_rng(np.frombuffer(digest, dtype=np.uint64)).permutation(n)
-
-
-def _ints(values: np.ndarray, scale_bits: int) -> list[int]:
-    return np.rint(np.ldexp(np.asarray(values, dtype=float), scale_bits)).astype(np.int64).tolist()
 
 
 class LrParty(ProtocolParty):
@@ -47,11 +44,13 @@ class LrParty(ProtocolParty):
         self.cfg: LrConfig | None = None
         self.run_id = ""
         self.hosts: list[str] = []
-        self._seed = b""
-        self._enc_y: EncryptedVector | None = None
-        self._inbox: dict[str, Message] = {}
+        self.parties: list[str] = []
+        self._seed = b""  # the permutation seed (the bank's, sent with the labels)
+        self._pair_seeds: dict[str, bytes] = {}  # other party -> the seed of our pair masks
+        self._neg_xty: EncryptedVector | None = None  # host: -X_pᵀ[[y]] at the residual's scale
+        self._xty: EncryptedVector | None = None  # host: X_pᵀ[[y]] (label sums per own bin)
         self._masks: list[int] = []
-        self._val_masks: list[int] = []
+        self._own_seed = b""  # bank: seed of its private masks on the rows only it may see in total
         self.weights: np.ndarray | None = weights  # the model: this party's parameters in its own design columns
         self.history: list[dict] = []
         self.scores: np.ndarray | None = None
@@ -68,9 +67,8 @@ class LrParty(ProtocolParty):
 
     def _handlers(self):
         return {
-            SETUP: self._setup, LABELS: self._labels, EVAL: self._eval, PARTIAL: self._partial,
-            SIGMOID: self._sigmoid, RESIDUAL: self._residual, UNMASK: self._unmask, FINISH: self._finish,
-            SCORE: self._score, SCORE_PARTIAL: self._partial, SCORE_UNMASK: self._score_unmask,
+            SETUP: self._setup, LABELS: self._labels, PAIR: self._pair, EVAL: self._eval, SIGMOID: self._sigmoid,
+            UNMASK: self._unmask, FINISH: self._finish, SCORE: self._score, SCORE_UNMASK: self._score_unmask,
         }
 
     # -- setup --------------------------------------------------------------
@@ -86,23 +84,26 @@ class LrParty(ProtocolParty):
             raise ProtocolError(f"{msg.describe()}: malformed setup ({exc})") from None
         if parties[0] != BANK or self.role not in parties:
             raise ProtocolError(f"{msg.describe()}: parties must start with the bank and include {self.role}")
-        self.run_id, self.hosts = msg.run_id, parties[1:]
+        self.run_id, self.hosts, self.parties = msg.run_id, parties[1:], parties
+        self._own_seed = pairwise.new_seed() if self.role == BANK else b""
+        seeds = self._offer_pair_seeds(msg.step + 1)
         d = self.data.train
         if d is None:  # scoring with a saved model: nothing to train
-            return [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": len(self.weights), "train_rows": 0})]
+            return [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": len(self.weights), "train_rows": 0})] + seeds
         reg = np.full(d.n_params, self.cfg.l2)
         if d.intercept:
             reg[-1] = 0.0
         self._precond = np.sqrt(d.curvature() / 4.0 + reg)  # Jacobi: the Hessian's diagonal is at most this
         w0 = np.zeros(d.n_params)
         out = [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": d.n_params, "train_rows": len(self.data.train_rows)})]
+        out += seeds
         if self.role == BANK:
             y = self.data.labels[self.data.train_rows]
             rate = min(max(float(y.mean()), 1e-4), 1 - 1e-4)
             w0[-1] = math.log(rate / (1 - rate))
             self._seed = np.random.default_rng().bytes(32)
-            self._enc_y = EncryptedVector.encrypt_ints(self.key, y.astype(int).tolist(), 0, pool=self.pool)
-            payload, meta = bundle({"seed": (self._seed, {}), "y": (self._enc_y.to_bytes(), self._enc_y.meta())})
+            enc_y = EncryptedVector.encrypt_ints(self.key, y.astype(int).tolist(), 0, pool=self.pool)
+            payload, meta = bundle({"seed": (self._seed, {}), "y": (enc_y.to_bytes(), enc_y.meta())})
             out += [self._reply(LABELS, h, msg.step + 1, meta, payload) for h in self.hosts]
         self._base_v = w0 * self._precond
         self._trial_v = self._base_v.copy()
@@ -110,17 +111,49 @@ class LrParty(ProtocolParty):
         self.weights = w0
         return out
 
+    def _offer_pair_seeds(self, step: int) -> list[Message]:
+        """A fresh pair seed for every party named after this one (sealed by the node's relay on the way out)."""
+        out = []
+        for other in self.parties:
+            if other > self.role:
+                self._pair_seeds[other] = pairwise.new_seed()
+                out.append(self._reply(PAIR, other, step, {}, self._pair_seeds[other]))
+        return out
+
+    def _pair(self, msg: Message) -> list[Message]:
+        expect(msg, PAIR)
+        if msg.sender not in self.parties or not msg.sender < self.role or msg.sender in self._pair_seeds:
+            raise ProtocolError(f"{msg.describe()}: a pair seed comes once from each party named before {self.role}")
+        if len(msg.payload) != pairwise.SEED_BYTES:
+            raise ProtocolError(f"{msg.describe()}: a pair seed must be {pairwise.SEED_BYTES} bytes")
+        self._pair_seeds[msg.sender] = bytes(msg.payload)
+        return []
+
+    def _private_mask(self, purpose: str, count: int) -> np.ndarray:
+        """The bank's own mask for this evaluation (or the scoring), re-derived from its seed when it unmasks,
+        so it keeps 32 bytes between messages instead of a mask per row."""
+        label = f"{self.run_id}/{purpose}" if purpose == "score" else f"{self.run_id}/{self._evaluation}/{purpose}"
+        return pairwise.word_mask(self._own_seed, label, count)
+
+    def _seeds(self, msg: Message) -> dict[str, bytes]:
+        """The pair seeds shared with every other party (all must have arrived before the first share)."""
+        missing = [p for p in self.parties if p != self.role and p not in self._pair_seeds]
+        if missing:
+            raise ProtocolError(f"{msg.describe()}: {self.role} has no pair seed with {missing}")
+        return self._pair_seeds
+
     def _labels(self, msg: Message) -> list[Message]:
+        """Host: keep the permutation seed and ``X_pᵀ[[y]]`` (label sums per own bin; ``[[y]]`` itself is dropped)."""
         expect(msg, LABELS, sender=BANK)
-        if self.role == BANK or self._enc_y is not None:
+        if self.role == BANK or self._xty is not None:
             raise ProtocolError(f"{msg.describe()}: labels are sent once, by the bank, to hosts")
         parts = unbundle(msg, ["seed", "y"])
         self._seed = parts["seed"][0]
         if len(self._seed) != 32:
             raise ProtocolError(f"{msg.describe()}: permutation seed must be 32 bytes")
-        self._enc_y = EncryptedVector.from_message(self.key, *parts["y"])
-        if len(self._enc_y) != len(self.data.train_rows):
-            raise ProtocolError(f"{msg.describe()}: {len(self._enc_y)} encrypted labels for {len(self.data.train_rows)} training rows")
+        enc_y = vector_part(self.key, parts["y"], len(self.data.train_rows), msg, scale_bits=0)
+        self._xty = self.data.train.backward_encrypted(enc_y, pool=self.pool)
+        self._neg_xty = self._xty.mul_scalar(-1, scale_bits=self.cfg.scale_bits)
         return []
 
     # -- one evaluation -----------------------------------------------------
@@ -128,6 +161,7 @@ class LrParty(ProtocolParty):
         return v / self._precond
 
     def _eval(self, msg: Message) -> list[Message]:
+        """Move to the trial point; send the coordinator this party's masked share of the scores and of ``yᵀz``."""
         expect(msg, EVAL, sender=COORDINATOR)
         meta = msg.meta
         if meta.get("direction") is not None:
@@ -137,113 +171,62 @@ class LrParty(ProtocolParty):
         w = self._w(self._trial_v)
         self._evaluation = int(meta["evaluation"])
         norm = float(w[: self.data.train.width] @ w[: self.data.train.width])
-        out = [self._reply(NORM, COORDINATOR, msg.step + 1, {"sq": norm})]
-        if self.role != BANK:
-            out.append(self._partials(w, msg.step + 1))
-        elif not self.hosts:  # the bank alone: nothing to wait for
-            out += self._bank_scores({}, msg.step + 1)
-        return out
-
-    def _u(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Partial predictions on training rows (permuted) and validation rows (agreed order)."""
+        scale, n = self.cfg.scale_bits, len(self.data.train_rows)
         u_all = self.data.every.forward(w)
-        perm = _permutation(self._seed, self._evaluation, len(self.data.train_rows))
-        return u_all[self.data.train_rows][perm], u_all[self.data.val_rows]
-
-    def _partials(self, w: np.ndarray, step: int) -> Message:
-        """A host's encrypted partial predictions for the bank (training permuted, validation in order)."""
-        scale = self.cfg.scale_bits
-        u_train, u_val = self._u(w)
-        z = Packer(self.key, Z_SLOT_BITS).encrypt(u_train, scale, pool=self.pool)
-        val = Packer(self.key, MASKED_SLOT_BITS).encrypt(u_val, scale, pool=self.pool)
-        u_plain = self.data.every.forward(w)[self.data.train_rows]
-        yu = self._enc_y.dot(np.array(_ints(u_plain, scale))[:, None], scale_bits=scale, pool=self.pool)
-        payload, meta = bundle({"z": to_part(z), "val": to_part(val), "yu": to_part(yu)})
-        return self._reply(PARTIAL, BANK, step, meta, payload)
-
-    def _collect(self, msg: Message) -> dict[str, Message] | None:
-        """Buffer a host's message at the bank; all hosts' messages once the last one arrived."""
-        if self.role != BANK or msg.sender not in self.hosts:
-            raise ProtocolError(f"{msg.describe()}: only the bank collects hosts' partial predictions")
-        if msg.sender in self._inbox:
-            raise ProtocolError(f"{msg.describe()}: duplicate message from {msg.sender}")
-        self._inbox[msg.sender] = msg
-        if len(self._inbox) < len(self.hosts):
-            return None
-        inbox, self._inbox = self._inbox, {}
-        return inbox
-
-    def _partial(self, msg: Message) -> list[Message]:
-        inbox = self._collect(msg)
-        if inbox is None:
-            return []
-        if msg.kind == SCORE_PARTIAL:
-            return self._score_masked(inbox, msg.step + 1)
-        return self._bank_scores(inbox, msg.step + 1)
-
-    def _bank_scores(self, inbox: dict[str, Message], step: int) -> list[Message]:
-        scale = self.cfg.scale_bits
-        w = self._w(self._trial_v)
-        u_train, u_val = self._u(w)
-        y = self.data.labels[self.data.train_rows]
-        z = Packer(self.key, Z_SLOT_BITS).encrypt(u_train, scale, pool=self.pool)
-        yz = EncryptedVector.encrypt(self.key, [float(y @ self.data.every.forward(w)[self.data.train_rows])], scale)
-        hosts_val = []
-        for m in inbox.values():
-            parts = unbundle(m, ["z", "val", "yu"])
-            z = z + packed_part(self.key, parts["z"], len(u_train), m)
-            hosts_val.append(packed_part(self.key, parts["val"], len(u_val), m))
-            yz = yz + vector_part(self.key, parts["yu"], 1, m)
-        val = self._masked_scores(u_val, hosts_val)
-        payload, meta = bundle({"z": to_part(z), "yz": to_part(yz), "val": to_part(val)})
-        return [self._reply(SCORES, COORDINATOR, step, meta, payload)]
-
-    def _masked_scores(self, u_own: np.ndarray, hosts: list[PackedVector]) -> PackedVector:
-        """[[z + m]] for rows in the agreed order: the coordinator decrypts, only the bank can unmask."""
-        ints = _ints(u_own, self.cfg.scale_bits)
-        bound = sum(h.slot_bound for h in hosts) + max((abs(v) for v in ints), default=0)
-        self._val_masks = masking.random_masks(len(ints), bound)
-        packer = Packer(self.key, MASKED_SLOT_BITS)
-        total = packer.encrypt_ints([a + b for a, b in zip(ints, self._val_masks)], self.cfg.scale_bits, pool=self.pool)
-        for h in hosts:
-            total = total + h
-        return total
-
-    def _unmask_scores(self, part: tuple[bytes, dict], count: int, msg: Message) -> np.ndarray:
-        masked = masked_ints(part, count, msg)
-        return np.array([m - r for m, r in zip(masked, self._val_masks)], dtype=float) / (1 << self.cfg.scale_bits)
+        u_train = u_all[self.data.train_rows]
+        perm = _permutation(self._seed, self._evaluation, n)
+        values = shares.fixed(np.concatenate([u_train[perm], u_all[self.data.val_rows]]), scale)
+        private = None
+        if self.role == BANK:  # validation rows: the coordinator's total stays masked for the bank
+            private = np.concatenate([np.zeros(n, dtype=np.uint64), self._private_mask("val", len(self.data.val_rows))])
+        label = f"{self.run_id}/{self._evaluation}"
+        seeds = self._seeds(msg)
+        z = shares.share(values, self.role, seeds, f"{label}/z", private)
+        yz_scale = scale + shares.YZ_SCALE_EXTRA
+        if self.role == BANK:
+            y = self.data.labels[self.data.train_rows]
+            yz = shares.word_part(shares.share(shares.fixed([float(y @ u_train)], yz_scale), self.role, seeds, f"{label}/yz"))
+        else:  # Σ_k w_k·(X_pᵀy)_k under encryption, plus this host's masks
+            if self._xty is None:
+                raise ProtocolError(f"{msg.describe()}: {self.role} has not received the encrypted labels")
+            w_scale = yz_scale - self._xty.scale_bits  # weights finer than the scores' scale: yᵀu_p stays exact
+            weights = shares.fixed(w[: self._xty.shape[0]], w_scale)
+            mask = int(shares.share(np.zeros(1, dtype=np.int64), self.role, seeds, f"{label}/yz")[0])
+            yu = self._xty.dot(weights[:, None], scale_bits=w_scale, pool=self.pool)
+            yz = to_part(yu.add_plain_ints([mask + shares.carry_mask()]))
+        payload, bmeta = bundle({"z": shares.word_part(z), "yz": yz})
+        return [self._reply(SHARE, COORDINATOR, msg.step + 1, {**bmeta, "sq": norm}, payload)]
 
     def _sigmoid(self, msg: Message) -> list[Message]:
-        """Bank: residual [[d]] = [[σ(z)]] − y, to the hosts and into its own gradient."""
+        """``[[σ(z)]]`` in the agreed order; the residual ``[[σ(z) − y]]`` enters the masked gradient.
+
+        The bank subtracts its labels in plaintext and also gets its validation scores back;
+        a host subtracts ``X_pᵀ[[y]]`` (computed once from the encrypted labels) from ``X_pᵀ[[σ(z)]]``.
+        """
         expect(msg, SIGMOID, sender=COORDINATOR)
-        if self.role != BANK:
-            raise ProtocolError(f"{msg.describe()}: only the bank receives σ(z)")
-        parts = unbundle(msg, ["sigma", "val"])
+        parts = unbundle(msg, ["sigma", "val"] if self.role == BANK else ["sigma"])
         n = len(self.data.train_rows)
         sigma_perm = vector_part(self.key, parts["sigma"], n, msg)
         perm = _permutation(self._seed, self._evaluation, n)
         order = np.empty(n, dtype=np.int64)
         order[perm] = np.arange(n)
         sigma = sigma_perm.take(order)
+        if self.role != BANK:
+            if self._neg_xty is None:
+                raise ProtocolError(f"{msg.describe()}: {self.role} has not received the encrypted labels")
+            return [self._gradient(self.data.train.backward_encrypted(sigma, pool=self.pool) + self._neg_xty, msg.step + 1, {})]
         d = sigma.add_plain(-self.data.labels[self.data.train_rows].astype(float))
-        z_val = self._unmask_scores(parts["val"], len(self.data.val_rows), msg)
+        count = len(self.data.val_rows)
+        z_val = shares.unmask(shares.words_of(parts["val"], msg, count), self._private_mask("val", count), self.cfg.scale_bits)
         progress = {"loss": msg.meta.get("loss")}
         y_val = self.data.labels[self.data.val_rows]
         if len(np.unique(y_val)) == 2:
             progress.update(val_auc=metrics.auc(y_val, z_val), val_ks=metrics.ks(y_val, z_val))
         self.history.append(progress)
-        out = [self._reply(RESIDUAL, h, msg.step + 1, *meta_first(bundle({"d": to_part(d)}))) for h in self.hosts]
-        out.append(self._gradient(d, msg.step + 1, progress))
-        return out
+        return [self._gradient(self.data.train.backward_encrypted(d, pool=self.pool), msg.step + 1, progress)]
 
-    def _residual(self, msg: Message) -> list[Message]:
-        expect(msg, RESIDUAL, sender=BANK)
-        d = vector_part(self.key, unbundle(msg, ["d"])["d"], len(self.data.train_rows), msg)
-        return [self._gradient(d, msg.step + 1, {})]
-
-    def _gradient(self, d: EncryptedVector, step: int, meta: dict) -> Message:
+    def _gradient(self, g: EncryptedVector, step: int, meta: dict) -> Message:
         """Masked, packed [[X_pᵀ d + r]] for the coordinator to decrypt."""
-        g = self.data.train.backward_encrypted(d, pool=self.pool)
         self._masks = masking.random_masks(len(g), g.bound)
         packed = Packer(self.key, MASKED_SLOT_BITS).pack(g.add_plain_ints(self._masks), pool=self.pool)
         self._gradient_scale = g.scale_bits
@@ -251,7 +234,7 @@ class LrParty(ProtocolParty):
         return self._reply(GRADIENT, COORDINATOR, step, {**bmeta, "progress": meta}, payload)
 
     def _unmask(self, msg: Message) -> list[Message]:
-        """Remove the mask, take the step if accepted, report this block of the Gram matrix."""
+        """Remove the mask, take the (accepted) step, report this block of the Gram matrix."""
         expect(msg, UNMASK, sender=COORDINATOR)
         masked = masked_ints(unbundle(msg, ["g"])["g"], self.data.train.n_params, msg)
         raw = np.array([m - r for m, r in zip(masked, self._masks)], dtype=float) / (1 << self._gradient_scale)
@@ -261,8 +244,6 @@ class LrParty(ProtocolParty):
         if self.data.train.intercept:
             reg[-1] = 0.0
         grad_v = (grad_w + reg) / self._precond
-        if not msg.meta.get("accepted"):
-            return [self._reply(GRAM, COORDINATOR, msg.step + 1, {"gram": None})]
         self.block.accept(self._trial_v - self._base_v, grad_v)
         self._base_v = self._trial_v.copy()
         self.weights = w
@@ -275,26 +256,22 @@ class LrParty(ProtocolParty):
 
     # -- scoring of every aligned row -------------------------------------------
     def _score(self, msg: Message) -> list[Message]:
+        """This party's masked share of every aligned row's score; the bank's carries its private mask."""
         expect(msg, SCORE, sender=COORDINATOR)
-        u = self.data.every.forward(self.weights)
+        u = shares.fixed(self.data.every.forward(self.weights), self.cfg.scale_bits)
+        private = None
         if self.role == BANK:
-            self._own_scores = u
-            return [] if self.hosts else self._score_masked({}, msg.step + 1)
-        packed = Packer(self.key, MASKED_SLOT_BITS).encrypt(u, self.cfg.scale_bits, pool=self.pool)
-        payload, meta = bundle({"u": to_part(packed)})
-        return [self._reply(SCORE_PARTIAL, BANK, msg.step + 1, meta, payload)]
-
-    def _score_masked(self, inbox: dict[str, Message], step: int) -> list[Message]:
-        n = len(self._own_scores)
-        hosts = [packed_part(self.key, unbundle(m, ["u"])["u"], n, m) for m in inbox.values()]
-        total = self._masked_scores(self._own_scores, hosts)
-        payload, meta = bundle({"z": to_part(total)})
-        return [self._reply(SCORE_MASKED, COORDINATOR, step, meta, payload)]
+            private = self._private_mask("score", len(u))
+        words = shares.share(u, self.role, self._seeds(msg), f"{self.run_id}/score", private)
+        payload, meta = bundle({"z": shares.word_part(words)})
+        return [self._reply(SCORE_SHARE, COORDINATOR, msg.step + 1, meta, payload)]
 
     def _score_unmask(self, msg: Message) -> list[Message]:
         expect(msg, SCORE_UNMASK, sender=COORDINATOR)
         if self.role != BANK:
             raise ProtocolError(f"{msg.describe()}: only the bank learns scores")
-        z = self._unmask_scores(unbundle(msg, ["z"])["z"], len(self._own_scores), msg)
+        count = self.data.every.rows
+        z = shares.unmask(shares.words_of(unbundle(msg, ["z"])["z"], msg, count), self._private_mask("score", count),
+                          self.cfg.scale_bits)
         self.scores = 1.0 / (1.0 + np.exp(-z))
         return [self._reply(SCORED, COORDINATOR, msg.step + 1, {"rows": len(z)})]
