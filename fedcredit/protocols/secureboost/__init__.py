@@ -1,6 +1,7 @@
 """Vertical SecureBoost: the bank (labels, Paillier key) and hosts grow gradient-boosted trees together.
 
-Per tree (``sb.tree`` from the coordinator starts it at the bank):
+Per tree (``sb.tree`` from the coordinator starts the first; the bank starts each next tree itself, in the reply
+that reports the previous one with ``sb.tree_done``, so a tree costs no round of its own):
 
 1. ``sb.gradients``: the bank encrypts one packed pair ``g·2^S + h`` per training row
    (fixed point, ``wire``) under its own key and sends it, sealed, to each host.

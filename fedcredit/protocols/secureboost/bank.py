@@ -97,6 +97,7 @@ class SbBank(BankRounds):
         self.history: list[dict] = []
         self._stopper: ref.EarlyStopping | None = None
         self._host_bins: dict[str, list[int]] = {}  # each host's bins per feature, fixed for the run
+        self._next_tree: int | None = None  # set by a finished tree that is not the last: the step to start the next at
         if model is not None:
             self._load(model)
 
@@ -180,9 +181,23 @@ class SbBank(BankRounds):
         if self.loaded:
             raise ProtocolError(f"{msg.describe()}: a saved model is not trained further")
         index = meta_int(msg, "tree")
-        if index != len(self.history):
+        if index != 0 or self.history:  # sb.tree starts training; the bank starts every later tree itself
             raise ProtocolError(f"{msg.describe()}: tree {index} requested, the bank has grown {len(self.history)}")
-        return self._grow(msg.step + 1)
+        return self._keep_growing(self._grow(msg.step + 1))
+
+    def _collect(self, msg: Message) -> list[Message]:
+        return self._keep_growing(super()._collect(msg))
+
+    def _keep_growing(self, out: list[Message]) -> list[Message]:
+        """Start the next tree in the reply that reports the last one (no round for an ``sb.tree`` per tree).
+
+        A loop, not a call from ``_tree_done``: trees the bank grows alone finish within
+        one message, and a long run of them must not nest calls.
+        """
+        while self._next_tree is not None:
+            step, self._next_tree = self._next_tree, None
+            out = out + self._grow(step)
+        return out
 
     def gbdt_config(self) -> GbdtConfig:
         """The settings as the reference takes them (the bank's: with its private GOSS seed)."""
@@ -312,6 +327,8 @@ class SbBank(BankRounds):
         meta = {"tree": len(self.history) - 1, "stop": grow.stop, "loss": entry["loss"], "trees": len(self.trees)}
         if "valid_auc" in entry:
             meta["valid_auc"] = entry["valid_auc"]
+        if not grow.stop and len(self.history) < self.cfg.n_trees:
+            self._next_tree = step
         return [self._reply(TREE_DONE, COORDINATOR, step, meta)]
 
     def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):

@@ -49,20 +49,65 @@ class SbCoordinator(ScriptedCoordinator):
         return Message(kind, COORDINATOR, receiver, self.run_id, self._step, meta or {})
 
     def _relay_until(self, replies: list[Message], final: str):
-        """Forward node-to-node messages until the bank reports ``final``; returns that report."""
+        """Forward node-to-node messages until the bank reports ``final``; returns the reports and what is left to relay.
+
+        The bank may report ``final`` together with node-to-node messages (a finished tree and
+        the next tree's gradients); those are returned for the caller to forward.
+        """
         while True:
             done = [m for m in replies if m.kind == final]
             relay = [m for m in replies if m.relayed]
             stray = [m for m in replies if m not in done and m not in relay]
-            if stray or len(done) > 1 or (done and (relay or done[0].sender != BANK)):
+            if stray or any(m.sender != BANK for m in done):
                 raise ProtocolError(f"vertical SecureBoost step {self._step}: unexpected "
                                     f"{[m.describe() for m in stray + relay + done]} while waiting for {final}")
             if done:
-                return done[0]
+                return done, relay
             if not relay:
                 raise ProtocolError(f"vertical SecureBoost step {self._step}: nothing to relay and no {final} from the bank")
             self._step += 1
             replies = yield relay
+
+    def _train(self):
+        """One ``sb.tree`` starts training; the bank starts each next tree itself, in the reply that reports the last."""
+        self._step += 1
+        replies = yield [self._send(TREE, BANK, {"tree": 0})]
+        t = 0
+        while True:
+            done, relay = yield from self._relay_until(replies, TREE_DONE)
+            for m in done:
+                stop = self._tree_done(m, t)
+                t += 1
+                if stop or t == self.cfg.n_trees:
+                    if relay or m is not done[-1]:
+                        raise ProtocolError(f"vertical SecureBoost: {m.describe()} ends training, yet the bank sent "
+                                            f"{[x.describe() for x in done[done.index(m) + 1:] + relay]}")
+                    return
+            if not relay:
+                raise ProtocolError(f"vertical SecureBoost step {self._step}: the bank reported tree {t - 1} "
+                                    f"but did not start tree {t}")
+            self._step += 1
+            replies = yield relay
+
+    def _tree_done(self, done: Message, t: int) -> bool:
+        """Check and record the bank's report of tree ``t``; returns whether early stopping ends training."""
+        if done.meta.get("tree") != t:
+            raise ProtocolError(f"{done.describe()}: reports tree {done.meta.get('tree')!r}, expected {t}")
+        stop = done.meta.get("stop", False)
+        if not isinstance(stop, bool):
+            raise ProtocolError(f"{done.describe()}: meta field 'stop' must be a bool")
+        entry = {"tree": t + 1, "stop": stop}
+        for key, name in (("loss", "loss"), ("valid_auc", "val_auc")):  # aggregates, like vertical LR's
+            if isinstance(done.meta.get(key), float):
+                entry[name] = done.meta[key]
+        trees = done.meta.get("trees")
+        if not isinstance(trees, int) or isinstance(trees, bool) or not 0 <= trees <= t + 1:
+            raise ProtocolError(f"{done.describe()}: meta field 'trees' must count the model's trees (≤ {t + 1})")
+        self.trees = trees
+        self.history.append(entry)
+        if self.on_progress is not None:
+            self.on_progress(dict(entry))
+        return stop
 
     def _run(self):
         setup = {"config": asdict(self.cfg), "parties": self.parties}
@@ -83,29 +128,12 @@ class SbCoordinator(ScriptedCoordinator):
             if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
                 raise ProtocolError(f"{ready[BANK].describe()}: meta field 'trees' must be a positive int")
             self.trees = trees
-        for t in range(self.cfg.n_trees if self.train else 0):
-            self._step += 1
-            replies = yield [self._send(TREE, BANK, {"tree": t})]
-            done = yield from self._relay_until(replies, TREE_DONE)
-            if done.meta.get("tree") != t:
-                raise ProtocolError(f"{done.describe()}: reports tree {done.meta.get('tree')!r}, expected {t}")
-            stop = done.meta.get("stop", False)
-            if not isinstance(stop, bool):
-                raise ProtocolError(f"{done.describe()}: meta field 'stop' must be a bool")
-            entry = {"tree": t + 1, "stop": stop}
-            for key, name in (("loss", "loss"), ("valid_auc", "val_auc")):  # aggregates, like vertical LR's
-                if isinstance(done.meta.get(key), float):
-                    entry[name] = done.meta[key]
-            trees = done.meta.get("trees")
-            if not isinstance(trees, int) or isinstance(trees, bool) or not 0 <= trees <= t + 1:
-                raise ProtocolError(f"{done.describe()}: meta field 'trees' must count the model's trees (≤ {t + 1})")
-            self.trees = trees
-            self.history.append(entry)
-            if self.on_progress is not None:
-                self.on_progress(dict(entry))
-            if stop:  # early stopping: the bank keeps its best trees
-                break
+        if self.train and self.cfg.n_trees:
+            yield from self._train()
         if self.score:
             self._step += 1
             replies = yield [self._send(PREDICT, BANK)]
-            yield from self._relay_until(replies, SCORED)
+            done, relay = yield from self._relay_until(replies, SCORED)
+            if len(done) > 1 or relay:
+                raise ProtocolError(f"vertical SecureBoost: unexpected {[m.describe() for m in done[1:] + relay]} "
+                                    "with the bank's sb.scored")
