@@ -404,29 +404,34 @@ def test_malformed_host_requests_are_rejected(set_up):
     tax.handle(to_tax)
     n = len(tax.data.train_rows)
 
-    def split(rows: bytes, feature=0, b=0, node=0):
-        payload, meta = bundle({f"rows{node}": (rows, {})})
-        return Message(sb.SPLIT, "bank", "tax", "t", 3, {**meta, "splits": [{"node": node, "feature": feature, "bin": b}]}, payload)
+    def split(feature=0, b=0, node=0):
+        return Message(sb.SPLIT, "bank", "tax", "t", 3, {"splits": [{"node": node, "feature": feature, "bin": b}]})
 
-    rows = wire.rows_to_bytes(np.arange(n))
     with pytest.raises(ProtocolError, match="no split feature"):
-        tax.handle(split(rows, b=tax.data.n_bins[0] - 1))
+        tax.handle(split(b=tax.data.n_bins[0] - 1))
     with pytest.raises(ProtocolError, match="no split feature"):
-        tax.handle(split(rows, feature=len(tax.data.n_bins)))
-    with pytest.raises(ProtocolError, match="strictly increasing"):
-        tax.handle(split(wire.rows_to_bytes(np.array([3, 2]))))
-    with pytest.raises(ProtocolError, match="strictly increasing"):
-        tax.handle(split(wire.rows_to_bytes(np.array([n]))))
-    with pytest.raises(ProtocolError, match="4-byte"):
-        tax.handle(split(b"\x00" * 5))
-    wrong_part = split(rows)
-    wrong_part = Message(**{**wrong_part.__dict__, "meta": {**wrong_part.meta, "splits": [{"node": 7, "feature": 0, "bin": 0}]}})
-    with pytest.raises(ProtocolError, match="payload parts"):
-        tax.handle(wrong_part)
-    payload, meta = bundle({"rows5": (rows, {})})
-    with pytest.raises(ProtocolError, match="no histogram of node 9"):
-        tax.handle(Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": 9, "build": 5, "derive": 6}]}, payload))
+        tax.handle(split(feature=len(tax.data.n_bins)))
+    with pytest.raises(ProtocolError, match="not distinct nodes of the level"):
+        tax.handle(split(node=7))
+
+    def nodes(share: bytes, parent=0, splits=()):
+        payload, meta = bundle({f"share{parent}": (share, {})})
+        return Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": parent, "left": 1, "right": 2}],
+                                                         "splits": list(splits)}, payload)
+
+    share = wire.mask_to_bytes(np.zeros(n, dtype=bool))
+    with pytest.raises(ProtocolError, match="not distinct nodes of the current level"):
+        tax.handle(nodes(share, parent=9))
+    with pytest.raises(ProtocolError, match="bytes for a mask"):
+        tax.handle(nodes(share[:-1], splits=[{"node": 0, "feature": 0, "bin": 0}]))
+    with pytest.raises(ProtocolError, match="parent/left/right"):
+        tax.handle(Message(**{**nodes(share).__dict__, "meta": {**nodes(share).meta, "nodes": [{"parent": 0}]}}))
+    with pytest.raises(ProtocolError, match="no share expected"):
+        tax.handle(Message(sb.SHARE, "utilities", "tax", "t", 3, {"nodes": [0]}))
+    with pytest.raises(ProtocolError, match="one pair seed from each party before it"):
+        tax.handle(Message(sb.SEED, "utilities", "tax", "t", 1, {}, b"\0" * 32))
     assert tax.lookup == []  # nothing was recorded from rejected requests
+    rows = wire.rows_to_bytes(np.arange(n))
     payload, meta = bundle({"q0": (rows, {})})
     with pytest.raises(ProtocolError, match="no split record"):
         tax.handle(Message(sb.ROUTE, "bank", "tax", "t", 3, {**meta, "queries": [{"record": 0, "part": "q0"}]}, payload))
@@ -471,7 +476,11 @@ def test_the_bank_rejects_unexpected_and_duplicate_answers(set_up):
 def test_the_coordinator_relays_only_protocol_routes(set_up):
     coord, parties, replies = set_up
     first = coord.advance(replies)
-    assert [m.kind for m in first] == [sb.TREE]
+    # training starts with the pair seeds drawn in setup: the bank's to each host, tax's to utilities
+    assert sorted((m.kind, m.sender, m.receiver) for m in first) == [
+        ("sb.seed", "bank", "tax"), ("sb.seed", "bank", "utilities"), ("sb.seed", "tax", "utilities"),
+        ("sb.tree", "coordinator", "bank")]
+    first = [m for m in first if m.kind == sb.TREE]
     out = parties["bank"].handle(first[0])
     forged = Message(sb.GRADIENTS, "tax", "utilities", "t", 2, {})
     with pytest.raises(ProtocolError, match="cannot relay"):
@@ -497,12 +506,6 @@ def test_malformed_goss_and_prune_requests_are_rejected():
     with pytest.raises(ProtocolError, match="payload parts"):  # a sampled root without its row list
         tax.handle(Message(**{**to_tax.__dict__, "meta": {**to_tax.meta, "sampled": False}}))
     tax.handle(to_tax)
-    root = set(np.frombuffer(dict(zip([p["name"] for p in to_tax.meta["parts"]], _split_parts(to_tax)))["root"],
-                             dtype=">u4").tolist())
-    outside = min(set(range(len(tax.data.train_rows))) - root)
-    payload, meta = bundle({"rows1": (wire.rows_to_bytes(np.array([outside])), {})})
-    with pytest.raises(ProtocolError, match="outside this tree's root"):
-        tax.handle(Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": 0, "build": 1, "derive": 2}]}, payload))
     with pytest.raises(ProtocolError, match="records to keep"):
         tax.handle(Message(sb.PRUNE, "bank", "tax", "t", 3, {"records": 1}))
     with pytest.raises(ProtocolError, match="records"):
@@ -521,8 +524,8 @@ def test_goss_and_early_stopping_combine_with_a_bank_only_first_tree_and_a_lone_
     np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
     messages = [Message.from_bytes(b) for b in result["taps"]]
     first = min((m.step for m in messages if m.kind == sb.TREE_DONE and m.meta["tree"] == 0), default=None)
-    relayed = [m for m in messages if m.relayed]
-    # nothing reaches a host before the second tree (the bank-only first tree's routing needs no host); the bank
+    relayed = [m for m in messages if m.relayed and m.kind != sb.SEED]
+    # apart from the pair seeds of setup, nothing reaches a host before the second tree (the bank-only first tree's routing needs no host); the bank
     # sends the second tree's gradients in the reply that reports the first tree
     assert all(m.step >= first for m in relayed)
     assert not relayed or (relayed[0].kind == sb.GRADIENTS and relayed[0].meta["tree"] == 1 and relayed[0].step == first)

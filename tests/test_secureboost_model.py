@@ -268,10 +268,10 @@ def test_a_host_changing_its_bins_mid_run_is_refused(data):
     class Shifty(SbHost):
         def handle(self, msg):
             replies = super().handle(msg)
-            if msg.kind == sb.NODES:
+            if msg.kind != sb.GRADIENTS:  # a level's histograms, not the root's
                 replies = [Message(r.kind, r.sender, r.receiver, r.run_id, r.step,
                                    {**r.meta, "n_bins": [r.meta["n_bins"][0] + 1, *r.meta["n_bins"][1:]]}, r.payload)
-                           for r in replies]
+                           if r.kind == sb.HISTOGRAMS else r for r in replies]
             return replies
 
     parties = {r: (Shifty if r == "tax" else sb_party)(r, d, goss_seed=1 if r == "bank" else None) for r, d in data.items()}

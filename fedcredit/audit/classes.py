@@ -75,7 +75,7 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         # vertical SecureBoost: node-to-node traffic is sealed, the rest carries no payload
         **{k: {PUBLIC} for k in ("sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored")},
         **{k: {SEALED} for k in ("sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route",
-                                 "sb.routed", "sb.prune", "sb.pruned")},
+                                 "sb.routed", "sb.prune", "sb.pruned", "sb.seed", "sb.share")},
     }
     out = set(table.get(kind, set()))
     if allow_mock:
@@ -91,7 +91,7 @@ _KINDS = (
     "lr.labels", "lr.pair", "lr.share", "lr.score_share", "lr.sigmoid", "lr.gradient", "lr.unmask", "lr.score_unmask",
     "sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored",
     "sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route", "sb.routed",
-    "sb.prune", "sb.pruned",
+    "sb.prune", "sb.pruned", "sb.seed", "sb.share",
 )
 
 #: message kind -> allowed protection classes (default policy: Paillier keys of 2048 bits or more, no mock backend)

@@ -49,15 +49,15 @@ share. What each message reveals: docs/leakage.md.
 
 from fedcredit.protocols.secureboost.bank import SbBank, check_tree
 from fedcredit.protocols.secureboost.config import (
-    BANK, GRADIENTS, HISTOGRAMS, KINDS, LEFT, NODES, PREDICT, PRUNE, PRUNED, READY, ROUTE, ROUTED, SCORED, SETUP,
-    SPLIT, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig, TreePartyData)
+    BANK, GRADIENTS, HISTOGRAMS, HOST_TO_HOST, KINDS, LEFT, NODES, PREDICT, PRUNE, PRUNED, READY, ROUTE, ROUTED, SCORED,
+    SEED, SETUP, SHARE, SPLIT, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig, TreePartyData)
 from fedcredit.protocols.secureboost.coordinator import SbCoordinator
 from fedcredit.protocols.secureboost.host import SbHost, split_rule
 from fedcredit.protocols.secureboost.party import SbParty
 
 __all__ = [
-    "BANK", "GRADIENTS", "HISTOGRAMS", "KINDS", "LEFT", "NODES", "PREDICT", "PRUNE", "PRUNED", "READY", "ROUTE",
-    "ROUTED", "SCORED", "SETUP", "SPLIT", "TO_BANK", "TO_HOST", "TREE", "TREE_DONE",
+    "BANK", "GRADIENTS", "HISTOGRAMS", "HOST_TO_HOST", "KINDS", "LEFT", "NODES", "PREDICT", "PRUNE", "PRUNED", "READY",
+    "ROUTE", "ROUTED", "SCORED", "SEED", "SETUP", "SHARE", "SPLIT", "TO_BANK", "TO_HOST", "TREE", "TREE_DONE",
     "SbBank", "SbConfig", "SbCoordinator", "SbHost", "SbParty", "TreePartyData", "check_tree", "sb_party", "split_rule",
 ]
 

@@ -18,7 +18,7 @@ from fedcredit.crypto import EncryptedVector, generate_keypair
 from fedcredit.models import gbdt_reference as ref
 from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
 from fedcredit.protocols.parts import packed_part, to_part
-from fedcredit.protocols.secureboost import wire
+from fedcredit.protocols.secureboost import shares, wire
 from fedcredit.protocols.secureboost.config import (
     BANK, GRADIENTS, HISTOGRAMS, LEFT, NODES, PREDICT, PRUNE, PRUNED, ROUTED, SETUP, SPLIT, TREE, TREE_DONE,
     TreePartyData)
@@ -41,7 +41,6 @@ class _Growing:
     level: list[int] = field(default_factory=lambda: [0])
     split_nodes: list[int] = field(default_factory=list)
     pending: dict[str, list[int]] = field(default_factory=dict)  # host -> nodes it must split
-    built: list[int] = field(default_factory=list)  # nodes whose histograms the hosts were asked for
     leaf: np.ndarray | None = None
     outside: np.ndarray | None = None
     ask: np.ndarray | None = None
@@ -222,60 +221,84 @@ class SbBank(BankRounds):
         if len(root) < n:
             parts["root"] = (wire.rows_to_bytes(root), {})
         msgs = self._send_hosts(GRADIENTS, step, {hst: (meta, parts) for hst in hosts})
-        return self._wait(msgs, HISTOGRAMS, hosts, "_got_root")
+        return self._wait(msgs, {HISTOGRAMS: hosts}, "_got_root")
 
-    def _got_root(self, inbox: dict[str, Message]) -> list[Message]:
+    def _got_root(self, inbox: dict[str, dict[str, Message]]) -> list[Message]:
         grow = self._growing
-        grow.remote = self._histograms(inbox, [0], grow.totals, grow.slot)
+        grow.remote = self._histograms(inbox[HISTOGRAMS], [0], grow.totals, grow.slot)
         return self._level(next_step(inbox))
 
     def _level(self, step: int) -> list[Message]:
-        """Decide every node of the current level; hosts owning a chosen split are asked for its rows."""
+        """Decide every node of the current level; then one message to every host, whoever split what.
+
+        Below the last level, ``sb.nodes`` carries the bank's membership shares of every split
+        node (``shares``) and, to a host that won splits, its feature and bin; hosts answer
+        ``sb.left`` (their splits' partitions; possibly none) and, once they hold every share,
+        ``sb.histograms`` of the children. At the last level only the owners' partitions are
+        needed (``sb.split`` → ``sb.left``; empty for hosts that won none). The same messages
+        every level, so a host cannot tell from them or their rounds which party split a node.
+        """
         grow = self._growing
         grow.split_nodes, grow.pending = self._decide(grow.tree, grow.level, grow.members, grow.own, grow.remote,
                                                       grow.hosts, grow.totals)
-        if not grow.pending:
-            return self._level_split(step)
-        per_host = {}
-        for hst, nids in grow.pending.items():
-            splits = [{"node": i, "feature": grow.tree.nodes[i].feature, "bin": grow.tree.nodes[i].bin} for i in nids]
-            per_host[hst] = ({"splits": splits}, {f"rows{i}": (wire.rows_to_bytes(grow.members[i]), {}) for i in nids})
-        return self._wait(self._send_hosts(SPLIT, step, per_host), LEFT, grow.pending, "_got_left")
-
-    def _got_left(self, inbox: dict[str, Message]) -> list[Message]:
-        grow = self._growing
-        for hst, m in inbox.items():
-            self._apply_left(m, grow.pending[hst], grow.tree, grow.members)
-        return self._level_split(next_step(inbox))
-
-    def _level_split(self, step: int) -> list[Message]:
-        """The next level: the bank's histograms, and the hosts' (smaller child built, sibling derived)."""
-        grow, gcfg = self._growing, self.cfg.gbdt()
-        grow.level = [c for nid in grow.split_nodes for c in (grow.tree.nodes[nid].left, grow.tree.nodes[nid].right)]
-        if not grow.level:
+        if not grow.split_nodes:
             return self._tree_grown(step)
-        if grow.tree.nodes[grow.level[0]].depth < gcfg.max_depth:
+        if not grow.hosts:  # the bank's own splits: the children's rows are known
+            return self._next_level(step)
+        tree = grow.tree
+        owned = {hst: [{"node": i, "feature": tree.nodes[i].feature, "bin": tree.nodes[i].bin}
+                       for i in grow.pending.get(hst, [])] for hst in grow.hosts}
+        if tree.nodes[grow.split_nodes[0]].depth + 1 >= self.cfg.max_depth:
+            msgs = self._send_hosts(SPLIT, step, {hst: ({"splits": owned[hst]}, {}) for hst in grow.hosts})
+            return self._wait(msgs, {LEFT: grow.hosts}, "_got_last")
+        nodes = [{"parent": i, "left": tree.nodes[i].left, "right": tree.nodes[i].right} for i in grow.split_nodes]
+        per_host = {hst: ({"nodes": nodes, "splits": owned[hst]},
+                          {f"share{i}": (wire.mask_to_bytes(self._membership_share(i, hst)), {}) for i in grow.split_nodes})
+                    for hst in grow.hosts}
+        return self._wait(self._send_hosts(NODES, step, per_host), {LEFT: grow.hosts, HISTOGRAMS: grow.hosts},
+                          "_got_level")
+
+    def _membership_share(self, nid: int, receiver: str) -> np.ndarray:
+        """The bank's share for ``receiver`` of which rows of node ``nid`` go left: the bits for its own split,
+        zeros for a host's, XOR its pair masks."""
+        grow = self._growing
+        node, rows = grow.tree.nodes[nid], grow.members[nid]
+        bits = (self.data.train_bins[rows, node.feature] <= node.bin if node.party == BANK
+                else np.zeros(len(rows), dtype=bool))
+        label = shares.share_label(self.run_id, len(self.history), nid, receiver)
+        return shares.share(bits, BANK, receiver, [BANK, *grow.hosts], self.seeds, label)
+
+    def _got_level(self, inbox: dict[str, dict[str, Message]]) -> list[Message]:
+        self._apply_lefts(inbox[LEFT])
+        return self._next_level(next_step(inbox), inbox[HISTOGRAMS])
+
+    def _got_last(self, inbox: dict[str, dict[str, Message]]) -> list[Message]:
+        self._apply_lefts(inbox[LEFT])
+        return self._next_level(next_step(inbox))
+
+    def _next_level(self, step: int, hists: dict[str, Message] | None = None) -> list[Message]:
+        """The children become the level: the bank's histograms (smaller child from rows, sibling by subtraction)
+        and the hosts' — who send the built children only: each sibling is its parent's decrypted histogram minus
+        the child, so half the bins are packed, sent and decrypted."""
+        grow = self._growing
+        grow.level = [c for nid in grow.split_nodes for c in (grow.tree.nodes[nid].left, grow.tree.nodes[nid].right)]
+        if grow.tree.nodes[grow.level[0]].depth < self.cfg.max_depth:
             builds = self._own_children(grow.tree, grow.split_nodes, grow.members, grow.own, grow.g, grow.h)
-            if grow.hosts:
-                grow.built = [[p, s, b] for p, s, b in builds]
-                meta = {"nodes": [{"parent": p, "build": s, "derive": b} for p, s, b in builds]}
-                parts = {f"rows{s}": (wire.rows_to_bytes(grow.members[s]), {}) for _, s, _ in builds}
-                msgs = self._send_hosts(NODES, step, {hst: (meta, parts) for hst in grow.hosts})
-                return self._wait(msgs, HISTOGRAMS, grow.hosts, "_got_level")
+            if hists is not None:
+                built = self._histograms(hists, [s for _, s, _ in builds], grow.totals, grow.slot)
+                remote = {}
+                for parent, small, big in builds:
+                    remote[small], remote[big] = built[small], {}
+                    for hst, (sg, sh, nb) in built[small].items():
+                        pg, ph, _ = grow.remote[parent][hst]
+                        remote[big][hst] = (pg - sg, ph - sh, nb)
+                grow.remote = remote
         return self._level(step)
 
-    def _got_level(self, inbox: dict[str, Message]) -> list[Message]:
-        """Hosts send the built children only: each sibling is its parent's decrypted histogram minus the child."""
+    def _apply_lefts(self, lefts: dict[str, Message]) -> None:
         grow = self._growing
-        built = self._histograms(inbox, [s for _, s, _ in grow.built], grow.totals, grow.slot)
-        remote = {}
-        for parent, small, big in grow.built:
-            remote[small], remote[big] = built[small], {}
-            for hst, (sg, sh, nb) in built[small].items():
-                pg, ph, _ = grow.remote[parent][hst]
-                remote[big][hst] = (pg - sg, ph - sh, nb)
-        grow.remote = remote
-        return self._level(next_step(inbox))
+        for hst, m in lefts.items():
+            self._apply_left(m, grow.pending.get(hst, []), grow.tree, grow.members)
 
     def _tree_grown(self, step: int) -> list[Message]:
         """Every node is a leaf or split: route the rows the tree was not grown on (outside GOSS, validation)."""
@@ -315,7 +338,7 @@ class SbBank(BankRounds):
                 if self.hosts:
                     used = {hst: sum(n.party == hst for t in self.trees for n in t.nodes) for hst in self.hosts}
                     msgs = self._send_hosts(PRUNE, step, {hst: ({"records": used[hst]}, {}) for hst in self.hosts})
-                    return self._wait(msgs, PRUNED, self.hosts, "_pruned")
+                    return self._wait(msgs, {PRUNED: self.hosts}, "_pruned")
         return self._tree_done(step)
 
     def _pruned(self, inbox: dict[str, Message]) -> list[Message]:

@@ -15,10 +15,12 @@ SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE = (
     "sb.tree_done")
 PREDICT, ROUTE, ROUTED, SCORED = "sb.predict", "sb.route", "sb.routed", "sb.scored"
 PRUNE, PRUNED = "sb.prune", "sb.pruned"
+SEED, SHARE = "sb.seed", "sb.share"
 KINDS = (SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE, PREDICT, ROUTE, ROUTED, SCORED,
-         PRUNE, PRUNED)
-TO_HOST = (GRADIENTS, NODES, SPLIT, ROUTE, PRUNE)  # bank → host, relayed (sealed when parties have relays)
+         PRUNE, PRUNED, SEED, SHARE)
+TO_HOST = (GRADIENTS, NODES, SPLIT, ROUTE, PRUNE, SEED)  # bank → host, relayed (sealed when parties have relays)
 TO_BANK = (HISTOGRAMS, LEFT, ROUTED, PRUNED)  # host → bank, relayed
+HOST_TO_HOST = (SEED, SHARE)  # host → another host, relayed
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, expect
 from fedcredit.protocols.script import ScriptedCoordinator
 from fedcredit.protocols.secureboost.config import (
-    BANK, KINDS, PREDICT, READY, SCORED, SETUP, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig)
+    BANK, HOST_TO_HOST, KINDS, PREDICT, READY, SCORED, SEED, SETUP, TO_BANK, TO_HOST, TREE, TREE_DONE, SbConfig)
 
 
 class SbCoordinator(ScriptedCoordinator):
@@ -39,7 +39,9 @@ class SbCoordinator(ScriptedCoordinator):
             expect(m, KINDS, run_id=self.run_id)
             if m.relayed:
                 ok = ((m.kind in TO_HOST and m.sender == BANK and m.receiver in self.hosts)
-                      or (m.kind in TO_BANK and m.sender in self.hosts and m.receiver == BANK))
+                      or (m.kind in TO_BANK and m.sender in self.hosts and m.receiver == BANK)
+                      or (m.kind in HOST_TO_HOST and m.sender in self.hosts and m.receiver in self.hosts
+                          and m.sender != m.receiver))
                 if not ok:
                     raise ProtocolError(f"vertical SecureBoost: cannot relay {m.describe()}")
             elif m.receiver != COORDINATOR:
@@ -68,10 +70,10 @@ class SbCoordinator(ScriptedCoordinator):
             self._step += 1
             replies = yield relay
 
-    def _train(self):
+    def _train(self, seeds: list[Message]):
         """One ``sb.tree`` starts training; the bank starts each next tree itself, in the reply that reports the last."""
         self._step += 1
-        replies = yield [self._send(TREE, BANK, {"tree": 0})]
+        replies = yield [self._send(TREE, BANK, {"tree": 0}), *seeds]
         t = 0
         while True:
             done, relay = yield from self._relay_until(replies, TREE_DONE)
@@ -112,6 +114,8 @@ class SbCoordinator(ScriptedCoordinator):
     def _run(self):
         setup = {"config": asdict(self.cfg), "parties": self.parties}
         replies = yield [self._send(SETUP, p, setup) for p in self.parties]
+        seeds = [m for m in replies if m.kind == SEED]  # pair seeds (sealed), relayed with the start of training
+        replies = [m for m in replies if m.kind != SEED]
         ready = {m.sender: m for m in replies if m.kind == READY}
         if len(replies) != len(self.parties) or set(ready) != set(self.parties):
             raise ProtocolError(f"vertical SecureBoost setup: expected sb.ready from each of {self.parties}")
@@ -128,8 +132,10 @@ class SbCoordinator(ScriptedCoordinator):
             if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
                 raise ProtocolError(f"{ready[BANK].describe()}: meta field 'trees' must be a positive int")
             self.trees = trees
+        if seeds and not self.train:
+            raise ProtocolError("vertical SecureBoost: pair seeds sent for a run that does not train")
         if self.train and self.cfg.n_trees:
-            yield from self._train()
+            yield from self._train(seeds)
         if self.score:
             self._step += 1
             replies = yield [self._send(PREDICT, BANK)]

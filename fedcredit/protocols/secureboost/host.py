@@ -13,9 +13,10 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import Message, bundle, expect, meta_int, unbundle
 from fedcredit.crypto import EncryptedVector, PaillierPublicKey
 from fedcredit.protocols.parts import to_part, vector_part
-from fedcredit.protocols.secureboost import wire
+from fedcredit.models import gbdt_reference as ref
+from fedcredit.protocols.secureboost import shares, wire
 from fedcredit.protocols.secureboost.config import (
-    BANK, GRADIENTS, HISTOGRAMS, LEFT, NODES, PRUNE, PRUNED, ROUTE, ROUTED, SETUP, SPLIT, TreePartyData)
+    BANK, GRADIENTS, HISTOGRAMS, LEFT, NODES, PRUNE, PRUNED, ROUTE, ROUTED, SEED, SETUP, SHARE, SPLIT, TreePartyData)
 from fedcredit.protocols.secureboost.party import SbParty
 
 
@@ -33,6 +34,9 @@ class SbHost(SbParty):
         self._hists: dict[int, EncryptedVector] = {}
         self._slot_bits = 0
         self._pos: np.ndarray | None = None  # training row -> position in this tree's ciphertexts (-1: not sampled)
+        self._tree = -1  # the tree being grown (its index, from the bank's gradients)
+        self._members: dict[int, np.ndarray] = {}  # node of the current level -> its training rows
+        self._level: dict | None = None  # a level whose membership shares are still coming in (_nodes, _share)
         if model is not None:
             self._load(model)
 
@@ -71,8 +75,8 @@ class SbHost(SbParty):
 
     # -- messages from the bank ----------------------------------------------------
     def _handlers(self):
-        return {SETUP: self._setup, GRADIENTS: self._gradients, NODES: self._nodes, SPLIT: self._split,
-                ROUTE: self._route, PRUNE: self._prune}
+        return {SETUP: self._setup, SEED: self._seed, GRADIENTS: self._gradients, NODES: self._nodes,
+                SHARE: self._share, SPLIT: self._split, ROUTE: self._route, PRUNE: self._prune}
 
     def _gradients(self, msg: Message) -> list[Message]:
         expect(msg, GRADIENTS, sender=BANK)
@@ -95,6 +99,7 @@ class SbHost(SbParty):
         self._gh = vector_part(key, parts["gh"], len(root), msg, scale_bits=0)
         self._pos = np.full(n, -1, dtype=np.int64)
         self._pos[root] = np.arange(len(root))
+        self._tree, self._members, self._level = meta_int(msg, "tree"), {0: root}, None
         self._hists = {0: self._build(root, msg)}
         return [self._send_histograms(msg, [0])]
 
@@ -114,48 +119,107 @@ class SbHost(SbParty):
                            payload)
 
     def _nodes(self, msg: Message) -> list[Message]:
+        """The bank's level: its membership shares of every split node, and the splits this host won.
+
+        Answers ``sb.left`` (this host's partitions, possibly none) to the bank and one
+        ``sb.share`` per other host; the children's histograms follow once every share is in.
+        """
         expect(msg, NODES, sender=BANK)
         if self._gh is None:
             raise ProtocolError(f"{msg.describe()}: no gradients received for this tree")
+        if self._level is not None:
+            raise ProtocolError(f"{msg.describe()}: the previous level's shares are still missing")
         entries = msg.meta.get("nodes")
         ok = isinstance(entries, list) and entries and all(
-            isinstance(e, dict) and set(e) == {"parent", "build", "derive"} and all(
+            isinstance(e, dict) and set(e) == {"parent", "left", "right"} and all(
                 isinstance(v, int) and not isinstance(v, bool) for v in e.values()) for e in entries)
         if not ok:
-            raise ProtocolError(f"{msg.describe()}: meta field 'nodes' must list parent/build/derive node ids")
-        parts = unbundle(msg, [f"rows{e['build']}" for e in entries])
-        n = len(self.data.train_rows)
-        hists, order = {}, []
-        for e in entries:
-            parent = self._hists.get(e["parent"])
-            if parent is None:
-                raise ProtocolError(f"{msg.describe()}: no histogram of node {e['parent']} to subtract from")
-            rows = wire.rows_from_bytes(parts[f"rows{e['build']}"][0], n, msg, f"node {e['build']}")
-            hists[e["build"]] = self._build(rows, msg)
-            hists[e["derive"]] = parent - hists[e["build"]]
-            order.append(e["build"])
-        self._hists = hists  # derived histograms stay here as the next level's parents; the bank derives its own
-        return [self._send_histograms(msg, order)]
+            raise ProtocolError(f"{msg.describe()}: meta field 'nodes' must list parent/left/right node ids")
+        parents = [e["parent"] for e in entries]
+        missing = [p for p in parents if p not in self._members]
+        if missing or len(set(parents)) != len(parents):
+            raise ProtocolError(f"{msg.describe()}: nodes {parents} are not distinct nodes of the current level")
+        parts = unbundle(msg, [f"share{p}" for p in parents])
+        bits = {p: wire.mask_from_bytes(parts[f"share{p}"][0], len(self._members[p]), msg, f"share of node {p}")
+                for p in parents}
+        left, answers, out_parts = self._apply_splits(msg, parents)
+        for p, go in left.items():
+            bits[p] = bits[p] ^ go
+        payload, meta = bundle(out_parts)
+        out = [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
+        others = [h for h in self.hosts if h != self.role]
+        parties = [BANK, *self.hosts]
+        for peer in others:
+            mine = {p: left.get(p, np.zeros(len(self._members[p]), dtype=bool)) for p in parents}
+            share_parts = {f"share{p}": (wire.mask_to_bytes(shares.share(
+                mine[p], self.role, peer, parties, self.seeds, shares.share_label(self.run_id, self._tree, p, peer))), {})
+                for p in parents}
+            payload, meta = bundle(share_parts)
+            out.append(self._reply(SHARE, peer, msg.step + 1, {**meta, "nodes": parents}, payload))
+        self._level = {"nodes": [[e["parent"], e["left"], e["right"]] for e in entries], "bits": bits, "waiting": others}
+        if not others:
+            out.append(self._children(msg))
+        return out
+
+    def _share(self, msg: Message) -> list[Message]:
+        """Another host's membership shares of the level: XOR-ed in; the last one completes the level."""
+        expect(msg, SHARE)
+        level = self._level
+        if level is None or msg.sender not in level["waiting"]:
+            raise ProtocolError(f"{msg.describe()}: no share expected from {msg.sender}")
+        parents = [p for p, _, _ in level["nodes"]]
+        if msg.meta.get("nodes") != parents:
+            raise ProtocolError(f"{msg.describe()}: shares for nodes {msg.meta.get('nodes')!r}, expected {parents}")
+        parts = unbundle(msg, [f"share{p}" for p in parents])
+        for p in parents:
+            level["bits"][p] = level["bits"][p] ^ wire.mask_from_bytes(parts[f"share{p}"][0], len(self._members[p]), msg,
+                                                                      f"share of node {p}")
+        level["waiting"] = [h for h in level["waiting"] if h != msg.sender]
+        return [] if level["waiting"] else [self._children(msg)]
+
+    def _children(self, msg: Message) -> Message:
+        """Every share is in: the children's rows; build the smaller child's histogram, derive its sibling as
+        parent − child (kept for the next level) and send the built ones (the bank derives its siblings too)."""
+        level, self._level = self._level, None
+        members, hists, order = {}, {}, []
+        for parent, left, right in level["nodes"]:
+            rows, go = self._members[parent], level["bits"][parent]
+            members[left], members[right] = rows[go], rows[~go]
+            small, big = (left, right) if ref.smaller_first(members[left], members[right]) else (right, left)
+            hists[small] = self._build(members[small], msg)
+            hists[big] = self._hists[parent] - hists[small]
+            order.append(small)
+        self._members, self._hists = members, hists
+        return self._send_histograms(msg, order)
 
     def _split(self, msg: Message) -> list[Message]:
+        """The last level: only the splits this host won (possibly none) need answering."""
         expect(msg, SPLIT, sender=BANK)
-        splits = msg.meta.get("splits")
-        d = self.data
-        if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and set(s) == {"node", "feature", "bin"}
-                                                                 for s in splits):
+        _, answers, out_parts = self._apply_splits(msg, list(self._members))
+        payload, meta = bundle(out_parts)
+        return [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
+
+    def _apply_splits(self, msg: Message, level: list[int]) -> tuple[dict, list, dict]:
+        """Record the splits the bank chose on this host's features (``splits``, nodes of ``level``) in the lookup
+        table; returns each node's go-left bits, the record numbers and the ``sb.left`` parts."""
+        splits, d = msg.meta.get("splits"), self.data
+        if not isinstance(splits, list) or not all(isinstance(s, dict) and set(s) == {"node", "feature", "bin"}
+                                                   for s in splits):
             raise ProtocolError(f"{msg.describe()}: meta field 'splits' must list node/feature/bin")
-        parts = unbundle(msg, [f"rows{s['node']}" for s in splits])
-        answers, out_parts = [], {}
+        nodes = [s["node"] for s in splits]
+        if any(n not in level for n in nodes) or len(set(nodes)) != len(nodes):
+            raise ProtocolError(f"{msg.describe()}: splits of nodes {nodes}, not distinct nodes of the level {level}")
         for s in splits:
             j, b = s["feature"], s["bin"]
             if not (isinstance(j, int) and isinstance(b, int) and 0 <= j < len(d.n_bins) and 0 <= b < d.n_bins[j] - 1):
                 raise ProtocolError(f"{msg.describe()}: no split feature {j!r}, bin {b!r} at {self.role}")
-            rows = wire.rows_from_bytes(parts[f"rows{s['node']}"][0], len(d.train_rows), msg, f"node {s['node']}")
-            self.lookup.append((j, b))
+        left, answers, parts = {}, [], {}
+        for s in splits:
+            self.lookup.append((s["feature"], s["bin"]))
+            left[s["node"]] = d.train_bins[self._members[s["node"]], s["feature"]] <= s["bin"]
             answers.append({"node": s["node"], "record": len(self.lookup) - 1})
-            out_parts[f"left{s['node']}"] = (wire.mask_to_bytes(d.train_bins[rows, j] <= b), {})
-        payload, meta = bundle(out_parts)
-        return [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
+            parts[f"left{s['node']}"] = (wire.mask_to_bytes(left[s["node"]]), {})
+        return left, answers, parts
 
     def _route(self, msg: Message) -> list[Message]:
         expect(msg, ROUTE, sender=BANK)

@@ -11,7 +11,8 @@ from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, expect
 from fedcredit.crypto import PaillierPublicKey
 from fedcredit.protocols.party import ProtocolParty
-from fedcredit.protocols.secureboost.config import BANK, KINDS, READY, SETUP, SbConfig, TreePartyData
+from fedcredit.protocols.secureboost import shares
+from fedcredit.protocols.secureboost.config import BANK, KINDS, READY, SEED, SETUP, SbConfig, TreePartyData
 
 
 class SbParty(ProtocolParty):
@@ -26,6 +27,7 @@ class SbParty(ProtocolParty):
         self.role, self.data, self.pool = role, data, pool
         self.cfg: SbConfig | None = None
         self.run_id, self.hosts = "", []
+        self.seeds: dict[str, bytes] = {}  # party -> the pair seed shared with it (membership shares, shares.py)
         self.key: PaillierPublicKey | None = None  # the bank's public key (a host's: from the bank's gradients)
         # the bank's alone, None at a host (the job reads them of any party)
         self.keypair = None
@@ -98,7 +100,21 @@ class SbParty(ProtocolParty):
         if self.loaded:
             meta["model_id"] = self.model_id
         self._set_up(msg, meta)
-        return [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
+        out = [self._reply(READY, COORDINATOR, msg.step + 1, meta)]
+        if not self.loaded and shares.needs_seeds(self.hosts):  # relayed with the round that starts training
+            for peer in shares.seed_peers(self.role, parties):
+                self.seeds[peer] = shares.new_seed()
+                out.append(self._reply(SEED, peer, msg.step + 1, {}, self.seeds[peer]))
+        return out
+
+    def _seed(self, msg: Message) -> list[Message]:
+        """A pair seed drawn by a party before this one in the party list (once per run)."""
+        expect(msg, SEED)
+        parties = [BANK, *self.hosts]
+        if msg.sender not in parties or self.role not in shares.seed_peers(msg.sender, parties) or msg.sender in self.seeds:
+            raise ProtocolError(f"{msg.describe()}: {self.role} takes one pair seed from each party before it")
+        self.seeds[msg.sender] = shares.check_seed(msg.payload, msg.sender)
+        return []
 
     def _set_up(self, msg: Message, meta: dict) -> None:
         """What this party prepares once set up; adds what the coordinator learns to ``sb.ready``'s ``meta``."""

@@ -32,8 +32,8 @@ class _Routing:
     queries: dict = field(default_factory=dict)
 
 
-def next_step(inbox: dict[str, Message]) -> int:
-    return max(m.step for m in inbox.values()) + 1
+def next_step(inbox: dict[str, dict[str, Message]]) -> int:
+    return max(m.step for box in inbox.values() for m in box.values()) + 1
 
 
 class BankRounds(SbParty):
@@ -49,24 +49,28 @@ class BankRounds(SbParty):
         self.learning_rate = 0.0
         self.raw_scores: np.ndarray | None = None  # the scores as log-odds
         self.leaves: np.ndarray | None = None  # after prediction: each aligned row's leaf in each tree
-        self._await: tuple[str, set] | None = None
+        self._await: dict[str, list[str]] | None = None  # kind -> the hosts whose message of that kind is awaited
         self._then: str | None = None  # the bank's stage that continues once the awaited replies are in
-        self._inbox: dict[str, Message] = {}
+        self._inbox: dict[str, dict[str, Message]] = {}  # kind -> host -> its message
         self._routing: _Routing | None = None
         self._growing = None  # SbBank's tree in progress (bank._Growing): the bank is busy while there is one
 
     # -- explicit stages that wait for hosts' answers ---------------------------
-    def _wait(self, msgs: list[Message], kind: str, senders, then: str) -> list[Message]:
-        self._await, self._then = (kind, set(senders)), then
+    def _wait(self, msgs: list[Message], awaited: dict[str, object], then: str) -> list[Message]:
+        """Send ``msgs``; once every host in ``awaited`` (kind -> hosts) has answered, call ``then(inbox)``
+        with the answers by kind and host (they may arrive over several rounds, in any order)."""
+        self._await = {kind: sorted(set(hosts)) for kind, hosts in awaited.items() if hosts}
+        self._then = then
         return msgs
 
     def _collect(self, msg: Message) -> list[Message]:
-        if self._await is None or msg.kind != self._await[0] or msg.sender not in self._await[1]:
+        if self._await is None or msg.sender not in self._await.get(msg.kind, ()):
             raise ProtocolError(f"unexpected {msg.describe()} at the bank")
-        if msg.sender in self._inbox:
+        box = self._inbox.setdefault(msg.kind, {})
+        if msg.sender in box:
             raise ProtocolError(f"{msg.describe()}: duplicate message from {msg.sender}")
-        self._inbox[msg.sender] = msg
-        if len(self._inbox) < len(self._await[1]):
+        box[msg.sender] = msg
+        if any(len(self._inbox.get(kind, {})) < len(hosts) for kind, hosts in self._await.items()):
             return []
         inbox, self._inbox = self._inbox, {}
         then, self._await, self._then = self._then, None, None
@@ -125,12 +129,12 @@ class BankRounds(SbParty):
         for hst, qs in queries.items():
             meta = {"queries": [{"record": r.trees[t].nodes[nid].record, "part": f"q{k}"} for k, (t, nid, _) in enumerate(qs)]}
             per_host[hst] = (meta, {f"q{k}": (wire.rows_to_bytes(r.rows[idx]), {}) for k, (_, _, idx) in enumerate(qs)})
-        return self._wait(self._send_hosts(ROUTE, step, per_host), ROUTED, queries, "_got_routed")
+        return self._wait(self._send_hosts(ROUTE, step, per_host), {ROUTED: queries}, "_got_routed")
 
-    def _got_routed(self, inbox: dict[str, Message]) -> list[Message]:
+    def _got_routed(self, inbox: dict[str, dict[str, Message]]) -> list[Message]:
         r = self._routing
         r.pos = r.pos.copy()  # a checkpointed node stores large arrays once, read-only: change a copy
-        for hst, m in inbox.items():
+        for hst, m in inbox[ROUTED].items():
             parts = unbundle(m, [f"q{k}" for k in range(len(r.queries[hst]))])
             for k, (t, nid, idx) in enumerate(r.queries[hst]):
                 node = r.trees[t].nodes[nid]
