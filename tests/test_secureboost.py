@@ -482,9 +482,10 @@ def test_the_coordinator_relays_only_protocol_routes(set_up):
         ("sb.tree", "coordinator", "bank")]
     first = [m for m in first if m.kind == sb.TREE]
     out = parties["bank"].handle(first[0])
-    forged = Message(sb.GRADIENTS, "tax", "utilities", "t", 2, {})
-    with pytest.raises(ProtocolError, match="cannot relay"):
-        coord.advance(out + [forged])
+    for forged in (Message(sb.GRADIENTS, "tax", "utilities", "t", 2, {}), Message(sb.SHARE, "bank", "tax", "t", 2, {}),
+                   Message(sb.SHARE, "tax", "tax", "t", 2, {})):
+        with pytest.raises(ProtocolError, match="cannot relay"):
+            coord.advance(out + [forged])
     coord2 = SbCoordinator("t", list(ROLES), SbConfig(backend="mock", **CONFIG))
     coord2.start()
     with pytest.raises(ProtocolError, match="expected sb.ready"):
@@ -529,3 +530,87 @@ def test_goss_and_early_stopping_combine_with_a_bank_only_first_tree_and_a_lone_
     # sends the second tree's gradients in the reply that reports the first tree
     assert all(m.step >= first for m in relayed)
     assert not relayed or (relayed[0].kind == sb.GRADIENTS and relayed[0].meta["tree"] == 1 and relayed[0].step == first)
+
+
+# --- rounds per tree, and what the level's messages tell a host ---------------------------------
+
+class Rounds:
+    """A coordinator seen through its rounds: the kinds of the messages it sends in each."""
+
+    def __init__(self, coord):
+        self.coord, self.kinds = coord, []
+
+    def start(self):
+        return self._seen(self.coord.start())
+
+    def advance(self, replies):
+        return self._seen(self.coord.advance(replies))
+
+    def _seen(self, out):
+        self.kinds.append({m.kind for m in out})
+        return out
+
+
+def rounds_per_tree(roles, **cfg) -> list[int]:
+    """Rounds from each tree's sb.gradients to the next tree's (the trees grown with hosts)."""
+    parties, *_ = make_parties(roles=roles)
+    coord = Rounds(SbCoordinator("sb-rounds", list(roles), SbConfig(backend="mock", **{**CONFIG, **cfg})))
+    drive(coord, parties)
+    starts = [k for k, kinds in enumerate(coord.kinds) if sb.GRADIENTS in kinds]
+    predict = next(k for k, kinds in enumerate(coord.kinds) if sb.PREDICT in kinds)
+    assert coord.kinds[1] == {sb.TREE} | ({sb.SEED} if len(roles) > 2 else set())  # one sb.tree per run
+    assert sum(sb.TREE in kinds for kinds in coord.kinds) == 1
+    return [b - a for a, b in zip(starts, starts[1:] + [predict])]
+
+
+@pytest.mark.parametrize("roles, per_level", [(ROLES, 3), (("bank", "utilities"), 2)])
+def test_a_tree_takes_at_most_three_rounds_per_level_two_with_one_host(roles, per_level):
+    """Per tree: gradients → root histograms (2 rounds), each level below the root ``per_level`` rounds (sb.nodes,
+    with two hosts or more sb.share, sb.histograms) and the last level's sb.split → sb.left (2); the next tree's
+    gradients leave with the last tree's sb.tree_done. Was 4 per level plus an sb.tree round per tree."""
+    depth = 4
+    spans = rounds_per_tree(roles, n_trees=3, max_depth=depth)
+    assert len(spans) == 3
+    assert max(spans) <= 2 + per_level * (depth - 1) + 2, spans
+    assert max(spans) == 2 + per_level * (depth - 1) + 2  # full-depth trees here: the bound is met, not beaten
+
+
+def _node_rows(parties, tree) -> dict[int, np.ndarray]:
+    """Training rows of every node of a finished tree, routed on every party's bins (only a test sees them all)."""
+    at = {0: np.arange(len(parties["bank"].data.train_rows))}
+    for node in tree.nodes:  # children have higher ids than their parent
+        if not node.is_leaf:
+            rows = at[node.id]
+            go = parties[node.party].data.train_bins[rows, node.feature] <= node.bin
+            at[node.left], at[node.right] = rows[go], rows[~go]
+    return at
+
+
+def test_a_host_gets_the_same_messages_whoever_split_and_shares_alone_are_noise(encrypted):
+    """Every level below the root, a host gets sb.nodes from the bank, then sb.share from each other host, whichever
+    party split a node; XOR-ed they give the partition, while no single share is it (nor all zeros)."""
+    parties, me = encrypted["parties"], "utilities"
+    bank = parties["bank"]
+    messages = [Message.from_bytes(b) for b in dict.fromkeys(encrypted["taps"])]  # the tap sees relayed ones twice
+    tree, levels, owners = -1, {}, set()
+    for m in messages:
+        if m.kind == sb.GRADIENTS and m.receiver == me:
+            tree = m.meta["tree"]
+        if m.receiver == me and m.kind in (sb.NODES, sb.SHARE):  # a share answers sb.nodes one step later
+            levels.setdefault((tree, m.step - (m.kind == sb.SHARE)), []).append(m)
+    assert len(levels) == 3 * (CONFIG["max_depth"] - 1)  # every level below the root that has children to build
+    for (t, _), msgs in levels.items():
+        assert [(m.kind, m.sender) for m in msgs] == [(sb.NODES, "bank"), (sb.SHARE, "tax")]
+        rows = _node_rows(parties, bank.trees[t])
+        got = [dict(zip([p["name"] for p in m.meta["parts"]], _split_parts(m))) for m in msgs]
+        for e in msgs[0].meta["nodes"]:
+            p = e["parent"]
+            n = len(rows[p])
+            a, b = (np.unpackbits(np.frombuffer(g[f"share{p}"], dtype=np.uint8))[:n].astype(bool) for g in got)
+            left = np.isin(rows[p], rows[e["left"]])
+            owner = bank.trees[t].nodes[p].party
+            owners.add(owner)
+            assert np.array_equal(a ^ b, left if owner != me else np.zeros(n, dtype=bool))
+            for share in (a, b):
+                assert share.any() and not np.array_equal(share, left)
+    assert owners == {"bank", "tax", me}  # nodes of every party were among them

@@ -10,17 +10,25 @@ that reports the previous one with ``sb.tree_done``, so a tree costs no round of
    bins with ``Packer`` and returns them. The bank decrypts, adds its own plaintext
    histograms and picks each node's best split over every party (``gbdt_reference``'s
    gain, ties to the lowest party, feature, bin).
-3. ``sb.split``: for a node whose best split is a host's (feature index, bin index), the
-   bank sends that host the node's rows; the host stores the split in its private lookup
-   table (feature and threshold never leave it) and answers ``sb.left`` with the record
-   number and which of those rows go left.
-4. ``sb.nodes``: for the next level the bank sends, per split node, the rows of the
-   child with fewer rows; the host builds that child's histogram, keeps its sibling's
-   as parent − child (histogram subtraction, for the level after) and answers
-   ``sb.histograms`` with the built children only: the bank derives each sibling from its
-   decrypted parent, so half the bins are packed, sent and decrypted.
+3. ``sb.nodes`` (every level with children to build): to every host, per split node the
+   parent and child ids and the bank's XOR share of which of the parent's rows go left
+   (``shares``: the bits for its own split, zeros for a host's, XOR pair masks), and to a
+   host that won splits their feature and bin indices. The host stores each won split in
+   its private lookup table (feature and threshold never leave it), answers ``sb.left``
+   (record number and which rows go left; possibly nothing) and sends every other host
+   ``sb.share``, its own share (the bits only for its own splits). XOR-ing every share
+   gives the partition, while no share tells who split a node. With every share in, a
+   host builds the smaller child's histogram, keeps the sibling's as parent − child
+   (histogram subtraction) and answers ``sb.histograms`` with the built children only: the
+   bank derives each sibling from its decrypted parent, so half the bins are packed, sent
+   and decrypted. Pair seeds travel once per run (``sb.seed``, in the setup replies).
+4. ``sb.split`` (the last level): to every host, the splits it won there (often none);
+   ``sb.left`` answers as above.
 5. At ``max_depth`` (or when no split gains) the bank sets leaf weights ``−G/(H+λ)``,
    updates its scores and tells the coordinator ``sb.tree_done``.
+
+Three rounds per level below the root (two with one host), the same messages whoever
+split: the floor for a host's split without new leakage (``shares``).
 
 With ``bank_first_tree`` the first tree is grown by the bank alone (no message to hosts).
 
