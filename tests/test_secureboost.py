@@ -288,12 +288,13 @@ def test_early_stopping_without_goss_matches_the_reference():
     messages = [Message.from_bytes(b) for b in result["taps"]]
     predict = next(m.step for m in messages if m.kind == sb.PREDICT)
     valid, train = set(bank.data.valid_rows.tolist()), set(bank.data.train_rows.tolist())
-    during_training = [m for m in messages if m.kind == sb.ROUTE and m.step < predict]
-    assert during_training
-    for m in during_training:  # during training, only validation rows are routed (no GOSS: every training row is in the root)
-        for data in _split_parts(m):
-            rows = set(np.frombuffer(data, dtype=">u4").tolist())
-            assert rows <= valid and not rows & train
+    assert not [m for m in messages if m.kind == sb.ROUTE and m.step < predict]  # no routing rounds while training
+    asked = [rows for m in messages if m.kind in (sb.NODES, sb.SPLIT)
+             for p, rows in zip(m.meta["parts"], _split_parts(m)) if p["name"].startswith("ask")]
+    assert any(asked)
+    for data in asked:  # validation rows travel with the tree's levels (no GOSS: every training row is in the root)
+        rows = set(np.frombuffer(data, dtype=">u4").tolist())
+        assert rows <= valid and not rows & train
 
 
 def test_each_party_sees_the_importance_of_its_own_features_only(goss_es_encrypted, encrypted):
@@ -414,8 +415,8 @@ def test_malformed_host_requests_are_rejected(set_up):
     with pytest.raises(ProtocolError, match="not distinct nodes of the level"):
         tax.handle(split(node=7))
 
-    def nodes(share: bytes, parent=0, splits=()):
-        payload, meta = bundle({f"share{parent}": (share, {})})
+    def nodes(share: bytes, parent=0, splits=(), ask=b""):
+        payload, meta = bundle({f"share{parent}": (share, {}), **{f"ask{s['node']}": (ask, {}) for s in splits}})
         return Message(sb.NODES, "bank", "tax", "t", 3, {**meta, "nodes": [{"parent": parent, "left": 1, "right": 2}],
                                                          "splits": list(splits)}, payload)
 
@@ -424,6 +425,9 @@ def test_malformed_host_requests_are_rejected(set_up):
         tax.handle(nodes(share, parent=9))
     with pytest.raises(ProtocolError, match="bytes for a mask"):
         tax.handle(nodes(share[:-1], splits=[{"node": 0, "feature": 0, "bin": 0}]))
+    for bad, match in ((wire.rows_to_bytes(np.array([3, 2])), "strictly increasing"), (b"\x00" * 5, "4-byte")):
+        with pytest.raises(ProtocolError, match=match):  # rows the bank asks about at the split
+            tax.handle(nodes(share, splits=[{"node": 0, "feature": 0, "bin": 0}], ask=bad))
     with pytest.raises(ProtocolError, match="parent/left/right"):
         tax.handle(Message(**{**nodes(share).__dict__, "meta": {**nodes(share).meta, "nodes": [{"parent": 0}]}}))
     with pytest.raises(ProtocolError, match="no share expected"):
@@ -552,27 +556,34 @@ class Rounds:
 
 
 def rounds_per_tree(roles, **cfg) -> list[int]:
-    """Rounds from each tree's sb.gradients to the next tree's (the trees grown with hosts)."""
-    parties, *_ = make_parties(roles=roles)
+    """Rounds from each tree's sb.gradients to the next tree's (the trees grown with hosts), the last to sb.predict."""
+    parties, *_ = make_parties(roles=roles, valid=cfg.get("patience") is not None, goss_seed=cfg.pop("goss_seed", None))
     coord = Rounds(SbCoordinator("sb-rounds", list(roles), SbConfig(backend="mock", **{**CONFIG, **cfg})))
     drive(coord, parties)
     starts = [k for k, kinds in enumerate(coord.kinds) if sb.GRADIENTS in kinds]
     predict = next(k for k, kinds in enumerate(coord.kinds) if sb.PREDICT in kinds)
     assert coord.kinds[1] == {sb.TREE} | ({sb.SEED} if len(roles) > 2 else set())  # one sb.tree per run
     assert sum(sb.TREE in kinds for kinds in coord.kinds) == 1
+    assert not any(sb.ROUTE in kinds for kinds in coord.kinds[:predict])  # GOSS, early stopping: no routing rounds
     return [b - a for a, b in zip(starts, starts[1:] + [predict])]
 
 
-@pytest.mark.parametrize("roles, per_level", [(ROLES, 3), (("bank", "utilities"), 2)])
-def test_a_tree_takes_at_most_three_rounds_per_level_two_with_one_host(roles, per_level):
+@pytest.mark.parametrize("roles, per_level, extra", [
+    (ROLES, 3, {}), (("bank", "utilities"), 2, {}),
+    (ROLES, 3, dict(goss_top=0.2, goss_other=0.3, goss_seed=5, patience=5)),
+])
+def test_a_tree_takes_at_most_three_rounds_per_level_two_with_one_host(roles, per_level, extra):
     """Per tree: gradients → root histograms (2 rounds), each level below the root ``per_level`` rounds (sb.nodes,
     with two hosts or more sb.share, sb.histograms) and the last level's sb.split → sb.left (2); the next tree's
-    gradients leave with the last tree's sb.tree_done. Was 4 per level plus an sb.tree round per tree."""
+    gradients leave with the last tree's sb.tree_done, rows outside the sample and validation rows travel with the
+    levels. Was 4 per level plus an sb.tree round per tree, and up to 2 × depth routing rounds with GOSS or patience."""
     depth = 4
-    spans = rounds_per_tree(roles, n_trees=3, max_depth=depth)
+    spans = rounds_per_tree(roles, n_trees=3, max_depth=depth, **extra)
+    bound = 2 + per_level * (depth - 1) + 2
     assert len(spans) == 3
-    assert max(spans) <= 2 + per_level * (depth - 1) + 2, spans
-    assert max(spans) == 2 + per_level * (depth - 1) + 2  # full-depth trees here: the bound is met, not beaten
+    assert max(spans[:-1]) <= bound and spans[-1] <= bound + 2 * bool(extra), spans  # + sb.prune → sb.pruned, once
+    if not extra:
+        assert max(spans) == bound  # full-depth trees here: the bound is met, not beaten
 
 
 def _node_rows(parties, tree) -> dict[int, np.ndarray]:

@@ -36,8 +36,11 @@ GOSS (``goss_top``, ``goss_other``): the bank samples each tree's root rows
 (``gbdt_reference.goss``, with a seed only the bank knows) and sends the ciphertexts of
 those rows only, with the list of root rows; hosts never learn which sampled rows were
 kept for a large gradient. After a GOSS tree, and after every tree when early stopping
-(``patience``) is on, the bank routes the training rows outside the sample and its
-validation rows through the new tree only (``sb.route``, as in prediction), updates their
+(``patience``) is on, the training rows outside the sample and the bank's validation
+rows follow the new tree as it grows: the bank's own splits route them at once, and at a
+host's split the bank sends the owner the ones waiting there with the split (in
+``sb.nodes`` / ``sb.split``) and gets their directions in ``sb.left`` — the rows
+prediction would send in ``sb.route``, with no round of their own. The bank updates their
 scores and the validation AUC; ``sb.tree_done`` tells the coordinator whether to stop.
 When the best number of trees is below the number grown, the bank drops the extra trees
 and tells each host how many of its lookup-table records the kept trees use

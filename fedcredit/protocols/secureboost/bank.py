@@ -41,9 +41,10 @@ class _Growing:
     level: list[int] = field(default_factory=lambda: [0])
     split_nodes: list[int] = field(default_factory=list)
     pending: dict[str, list[int]] = field(default_factory=dict)  # host -> nodes it must split
+    outside: np.ndarray | None = None  # training rows (positions) outside the tree's root (GOSS)
+    ask: np.ndarray | None = None  # aligned rows the tree is not grown on (outside GOSS, validation): routed as it grows
+    ask_at: np.ndarray | None = None  # the node each of ``ask`` has reached
     leaf: np.ndarray | None = None
-    outside: np.ndarray | None = None
-    ask: np.ndarray | None = None
     stop: bool = False
 
     def totals(self, nid: int) -> tuple[int, int]:
@@ -212,6 +213,10 @@ class SbBank(BankRounds):
         root, g, h = ref.goss(g, h, gcfg, len(self.trees))
         grow = self._growing = _Growing(Tree([TreeNode(0, 0)]), hosts, g, h, {0: root},
                                         {0: ref.histogram(d.train_bins[root], d.n_bins, g[root], h[root])})
+        grow.outside = np.setdiff1d(np.arange(n), root)
+        valid = d.valid_rows if self._stopper is not None else np.zeros(0, dtype=np.int64)
+        grow.ask = np.union1d(d.train_rows[grow.outside], valid).astype(np.int64)
+        grow.ask_at = np.zeros(len(grow.ask), dtype=np.int64)
         if not hosts:
             return self._level(step)
         grow.slot = slot = wire.gh_slot_bits(cfg.scale_bits, n)
@@ -243,17 +248,25 @@ class SbBank(BankRounds):
                                                       grow.hosts, grow.totals)
         if not grow.split_nodes:
             return self._tree_grown(step)
+        tree = grow.tree
+        for nid in grow.split_nodes:  # rows the tree is not grown on follow the bank's own splits here
+            node, at = tree.nodes[nid], np.flatnonzero(grow.ask_at == nid)
+            if node.party == BANK:
+                go = self.data.bins[grow.ask[at], node.feature] <= node.bin
+                grow.ask_at[at[go]], grow.ask_at[at[~go]] = node.left, node.right
         if not grow.hosts:  # the bank's own splits: the children's rows are known
             return self._next_level(step)
-        tree = grow.tree
         owned = {hst: [{"node": i, "feature": tree.nodes[i].feature, "bin": tree.nodes[i].bin}
                        for i in grow.pending.get(hst, [])] for hst in grow.hosts}
+        asks = {hst: {f"ask{i}": (wire.rows_to_bytes(grow.ask[grow.ask_at == i]), {}) for i in grow.pending.get(hst, [])}
+                for hst in grow.hosts}  # and a host's: the owner answers their directions in sb.left
         if tree.nodes[grow.split_nodes[0]].depth + 1 >= self.cfg.max_depth:
-            msgs = self._send_hosts(SPLIT, step, {hst: ({"splits": owned[hst]}, {}) for hst in grow.hosts})
+            msgs = self._send_hosts(SPLIT, step, {hst: ({"splits": owned[hst]}, asks[hst]) for hst in grow.hosts})
             return self._wait(msgs, {LEFT: grow.hosts}, "_got_last")
         nodes = [{"parent": i, "left": tree.nodes[i].left, "right": tree.nodes[i].right} for i in grow.split_nodes]
         per_host = {hst: ({"nodes": nodes, "splits": owned[hst]},
-                          {f"share{i}": (wire.mask_to_bytes(self._membership_share(i, hst)), {}) for i in grow.split_nodes})
+                          {**{f"share{i}": (wire.mask_to_bytes(self._membership_share(i, hst)), {})
+                              for i in grow.split_nodes}, **asks[hst]})
                     for hst in grow.hosts}
         return self._wait(self._send_hosts(NODES, step, per_host), {LEFT: grow.hosts, HISTOGRAMS: grow.hosts},
                           "_got_level")
@@ -298,10 +311,10 @@ class SbBank(BankRounds):
     def _apply_lefts(self, lefts: dict[str, Message]) -> None:
         grow = self._growing
         for hst, m in lefts.items():
-            self._apply_left(m, grow.pending.get(hst, []), grow.tree, grow.members)
+            self._apply_left(m, grow.pending.get(hst, []), grow)
 
     def _tree_grown(self, step: int) -> list[Message]:
-        """Every node is a leaf or split: route the rows the tree was not grown on (outside GOSS, validation)."""
+        """Every node is a leaf or split; the rows the tree was not grown on reached their leaves along with it."""
         grow, d = self._growing, self.data
         leaf = np.full(len(d.train_rows), -1, dtype=np.int64)
         for node in grow.tree.nodes:
@@ -309,12 +322,8 @@ class SbBank(BankRounds):
             if node.is_leaf:
                 leaf[grow.members[node.id]] = node.id
         self.trees.append(grow.tree)
-        grow.leaf, grow.outside = leaf, np.flatnonzero(leaf < 0)
-        valid = d.valid_rows if self._stopper is not None else np.zeros(0, dtype=np.int64)
-        grow.ask = np.union1d(d.train_rows[grow.outside], valid).astype(np.int64)
-        if grow.ask.size:
-            return self._route_start(step, [grow.tree], grow.ask, "_tree_routed")
-        return self._tree_routed(np.zeros((1, 0), dtype=np.int64), step)
+        grow.leaf = leaf
+        return self._tree_routed(grow.ask_at[None, :], step)
 
     def _tree_routed(self, pos: np.ndarray, step: int) -> list[Message]:
         """Scores, loss, early stopping; prune when the best model has fewer trees than grown."""
@@ -430,15 +439,18 @@ class SbBank(BankRounds):
                 out[nid][hst] = (hg, hh, n_bins)
         return out
 
-    def _apply_left(self, msg: Message, nids: list[int], tree: Tree, members: dict) -> None:
-        records = msg.meta.get("nodes")
+    def _apply_left(self, msg: Message, nids: list[int], grow: _Growing) -> None:
+        """A host's partitions at its splits ``nids``: of the node's training rows and of the rows it was asked about."""
+        records, tree, members = msg.meta.get("nodes"), grow.tree, grow.members
         if not isinstance(records, list) or [r.get("node") if isinstance(r, dict) else None for r in records] != nids:
             raise ProtocolError(f"{msg.describe()}: expected answers for nodes {nids}")
-        parts = unbundle(msg, [f"left{i}" for i in nids])
+        parts = unbundle(msg, [f"{kind}{i}" for i in nids for kind in ("left", "asked")])
         for r, nid in zip(records, nids):
             if not isinstance(r.get("record"), int) or isinstance(r.get("record"), bool) or r["record"] < 0:
                 raise ProtocolError(f"{msg.describe()}: node {nid}: record number must be an int ≥ 0")
-            node, idx = tree.nodes[nid], members[nid]
+            node, idx, at = tree.nodes[nid], members[nid], np.flatnonzero(grow.ask_at == nid)
             go = wire.mask_from_bytes(parts[f"left{nid}"][0], len(idx), msg, f"node {nid}")
+            asked = wire.mask_from_bytes(parts[f"asked{nid}"][0], len(at), msg, f"node {nid}'s other rows")
             node.record = r["record"]
             members[node.left], members[node.right] = idx[go], idx[~go]
+            grow.ask_at[at[asked]], grow.ask_at[at[~asked]] = node.left, node.right

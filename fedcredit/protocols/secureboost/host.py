@@ -139,10 +139,11 @@ class SbHost(SbParty):
         missing = [p for p in parents if p not in self._members]
         if missing or len(set(parents)) != len(parents):
             raise ProtocolError(f"{msg.describe()}: nodes {parents} are not distinct nodes of the current level")
-        parts = unbundle(msg, [f"share{p}" for p in parents])
+        splits = self._splits(msg, parents)
+        parts = unbundle(msg, [f"share{p}" for p in parents] + [f"ask{s['node']}" for s in splits])
         bits = {p: wire.mask_from_bytes(parts[f"share{p}"][0], len(self._members[p]), msg, f"share of node {p}")
                 for p in parents}
-        left, answers, out_parts = self._apply_splits(msg, parents)
+        left, answers, out_parts = self._apply_splits(msg, splits, parts)
         for p, go in left.items():
             bits[p] = bits[p] ^ go
         payload, meta = bundle(out_parts)
@@ -195,13 +196,13 @@ class SbHost(SbParty):
     def _split(self, msg: Message) -> list[Message]:
         """The last level: only the splits this host won (possibly none) need answering."""
         expect(msg, SPLIT, sender=BANK)
-        _, answers, out_parts = self._apply_splits(msg, list(self._members))
+        splits = self._splits(msg, list(self._members))
+        _, answers, out_parts = self._apply_splits(msg, splits, unbundle(msg, [f"ask{s['node']}" for s in splits]))
         payload, meta = bundle(out_parts)
         return [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
 
-    def _apply_splits(self, msg: Message, level: list[int]) -> tuple[dict, list, dict]:
-        """Record the splits the bank chose on this host's features (``splits``, nodes of ``level``) in the lookup
-        table; returns each node's go-left bits, the record numbers and the ``sb.left`` parts."""
+    def _splits(self, msg: Message, level: list[int]) -> list[dict]:
+        """The splits the bank chose on this host's features (``splits``), checked: nodes of ``level``, own bins."""
         splits, d = msg.meta.get("splits"), self.data
         if not isinstance(splits, list) or not all(isinstance(s, dict) and set(s) == {"node", "feature", "bin"}
                                                    for s in splits):
@@ -213,13 +214,24 @@ class SbHost(SbParty):
             j, b = s["feature"], s["bin"]
             if not (isinstance(j, int) and isinstance(b, int) and 0 <= j < len(d.n_bins) and 0 <= b < d.n_bins[j] - 1):
                 raise ProtocolError(f"{msg.describe()}: no split feature {j!r}, bin {b!r} at {self.role}")
-        left, answers, parts = {}, [], {}
+        return splits
+
+    def _apply_splits(self, msg: Message, splits: list[dict], parts: dict) -> tuple[dict, list, dict]:
+        """Record ``splits`` in the lookup table; returns each node's go-left bits, the record numbers and the
+        ``sb.left`` parts: the node's partition, and the directions of the other rows the bank asks about at it
+        (``ask``: aligned rows outside the tree's sample or held out for validation)."""
+        d = self.data
+        asked = {s["node"]: wire.rows_from_bytes(parts[f"ask{s['node']}"][0], d.bins.shape[0], msg, f"node {s['node']}")
+                 for s in splits}
+        left, answers, out = {}, [], {}
         for s in splits:
-            self.lookup.append((s["feature"], s["bin"]))
-            left[s["node"]] = d.train_bins[self._members[s["node"]], s["feature"]] <= s["bin"]
-            answers.append({"node": s["node"], "record": len(self.lookup) - 1})
-            parts[f"left{s['node']}"] = (wire.mask_to_bytes(left[s["node"]]), {})
-        return left, answers, parts
+            n, j, b = s["node"], s["feature"], s["bin"]
+            self.lookup.append((j, b))
+            left[n] = d.train_bins[self._members[n], j] <= b
+            answers.append({"node": n, "record": len(self.lookup) - 1})
+            out[f"left{n}"] = (wire.mask_to_bytes(left[n]), {})
+            out[f"asked{n}"] = (wire.mask_to_bytes(d.bins[asked[n], j] <= b), {})
+        return left, answers, out
 
     def _route(self, msg: Message) -> list[Message]:
         expect(msg, ROUTE, sender=BANK)

@@ -2,8 +2,8 @@
 
 Every wait stores what it waits for and the name of the stage that continues, so the
 bank is plain data between messages and pickles (transports that checkpoint nodes).
-Routing serves prediction (``sb.predict``) and, while growing, the rows a tree was not
-grown on (outside the GOSS sample, validation rows).
+Routing serves prediction (``sb.predict``); while growing, the rows a tree is not grown
+on (outside the GOSS sample, validation rows) travel with the tree's levels instead (bank.py).
 """
 
 from __future__ import annotations
