@@ -428,10 +428,15 @@ def test_malformed_host_requests_are_rejected(set_up):
     for bad, match in ((wire.rows_to_bytes(np.array([3, 2])), "strictly increasing"), (b"\x00" * 5, "4-byte")):
         with pytest.raises(ProtocolError, match=match):  # rows the bank asks about at the split
             tax.handle(nodes(share, splits=[{"node": 0, "feature": 0, "bin": 0}], ask=bad))
+    with pytest.raises(ProtocolError, match="must be new and distinct"):
+        tax.handle(Message(**{**nodes(share).__dict__, "meta": {**nodes(share).meta,
+                                                                 "nodes": [{"parent": 0, "left": 1, "right": 1}]}}))
     with pytest.raises(ProtocolError, match="parent/left/right"):
         tax.handle(Message(**{**nodes(share).__dict__, "meta": {**nodes(share).meta, "nodes": [{"parent": 0}]}}))
     with pytest.raises(ProtocolError, match="no share expected"):
         tax.handle(Message(sb.SHARE, "utilities", "tax", "t", 3, {"nodes": [0]}))
+    with pytest.raises(ProtocolError, match="no pair seed shared with bank"):  # its sb.seed never arrived
+        tax.handle(nodes(share, splits=[{"node": 0, "feature": 0, "bin": 0}]))
     with pytest.raises(ProtocolError, match="one pair seed from each party before it"):
         tax.handle(Message(sb.SEED, "utilities", "tax", "t", 1, {}, b"\0" * 32))
     assert tax.lookup == []  # nothing was recorded from rejected requests

@@ -139,11 +139,17 @@ class SbHost(SbParty):
         missing = [p for p in parents if p not in self._members]
         if missing or len(set(parents)) != len(parents):
             raise ProtocolError(f"{msg.describe()}: nodes {parents} are not distinct nodes of the current level")
+        children = [c for e in entries for c in (e["left"], e["right"])]
+        if len(set(children)) != len(children) or set(children) & set(self._members):
+            raise ProtocolError(f"{msg.describe()}: child ids {children} must be new and distinct")
         splits = self._splits(msg, parents)
         parts = unbundle(msg, [f"share{p}" for p in parents] + [f"ask{s['node']}" for s in splits])
         bits = {p: wire.mask_from_bytes(parts[f"share{p}"][0], len(self._members[p]), msg, f"share of node {p}")
                 for p in parents}
-        left, answers, out_parts = self._apply_splits(msg, splits, parts)
+        asked = self._asked(msg, splits, parts)
+        if len(self.hosts) > 1:  # before the lookup table changes
+            shares.require_seeds(self.role, [BANK, *self.hosts], self.seeds)
+        left, answers, out_parts = self._apply_splits(splits, asked)
         for p, go in left.items():
             bits[p] = bits[p] ^ go
         payload, meta = bundle(out_parts)
@@ -196,8 +202,11 @@ class SbHost(SbParty):
     def _split(self, msg: Message) -> list[Message]:
         """The last level: only the splits this host won (possibly none) need answering."""
         expect(msg, SPLIT, sender=BANK)
+        if self._level is not None:
+            raise ProtocolError(f"{msg.describe()}: the previous level's shares are still missing")
         splits = self._splits(msg, list(self._members))
-        _, answers, out_parts = self._apply_splits(msg, splits, unbundle(msg, [f"ask{s['node']}" for s in splits]))
+        asked = self._asked(msg, splits, unbundle(msg, [f"ask{s['node']}" for s in splits]))
+        _, answers, out_parts = self._apply_splits(splits, asked)
         payload, meta = bundle(out_parts)
         return [self._reply(LEFT, BANK, msg.step + 1, {**meta, "nodes": answers}, payload)]
 
@@ -216,13 +225,16 @@ class SbHost(SbParty):
                 raise ProtocolError(f"{msg.describe()}: no split feature {j!r}, bin {b!r} at {self.role}")
         return splits
 
-    def _apply_splits(self, msg: Message, splits: list[dict], parts: dict) -> tuple[dict, list, dict]:
+    def _asked(self, msg: Message, splits: list[dict], parts: dict) -> dict[int, np.ndarray]:
+        """Per split, the other rows the bank asks about there (aligned rows outside the tree's sample or held out
+        for validation: they follow the tree as it grows)."""
+        return {s["node"]: wire.rows_from_bytes(parts[f"ask{s['node']}"][0], self.data.bins.shape[0], msg,
+                                                f"node {s['node']}") for s in splits}
+
+    def _apply_splits(self, splits: list[dict], asked: dict[int, np.ndarray]) -> tuple[dict, list, dict]:
         """Record ``splits`` in the lookup table; returns each node's go-left bits, the record numbers and the
-        ``sb.left`` parts: the node's partition, and the directions of the other rows the bank asks about at it
-        (``ask``: aligned rows outside the tree's sample or held out for validation)."""
+        ``sb.left`` parts: the node's partition and the directions of the ``asked`` rows."""
         d = self.data
-        asked = {s["node"]: wire.rows_from_bytes(parts[f"ask{s['node']}"][0], d.bins.shape[0], msg, f"node {s['node']}")
-                 for s in splits}
         left, answers, out = {}, [], {}
         for s in splits:
             n, j, b = s["node"], s["feature"], s["bin"]

@@ -43,10 +43,15 @@ def share(bits: np.ndarray, me: str, receiver: str, parties: list[str], seeds: d
     """``me``'s share for ``receiver``: ``bits`` (zeros unless ``me`` split the node) XOR the masks of ``me``'s pairs
     with every other sender (every party but ``me`` and ``receiver``)."""
     others = [p for p in parties if p not in (me, receiver)]
-    missing = [p for p in others if p not in seeds]
+    require_seeds(me, others, seeds)
+    return pairwise.masked_bits(bits, {p: seeds[p] for p in others}, label)
+
+
+def require_seeds(me: str, others: list[str], seeds: dict[str, bytes]) -> None:
+    """Refuse (before anything changes) when a pair seed ``me`` needs has not arrived."""
+    missing = [p for p in others if p != me and p not in seeds]
     if missing:
         raise ProtocolError(f"{me}: no pair seed shared with {', '.join(missing)} (sb.seed not received)")
-    return pairwise.masked_bits(bits, {p: seeds[p] for p in others}, label)
 
 
 def share_label(run_id: str, tree: int, node: int, receiver: str) -> str:
