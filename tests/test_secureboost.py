@@ -192,7 +192,7 @@ def test_the_bank_alone_grows_the_same_trees_without_messages():
     bank = result["parties"]["bank"]
     assert [t.signature() for t in bank.trees] == [t.signature() for t in model.trees]
     np.testing.assert_allclose(bank.raw_scores, scores, rtol=0, atol=1e-12)
-    assert result["rounds"] == 1 + 1 + 1  # setup, one round for every tree (no sb.tree per tree), prediction
+    assert result["rounds"] == 1 + 1  # setup; then every tree and the prediction in one round (sb.tree + sb.predict)
 
 
 def test_gh_packing_round_trips_through_sums():
@@ -385,8 +385,10 @@ def test_unexpected_messages_are_rejected(set_up):
         tax.handle(Message(sb.NODES, "bank", "tax", "t", 1, {"nodes": []}))
     with pytest.raises(ProtocolError, match="tree 1 requested"):
         bank.handle(Message(sb.TREE, "coordinator", "bank", "t", 1, {"tree": 1}))
-    with pytest.raises(ProtocolError, match="no finished model"):
-        bank.handle(Message(sb.PREDICT, "coordinator", "bank", "t", 1, {}))
+    predict = Message(sb.PREDICT, "coordinator", "bank", "t", 1, {})
+    assert bank.handle(predict) == []  # before training ends, a prediction waits for it (it comes with sb.tree)
+    with pytest.raises(ProtocolError, match="already waiting"):
+        bank.handle(predict)
 
 
 def test_malformed_host_requests_are_rejected(set_up):
@@ -487,8 +489,8 @@ def test_the_coordinator_relays_only_protocol_routes(set_up):
     first = coord.advance(replies)
     # training starts with the pair seeds drawn in setup: the bank's to each host, tax's to utilities
     assert sorted((m.kind, m.sender, m.receiver) for m in first) == [
-        ("sb.seed", "bank", "tax"), ("sb.seed", "bank", "utilities"), ("sb.seed", "tax", "utilities"),
-        ("sb.tree", "coordinator", "bank")]
+        ("sb.predict", "coordinator", "bank"), ("sb.seed", "bank", "tax"), ("sb.seed", "bank", "utilities"),
+        ("sb.seed", "tax", "utilities"), ("sb.tree", "coordinator", "bank")]
     first = [m for m in first if m.kind == sb.TREE]
     out = parties["bank"].handle(first[0])
     for forged in (Message(sb.GRADIENTS, "tax", "utilities", "t", 2, {}), Message(sb.SHARE, "bank", "tax", "t", 2, {}),
@@ -566,10 +568,11 @@ def rounds_per_tree(roles, **cfg) -> list[int]:
     coord = Rounds(SbCoordinator("sb-rounds", list(roles), SbConfig(backend="mock", **{**CONFIG, **cfg})))
     drive(coord, parties)
     starts = [k for k, kinds in enumerate(coord.kinds) if sb.GRADIENTS in kinds]
-    predict = next(k for k, kinds in enumerate(coord.kinds) if sb.PREDICT in kinds)
-    assert coord.kinds[1] == {sb.TREE} | ({sb.SEED} if len(roles) > 2 else set())  # one sb.tree per run
-    assert sum(sb.TREE in kinds for kinds in coord.kinds) == 1
-    assert not any(sb.ROUTE in kinds for kinds in coord.kinds[:predict])  # GOSS, early stopping: no routing rounds
+    # the prediction's first sb.route leaves with the last tree's report; GOSS, early stopping: no routing before
+    predict = next(k for k, kinds in enumerate(coord.kinds) if sb.ROUTE in kinds)
+    assert predict > starts[-1]
+    assert coord.kinds[1] == {sb.TREE, sb.PREDICT} | ({sb.SEED} if len(roles) > 2 else set())  # once per run
+    assert sum(sb.TREE in kinds or sb.PREDICT in kinds for kinds in coord.kinds) == 1
     return [b - a for a, b in zip(starts, starts[1:] + [predict])]
 
 
@@ -630,3 +633,25 @@ def test_a_host_gets_the_same_messages_whoever_split_and_shares_alone_are_noise(
             for share in (a, b):
                 assert share.any() and not np.array_equal(share, left)
     assert owners == {"bank", "tax", me}  # nodes of every party were among them
+
+
+def test_the_coordinator_takes_the_prediction_only_with_the_last_tree():
+    """sb.predict goes out with sb.tree; the bank's sb.scored may come with the last sb.tree_done, never earlier."""
+    def started():
+        coord = SbCoordinator("t", ["bank", "tax"], SbConfig(backend="mock", **{**CONFIG, "n_trees": 2}))
+        coord.start()
+        first = coord.advance([Message(sb.READY, p, "coordinator", "t", 1, {}) for p in ("bank", "tax")])
+        assert sorted(m.kind for m in first) == [sb.PREDICT, sb.TREE]
+        return coord
+
+    def done(tree):
+        return Message(sb.TREE_DONE, "bank", "coordinator", "t", 2, {"tree": tree, "stop": False, "trees": tree + 1})
+
+    scored = Message(sb.SCORED, "bank", "coordinator", "t", 2, {"rows": 10})
+    with pytest.raises(ProtocolError, match="sb.scored before the last tree"):
+        started().advance([done(0), scored, Message(sb.GRADIENTS, "bank", "tax", "t", 2, {})])
+    with pytest.raises(ProtocolError, match="sent sb.scored before sb.tree_done"):
+        started().advance([scored])
+    coord = started()
+    assert [m.kind for m in coord.advance([done(0), Message(sb.GRADIENTS, "bank", "tax", "t", 2, {})])] == [sb.GRADIENTS]
+    assert coord.advance([done(1), scored]) == [] and coord.done and coord.trees == 2

@@ -50,7 +50,9 @@ Feature importance (``importance``): a host counts the splits on each of its fea
 from its own lookup table; the bank keeps the gain of every split, its own per feature
 and a host's per opaque record number. No importance value is ever sent.
 
-Prediction (``sb.predict``): the bank routes every aligned row through its own splits;
+Prediction (``sb.predict``; in a training run it comes with ``sb.tree`` and waits for the
+end of training, so its first routing leaves with the last ``sb.tree_done``): the bank
+routes every aligned row through its own splits;
 rows waiting at a host's node go to that host in ``sb.route`` (record number and rows);
 the host answers ``sb.routed`` (which go left). At most ``max_depth`` round trips; only
 the bank, which holds the leaf weights, learns the score. Row indices are positions

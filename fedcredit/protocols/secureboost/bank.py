@@ -173,6 +173,7 @@ class SbBank(BankRounds):
             self._stopper = ref.EarlyStopping(cfg.patience, self.data.labels[valid].astype(np.float64))
         if self.key is not None:
             meta.update(key_fingerprint=self.key.fingerprint, key_bits=self.key.bits)
+        self._training = True  # until the last tree: an sb.predict meanwhile waits for it
 
     # -- growing one tree: explicit stages that wait for hosts' answers -------------
     def _tree(self, msg: Message) -> list[Message]:
@@ -359,9 +360,15 @@ class SbBank(BankRounds):
         meta = {"tree": len(self.history) - 1, "stop": grow.stop, "loss": entry["loss"], "trees": len(self.trees)}
         if "valid_auc" in entry:
             meta["valid_auc"] = entry["valid_auc"]
+        report = [self._reply(TREE_DONE, COORDINATOR, step, meta)]
         if not grow.stop and len(self.history) < self.cfg.n_trees:
             self._next_tree = step
-        return [self._reply(TREE_DONE, COORDINATOR, step, meta)]
+            return report
+        self._training = False
+        if self._predict_queued:  # sent with sb.tree: scoring starts in the reply that reports the last tree
+            self._predict_queued = False
+            return report + self._predict_all(step)
+        return report
 
     def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):
         """Best split of every node of a level (or its leaf weight); the bank's own splits are applied here.

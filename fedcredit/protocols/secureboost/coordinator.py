@@ -50,41 +50,52 @@ class SbCoordinator(ScriptedCoordinator):
     def _send(self, kind: str, receiver: str, meta=None) -> Message:
         return Message(kind, COORDINATOR, receiver, self.run_id, self._step, meta or {})
 
-    def _relay_until(self, replies: list[Message], final: str):
-        """Forward node-to-node messages until the bank reports ``final``; returns the reports and what is left to relay.
+    def _relay_until(self, replies: list[Message], final: str, then: str | None = None):
+        """Forward node-to-node messages until the bank reports ``final``; returns the reports and the rest.
 
         The bank may report ``final`` together with node-to-node messages (a finished tree and
-        the next tree's gradients); those are returned for the caller to forward.
+        the next tree's gradients, or the first routing of the prediction) and its report of
+        the step after (``then``: the prediction's ``sb.scored``); those are returned for the
+        caller to go on with.
         """
         while True:
             done = [m for m in replies if m.kind == final]
-            relay = [m for m in replies if m.relayed]
+            relay = [m for m in replies if m.relayed or (then is not None and m.kind == then)]
             stray = [m for m in replies if m not in done and m not in relay]
             if stray or any(m.sender != BANK for m in done):
                 raise ProtocolError(f"vertical SecureBoost step {self._step}: unexpected "
                                     f"{[m.describe() for m in stray + relay + done]} while waiting for {final}")
             if done:
                 return done, relay
+            if any(not m.relayed for m in relay):
+                raise ProtocolError(f"vertical SecureBoost step {self._step}: the bank sent {then} before {final}")
             if not relay:
                 raise ProtocolError(f"vertical SecureBoost step {self._step}: nothing to relay and no {final} from the bank")
             self._step += 1
             replies = yield relay
 
     def _train(self, seeds: list[Message]):
-        """One ``sb.tree`` starts training; the bank starts each next tree itself, in the reply that reports the last."""
+        """One ``sb.tree`` starts training; the bank starts each next tree itself, in the reply that reports the last.
+
+        With ``score``, ``sb.predict`` travels with it: the bank scores once training ends, in
+        the reply that reports the last tree. Returns what that reply holds besides the report.
+        """
         self._step += 1
-        replies = yield [self._send(TREE, BANK, {"tree": 0}), *seeds]
+        replies = yield [self._send(TREE, BANK, {"tree": 0}), *([self._send(PREDICT, BANK)] if self.score else []),
+                         *seeds]
         t = 0
         while True:
-            done, relay = yield from self._relay_until(replies, TREE_DONE)
+            done, relay = yield from self._relay_until(replies, TREE_DONE, SCORED if self.score else None)
             for m in done:
                 stop = self._tree_done(m, t)
                 t += 1
                 if stop or t == self.cfg.n_trees:
-                    if relay or m is not done[-1]:
+                    if m is not done[-1] or (relay and not self.score):
                         raise ProtocolError(f"vertical SecureBoost: {m.describe()} ends training, yet the bank sent "
                                             f"{[x.describe() for x in done[done.index(m) + 1:] + relay]}")
-                    return
+                    return relay
+            if any(m.kind == SCORED for m in relay):
+                raise ProtocolError(f"vertical SecureBoost step {self._step}: sb.scored before the last tree")
             if not relay:
                 raise ProtocolError(f"vertical SecureBoost step {self._step}: the bank reported tree {t - 1} "
                                     f"but did not start tree {t}")
@@ -135,10 +146,11 @@ class SbCoordinator(ScriptedCoordinator):
         if seeds and not self.train:
             raise ProtocolError("vertical SecureBoost: pair seeds sent for a run that does not train")
         if self.train and self.cfg.n_trees:
-            yield from self._train(seeds)
-        if self.score:
+            replies = yield from self._train(seeds)
+        elif self.score:
             self._step += 1
             replies = yield [self._send(PREDICT, BANK)]
+        if self.score:
             done, relay = yield from self._relay_until(replies, SCORED)
             if len(done) > 1 or relay:
                 raise ProtocolError(f"vertical SecureBoost: unexpected {[m.describe() for m in done[1:] + relay]} "

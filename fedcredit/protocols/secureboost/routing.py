@@ -54,6 +54,8 @@ class BankRounds(SbParty):
         self._inbox: dict[str, dict[str, Message]] = {}  # kind -> host -> its message
         self._routing: _Routing | None = None
         self._growing = None  # SbBank's tree in progress (bank._Growing): the bank is busy while there is one
+        self._training = False  # from sb.tree (or a setup to train) until the last tree is reported
+        self._predict_queued = False  # sb.predict came with sb.tree: score once training ends
 
     # -- explicit stages that wait for hosts' answers ---------------------------
     def _wait(self, msgs: list[Message], awaited: dict[str, object], then: str) -> list[Message]:
@@ -89,11 +91,20 @@ class BankRounds(SbParty):
 
     # -- prediction -------------------------------------------------------------
     def _predict(self, msg: Message) -> list[Message]:
+        """Score every aligned row; sent with ``sb.tree``, once training ends (in the reply reporting the last tree)."""
         expect(msg, PREDICT, sender=COORDINATOR)
+        if self._training:
+            if self._predict_queued:
+                raise ProtocolError(f"{msg.describe()}: a prediction is already waiting for the end of training")
+            self._predict_queued = True
+            return []
         self._busy(msg)
         if not self.trees:
             raise ProtocolError(f"{msg.describe()}: the bank has no finished model to predict with")
-        return self._route_start(msg.step + 1, self.trees, np.arange(self.data.bins.shape[0]), "_scored")
+        return self._predict_all(msg.step + 1)
+
+    def _predict_all(self, step: int) -> list[Message]:
+        return self._route_start(step, self.trees, np.arange(self.data.bins.shape[0]), "_scored")
 
     def _route_start(self, step: int, trees: list[Tree], rows: np.ndarray, then: str) -> list[Message]:
         """Find the leaf of each of ``rows`` (increasing aligned-row indices) in each tree, then call ``then(pos, step)``.
