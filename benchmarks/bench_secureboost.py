@@ -14,11 +14,12 @@ rows. Depth 5, learning rate 0.3, λ = 1, g/h at 16 fixed-point bits.
 The same trees are grown with the Paillier backend and with the mock cipher (asserted:
 identical tree signatures and scores), and by the plaintext reference
 (``gbdt_reference.GbdtReference``, asserted identical too). A tree's time runs from the
-coordinator's ``sb.tree`` reaching the bank to the coordinator's progress callback after
-``sb.tree_done``; key generation and prediction are timed separately, and the JSON splits the Paillier
-run's time by party and message handled (bank ``sb.tree``: gradients encrypted; host
-``sb.gradients``: root histograms; host ``sb.nodes``: deeper levels; bank ``sb.histograms``:
-decryption and split finding). The crypto
+bank starting it (gradients; the first on ``sb.tree``, each later one in the reply that
+reports the last) to the bank reporting it (``sb.tree_done``); key generation and prediction
+are timed separately, and the JSON splits the Paillier run's time by party and message
+handled (bank ``sb.tree`` and ``sb.left``: gradients encrypted; host ``sb.gradients``: root
+histograms; host ``sb.share``: deeper levels; bank ``sb.histograms``: decryption and split
+finding). The crypto
 WorkerPool has os.cpu_count() workers, so core-seconds per tree = seconds per tree × that.
 Target (issue #9): ≤ 180 core-seconds per tree at 100,000 rows × (30 + 300) features,
 depth 5 (FATE 2.x: about 114 s per tree on 16 cores = 1,824 core-seconds).
@@ -92,19 +93,26 @@ def party_data(frames, y, train):
 
 def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
     """One federated training + prediction; per-tree wall times and load averages."""
-    starts, ends = [], []
+    ends = []
     with WorkerPool(workers) as pool:
         parties = {r: sb_party(r, data[r], pool=pool, goss_seed=0 if r == "bank" else None) for r in ROLES}
         bank = parties["bank"]
         handle = bank.handle
 
+        def stamped(stage, into, name):  # the bank's own stages: a tree starts, is reported, prediction starts
+            def inner(*args):
+                into.append((name, time.perf_counter()))
+                return stage(*args)
+            return inner
+
+        growing = []
+        bank._grow = stamped(bank._grow, growing, "tree")
+        bank._tree_done = stamped(bank._tree_done, ends, "tree")
+        bank._predict_all = stamped(bank._predict_all, ends, "predict")
+
         def timed(msg):
-            if msg.kind == sb.TREE:
-                starts.append(time.perf_counter())
-            elif msg.kind == sb.PREDICT:
-                ends.append(("predict", time.perf_counter()))
-            elif trace and msg.kind == sb.HISTOGRAMS:  # one per host and tree level
-                print(f"    {cfg.backend}: histograms from {msg.sender} after {time.perf_counter() - starts[-1]:.1f} s "
+            if trace and msg.kind == sb.HISTOGRAMS:  # one per host and tree level
+                print(f"    {cfg.backend}: histograms from {msg.sender} after {time.perf_counter() - growing[-1][1]:.1f} s "
                       f"({len(msg.payload) / 2**20:.1f} MiB, load {load()})", flush=True)
             return handle(msg)
 
@@ -123,7 +131,7 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
         def progress(rec):
             now = time.perf_counter()
             ends.append((rec["tree"], now))
-            print(f"  {cfg.backend}: tree {rec['tree']}/{cfg.n_trees} in {now - starts[-1]:.1f} s "
+            print(f"  {cfg.backend}: tree {rec['tree']}/{cfg.n_trees} in {now - growing[-1][1]:.1f} s "
                   f"(load {load()})", flush=True)
 
         coord = SbCoordinator("bench", list(ROLES), cfg, on_progress=progress)
@@ -131,6 +139,7 @@ def run(data, cfg: SbConfig, workers: int, trace: bool = False) -> dict:
         t0 = time.perf_counter()
         rounds = drive(coord, parties, tap=None)
         total = time.perf_counter() - t0
+    starts = [t for _, t in growing]
     tree_ends = [t for k, t in ends if k != "predict"]
     predict_start = next((t for k, t in ends if k == "predict"), None)
     tree_s = [e - s for s, e in zip(starts, tree_ends)]
