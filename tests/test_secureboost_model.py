@@ -34,8 +34,27 @@ def party_data(rows=600, seed=0, valid=False):
     return out
 
 
+def freeze(obj, seen=None) -> None:
+    """Make every numpy array in a party's state read-only, as a node's checkpoint leaves the arrays it stored."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type)) or obj is None:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        obj.flags.writeable = False
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            freeze(v, seen)
+    elif isinstance(obj, (list, tuple, set)):
+        for v in obj:
+            freeze(v, seen)
+    elif hasattr(obj, "__dict__"):
+        freeze(vars(obj), seen)
+
+
 class Pickled:
-    """A party that lives only as bytes between messages, as on a transport that checkpoints nodes."""
+    """A party that lives only as bytes between messages, as on a transport that checkpoints nodes (whose stored
+    arrays come back read-only: a party must change copies)."""
 
     def __init__(self, party):
         self.blob = pickle.dumps(party)
@@ -46,6 +65,7 @@ class Pickled:
 
     def handle(self, msg):
         party = pickle.loads(self.blob)
+        freeze(party)
         replies = party.handle(msg)
         self.blob = pickle.dumps(party)
         return replies

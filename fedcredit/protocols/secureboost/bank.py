@@ -250,6 +250,7 @@ class SbBank(BankRounds):
         if not grow.split_nodes:
             return self._tree_grown(step)
         tree = grow.tree
+        grow.ask_at = grow.ask_at.copy()  # checkpointed arrays are read-only: change a copy
         for nid in grow.split_nodes:  # rows the tree is not grown on follow the bank's own splits here
             node, at = tree.nodes[nid], np.flatnonzero(grow.ask_at == nid)
             if node.party == BANK:
@@ -311,6 +312,7 @@ class SbBank(BankRounds):
 
     def _apply_lefts(self, lefts: dict[str, Message]) -> None:
         grow = self._growing
+        grow.ask_at = grow.ask_at.copy()  # checkpointed arrays are read-only: change a copy
         for hst, m in lefts.items():
             self._apply_left(m, grow.pending.get(hst, []), grow)
 
