@@ -398,6 +398,9 @@ def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *
                             node_config=node_config, max_retries=max_retries)
     config = cmd[cmd.index("--node-config") + 1]
     env = flower_env(work / "flwr-home", extra)
+    from fedcredit.deploy.clientapp import write_shim
+
+    env["PATH"] = f"{write_shim(work / 'bin').parent}{os.pathsep}{env['PATH']}"  # Flower's runner, lighter start
 
     def start_service() -> Proc:
         proc = spawn(f"node-service-{role}", service_command(config, workers), env, work / "node-service.log",
