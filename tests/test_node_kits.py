@@ -85,8 +85,13 @@ def kit(tmp_path):
 def _dry_run(*args: str) -> list[str]:
     res = runner.invoke(app, [*args, "--dry-run"], env={"COLUMNS": "1000"})
     assert res.exit_code == 0, res.output
-    line = res.output.strip().splitlines()[0]
-    return shlex.split(line)
+    service, supernode = res.output.strip().splitlines()[:2]
+    # the node service comes first, configured by the same node-config string as the SuperNode
+    service = shlex.split(service)
+    assert service[1:3] == ["-m", "fedcredit.node"] and service[-1] == "&", service
+    assert service[service.index("--node-config") + 1] == shlex.split(supernode)[shlex.split(supernode).index(
+        "--node-config") + 1]
+    return shlex.split(supernode)
 
 
 def _node_config(cmd: list[str]) -> dict[str, str]:
@@ -207,29 +212,27 @@ def test_coordinator_start_sh_runs_coordinator_start(tmp_path, fake_fedcredit):
 
 
 def test_a_custom_layout_reaches_the_client_app(kit):
-    """A node whose file has its own columns (layout = "custom") can be deployed: the ClientApp reads the layout."""
-    from types import SimpleNamespace
+    """A node whose file has its own columns (layout = "custom") can be deployed: the node service reads the layout."""
 
-    from fedcredit.flower.client_app import node_config_from_context
+    from fedcredit.node.config import node_from_config
 
     path = kit / "node.toml"
     path.write_text(path.read_text().replace("[columns]", '[columns]\nlayout = "custom"'))
     _, node_config = kitconfig.load_node_config(path)
     assert node_config["layout"] == "custom"
-    node, _ = node_config_from_context(SimpleNamespace(node_config={"role": "bank", "data": "/d.parquet", **node_config}))
+    node, _ = node_from_config({"role": "bank", "data": "/d.parquet", **node_config}, 1)
     assert node.layout == "custom" and node.features == ["balance_avg_12m", "dpd_max_12m"]
-    standard, _ = node_config_from_context(SimpleNamespace(node_config={"role": "tax", "data": "/d.parquet"}))
+    standard, _ = node_from_config({"role": "tax", "data": "/d.parquet"}, 1)
     assert standard.layout == "standard"
 
 
 def test_the_court_kit_declares_the_columns_of_its_synthetic_file(tmp_path):
-    """The court kit's [columns] reach the ClientApp as a custom layout that reads the court's file as
+    """The court kit's [columns] reach the node service as a custom layout that reads the court's file as
     `fedcredit synth --with-court` writes it, and match examples/job_four_nodes.toml."""
-    from types import SimpleNamespace
 
     from fedcredit.data import synth, synth_court
     from fedcredit.data.validate import load_node
-    from fedcredit.flower.client_app import node_config_from_context
+    from fedcredit.node.config import node_from_config
     from fedcredit.jobs.jobfile import read_job
 
     node, columns = kitconfig.load_node_config(ROOT / "nodes" / "court" / "node.toml")
@@ -239,7 +242,7 @@ def test_the_court_kit_declares_the_columns_of_its_synthetic_file(tmp_path):
     assert [job["layout"], job["id_column"], job["id_type"], job["extra"]] == \
         [columns["layout"], columns["id-column"], columns["id-kind"], columns["extra"].split(",")]
     path = synth.write_nodes({"court": synth.generate(300, 2, court=True)["court"]}, tmp_path)["court"]
-    config, _ = node_config_from_context(SimpleNamespace(node_config={"role": node["role"], "data": str(path), **columns}))
+    config, _ = node_from_config({"role": node["role"], "data": str(path), **columns}, 1)
     data = load_node(config.data, config.schema())
     assert list(data.features.columns) == list(synth_court.COLUMNS) and data.label is None
 
