@@ -34,6 +34,7 @@ from fedcredit.crypto import WorkerPool  # noqa: E402
 from fedcredit.data import synth  # noqa: E402
 from fedcredit.node.runs import NodeRuns  # noqa: E402
 from fedcredit.protocols.job import JobCoordinator, ModelSettings, NodeAgent, NodeConfig  # noqa: E402
+from fedcredit.protocols.loop import drive_bundles  # noqa: E402
 
 ROLES = ("bank", "tax", "utilities")
 
@@ -46,25 +47,20 @@ def measure(rows: int, root: Path, max_iter: int) -> dict:
     whole: dict[str, tuple[int, float]] = {}
     with WorkerPool() as pool:
         runs = {r: NodeRuns(root / f"work-{rows}" / r, lambda run, n=n: NodeAgent(n), pool) for r, n in nodes.items()}
-        coordinator = JobCoordinator("bench", list(ROLES), settings, pool=pool)
         seqs = {r: 0 for r in ROLES}
-        outgoing = coordinator.start()
-        while outgoing:
-            per_node: dict[str, list[Message]] = {}
-            for m in outgoing:
-                per_node.setdefault(m.receiver, []).append(m)
-            replies = []
-            for role, msgs in per_node.items():
-                seqs[role] += 1
-                outcome = runs[role].deliver("1", seqs[role], [Message.from_bytes(m.to_bytes()) for m in msgs])
-                replies += [Message.from_bytes(r.to_bytes()) for r in outcome.replies]
-                stats[role].append(runs[role].last_save("1"))
-                if seqs[role] == 12:  # mid-training: what a whole-agent pickle costs per delivery
-                    agent = runs[role]._live["1"].agent
-                    started = time.perf_counter()
-                    data = pickle.dumps(agent, protocol=5)
-                    whole[role] = (len(data), time.perf_counter() - started)
-            outgoing = coordinator.advance(replies)
+
+        def deliver(role: str, msgs: list[Message]) -> list[Message]:
+            seqs[role] += 1
+            outcome = runs[role].deliver("1", seqs[role], [Message.from_bytes(m.to_bytes()) for m in msgs])
+            stats[role].append(runs[role].last_save("1"))
+            if seqs[role] == 12:  # mid-training: what a whole-agent pickle costs per delivery
+                agent = runs[role]._live["1"].agent
+                started = time.perf_counter()
+                data = pickle.dumps(agent, protocol=5)
+                whole[role] = (len(data), time.perf_counter() - started)
+            return [Message.from_bytes(r.to_bytes()) for r in outcome.replies]
+
+        drive_bundles(JobCoordinator("bench", list(ROLES), settings, pool=pool), deliver)
     out = {}
     for role, saves in stats.items():
         later = saves[1:]

@@ -15,12 +15,13 @@ import pytest
 
 import fedcredit.node.channel as channel
 from fedcredit.common.errors import FedCreditError
-from fedcredit.common.wire import Message
+from fedcredit.common.wire import Message, join_messages, split_messages
 from fedcredit.data import synth
 from fedcredit.deploy import processes as P
 from fedcredit.node.checkpoint import Checkpoint, CheckpointStore
 from fedcredit.node.runs import run_folder
 from fedcredit.protocols.job import JobCoordinator, ModelSettings
+from fedcredit.protocols.loop import drive_bundles
 from fedcredit.scoring.outputs import read_model_part
 
 ROLES = ("bank", "tax", "utilities")
@@ -61,31 +62,21 @@ class Services:
 
 def _drive(services: Services, run: str, kill_at: tuple[str, int] | None = None) -> int:
     """The coordinator in this process; every node is its service, reached as the relay reaches it."""
-    coordinator = JobCoordinator("svc-job", list(ROLES), SETTINGS)
     seqs = {r: 0 for r in ROLES}
-    outgoing = coordinator.start()
-    while outgoing:
-        per_node: dict[str, list[Message]] = {}
-        for m in outgoing:
-            per_node.setdefault(m.receiver, []).append(m)
-        replies = []
-        for role, msgs in per_node.items():
-            seqs[role] += 1
-            if kill_at == (role, seqs[role]):  # killed between messages, started again: it resumes
-                services.kill(role)
-                services.start(role)
-            blobs = [m.to_bytes() for m in msgs]
-            status, headers, body = channel.call(
-                services.work(role), "POST", "/deliver", b"".join(blobs),
-                {channel.RUN: run, channel.SEQ: str(seqs[role]), channel.SIZES: json.dumps([len(b) for b in blobs])})
-            assert status == 200, channel.error_text(body)
-            sizes = json.loads(headers[channel.SIZES.lower()])
-            pos = 0
-            for size in sizes:
-                replies.append(Message.from_bytes(body[pos:pos + size]))
-                pos += size
-        outgoing = coordinator.advance(replies)
-    return coordinator.rounds
+
+    def deliver(role: str, msgs: list[Message]) -> list[Message]:
+        seqs[role] += 1
+        if kill_at == (role, seqs[role]):  # killed between messages, started again: it resumes
+            services.kill(role)
+            services.start(role)
+        data, sizes = join_messages(msgs)
+        status, headers, body = channel.call(services.work(role), "POST", "/deliver", data,
+                                             {channel.RUN: run, channel.SEQ: str(seqs[role]),
+                                              channel.SIZES: json.dumps(sizes)})
+        assert status == 200, channel.error_text(body)
+        return split_messages(body, json.loads(headers[channel.SIZES.lower()]))
+
+    return drive_bundles(JobCoordinator("svc-job", list(ROLES), SETTINGS), deliver)
 
 
 def _weights(root: Path, run: str) -> dict[str, np.ndarray]:
@@ -168,3 +159,18 @@ def test_a_checkpoint_opens_only_with_the_secret_that_wrote_it(tmp_path):
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
     with pytest.raises(FedCreditError, match="damaged"):
         CheckpointStore(run_folder(tmp_path, "9"), b"a" * 64).load()
+
+
+def test_views_and_their_bases_are_frozen_and_every_named_blob_survives_the_prune(tmp_path):
+    """Regression: a simulated node served by two processes in turn lost a blob its checkpoint named."""
+    base = np.arange(40_000, dtype=np.float64)
+    state = {"base": base, "view": base[: 30_000], "again": base}
+    first, second = (CheckpointStore(run_folder(tmp_path, "3"), b"k" * 64) for _ in range(2))
+    first.save(Checkpoint(state, 1, []))
+    with pytest.raises(ValueError, match="read-only"):
+        base[0] = 7.0  # through the base, too: a cached view cannot go stale
+    loaded = second.load()  # another process takes over the node
+    second.save(Checkpoint({**loaded.agent, "new": np.ones(20_000)}, 2, [b"x" * 40_000]))
+    assert loaded.agent["base"] is loaded.agent["again"]  # one object referenced twice stays one object
+    again = first.load()  # and the first process, its cache stale, reads what the second wrote
+    assert again.seq == 2 and np.array_equal(again.agent["view"], np.arange(30_000)) and again.replies == [b"x" * 40_000]

@@ -130,3 +130,20 @@ def unbundle(msg: Message, names) -> dict[str, tuple[bytes, dict]]:
     if pos != len(msg.payload):
         raise ProtocolError(f"{msg.describe()}: {len(msg.payload) - pos} trailing payload bytes")
     return out
+
+
+def join_messages(messages: list[Message]) -> tuple[bytes, list[int]]:
+    """Several messages as one byte string and their sizes (one node's bundle for a round)."""
+    blobs = [m.to_bytes() for m in messages]
+    return b"".join(blobs), [len(b) for b in blobs]
+
+
+def split_messages(data: bytes, sizes: list) -> list[Message]:
+    """The messages of a bundle from its bytes and sizes; sizes that do not add up are rejected."""
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in sizes) or sum(sizes) != len(data):
+        raise ProtocolError(f"message bundle sizes {list(sizes)[:5]} do not add up to its {len(data)} bytes")
+    out, pos = [], 0
+    for size in sizes:
+        out.append(Message.from_bytes(data[pos:pos + size]))
+        pos += size
+    return out

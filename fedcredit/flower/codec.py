@@ -9,7 +9,7 @@ from __future__ import annotations
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedcredit.common.errors import ProtocolError
-from fedcredit.common.wire import Message
+from fedcredit.common.wire import Message, join_messages, split_messages
 
 NODE_ERROR = 1001  # a fedcredit failure inside a node: deterministic, never retried
 MESSAGE_TYPE = "query.step"
@@ -17,8 +17,7 @@ ABORT_TYPE = "query.abort"  # a failed job: the node closes its audit log as abo
 
 
 def to_record(messages: list[Message]) -> RecordDict:
-    blobs = [m.to_bytes() for m in messages]
-    return bundle_record(b"".join(blobs), [len(b) for b in blobs])
+    return bundle_record(*join_messages(messages))
 
 
 def bundle_record(data: bytes, sizes: list[int]) -> RecordDict:
@@ -40,11 +39,4 @@ def bundle_bytes(record: RecordDict) -> tuple[bytes, list[int]]:
 
 
 def from_record(record: RecordDict) -> list[Message]:
-    data, sizes = bundle_bytes(record)
-    if any(not isinstance(s, int) or s < 0 for s in sizes) or sum(sizes) != len(data):
-        raise ProtocolError(f"Flower message bundle sizes {sizes[:5]}… do not add up to its {len(data)} bytes")
-    out, pos = [], 0
-    for size in sizes:
-        out.append(Message.from_bytes(data[pos : pos + size]))
-        pos += size
-    return out
+    return split_messages(*bundle_bytes(record))

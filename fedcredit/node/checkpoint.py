@@ -95,6 +95,22 @@ def _size(obj) -> int:
     return 0
 
 
+def _freeze(obj) -> bool:
+    """Whether ``obj`` may be referenced by identity from now on (its blob stays its content).
+
+    Numpy arrays are made read-only, with every array they view: a protocol that changed
+    one in place would fail loudly instead of leaving a stale blob behind. Data frames and
+    encrypted vectors are not changed in place by fedcredit's protocols.
+    """
+    if not isinstance(obj, np.ndarray):
+        return True
+    arr = obj
+    while isinstance(arr, np.ndarray):
+        arr.flags.writeable = False
+        arr = arr.base
+    return arr is None or isinstance(arr, bytes)
+
+
 class CheckpointStore:
     """One run's checkpoints in ``folder`` (``checkpoint`` plus ``blobs/``), signed with the node's secret."""
 
@@ -127,15 +143,24 @@ class CheckpointStore:
         self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
         referenced: dict[int, tuple[object, str]] = {}
         written = [0, 0]
-        replies, reply_blob = cp.replies, []
+        replies, returned = cp.replies, set()  # every digest this checkpoint names: never pruned
 
         def persistent_id(obj):
+            digest = _persistent_id(obj)
+            if digest is not None:
+                returned.add(digest)
+            return digest
+
+        def _persistent_id(obj):
             if obj is cp or (obj is not replies and _size(obj) < LARGE_BYTES):
                 return None
-            known = self._stored.get(id(obj))
+            known = referenced.get(id(obj)) or self._stored.get(id(obj))
             if known is not None and known[0] is obj:
                 referenced[id(obj)] = known
                 return known[1]
+            # frozen before it is pickled: numpy pickles a read-only array differently, and the digest
+            # must not change between this save and the next
+            cacheable = obj is not replies and _freeze(obj)
             data = pickle.dumps(obj, protocol=5)
             digest = hashlib.sha256(data).hexdigest()
             path = self.blobs / digest
@@ -144,11 +169,7 @@ class CheckpointStore:
                 if obj is not replies:
                     written[0] += 1
                     written[1] += len(data)
-            if isinstance(obj, np.ndarray):
-                obj.flags.writeable = False  # a stored array must not change behind its blob
-            if obj is replies:  # kept for a redelivery of this delivery only
-                reply_blob.append(digest)
-            else:
+            if cacheable:  # the next delivery has new replies
                 referenced[id(obj)] = (obj, digest)
             return digest
 
@@ -159,7 +180,7 @@ class CheckpointStore:
         body = buf.getvalue()
         atomic_write_bytes(self.path, self._sign(body), mode=0o600)
         self._stored = referenced
-        self._prune({d for _, d in referenced.values()} | set(reply_blob))
+        self._prune(returned)
         self.last = SaveStats(len(body), sum(map(len, replies)), written[1], written[0], time.perf_counter() - started)
         return self.last
 
@@ -182,14 +203,15 @@ class CheckpointStore:
             return None
         body = self._verify(raw)
         loaded: dict[int, tuple[object, str]] = {}
+        by_digest: dict[str, object] = {}
 
         def persistent_load(digest):
-            data = self._blob(str(digest))
-            obj = pickle.loads(data)
-            if isinstance(obj, np.ndarray):
-                obj.flags.writeable = False
-            loaded[id(obj)] = (obj, str(digest))
-            return obj
+            digest = str(digest)
+            if digest not in by_digest:  # an object referenced twice is one object again
+                obj = by_digest[digest] = pickle.loads(self._blob(digest))
+                if _freeze(obj):
+                    loaded[id(obj)] = (obj, digest)
+            return by_digest[digest]
 
         unpickler = pickle.Unpickler(io.BytesIO(body))
         unpickler.persistent_load = persistent_load

@@ -26,7 +26,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.common.wire import Message
+from fedcredit.common.wire import join_messages, split_messages
 from fedcredit.crypto import WorkerPool
 import fedcredit.node.channel as channel
 from fedcredit.node.checkpoint import node_secret
@@ -35,17 +35,6 @@ from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent
 
 log = logging.getLogger("fedcredit.node")
-
-
-def split_bundle(data: bytes, sizes: list[int]) -> list[Message]:
-    """A bundle's messages from its bytes and their sizes (as the relay took them from the Flower message)."""
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in sizes) or sum(sizes) != len(data):
-        raise FedCreditError(f"message bundle sizes {sizes[:5]} do not add up to its {len(data)} bytes")
-    out, pos = [], 0
-    for size in sizes:
-        out.append(Message.from_bytes(data[pos:pos + size]))
-        pos += size
-    return out
 
 
 def _header_json(request: Request, name: str, kind, what: str):
@@ -100,17 +89,17 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
     def _deliver(run: str, seq: int, body: bytes, sizes: list, ends: bool) -> Response:
         with busy:
             try:
-                outcome = runs.deliver(run, seq, split_bundle(body, sizes), ends_job=ends)
+                outcome = runs.deliver(run, seq, split_messages(body, sizes), ends_job=ends)
             except Exception as exc:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None
-            blobs = [r.to_bytes() for r in outcome.replies]
-            headers = {channel.SIZES: json.dumps([len(b) for b in blobs]), channel.ROLE: node.role}
+            data, sizes_out = join_messages(outcome.replies)
+            headers = {channel.SIZES: json.dumps(sizes_out), channel.ROLE: node.role}
             if outcome.head is not None:
                 headers[channel.HEAD] = json.dumps(outcome.head)
-            log.info("run %s delivery %s: %d message(s) in, %d out%s", run, seq, len(sizes), len(blobs),
+            log.info("run %s delivery %s: %d message(s) in, %d out%s", run, seq, len(sizes), len(sizes_out),
                      " (replayed)" if outcome.replayed else "")
-            return Response(b"".join(blobs), media_type="application/octet-stream", headers=headers)
+            return Response(data, media_type="application/octet-stream", headers=headers)
 
     @app.post("/abort")
     async def abort(request: Request) -> Response:
@@ -123,7 +112,7 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
     def _abort(run: str, body: bytes, sizes: list) -> Response:
         with busy:
             try:
-                messages = split_bundle(body, sizes)
+                messages = split_messages(body, sizes)
                 if len(messages) != 1:
                     raise FedCreditError(f"an abort carries one job.abort message, got {len(messages)}")
                 head = runs.abort(run, messages[0])

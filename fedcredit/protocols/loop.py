@@ -77,3 +77,21 @@ def hand_over_final_head(party, coordinator) -> None:
     record = getattr(coordinator, "record_final_head", None)
     if head is not None and record is not None:
         record(head)
+
+
+def drive_bundles(coordinator, deliver: Callable[[str, list[Message]], list[Message]]) -> int:
+    """Run ``coordinator`` to the end handing each node its round's messages as one bundle, as the engines do.
+
+    ``deliver(role, messages)`` returns the node's replies (through whatever transport a
+    test or benchmark puts in between). Returns the number of rounds.
+    """
+    outgoing = coordinator.start()
+    rounds = 0
+    while outgoing:
+        rounds += 1
+        per_node: dict[str, list[Message]] = {}
+        for msg in outgoing:
+            per_node.setdefault(msg.receiver, []).append(msg)
+        replies = [reply for role, msgs in per_node.items() for reply in deliver(role, msgs)]
+        outgoing = coordinator.advance(replies)
+    return rounds
