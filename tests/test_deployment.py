@@ -267,7 +267,7 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     assert status["ok"], status
     assert any("PSI:" in line for line in job.lines) and any("iteration" in line for line in job.lines)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_auc"] > 0.7 and metrics["rounds"] >= 20
+    assert metrics["test_auc"] > 0.7 and metrics["rounds"] >= 12  # 17 since #16 (3 rounds per L-BFGS point)
     for name in ("run.json", "limits.parquet", "limits.csv", "limits.sig.json", "audit/coordinator.jsonl"):
         assert (out / name).exists(), name
     assert json.loads((out / "run.json").read_text())["engine"] == "deployment"
