@@ -31,10 +31,11 @@ _RUNS: dict[tuple[str, str], NodeRuns] = {}  # (work dir, role) -> that node's r
 
 
 def _runs(node: NodeConfig, work: Path) -> NodeRuns:
+    """The node's runs in this process (their worker pool is attached per delivery: an abort needs none,
+    and must not wait for one to start)."""
     key = (str(Path(work).resolve()), node.role)
     if key not in _RUNS:
         _RUNS[key] = NodeRuns(work, lambda run: NodeAgent(node))
-    _RUNS[key].pool = _pool()
     return _RUNS[key]
 
 
@@ -91,7 +92,9 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
                 raise FedCreditError("protocol step without a delivery number")
             incoming = from_record(msg.content)
             ends = NodeAgent.ends_job(incoming)
-            outcome = _runs(node, work).deliver(str(context.run_id), seq, incoming, ends_job=ends)
+            runs = _runs(node, work)
+            runs.pool = _pool()
+            outcome = runs.deliver(str(context.run_id), seq, incoming, ends_job=ends)
             if ends:
                 _release_pool()
             content = to_record(outcome.replies)
