@@ -27,7 +27,6 @@ SOCKET = "node.sock"
 SECRET = "node.secret"
 MAX_SOCKET_PATH = 100
 RUN, SEQ, SIZES, HEAD, ROLE = "X-Fedcredit-Run", "X-Fedcredit-Seq", "X-Fedcredit-Sizes", "X-Fedcredit-Head", "X-Fedcredit-Role"
-ENDS_JOB = "X-Fedcredit-Ends-Job"
 
 
 class ServiceDown(Exception):

@@ -90,7 +90,7 @@ def _size(obj) -> int:
     kind = type(obj).__module__.split(".", 1)[0], type(obj).__name__
     if kind in (("pandas", "DataFrame"), ("pandas", "Series")):
         return int(obj.memory_usage(deep=False).sum()) if kind[1] == "DataFrame" else int(obj.memory_usage(deep=False))
-    if kind == ("fedcredit", "EncryptedVector") or kind[1] == "EncryptedVector":
+    if kind[1] == "EncryptedVector":
         return len(getattr(obj, "data", ())) * 256
     return 0
 

@@ -83,13 +83,12 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
         run = request.headers.get(channel.RUN, "")
         seq = _header_json(request, channel.SEQ, int, "a delivery number")
         sizes = _header_json(request, channel.SIZES, list, "a JSON list of message sizes")
-        ends = request.headers.get(channel.ENDS_JOB) == "1"
-        return await _in_thread(lambda: _deliver(run, seq, body, sizes, ends))
+        return await _in_thread(lambda: _deliver(run, seq, body, sizes))
 
-    def _deliver(run: str, seq: int, body: bytes, sizes: list, ends: bool) -> Response:
+    def _deliver(run: str, seq: int, body: bytes, sizes: list) -> Response:
         with busy:
             try:
-                outcome = runs.deliver(run, seq, split_messages(body, sizes), ends_job=ends)
+                outcome = runs.deliver(run, seq, split_messages(body, sizes))  # the warm pool stays: jobs follow jobs
             except Exception as exc:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None
