@@ -27,7 +27,7 @@ from fedcredit.crypto import Identity, WorkerPool
 from fedcredit.data import synth
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import from_record, to_record
-from fedcredit.flower.delivery import delivery_seq
+from fedcredit.flower.delivery import Deliveries, delivery_seq
 from fedcredit.flower.server_app import run_job
 from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols.job import ModelSettings, NodeAgent, NodeConfig
@@ -202,3 +202,66 @@ def test_secureboost_nodes_crashing_mid_tree_grow_the_same_trees(tmp_path, data,
     for role in ROLES:
         part = lambda run: read_tree_part(tmp_path / run / "out" / role / "model" / role, role)[1]  # noqa: E731
         assert part("crash") == part("clean"), role
+
+
+def test_a_node_served_by_two_processes_cuts_the_records_of_the_others_failed_attempt(tmp_path, data, pool,
+                                                                                        monkeypatch):
+    """Ray may serve one simulated node from two worker processes. When a delivery fails in one, the
+    other's cached agent is still current (no checkpoint was saved): it must cut the records the failed
+    attempt appended to the node's audit log, both to handle the delivery again and to close the log
+    as aborted."""
+    from fedcredit.audit.verify import read_log
+    from fedcredit.protocols.job import JobCoordinator
+
+    nodes = {r: NodeConfig(r, str(data[r]), out_dir=str(tmp_path / "out" / r)) for r in ROLES}
+    first = {r: NodeRuns(tmp_path / "work" / r, lambda run, n=n: NodeAgent(n), pool) for r, n in nodes.items()}
+    other = NodeRuns(tmp_path / "work" / "tax", lambda run: NodeAgent(nodes["tax"]), pool)
+    coordinator = JobCoordinator("two-workers", list(ROLES), SETTINGS, pool=pool)
+    seqs = dict.fromkeys(ROLES, 0)
+    log = tmp_path / "out" / "tax" / "audit" / "tax.jsonl"
+
+    def fail_in_the_other_process(messages):
+        size = log.stat().st_size
+        with monkeypatch.context() as m:
+            m.setattr(NodeAgent, "_dispatch", lambda self, msg: (_ for _ in ()).throw(RuntimeError("worker died")))
+            with pytest.raises(RuntimeError, match="worker died"):
+                other.deliver("1", seqs["tax"] + 1, messages)
+        assert log.stat().st_size > size  # the failed attempt audited the message it received
+
+    outgoing, failed = coordinator.start(), 0
+    while outgoing and failed < 2:
+        per_role: dict[str, list] = {}
+        for msg in outgoing:
+            per_role.setdefault(msg.receiver, []).append(msg)
+        replies = []
+        for role, messages in per_role.items():
+            if role == "tax" and seqs["tax"] in (3, 5):
+                fail_in_the_other_process(messages)
+                failed += 1
+                if failed == 2:
+                    break
+            seqs[role] += 1
+            replies += first[role].deliver("1", seqs[role], messages).replies  # handled again, by the cached agent
+        else:
+            outgoing = coordinator.advance(replies)
+    assert failed == 2
+    abort = coordinator.abort_messages(RuntimeError("worker died"))
+    assert first["tax"].abort("1", next(m for m in abort if m.receiver == "tax")) is not None
+    records = read_log(log).records
+    assert records[-1]["type"] == "aborted"
+    received = [r for r in records if r["type"] == "message" and r.get("direction") == "received"]
+    assert len(received) > 5 and len(received) == len({r["digest"] for r in received})  # none from a failed attempt
+
+
+def test_an_abort_keeps_the_replies_that_came_when_one_node_stays_silent():
+    """A failed job's abort waits a bounded time; the nodes that answered still hand over their final heads."""
+
+    class HalfSilentGrid:
+        def push_messages(self, msgs):
+            return [f"m{m.metadata.dst_node_id}" for m in msgs]
+
+        def pull_messages(self, ids):
+            return [_reply("m101", 101, RecordDict())] if "m101" in ids else []
+
+    got = Deliveries(HalfSilentGrid()).once({101: RecordDict(), 102: RecordDict()}, "query.abort", timeout=0.3)
+    assert list(got) == [101]

@@ -94,14 +94,14 @@ class Deliveries:
         that came (a failed job's abort must not wait for a node that is gone)."""
         saved, self.timeout = self.timeout, timeout
         try:
-            got, _lost = self._push_and_pull(contents, message_type)
+            got, _lost = self._push_and_pull(contents, message_type, partial=True)
         except FedCreditError:
             return {}
         finally:
             self.timeout = saved
         return got
 
-    def _push_and_pull(self, contents: dict[int, RecordDict], message_type: str):
+    def _push_and_pull(self, contents: dict[int, RecordDict], message_type: str, partial: bool = False):
         msgs = [FlowerMessage(c, dst_node_id=nid, message_type=message_type) for nid, c in contents.items()]
         ids = list(self.grid.push_messages(msgs))
         node_of_msg = dict(zip(ids, contents))
@@ -111,6 +111,8 @@ class Deliveries:
         lost: dict[int, str] = {}
         while pending:
             if time.monotonic() > deadline:
+                if partial:
+                    break
                 missing = sorted(self.name_of(node_of_msg[m]) for m in pending)
                 raise FedCreditError(f"no reply within {self.timeout:.0f} s from node(s) {', '.join(missing)} "
                                      f"in round {self.round} (they are online but silent)")

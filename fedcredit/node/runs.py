@@ -8,7 +8,9 @@ again); the checkpoint is what survives a crash. A cached agent is used only whi
 checkpoint on disk is the one it saved, so two processes serving the same node (Ray may
 move a simulated node between workers) never act on a stale agent. When handling fails,
 the cached agent is dropped (it may be half-changed) and the next delivery starts from
-the checkpoint, after cutting from the audit log whatever the failed attempt appended.
+the checkpoint. Whichever agent resumes (loaded or cached), it first cuts from the audit
+log whatever a failed attempt appended after its last delivery: that attempt may have run
+in another process, which leaves the checkpoint, and so this process's cache, current.
 A lock file keeps two processes of the same node from handling deliveries at once.
 """
 
@@ -111,11 +113,9 @@ class NodeRuns:
                 lost = " (its checkpoint is missing: was the work directory replaced?)" if done == 0 else ""
                 raise FedCreditError(f"delivery {seq} is out of order: this node completed delivery {done}{lost}; "
                                      "it cannot resume this run")
-            if live is not None:
-                agent = live.agent
-            elif cp is not None:
-                agent = cp.agent
-                agent.restore()  # cut audit records a crashed attempt appended after this checkpoint
+            if live is not None or cp is not None:
+                agent = live.agent if live is not None else cp.agent
+                agent.restore()  # cut audit records a failed or crashed attempt appended after this state
             else:
                 agent = self.new_agent(run)
             self._live.pop(run, None)  # until this delivery is saved, the agent may be half-changed
@@ -140,8 +140,7 @@ class NodeRuns:
             if cp is None:
                 return None
             agent = live.agent if live is not None else cp.agent
-            if live is None:
-                agent.restore()
+            agent.restore()
             agent.abort(message)
             head = agent.take_final_head()
             store.delete()
