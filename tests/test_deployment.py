@@ -271,6 +271,8 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     for name in ("run.json", "limits.parquet", "limits.csv", "limits.sig.json", "audit/coordinator.jsonl"):
         assert (out / name).exists(), name
     assert json.loads((out / "run.json").read_text())["engine"] == "deployment"
+    for role in ROLES:  # Flower's tasks ran inside each node's service, not in a flwr-clientapp process per message
+        assert "Flower task query.step completed" in (tmp / "work" / role / "node-service.log").read_text(), role
     # each node wrote its own part into its out-dir's folder for this run; an auditor collects the logs next to the
     # coordinator's
     node_out = lambda role, run=status["flower_run_id"]: tmp / "nodes-out" / role / f"run-{run}"  # noqa: E731

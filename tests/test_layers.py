@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
                             "fedcredit.common"},
     "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.node", "fedcredit.node.channel", "fedcredit.protocols", "fedcredit.audit",
                             "fedcredit.scoring", "fedcredit.crypto", "fedcredit.common"},
+    "fedcredit.node.__main__": {"fedcredit.node", "fedcredit.flower", "fedcredit.common"},  # the service's entry: wires in Flower's tasks
     "fedcredit.node":      {"fedcredit.node.channel", "fedcredit.protocols", "fedcredit.crypto", "fedcredit.common"},  # the node service
     "fedcredit.node.channel": {"fedcredit.common"},  # stdlib only: the relay ClientApp and deploy use it
     "fedcredit.deploy":    {"fedcredit.node.channel", "fedcredit.common"},

@@ -18,6 +18,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.common.wire import Message, join_messages, split_messages
 from fedcredit.data import synth
 from fedcredit.deploy import processes as P
+from fedcredit.deploy.clientapp import hand_to_service, task_spec, write_shim
 from fedcredit.node.checkpoint import Checkpoint, CheckpointStore
 from fedcredit.node.runs import run_folder
 from fedcredit.protocols.job import JobCoordinator, ModelSettings
@@ -118,10 +119,30 @@ def test_the_service_refuses_strangers_and_names_its_role_in_errors(tmp_path, da
         assert status == 422 and channel.error_text(body).startswith("[tax] ")
         status, _, body = channel.call(work, "POST", "/deliver", b"", {channel.RUN: "5", channel.SEQ: "x"})
         assert status == 400 and "X-Fedcredit-Seq" in channel.error_text(body)
+        # a Flower task handed over by the node's flwr-clientapp launcher is checked before anything runs
+        status, _, body = channel.call(work, "POST", "/task", b"[1]")
+        assert status == 400 and "JSON object" in channel.error_text(body)
+        bad = {"runtime_api_address": "127.0.0.1:9", "token": "not-hex", "insecure": True, "root_certificates": None}
+        status, _, body = channel.call(work, "POST", "/task", json.dumps(bad).encode())
+        assert status == 400 and channel.error_text(body).startswith("[tax] ") and "token" in channel.error_text(body)
+        assert hand_to_service(str(work), bad) == 1  # the service took it and failed it: no second runner
     finally:
         services.stop()
     with pytest.raises(channel.ServiceDown, match="not answering.*fedcredit node start"):
         channel.call(services.work("tax"), "GET", "/role", wait=0.3)
+    assert hand_to_service(str(services.work("tax")), bad) is None  # no service: Flower's own runner takes the task
+
+
+def test_the_launcher_reads_the_superexec_arguments_and_leaves_others_to_flower(tmp_path):
+    spec = task_spec(["--runtime-api-address", "127.0.0.1:9094", "--token", "ab" * 16, "--insecure",
+                      "--parent-pid", "42"])
+    assert spec == {"runtime_api_address": "127.0.0.1:9094", "token": "ab" * 16, "insecure": True,
+                    "root_certificates": None}
+    assert task_spec(["--runtime-api-address", "x:1", "--token-stdin"]) is None  # a form it does not know
+    assert task_spec(["--token", "ab"]) is None
+    shim = write_shim(tmp_path / "bin", tmp_path / "work dir")
+    text = shim.read_text()
+    assert os.access(shim, os.X_OK) and "--fedcredit-node-work '" in text and text.rstrip().endswith('"$@"')
 
 
 def test_the_relay_imports_no_protocol_code_or_data_libraries():

@@ -400,7 +400,8 @@ def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *
     env = flower_env(work / "flwr-home", extra)
     from fedcredit.deploy.clientapp import write_shim
 
-    env["PATH"] = f"{write_shim(work / 'bin').parent}{os.pathsep}{env['PATH']}"  # Flower's runner, lighter start
+    # tasks go to the node service (Flower is loaded there once); Flower's runner when it cannot take them
+    env["PATH"] = f"{write_shim(work / 'bin', work / 'state').parent}{os.pathsep}{env['PATH']}"
 
     def start_service() -> Proc:
         proc = spawn(f"node-service-{role}", service_command(config, workers), env, work / "node-service.log",

@@ -3,8 +3,9 @@
 Flower 1.41's SuperNode sleeps a hard-coded 3 s whenever it pulled no message
 (``flwr/supernode/start_client_internal.py``), which costs up to 3 s per message round
 of a chatty protocol. With ``FEDCREDIT_IDLE_POLL=SECONDS`` set (``fedcredit node start
---idle-poll``), that one sleep is shortened; every other sleep is left alone. This
-patches a private detail of flwr 1.41 only: on another version, or when the detail is
+--idle-poll``), that one sleep is shortened, and so is the wait before pulling an object
+of a message again that has not arrived yet (``shorten_pull_backoff``). This
+patches private details of flwr 1.41 only: on another version, or when the detail is
 not where it was, the SuperNode runs unchanged and says so.
 
 ``FEDCREDIT_HEARTBEAT=SECONDS`` (``fedcredit node start --heartbeat``) sets the interval
@@ -47,6 +48,27 @@ def _patch(idle: float) -> bool:
     # the 3 s idle wait, and the 0.5 s waits for the ClientApp's reply in the same loop
     shim.sleep = lambda s: _time.sleep(idle if s == 3 else min(s, idle) if s == 0.5 else s)
     sci.time = shim
+    return True
+
+
+def shorten_pull_backoff(initial: float, cap: float) -> bool:
+    """Flower 1.41 retries an object that is not there yet after 1 s, then 2, 4 … up to 10 s.
+
+    Flower registers a message before it uploads the message's objects, so whoever pulls
+    it (the SuperNode from the SuperLink, the ClientApp from the SuperNode, the ServerApp
+    a reply) may ask for objects that follow milliseconds later, and then sleeps a second
+    or more. This shortens the default waits of Flower's two object-pull functions in this
+    process (flwr 1.41 only; False elsewhere, where nothing changes).
+    """
+    from flwr.supercore.inflatable import inflatable_utils as pulls
+    from flwr.supercore.version import package_version
+
+    functions = (pulls.pull_objects, pulls.pull_and_inflate_object_from_tree)
+    if not package_version.startswith("1.41.") or not all(
+            {"initial_backoff", "backoff_cap"} <= set(f.__kwdefaults__ or {}) for f in functions):
+        return False
+    for f in functions:
+        f.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap)
     return True
 
 
@@ -127,7 +149,7 @@ def main() -> int:
               "using Flower's default", file=sys.stderr, flush=True)
     idle = os.environ.get("FEDCREDIT_IDLE_POLL")
     if idle:
-        if not _patch(float(idle)):
+        if not (_patch(float(idle)) and shorten_pull_backoff(min(float(idle), 0.05), 0.5)):
             print("fedcredit: idle-poll patch not applicable to this flwr version; using Flower's default",
                   file=sys.stderr, flush=True)
     from flwr.supernode.cli.flower_supernode import flower_supernode

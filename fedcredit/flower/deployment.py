@@ -184,5 +184,8 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
+    from fedcredit.deploy.supernode import shorten_pull_backoff
+
+    shorten_pull_backoff(0.02, 0.5)  # replies are registered before their objects arrive (flwr 1.41)
     # raising marks the Flower run as failed (``flwr ls`` shows it) after status.json says why
     run_coordinator(grid, dict(context.run_config), getattr(context, "run_id", None))

@@ -13,6 +13,7 @@ is ``work-dir`` (where the service's socket and secret are).
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from flwr.app import ConfigRecord, Context, Error, Message as FlowerMessage, RecordDict
 from flwr.clientapp import ClientApp
@@ -36,14 +37,24 @@ def _work(context: Context) -> str:
     return str(work)
 
 
-def _forward(msg: FlowerMessage, context: Context, route: str) -> FlowerMessage:
+Call = Callable[..., tuple[int, dict, bytes]]  # (method, route, body, headers) -> (status, headers, body)
+
+
+def service_call(context: Context) -> Call:
+    """Requests to this node's service over its channel, waiting for a service that is being restarted."""
+    def call(method: str, route: str, body: bytes = b"", headers: dict | None = None):
+        return channel.call(_work(context), method, route, body, headers, wait=SERVICE_WAIT_S)
+    return call
+
+
+def _forward(msg: FlowerMessage, context: Context, route: str, call: Call) -> FlowerMessage:
     try:
         data, sizes = bundle_bytes(msg.content)
         headers = {channel.RUN: str(context.run_id), channel.SIZES: json.dumps(sizes)}
         if route == "/deliver":
             seq = msg.content["delivery"]["seq"] if "delivery" in msg.content else None
             headers[channel.SEQ] = json.dumps(seq)
-        status, got, body = channel.call(_work(context), "POST", route, data, headers, wait=SERVICE_WAIT_S)
+        status, got, body = call("POST", route, data, headers)
     except Exception as exc:  # the service is down, or the message is not a fedcredit bundle
         return _failure(msg, context, f"{type(exc).__name__}: {exc}")
     if status != 200:
@@ -58,13 +69,9 @@ def _forward(msg: FlowerMessage, context: Context, route: str) -> FlowerMessage:
     return FlowerMessage(content, reply_to=msg)
 
 
-app = ClientApp()
-
-
-@app.query("role")
-def role(msg: FlowerMessage, context: Context) -> FlowerMessage:
+def _role(msg: FlowerMessage, context: Context, call: Call) -> FlowerMessage:
     try:
-        status, _, body = channel.call(_work(context), "GET", "/role", wait=SERVICE_WAIT_S)
+        status, _, body = call("GET", "/role")
         if status != 200:
             raise channel.ServiceDown(channel.error_text(body))
         name = json.loads(body)["role"]
@@ -73,11 +80,29 @@ def role(msg: FlowerMessage, context: Context) -> FlowerMessage:
     return FlowerMessage(RecordDict({"node": ConfigRecord({"role": str(name)})}), reply_to=msg)
 
 
+def relay(msg: FlowerMessage, context: Context, call: Call) -> FlowerMessage:
+    """The node's answer to one Flower message, from its service reached through ``call``."""
+    kind = msg.metadata.message_type
+    if kind == "query.role":
+        return _role(msg, context, call)
+    if kind in ("query.step", "query.abort"):
+        return _forward(msg, context, "/deliver" if kind == "query.step" else "/abort", call)
+    return _failure(msg, context, f"unexpected message type {kind!r} (expected query.role, query.step or query.abort)")
+
+
+app = ClientApp()
+
+
+@app.query("role")
+def role(msg: FlowerMessage, context: Context) -> FlowerMessage:
+    return relay(msg, context, service_call(context))
+
+
 @app.query("step")
 def step(msg: FlowerMessage, context: Context) -> FlowerMessage:
-    return _forward(msg, context, "/deliver")
+    return relay(msg, context, service_call(context))
 
 
 @app.query("abort")
 def abort(msg: FlowerMessage, context: Context) -> FlowerMessage:
-    return _forward(msg, context, "/abort")
+    return relay(msg, context, service_call(context))

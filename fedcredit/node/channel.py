@@ -33,6 +33,10 @@ class ServiceDown(Exception):
     """The node service did not answer on its socket."""
 
 
+class ServiceLost(ServiceDown):
+    """The node service took a request and went away before answering (it may have acted on it)."""
+
+
 def socket_path(work: str | os.PathLike) -> Path:
     """Where the node service of ``work`` listens."""
     work = Path(work).resolve()
@@ -64,25 +68,32 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def call(work: str | os.PathLike, method: str, route: str, body: bytes = b"", headers: dict | None = None, *,
-         timeout: float = 3600.0, wait: float = 0.0) -> tuple[int, dict, bytes]:
+         timeout: float = 3600.0, wait: float = 0.0, resend: bool = True) -> tuple[int, dict, bytes]:
     """One request to the node service of ``work``; waits up to ``wait`` seconds for it to come (back) up.
 
     Returns (status, headers, body). Raises ``ServiceDown`` when nothing answers in time.
+    With ``resend=False`` a request the service took and dropped is not sent again:
+    ``ServiceLost`` (requests that must not run twice).
     """
     path = socket_path(work)
     deadline = time.monotonic() + wait
     while True:
+        sent = False
         try:
             secret = read_secret(work)
             conn = _UnixConnection(path, timeout)
             try:
                 conn.request(method, route, body=body, headers={**(headers or {}), "Authorization": f"Bearer {secret}"})
+                sent = True
                 response = conn.getresponse()
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
             finally:
                 conn.close()
         except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError,
                 http.client.RemoteDisconnected, ServiceDown) as exc:
+            if sent and not resend:
+                raise ServiceLost(f"the fedcredit node service at {path} went away while handling {route} "
+                                  f"({type(exc).__name__})") from None
             if time.monotonic() >= deadline:
                 raise ServiceDown(f"the fedcredit node service at {path} is not answering ({type(exc).__name__}); "
                                   "start the node with `fedcredit node start` (it runs the service beside the "

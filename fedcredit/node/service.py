@@ -10,7 +10,9 @@ every delivery, so a killed service, restarted, resumes where its last completed
 delivery left it. Requests are handled one at a time.
 
 Served with FastAPI on uvicorn, bound to a Unix socket only (no TCP port):
-``GET /health``, ``GET /role``, ``POST /deliver`` and ``POST /abort``.
+``GET /health``, ``GET /role``, ``POST /deliver`` and ``POST /abort``; and ``POST /task``,
+through which the node's ``flwr-clientapp`` launcher (``fedcredit.deploy.clientapp``)
+hands a whole Flower task to this process, so no per-message process imports Flower.
 """
 
 from __future__ import annotations
@@ -37,20 +39,33 @@ from fedcredit.protocols import NodeAgent
 log = logging.getLogger("fedcredit.node")
 
 
-def _header_json(request: Request, name: str, kind, what: str):
-    raw = request.headers.get(name)
+class Failed(Exception):
+    """A request the service refuses: its HTTP status and the reason."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _header_json(headers, name: str, kind, what: str):
+    raw = headers.get(name.lower())
     try:
         value = json.loads(raw) if raw is not None else None
     except ValueError:
         value = None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise HTTPException(400, f"header {name} must hold {what}, got {raw!r}")
+        raise Failed(400, f"header {name} must hold {what}, got {raw!r}")
     return value
 
 
-def make_app(cfg: dict, pool=None) -> FastAPI:
+def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     """The service's endpoints for the node configured by ``cfg`` (``fedcredit.node.config``; its work
-    directory holds checkpoints, secret and socket)."""
+    directory holds checkpoints, secret and socket).
+
+    ``run_task(spec, call)``, when given, runs one Flower ClientApp task in this process
+    (``POST /task``, from the ``flwr-clientapp`` launcher), answering the task's message
+    through ``call``: the same handlers as the HTTP routes, without a socket in between.
+    """
     node, work = node_from_config(cfg, "")
     secret = node_secret(work)
     runs = NodeRuns(work, lambda run: NodeAgent(node_from_config(cfg, run)[0]), pool)
@@ -64,28 +79,13 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
             log.warning("refused a request without the node's secret")
             raise HTTPException(401, "this request does not carry the node's secret")
 
-    def node_error(exc: Exception) -> HTTPException:
-        return HTTPException(422, f"[{node.role}] {type(exc).__name__}: {exc}")
+    def node_error(exc: Exception) -> Failed:
+        return Failed(422, f"[{node.role}] {type(exc).__name__}: {exc}")
 
-    @app.get("/health")
-    def health() -> dict:
-        return {"ok": True, "role": node.role}
-
-    @app.get("/role")
-    def role(request: Request) -> dict:
-        authorized(request)
-        return {"role": node.role}
-
-    @app.post("/deliver")
-    async def deliver(request: Request) -> Response:
-        authorized(request)
-        body = await request.body()
-        run = request.headers.get(channel.RUN, "")
-        seq = _header_json(request, channel.SEQ, int, "a delivery number")
-        sizes = _header_json(request, channel.SIZES, list, "a JSON list of message sizes")
-        return await _in_thread(lambda: _deliver(run, seq, body, sizes))
-
-    def _deliver(run: str, seq: int, body: bytes, sizes: list) -> Response:
+    def deliver(headers, body: bytes) -> tuple[dict, bytes]:
+        run = headers.get(channel.RUN.lower(), "")
+        seq = _header_json(headers, channel.SEQ, int, "a delivery number")
+        sizes = _header_json(headers, channel.SIZES, list, "a JSON list of message sizes")
         with busy:
             try:
                 outcome = runs.deliver(run, seq, split_messages(body, sizes))  # the warm pool stays: jobs follow jobs
@@ -93,22 +93,16 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None
             data, sizes_out = join_messages(outcome.replies)
-            headers = {channel.SIZES: json.dumps(sizes_out), channel.ROLE: node.role}
+            out = {channel.SIZES: json.dumps(sizes_out), channel.ROLE: node.role}
             if outcome.head is not None:
-                headers[channel.HEAD] = json.dumps(outcome.head)
+                out[channel.HEAD] = json.dumps(outcome.head)
             log.info("run %s delivery %s: %d message(s) in, %d out%s", run, seq, len(sizes), len(sizes_out),
                      " (replayed)" if outcome.replayed else "")
-            return Response(data, media_type="application/octet-stream", headers=headers)
+            return out, data
 
-    @app.post("/abort")
-    async def abort(request: Request) -> Response:
-        authorized(request)
-        body = await request.body()
-        run = request.headers.get(channel.RUN, "")
-        sizes = _header_json(request, channel.SIZES, list, "a JSON list of message sizes")
-        return await _in_thread(lambda: _abort(run, body, sizes))
-
-    def _abort(run: str, body: bytes, sizes: list) -> Response:
+    def abort(headers, body: bytes) -> tuple[dict, bytes]:
+        run = headers.get(channel.RUN.lower(), "")
+        sizes = _header_json(headers, channel.SIZES, list, "a JSON list of message sizes")
         with busy:
             try:
                 messages = split_messages(body, sizes)
@@ -118,8 +112,67 @@ def make_app(cfg: dict, pool=None) -> FastAPI:
             except Exception as exc:
                 raise node_error(exc) from None
             log.info("run %s aborted", run)
-            headers = {channel.HEAD: json.dumps(head)} if head is not None else {}
-            return Response(b"", headers=headers)
+            return ({channel.HEAD: json.dumps(head)} if head is not None else {}), b""
+
+    def role(headers, body: bytes) -> tuple[dict, bytes]:
+        return {}, json.dumps({"role": node.role}).encode()
+
+    routes = {("GET", "/role"): role, ("POST", "/deliver"): deliver, ("POST", "/abort"): abort}
+
+    def local_call(method: str, route: str, body: bytes = b"", headers: dict | None = None):
+        """A request answered in this process: (status, lower-case headers, body), like ``channel.call``."""
+        handler = routes.get((method, route))
+        if handler is None:
+            return 404, {}, json.dumps({"detail": f"no route {method} {route}"}).encode()
+        try:
+            out, data = handler({k.lower(): v for k, v in (headers or {}).items()}, body)
+        except Failed as exc:
+            return exc.status, {}, json.dumps({"detail": exc.detail}).encode()
+        return 200, {k.lower(): v for k, v in out.items()}, data
+
+    def answer(method: str, route: str, headers, body: bytes) -> Response:
+        try:
+            out, data = routes[(method, route)](headers, body)
+        except Failed as exc:
+            raise HTTPException(exc.status, exc.detail) from None
+        return Response(data, media_type="application/octet-stream", headers=out)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True, "role": node.role}
+
+    @app.get("/role")
+    def role_route(request: Request) -> dict:
+        authorized(request)
+        return {"role": node.role}
+
+    @app.post("/deliver")
+    async def deliver_route(request: Request) -> Response:
+        authorized(request)
+        body = await request.body()
+        return await _in_thread(lambda: answer("POST", "/deliver", request.headers, body))
+
+    @app.post("/abort")
+    async def abort_route(request: Request) -> Response:
+        authorized(request)
+        body = await request.body()
+        return await _in_thread(lambda: answer("POST", "/abort", request.headers, body))
+
+    @app.post("/task")
+    async def task_route(request: Request) -> dict:
+        authorized(request)
+        if run_task is None:
+            raise HTTPException(404, "this node service does not run Flower tasks itself")
+        try:
+            spec = json.loads(await request.body())
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict):
+            raise HTTPException(400, "a task is a JSON object (runtime_api_address, token, insecure, root_certificates)")
+        try:
+            return await _in_thread(lambda: run_task(spec, local_call))
+        except FedCreditError as exc:
+            raise HTTPException(400, f"[{node.role}] {exc}") from None
 
     return app
 
@@ -131,7 +184,7 @@ async def _in_thread(work):
     return await anyio.to_thread.run_sync(work)
 
 
-def serve(cfg: dict, workers: int | None = None) -> None:
+def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     """Run the service for the node configured by ``cfg`` on its Unix socket until SIGTERM/SIGINT."""
     import uvicorn
 
@@ -143,12 +196,13 @@ def serve(cfg: dict, workers: int | None = None) -> None:
     sock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     sock.unlink(missing_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fedcredit-node %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # every Runtime API request of a Flower task
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(sock))
     os.chmod(sock, 0o600)  # (inside a 0700 directory from the start): only this OS user can connect
     try:
         with WorkerPool(workers) as pool:
-            app = make_app(cfg, pool)
+            app = make_app(cfg, pool, run_task)
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
             log.info("%s node service listening on %s", node.role, sock)
             uvicorn.Server(config).run(sockets=[listener])

@@ -1,0 +1,111 @@
+"""One Flower ClientApp task run inside the node's long-lived service instead of a fresh process.
+
+Flower 1.41's SuperNode starts ``flwr-clientapp --runtime-api-address … --token …`` for
+every message it receives; that process imports Flower (about a CPU-second here), pulls
+the message over the SuperNode's Runtime API, runs the ClientApp and pushes the reply.
+fedcredit's ``flwr-clientapp`` launcher (``fedcredit.deploy.clientapp``) hands the address
+and the task's token to the node service, which already has Flower loaded and does the
+same exchange here with Flower's own Runtime API client: pull the task's input and
+message, answer it with the relay (``relay_app.relay``, whose requests go to the service's
+handlers in-process), push the reply and the task's final status. The task's heartbeat
+runs meanwhile, so a service killed mid-task is reported by the SuperNode as a crashed
+ClientApp, which the coordinator redelivers.
+
+The FAB's code is not executed: the node answers with the fedcredit it has installed.
+Only flwr 1.41 is supported here (``supported()``); on any other version the launcher
+runs Flower's own ``flwr-clientapp`` and the relay ClientApp, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy.supernode import shorten_pull_backoff
+from fedcredit.flower.codec import NODE_ERROR
+from fedcredit.flower.relay_app import Call, relay
+
+log = logging.getLogger("fedcredit.node")
+_ONE_AT_A_TIME = threading.Lock()  # Flower keeps the current task's identity in class attributes
+PULL_RETRY_S = 0.02  # first wait before pulling an object again that the SuperNode does not have yet
+_TOKEN = re.compile(r"[0-9a-f]{16,256}")
+
+
+def supported() -> bool:
+    from flwr.supercore.version import package_version
+
+    return package_version.startswith("1.41.")
+
+
+def _spec(spec: dict) -> tuple[str, str, bool, bytes | None]:
+    address, token = spec.get("runtime_api_address"), spec.get("token")
+    insecure, certs = spec.get("insecure", False), spec.get("root_certificates")
+    if not isinstance(address, str) or not re.fullmatch(r"[\w.\-\[\]:]{1,200}", address):
+        raise FedCreditError(f"task: runtime_api_address must be host:port, got {address!r}")
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise FedCreditError("task: token must be Flower's hexadecimal task token")
+    if not isinstance(insecure, bool) or not (certs is None or isinstance(certs, str)):
+        raise FedCreditError("task: insecure must be true/false and root_certificates a file path or null")
+    if not insecure and certs is not None:
+        try:
+            return address, token, insecure, Path(certs).read_bytes()
+        except OSError as exc:
+            raise FedCreditError(f"task: root_certificates {certs}: {exc}") from None
+    return address, token, insecure, None
+
+
+def run_task(spec: dict, call: Call) -> dict:
+    """Run the Flower task ``spec`` names (``runtime_api_address``, ``token``, ``insecure``,
+    ``root_certificates``): its message is answered through ``call``. Returns what happened."""
+    from flwr.app import Error, Message as FlowerMessage
+    from flwr.common.constant import SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+    if not supported():
+        raise FedCreditError("this node's Flower version runs tasks in flwr-clientapp processes only")
+    shorten_pull_backoff(PULL_RETRY_S, 0.5)  # the SuperNode may still be fetching the message's objects
+    address, token, insecure, certs = _spec(spec)
+    with _ONE_AT_A_TIME:
+        client = RuntimeHttpClient.from_server_address(
+            server_address=address, insecure=insecure, root_certificates=certs,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                          RuntimeTokenHttpInterceptor(token)],
+            retry_invoker=make_simple_http_retry_invoker())
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        message = context = reply = None
+        status, details = SubStatus.FAILED, "the node service could not run this task"
+        times = [time.perf_counter()]
+        try:
+            heartbeat.start()
+            message, context, _run, _fab = pull_task_input(client)
+            times.append(time.perf_counter())
+            reply = relay(message, context, call)
+            times.append(time.perf_counter())
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:  # noqa: BLE001 — reported to the coordinator as the node's error
+            log.error("Flower task failed: %s: %s", type(exc).__name__, exc)
+            details = f"{type(exc).__name__}: {exc}"
+            if message is not None:
+                who = context.node_config.get("role", "unknown role") if context is not None else "unknown role"
+                reply = FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {details}"), reply_to=message)
+        finally:
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+                push_task_output(client=client, context=context, sub_status=status, details=details)
+            finally:
+                heartbeat.stop()
+                client.close()
+        times.append(time.perf_counter())
+        kind = message.metadata.message_type if message is not None else None
+        log.info("Flower task %s %s: %s", kind, status, ", ".join(
+            f"{what} {b - a:.2f} s" for what, a, b in zip(("pull", "answer", "push"), times, times[1:])))
+        return {"status": status, "type": kind}
