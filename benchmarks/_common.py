@@ -40,3 +40,16 @@ def emit(figures: dict, path: Path | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent (user + system, all cores) since boot, seconds (/proc/stat).
+
+    The difference across a run is its core-seconds when nothing else runs; it also counts
+    processes a run starts in other namespaces or outside its process tree (Flower's).
+    """
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()[1:]
+    user, nice, system = (int(v) for v in fields[:3])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+

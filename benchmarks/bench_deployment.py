@@ -14,7 +14,8 @@ depth 2). Needs root; may install Debian's ``nftables`` for the loss.
 
 JSON keys: simulation_s, deployment_s, rounds, per_round_s (the median wall time of one
 message round on the deployment engine, as the coordinator timed it), load_avg (1-minute
-load average at start and end of each run), bytes_per_party, netem_s, plus impairment,
+load average at start and end of each run), machine_core_s (CPU seconds the whole machine
+spent during each run, all processes: the runs' core-seconds when nothing else runs), bytes_per_party, netem_s, plus impairment,
 slowdown, the AUCs of the three runs and the settings. ``--trees N`` sets the SecureBoost
 job's trees (full default: 5); ``--no-impairment`` skips the third run.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, machine, parser  # noqa: E402
+from _common import emit, machine, machine_cpu_seconds, parser  # noqa: E402
 
 from fedcredit_netlab import namespaces as netlab  # noqa: E402
 from fedcredit.deploy import processes as P  # noqa: E402
@@ -89,18 +91,18 @@ def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float
                                           out=work / "nodes-out" / role, idle_poll=0.1, netns=lab.ns(role)))
             captures = {party: Capture(lab.link(party), limit_bytes=0) for party in lab.parties}
             config = {**run_config_from_settings(settings, list(ROLES)), "registry": str(work / "state" / "registry.json")}
-            started, load = time.perf_counter(), os.getloadavg()[0]
+            started, load, cpu = time.perf_counter(), os.getloadavg()[0], machine_cpu_seconds()
             try:
                 submit(f"{host}:{port}", certs, work / "out", config, echo=lambda line: None, timeout=4 * 3600)
             finally:
-                seconds = time.perf_counter() - started
+                seconds, cpu = time.perf_counter() - started, machine_cpu_seconds() - cpu
                 load = (load, os.getloadavg()[0])
                 seen = {party: cap.stop() for party, cap in captures.items()}
         finally:
             for proc in reversed(procs):
                 proc.stop()
     metrics = json.loads((work / "out" / "metrics.json").read_text())
-    return {"seconds": seconds, "metrics": metrics, "bytes": {p: s.bytes_total for p, s in seen.items()},
+    return {"seconds": seconds, "cpu_s": cpu, "metrics": metrics, "bytes": {p: s.bytes_total for p, s in seen.items()},
             "drops": {p: s.kernel_drops for p, s in seen.items()}, "load": load,
             "impairment": ({**next(iter(impairments.values())).describe(), "party": ",".join(impairments)}
                            if impairments else None)}
@@ -116,6 +118,8 @@ def main() -> None:
     p.add_argument("--trees", type=int, default=5, help="SecureBoost trees in the full run (the demo grows 30)")
     p.add_argument("--no-impairment", action="store_true", help="skip the run with delay and loss")
     args = p.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the lab's SuperLink, nodes and namespaces
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     why_not = netlab.unavailable_reason()
     if why_not:
         sys.exit(f"bench_deployment needs network namespaces: {why_not}")
@@ -132,9 +136,9 @@ def main() -> None:
     steps = f"max {settings.max_iter} iterations" if args.model == "scorecard_lr" else f"{settings.trees} trees"
     print(f"{rows:,} enterprises, {args.model}, {settings.key_bits}-bit, {steps}; in {root}", flush=True)
 
-    load = os.getloadavg()[0]
+    load, cpu = os.getloadavg()[0], machine_cpu_seconds()
     sim_s, sim = simulate(paths, settings, root / "simulation")
-    load = (load, os.getloadavg()[0])
+    load, sim_cpu = (load, os.getloadavg()[0]), machine_cpu_seconds() - cpu
     print(f"simulation: {sim_s:.1f} s, {sim['rounds']} rounds, test AUC {sim['test_auc']:.6f}", flush=True)
     plain = deploy(paths, settings, root / "deployment")
     print(f"deployment: {plain['seconds']:.1f} s, test AUC {plain['metrics']['test_auc']:.6f}", flush=True)
@@ -151,6 +155,8 @@ def main() -> None:
         "simulation_s": round(sim_s, 1), "deployment_s": round(plain["seconds"], 1),
         "rounds": plain["metrics"]["rounds"], "per_round_s": plain["metrics"].get("median_round_s"),
         "load_avg": {"simulation": load, "deployment": plain["load"], "impaired": slow["load"]},
+        "machine_core_s": {"simulation": round(sim_cpu, 1), "deployment": round(plain["cpu_s"], 1),
+                           "impaired": round(slow["cpu_s"], 1) if slow.get("cpu_s") is not None else None},
         "bytes_per_party": plain["bytes"], "netem_s": round(slow["seconds"], 1) if slow["seconds"] else None,
         "impairment": slow["impairment"],
         "slowdown": round(slow["seconds"] / plain["seconds"], 3) if slow["seconds"] else None,
