@@ -34,10 +34,11 @@ WORK_FLAG = "--fedcredit-node-work"
 def _lean_entry():
     """Flower's ``flwr_clientapp`` function, imported without ``flwr.supernode.cli.__init__`` (flwr 1.41 only)."""
     import flwr
-    from flwr.supercore.version import package_version
+
+    from fedcredit.deploy.supernode import flwr_141
 
     path = Path(flwr.__file__).parent / "supernode" / "cli" / "flwr_clientapp.py"
-    if not package_version.startswith("1.41.") or not path.exists():
+    if not flwr_141() or not path.exists():
         return None
     spec = importlib.util.spec_from_file_location(NAME, path)
     module = importlib.util.module_from_spec(spec)

@@ -38,11 +38,17 @@ REFUSED_LINE = b"Exit Code: 305"  # flwr's SUPERNODE_CONNECTION_ERROR (activatio
 _CHILD = "FEDCREDIT_SUPERNODE_CHILD"
 
 
-def _patch(idle: float) -> bool:
-    import flwr.supernode.start_client_internal as sci
+def flwr_141() -> bool:
+    """Whether the installed Flower is the 1.41 line, the only one whose private details fedcredit patches."""
     from flwr.supercore.version import package_version
 
-    if not package_version.startswith("1.41.") or getattr(sci, "time", None) is not _time:
+    return package_version.startswith("1.41.")
+
+
+def _patch(idle: float) -> bool:
+    import flwr.supernode.start_client_internal as sci
+
+    if not flwr_141() or getattr(sci, "time", None) is not _time:
         return False
     shim = types.SimpleNamespace(**{k: getattr(_time, k) for k in dir(_time) if not k.startswith("__")})
     # the 3 s idle wait, and the 0.5 s waits for the ClientApp's reply in the same loop
@@ -61,10 +67,9 @@ def shorten_pull_backoff(initial: float, cap: float) -> bool:
     process (flwr 1.41 only; False elsewhere, where nothing changes).
     """
     from flwr.supercore.inflatable import inflatable_utils as pulls
-    from flwr.supercore.version import package_version
 
     functions = (pulls.pull_objects, pulls.pull_and_inflate_object_from_tree)
-    if not package_version.startswith("1.41.") or not all(
+    if not flwr_141() or not all(
             {"initial_backoff", "backoff_cap"} <= set(f.__kwdefaults__ or {}) for f in functions):
         return False
     for f in functions:

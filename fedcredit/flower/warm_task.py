@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.deploy.supernode import shorten_pull_backoff
+from fedcredit.deploy.supernode import flwr_141, shorten_pull_backoff
 from fedcredit.flower.codec import NODE_ERROR
 from fedcredit.flower.relay_app import Call, relay
 
@@ -36,9 +36,7 @@ _TOKEN = re.compile(r"[0-9a-f]{16,256}")
 
 
 def supported() -> bool:
-    from flwr.supercore.version import package_version
-
-    return package_version.startswith("1.41.")
+    return flwr_141()
 
 
 def _spec(spec: dict) -> tuple[str, str, bool, bytes | None]:

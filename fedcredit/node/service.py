@@ -131,10 +131,9 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
         return 200, {k.lower(): v for k, v in out.items()}, data
 
     def answer(method: str, route: str, headers, body: bytes) -> Response:
-        try:
-            out, data = routes[(method, route)](headers, body)
-        except Failed as exc:
-            raise HTTPException(exc.status, exc.detail) from None
+        status, out, data = local_call(method, route, body, dict(headers))
+        if status != 200:
+            raise HTTPException(status, channel.error_text(data))
         return Response(data, media_type="application/octet-stream", headers=out)
 
     @app.get("/health")
