@@ -159,13 +159,13 @@ class SbBank(BankRounds):
                                     f"which {'is' if len(missing) == 1 else 'are'} not in this job")
             meta["trees"] = len(self.trees)
             return
-        if self.hosts:  # a bank-only model never encrypts
-            self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
-            self.key = self.keypair.public_key
         unknown = sorted(set(self.data.monotone or {}) - {BANK, *self.hosts})
         if unknown:
             raise ProtocolError(f"{msg.describe()}: monotone constraints for {', '.join(unknown)}, "
                                 f"which {'is' if len(unknown) == 1 else 'are'} not in this job")
+        if self.hosts:  # a bank-only model never encrypts
+            self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
+            self.key = self.keypair.public_key
         y = self.data.labels[self.data.train_rows].astype(np.float64)
         self.base = ref.base_score(y)
         self._score = np.full(len(y), self.base)
