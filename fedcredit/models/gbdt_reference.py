@@ -30,11 +30,23 @@ joined bins of every party, so the federated model can be checked tree for tree:
   their scores so far; training stops once ``patience`` trees in a row have not raised the
   best AUC (strictly), and the model keeps the trees up to the best one;
 - feature importance: per (party, feature) the number of splits and their total gain
-  over the kept trees (``importance``).
+  over the kept trees (``importance``);
+- monotone constraints (``PartyBins.monotone``, XGBoost's rule): a direction per feature,
+  +1 = the raw score must not decrease as the feature's bin index grows, −1 = must not
+  increase, 0 = free. The missing bin is the last and always goes right, so it counts as
+  above every value. Every node carries weight bounds [lower, upper] (the root none); a
+  node's weight is ``−G/(H+λ)`` clipped to them, and a term of the gain is
+  ``−(2Gw + (H+λ)w²)`` of that clipped weight (``G²/(H+λ)`` when unclipped, so trees without
+  bounds are today's bit for bit). A split on a constrained feature is admissible only when
+  its children's (clipped) weights follow the direction; its children get the mid-point of
+  the two weights as a new upper (left, +1) and lower (right, +1) bound, and every child
+  inherits its parent's bounds, so the whole tree is monotone along the feature
+  (``decide_split``, which the federated bank calls too).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,12 +174,55 @@ def histogram(bins: np.ndarray, n_bins: list[int], g: np.ndarray, h: np.ndarray)
     return out[0], out[1]
 
 
+Bounds = tuple[float, float]
+UNBOUNDED: Bounds = (-math.inf, math.inf)  # a node's weight bounds without monotone constraints above it
+DIRECTIONS = (-1, 0, 1)
+
+
+def check_monotone(party: str, directions, n_features: int | None) -> list[int] | None:
+    """A party's monotone directions, one per feature in {-1, 0, 1} (None: no constraints).
+
+    ``n_features`` None skips the length check (a host's count is known later). Raises
+    FedCreditError naming the party and the feature index.
+    """
+    if directions is None:
+        return None
+    if isinstance(directions, (str, bytes, dict)) or not hasattr(directions, "__len__"):
+        raise FedCreditError(f"monotone constraints of {party}: expected a list of directions, one per feature "
+                             f"(-1, 0 or 1), got {type(directions).__name__}")
+    if n_features is not None and len(directions) != n_features:
+        raise FedCreditError(f"monotone constraints of {party}: {len(directions)} directions for {n_features} "
+                             "features")
+    for j, d in enumerate(directions):
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d not in DIRECTIONS:
+            raise FedCreditError(f"monotone constraints of {party}: feature {j} has direction {d!r}, "
+                                 "expected -1, 0 or 1")
+    return [int(d) for d in directions]
+
+
+def _clip(w, bounds: Bounds):
+    lo, hi = bounds
+    return np.clip(w, lo, hi) if isinstance(w, np.ndarray) else min(max(w, lo), hi)
+
+
+def _terms(g, h, lam: float, bounds: Bounds):
+    """(loss reduction, weight) of nodes with sums g, h: ``G²/(H+λ)`` at the optimal weight ``−G/(H+λ)``;
+    where that weight falls outside ``bounds``, ``−(2Gw + (H+λ)w²)`` at the clipped weight w."""
+    plain, w = g * g / (h + lam), -g / (h + lam)
+    if bounds == UNBOUNDED:
+        return plain, w
+    wc = _clip(w, bounds)
+    return np.where(wc == w, plain, -(2 * g * wc + (h + lam) * wc * wc)), wc
+
+
 def best_split(hist_g: np.ndarray, hist_h: np.ndarray, n_bins: list[int], total_g, total_h,
-               cfg: GbdtConfig) -> tuple[float, int, int] | None:
+               cfg: GbdtConfig, monotone: list[int] | None = None,
+               bounds: Bounds = UNBOUNDED) -> tuple[float, int, int] | None:
     """Best (gain, feature, bin) of one party's histograms at a node, or None.
 
     Candidates are "bins ≤ b go left" for b < n_bins − 1; ties go to the lowest feature,
-    then the lowest bin. Integer histograms are at scale 2^cfg.scale_bits.
+    then the lowest bin. Integer histograms are at scale 2^cfg.scale_bits. ``monotone``
+    (a direction per feature) and the node's weight ``bounds``: see the module docstring.
     """
     if hist_g.size == 0:
         return None
@@ -178,9 +233,13 @@ def best_split(hist_g: np.ndarray, hist_h: np.ndarray, n_bins: list[int], total_
     gr, hr = g - gl, h - hl
     lam = cfg.l2
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - g * g / (h + lam)) - cfg.gamma
+        (tl, wl), (tr, wr), (tp, _) = _terms(gl, hl, lam, bounds), _terms(gr, hr, lam, bounds), _terms(g, h, lam, bounds)
+        gain = 0.5 * (tl + tr - tp) - cfg.gamma
     valid = (hl >= cfg.min_child_weight) & (hr >= cfg.min_child_weight)
     valid &= np.arange(hist_g.shape[1])[None, :] < (np.asarray(n_bins)[:, None] - 1)
+    if monotone is not None and any(monotone):
+        d = np.asarray(monotone)[:, None]
+        valid &= ~(((d > 0) & (wl > wr)) | ((d < 0) & (wl < wr)))
     gain = np.where(valid, gain, -np.inf)
     idx = int(np.argmax(gain))  # first maximum in (feature, bin) order
     j, b = divmod(idx, hist_g.shape[1])
@@ -199,10 +258,47 @@ def choose(candidates: list[tuple[str, tuple[float, int, int] | None]]) -> tuple
     return best
 
 
-def leaf_weight(total_g, total_h, cfg: GbdtConfig) -> float:
+def leaf_weight(total_g, total_h, cfg: GbdtConfig, bounds: Bounds = UNBOUNDED) -> float:
+    """``−G/(H+λ)``, clipped to the node's weight bounds."""
     g = float(to_real(np.asarray([total_g]), cfg.scale_bits)[0])
     h = float(to_real(np.asarray([total_h]), cfg.scale_bits)[0])
-    return -g / (h + cfg.l2)
+    return _clip(-g / (h + cfg.l2), bounds)
+
+
+def child_bounds(hist_g: np.ndarray, hist_h: np.ndarray, j: int, b: int, total_g, total_h, cfg: GbdtConfig,
+                 direction: int, bounds: Bounds) -> tuple[Bounds, Bounds]:
+    """Weight bounds of the (left, right) children of a split "feature j, bins ≤ b left": the parent's,
+    split at the mid-point of the children's clipped weights when the feature is constrained."""
+    if direction == 0:
+        return bounds, bounds
+    gl, hl = hist_g[j, :b + 1].sum(), hist_h[j, :b + 1].sum()
+    mid = (leaf_weight(gl, hl, cfg, bounds) + leaf_weight(total_g - gl, total_h - hl, cfg, bounds)) / 2
+    lo, hi = bounds
+    return ((lo, mid), (mid, hi)) if direction > 0 else ((mid, hi), (lo, mid))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One party's histograms at a node, as split finding takes them."""
+
+    party: str
+    hist_g: np.ndarray
+    hist_h: np.ndarray
+    n_bins: list[int]
+    monotone: list[int] | None = None
+
+
+def decide_split(cands: list[Candidate], total_g, total_h, cfg: GbdtConfig,
+                 bounds: Bounds = UNBOUNDED) -> tuple[tuple[str, int, int, float], tuple[Bounds, Bounds]] | None:
+    """A node's split over every party (in order): ((party, feature, bin, gain), children's bounds), or None."""
+    choice = choose([(c.party, best_split(c.hist_g, c.hist_h, c.n_bins, total_g, total_h, cfg, c.monotone, bounds))
+                     for c in cands])
+    if choice is None:
+        return None
+    party, j, b, _ = choice
+    c = next(c for c in cands if c.party == party)
+    direction = c.monotone[j] if c.monotone is not None else 0
+    return choice, child_bounds(c.hist_g, c.hist_h, j, b, total_g, total_h, cfg, direction, bounds)
 
 
 def goss(g: np.ndarray, h: np.ndarray, cfg: GbdtConfig, tree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -265,11 +361,13 @@ def smaller_first(left: np.ndarray, right: np.ndarray) -> bool:
 
 @dataclass
 class PartyBins:
-    """One party's binned features: rows × features bin indices and bins per feature."""
+    """One party's binned features: rows × features bin indices and bins per feature; optionally
+    a monotone direction per feature (module docstring; category features take 0)."""
 
     name: str
     bins: np.ndarray
     n_bins: list[int]
+    monotone: list[int] | None = None
 
 
 class GbdtReference:
@@ -294,6 +392,7 @@ class GbdtReference:
         for p in parties:
             if p.bins.shape[0] != rows or p.bins.shape[1] != len(p.n_bins):
                 raise FedCreditError(f"party {p.name}: bins of shape {p.bins.shape} for {rows} rows, {len(p.n_bins)} features")
+            check_monotone(p.name, p.monotone, len(p.n_bins))
         self.parties = [p.name for p in parties]
         self.base = base_score(y)
         score = np.full(rows, self.base)
@@ -336,7 +435,7 @@ class GbdtReference:
         cfg = self.cfg
         rows = len(g)
         tree = Tree([TreeNode(0, 0)])
-        members = {0: sample}
+        members, bounds = {0: sample}, {0: UNBOUNDED}
         hists = {0: [histogram(p.bins[sample], p.n_bins, g[sample], h[sample]) for p in parties]}
         level = [0]
         while level:
@@ -346,12 +445,12 @@ class GbdtReference:
                 tg, th = g[idx].sum(), h[idx].sum()
                 split = None
                 if node.depth < cfg.max_depth:
-                    split = choose([(p.name, best_split(*hists[nid][k], p.n_bins, tg, th, cfg))
-                                    for k, p in enumerate(parties)])
+                    split = decide_split([Candidate(p.name, *hists[nid][k], p.n_bins, p.monotone)
+                                          for k, p in enumerate(parties)], tg, th, cfg, bounds[nid])
                 if split is None:
-                    node.weight = leaf_weight(tg, th, cfg)
+                    node.weight = leaf_weight(tg, th, cfg, bounds[nid])
                     continue
-                party, j, b, gain = split
+                (party, j, b, gain), (bounds[len(tree.nodes)], bounds[len(tree.nodes) + 1]) = split
                 node.gain = gain
                 p = next(q for q in parties if q.name == party)
                 go_left = p.bins[idx, j] <= b

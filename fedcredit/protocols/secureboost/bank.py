@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from fedcredit.common.errors import ProtocolError
+from fedcredit.common.errors import FedCreditError, ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, unbundle
 from fedcredit.crypto import EncryptedVector, generate_keypair
 from fedcredit.models import gbdt_reference as ref
@@ -37,6 +37,7 @@ class _Growing:
     members: dict[int, np.ndarray]  # node -> training rows (indices into the training rows)
     own: dict[int, tuple]  # node -> the bank's own histograms
     remote: dict[int, dict[str, tuple]] = field(default_factory=dict)  # node -> host -> decrypted histograms
+    bounds: dict[int, tuple] = field(default_factory=lambda: {0: ref.UNBOUNDED})  # node -> weight bounds (monotone)
     slot: int = 0
     level: list[int] = field(default_factory=lambda: [0])
     split_nodes: list[int] = field(default_factory=list)
@@ -158,6 +159,10 @@ class SbBank(BankRounds):
                                     f"which {'is' if len(missing) == 1 else 'are'} not in this job")
             meta["trees"] = len(self.trees)
             return
+        unknown = sorted(set(self.data.monotone or {}) - {BANK, *self.hosts})
+        if unknown:
+            raise ProtocolError(f"{msg.describe()}: monotone constraints for {', '.join(unknown)}, "
+                                f"which {'is' if len(unknown) == 1 else 'are'} not in this job")
         if self.hosts:  # a bank-only model never encrypts
             self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
             self.key = self.keypair.public_key
@@ -246,7 +251,7 @@ class SbBank(BankRounds):
         """
         grow = self._growing
         grow.split_nodes, grow.pending = self._decide(grow.tree, grow.level, grow.members, grow.own, grow.remote,
-                                                      grow.hosts, grow.totals)
+                                                      grow.hosts, grow.totals, grow.bounds)
         if not grow.split_nodes:
             return self._tree_grown(step)
         tree = grow.tree
@@ -372,25 +377,28 @@ class SbBank(BankRounds):
             return report + self._predict_all(step)
         return report
 
-    def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals):
+    def _decide(self, tree: Tree, level: list[int], members: dict, own: dict, remote: dict, hosts: list[str], totals,
+                bounds: dict):
         """Best split of every node of a level (or its leaf weight); the bank's own splits are applied here.
 
+        Monotone constraints: the bank's directions for its own and each host's features (by index),
+        with the reference's rule (``ref.decide_split``); ``bounds`` gets the children's weight bounds.
         Returns the split nodes and, per host, the nodes that host must split.
         """
-        gcfg, d = self.cfg.gbdt(), self.data
+        gcfg, d, mono = self.cfg.gbdt(), self.data, self.data.monotone or {}
         split_nodes, pending = [], {}
         for nid in level:
             node = tree.nodes[nid]
             tg, th = totals(nid)
             choice = None
             if node.depth < gcfg.max_depth:
-                cands = [(BANK, ref.best_split(*own[nid], d.n_bins, tg, th, gcfg))]
-                cands += [(hst, ref.best_split(*remote[nid][hst], tg, th, gcfg)) for hst in hosts]
-                choice = ref.choose(cands)
+                cands = [ref.Candidate(BANK, *own[nid], d.n_bins, mono.get(BANK))]
+                cands += [ref.Candidate(hst, *remote[nid][hst], mono.get(hst)) for hst in hosts]
+                choice = ref.decide_split(cands, tg, th, gcfg, bounds[nid])
             if choice is None:
-                node.weight = ref.leaf_weight(tg, th, gcfg)
+                node.weight = ref.leaf_weight(tg, th, gcfg, bounds[nid])
                 continue
-            party, j, b, node.gain = choice
+            (party, j, b, node.gain), (bounds[len(tree.nodes)], bounds[len(tree.nodes) + 1]) = choice
             left, right = TreeNode(len(tree.nodes), node.depth + 1), TreeNode(len(tree.nodes) + 1, node.depth + 1)
             tree.nodes += [left, right]
             node.party, node.feature, node.bin, node.left, node.right = party, j, b, left.id, right.id
@@ -429,6 +437,11 @@ class SbBank(BankRounds):
             if not isinstance(n_bins, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                        for v in n_bins):
                 raise ProtocolError(f"{m.describe()}: meta field 'n_bins' must be a list of positive ints")
+            if hst not in self._host_bins:  # the host's feature count is known now: the bank's directions must fit
+                try:
+                    ref.check_monotone(hst, (self.data.monotone or {}).get(hst), len(n_bins))
+                except FedCreditError as exc:
+                    raise ProtocolError(f"{exc} (the bank's setting, checked against {hst}'s histograms)") from None
             if self._host_bins.setdefault(hst, n_bins) != n_bins:  # siblings are parent − child: shapes must stay
                 raise ProtocolError(f"{m.describe()}: {hst} changed its bins per feature during the run")
             per_node = sum(n_bins)

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from fedcredit.common.errors import ProtocolError
-from fedcredit.models.gbdt_reference import GbdtConfig
+from fedcredit.common.errors import FedCreditError, ProtocolError
+from fedcredit.models.gbdt_reference import GbdtConfig, check_monotone
 
 BANK = "bank"
 SETUP, READY, TREE, GRADIENTS, NODES, HISTOGRAMS, SPLIT, LEFT, TREE_DONE = (
@@ -66,11 +66,19 @@ class TreePartyData:
     labels: np.ndarray | None = None  # bank only: labels of all aligned rows
     prep: object = None  # the party's FeaturePrep, to describe thresholds in its model part
     valid_rows: np.ndarray | None = None  # bank only: validation rows (indices into the aligned rows) for early stopping
+    # bank only: party role -> monotone direction per feature index (+1, -1, 0; gbdt_reference); hosts never see them
+    monotone: dict[str, list[int]] | None = None
 
     @classmethod
-    def from_prep(cls, prep, frame, train_rows, labels=None, valid_rows=None) -> "TreePartyData":
-        return cls(prep.bins(frame), [s.n_bins() for s in prep.specs], np.asarray(train_rows), labels, prep,
-                   None if valid_rows is None else np.asarray(valid_rows))
+    def from_prep(cls, prep, frame, train_rows, labels=None, valid_rows=None, monotone=None) -> "TreePartyData":
+        data = cls(prep.bins(frame), [s.n_bins() for s in prep.specs], np.asarray(train_rows), labels, prep,
+                   None if valid_rows is None else np.asarray(valid_rows), monotone)
+        own = (data.monotone or {}).get(BANK) or []
+        fixed = [f"feature {j} ({s.name})" for j, (s, d) in enumerate(zip(prep.specs, own)) if d and s.kind == "category"]
+        if fixed:  # categories are in bin order, which says nothing of size
+            raise ProtocolError(f"monotone constraints of {BANK}: {', '.join(fixed)} "
+                                f"{'is a category' if len(fixed) == 1 else 'are categories'}, whose direction must be 0")
+        return data
 
     def __post_init__(self) -> None:
         self.bins = np.asarray(self.bins, dtype=np.int64).reshape(len(self.bins), -1)
@@ -78,3 +86,11 @@ class TreePartyData:
                                                                           (self.bins >= np.asarray(self.n_bins)).any())):
             raise ProtocolError("party data: bins must be (rows, features) indices below each feature's n_bins")
         self.train_bins = self.bins[self.train_rows]
+        if self.monotone is not None:
+            if not isinstance(self.monotone, dict) or not all(isinstance(k, str) for k in self.monotone):
+                raise ProtocolError("party data: monotone constraints must map party roles to directions per feature")
+            try:
+                self.monotone = {role: check_monotone(role, dirs, len(self.n_bins) if role == BANK else None)
+                                 for role, dirs in self.monotone.items()}
+            except FedCreditError as exc:
+                raise ProtocolError(str(exc)) from None

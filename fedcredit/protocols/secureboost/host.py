@@ -29,6 +29,8 @@ class SbHost(SbParty):
         # ``goss_seed`` is taken only to be refused (``sb_party`` passes it on): like validation rows, it is the bank's
         if data.valid_rows is not None or goss_seed is not None:
             raise ProtocolError(f"{role}: validation rows and the GOSS seed are the bank's")
+        if data.monotone is not None:  # the directions would tell a host how its features relate to the labels
+            raise ProtocolError(f"{role}: monotone constraints are the bank's; a host never holds them")
         self.lookup: list[tuple[int, int]] = []  # record -> (feature, bin); "bins ≤ bin go left"
         self._gh: EncryptedVector | None = None
         self._hists: dict[int, EncryptedVector] = {}
