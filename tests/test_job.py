@@ -1,5 +1,6 @@
 """Whole jobs: in-process pipeline, the canary over every payload and output, job files, node errors."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,9 @@ def test_canary_never_crosses_a_node_boundary(job_run):
             assert form not in logs
     for col, value in CANARY_NUMBERS.values():
         for form in _forms(value):
-            assert form not in logs, f"{col} canary in an audit log"
+            # logs are full of hex digests: a short hex form counts only as a token of its own
+            pattern = rb"(?<![0-9a-f])" + re.escape(form) + rb"(?![0-9a-f])" if re.fullmatch(rb"[0-9a-f]+", form) else None
+            assert (re.search(pattern, logs) is None) if pattern else form not in logs, f"{col} canary in an audit log"
 
 
 def test_audit_logs_of_the_job_verify_at_both_ends(job_run):
@@ -226,8 +229,8 @@ def test_reason_codes_name_only_each_nodes_own_features(job_run):
         assert name in feature_names(role)
 
 
-JOB_ROUNDS = 11  # hello; peers + psi.start; 3 psi.blind; psi.hosts; psi.final + split + setups; finish + score;
-#                  score unmask + quality; publish; report
+JOB_ROUNDS = 14  # hello; peers + psi.start; 3 psi.blind; psi.hosts; psi.final + split + woe.start; woe.labels;
+#                  woe.sums; woe.bins + setups; finish + score; score unmask + quality; publish; report
 
 
 def test_demo_like_job_keeps_within_its_round_budget(tmp_path):
@@ -238,6 +241,6 @@ def test_demo_like_job_keeps_within_its_round_budget(tmp_path):
     result = run_job(nodes, ModelSettings(key_bits=1024, backend="mock", max_iter=13),
                      publication=publication_for(LimitPolicy()))
     accepted = sum(h["accepted"] for h in result["history"])
-    assert accepted == 14 and "quality" in result  # the demo's number of accepted points, with the gate
+    assert accepted == 13 and "quality" in result  # the demo's number of accepted points (IV-selected features), with the gate
     assert result["rounds"] == JOB_ROUNDS + 3 * accepted + (result["evaluations"] - accepted)
     assert result["rounds"] <= 60

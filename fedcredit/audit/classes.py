@@ -76,6 +76,9 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         **{k: {PUBLIC} for k in ("sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored")},
         **{k: {SEALED} for k in ("sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route",
                                  "sb.routed", "sb.prune", "sb.pruned", "sb.seed", "sb.share")},
+        # WoE/IV binning: labels, label sums, bin decisions and selections travel sealed bank <-> host
+        "woe.start": {PUBLIC},
+        **{k: {SEALED} for k in ("woe.labels", "woe.sums", "woe.bins", "woe.selected")},
     }
     out = set(table.get(kind, set()))
     if allow_mock:
@@ -92,6 +95,7 @@ _KINDS = (
     "sb.setup", "sb.ready", "sb.tree", "sb.tree_done", "sb.predict", "sb.scored",
     "sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route", "sb.routed",
     "sb.prune", "sb.pruned", "sb.seed", "sb.share",
+    "woe.start", "woe.labels", "woe.sums", "woe.bins", "woe.selected",
 )
 
 #: message kind -> allowed protection classes (default policy: Paillier keys of 2048 bits or more, no mock backend)

@@ -112,6 +112,10 @@ class FeaturePrep:
     def names(self) -> list[str]:
         return [s.name for s in self.specs]
 
+    @property
+    def n_features(self) -> int:
+        return len(self.specs)
+
     def bins(self, frame: pd.DataFrame) -> np.ndarray:
         """Bin index of every cell (rows × features); the last bin of a feature is missing/unknown."""
         self._check_columns(frame)

@@ -20,12 +20,13 @@ NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, Tru
              "idle_poll": (float, False), "heartbeat": (float, False)}
 COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str, False),
                "features": (list, False), "categorical": (list, False), "extra": (list, False),
-               "layout": (str, False)}
+               "layout": (str, False), "publish_feature_names": (bool, False)}
 COORDINATOR_KEYS = {"certs": (str, True), "host": (str, False), "port": (int, False), "state": (str, True),
                     "nodes": (list, False)}
 # [columns] key -> the node-config key the ClientApp reads (fedcredit.flower.client_app)
 NODE_CONFIG_NAMES = {"id_column": "id-column", "id_type": "id-kind", "label": "label", "features": "features",
-                     "categorical": "categorical", "extra": "extra", "layout": "layout"}
+                     "categorical": "categorical", "extra": "extra", "layout": "layout",
+                     "publish_feature_names": "publish-feature-names"}
 
 
 def _read(path: Path) -> dict:

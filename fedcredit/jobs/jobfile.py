@@ -17,7 +17,7 @@ from fedcredit.deploy.federations import Federation, parse_section
 from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols.job import MODELS, ModelSettings, NodeConfig
 
-_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout"}
+_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout", "publish_feature_names"}
 _MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed", "model"}
 _SECTIONS = ("job", "model", "nodes", "federations")
 MODEL_TYPES = MODELS
@@ -72,8 +72,9 @@ def read_job(path: str | Path) -> JobFile:
     settings_args = {k: v for k, v in model.items() if k not in ("type", "features")}
     settings_args["mode"] = model.get("features", "binned")
     settings_args["model"] = model.get("type", "scorecard_lr")
-    if settings_args["mode"] not in ("binned", "standardized"):
-        raise FedCreditError(f"{path}: [model] features must be 'binned' or 'standardized', got {settings_args['mode']!r}")
+    if settings_args["mode"] not in ("binned", "woe", "standardized"):
+        raise FedCreditError(f"{path}: [model] features must be 'binned', 'woe' or 'standardized', "
+                             f"got {settings_args['mode']!r}")
     _check_types(path, "[model]", settings_args)
     _check_types(path, "[job]", job)
     try:
@@ -115,6 +116,8 @@ def _check_node(path: Path, role: str, spec) -> None:
         raise FedCreditError(f"{where}: unknown key(s) {sorted(set(spec) - _NODE_KEYS)}; allowed: {sorted(_NODE_KEYS)}")
     if role != "bank" and spec.get("label"):
         raise FedCreditError(f"{where}: only the bank holds the label")
+    if not isinstance(spec.get("publish_feature_names", False), bool):
+        raise FedCreditError(f"{where}: 'publish_feature_names' must be true or false")
     for key in ("features", "categorical", "extra"):
         if key in spec and not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
             raise FedCreditError(f"{where}: '{key}' must be a list of column names")
@@ -129,4 +132,5 @@ def _node(path: Path, role: str, spec: dict) -> NodeConfig:
     return NodeConfig(role=role, data=str(data), id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),
                       label=spec.get("label", "default_12m" if role == "bank" else None), features=spec.get("features"),
                       categorical=spec.get("categorical", []), extra=spec.get("extra", []),
-                      layout=spec.get("layout", "standard"))
+                      layout=spec.get("layout", "standard"),
+                      publish_feature_names=spec.get("publish_feature_names", False))

@@ -3,7 +3,7 @@
 The same key='value' string configures the SuperNode (``--node-config``) and the node
 service, so both always agree on the node's role and work directory. Keys: role, data,
 work-dir, out-dir, id-column, id-kind, label, features, categorical, extra (comma lists),
-layout.
+layout, publish-feature-names.
 """
 
 from __future__ import annotations
@@ -40,5 +40,6 @@ def node_from_config(cfg: dict, run: str | int) -> tuple[NodeConfig, Path]:
         id_kind=str(cfg.get("id-kind", "uscc")), label=cfg.get("label") or None,
         features=split("features") or None, categorical=split("categorical"), extra=split("extra"),
         layout=str(cfg.get("layout", "standard")),
+        publish_feature_names=str(cfg.get("publish-feature-names", False)).lower() == "true",
         out_dir=str(Path(str(cfg["out-dir"])) / f"run-{run}") if cfg.get("out-dir") else None)
     return node, Path(str(cfg.get("work-dir", "fedcredit-work")))

@@ -10,7 +10,7 @@ import numpy as np
 from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, meta_int
 from fedcredit.crypto import PublicIdentity
-from fedcredit.protocols import psi, secureboost, vertical_lr
+from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.lockstep import lockstep
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
@@ -170,9 +170,15 @@ class JobCoordinator(ScriptedCoordinator):
                 replies = [m for m in replies if m.kind != PREPARED]
             late.extend(replies)
 
-        first = first + split + [m for model in models.values() for m in model.start()]
         tail = (lambda: self._quality_request(list(runs))) if gate else None
-        sent = yield from lockstep({aligner.run_id: aligner, **models}, first, other, tail)
+        if self.task == "train":  # bins and features are decided first: the models start with the decisions
+            binning = woe.WoeCoordinator(f"{self.run_id}/woe", self.roles, self.settings.woe_config())
+            staged = {aligner.run_id: aligner, binning.run_id: binning}
+            later = lambda: models if binning.ready else None  # noqa: E731
+            sent = yield from lockstep(staged, first + split + binning.start(), other, tail, later)
+        else:
+            first = first + split + [m for model in models.values() for m in model.start()]
+            sent = yield from lockstep({aligner.run_id: aligner, **models}, first, other, tail)
         if gate and not sent:
             late.extend((yield self._quality_request(list(runs))))
         if gate:

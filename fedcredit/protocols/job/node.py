@@ -13,7 +13,7 @@ from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, meta_s
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.validate import load_node
-from fedcredit.protocols import psi, secureboost, vertical_lr
+from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.publication import MAX_REASONS
@@ -44,6 +44,8 @@ class NodeAgent:
         self.aligned_rows: np.ndarray | None = None
         self.split: np.ndarray | None = None
         self.prep: FeaturePrep | None = None
+        self.woe: woe.WoeParty | None = None  # training runs: this node's WoE/IV binning and feature selection
+        self._pending: dict | None = None  # the model runs to install once this node's features are decided
         self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
         self.saved_split: np.ndarray | None = None  # bank, scoring runs: each aligned row's split in the saved model's run
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
@@ -99,7 +101,7 @@ class NodeAgent:
             self.audit.record(msg.to_bytes(), direction="received")
             self._final_head = self.audit.abort(msg.step, reason)
         self.models.clear()
-        self.psi = self.features = self.labels = self.ids = None
+        self.psi = self.features = self.labels = self.ids = self.woe = self._pending = None
 
     def restore(self) -> None:
         """Called on an agent loaded from its checkpoint: drop audit records written after it (a crash mid-message)."""
@@ -136,6 +138,13 @@ class NodeAgent:
             if self.psi is None:
                 raise ProtocolError(f"{msg.describe()}: alignment has not been set up at {self.role}")
             return self.psi.handle(msg)
+        if family == "woe":
+            if self.woe is None:
+                raise ProtocolError(f"{msg.describe()}: binning has not been set up at {self.role}")
+            replies = self.woe.handle(msg)
+            if self.woe.decided and self._pending is not None:
+                self._install_decided()
+            return replies
         if family in ("lr", "sb"):
             party = self.models.get(msg.run_id)
             if party is None:
@@ -178,12 +187,22 @@ class NodeAgent:
         self.split = split_assignment(self.ids[self.aligned_rows], s.seed, s.train, s.validation)
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
-        self.prep = FeaturePrep.fit(frame.iloc[train_rows], s.mode, s.n_bins, self.config.categorical)
-        return self._install(msg, frame, train_rows, val_rows)
+        raw = FeaturePrep.fit(frame.iloc[train_rows], "binned", s.n_bins, self.config.categorical)
+        labels = self.labels[self.aligned_rows][train_rows] if self.role == vertical_lr.BANK else None
+        self.woe = woe.woe_party(self.role, raw, frame.iloc[train_rows].reset_index(drop=True), labels,
+                                 publish_names=self.config.publish_feature_names, pool=self.pool)
+        self._pending = {"runs": msg.meta.get("runs", {}), "frame": frame, "train": train_rows, "val": val_rows}
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"features": raw.n_features})]
 
-    def _install(self, msg: Message, frame: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray,
-                 saved=None) -> list[Message]:
-        """This node's party for each model run it takes part in: to train, or from its ``saved`` part."""
+    def _install_decided(self) -> None:
+        """The WoE step decided this node's bins and features: its model parties can be set up."""
+        pending, self._pending = self._pending, None
+        self.prep = self.woe.prep.subset(self.woe.prep.names, self.settings.mode)
+        self._install(pending["runs"], pending["frame"], pending["train"], pending["val"])
+
+    def _install(self, runs: dict, frame: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray, saved=None) -> int:
+        """This node's party for each model run it takes part in: to train, or from its ``saved`` part;
+        returns the number of its parameters."""
         s, is_bank = self.settings, self.role == vertical_lr.BANK
         labels = self.labels[self.aligned_rows] if is_bank else None
         if s.model == "secureboost":
@@ -194,10 +213,10 @@ class NodeAgent:
             train = Design(self.prep, frame.iloc[train_rows], intercept=is_bank) if saved is None else None
             data = vertical_lr.PartyData(train, Design(self.prep, frame, intercept=is_bank), train_rows, val_rows, labels)
             make, params = (lambda: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)), data.every.n_params
-        for run_id, parties in msg.meta.get("runs", {}).items():
+        for run_id, parties in runs.items():
             if self.role in parties:
                 self.models[run_id] = make()
-        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": params})]
+        return params
 
     def _main_party(self, msg: Message):
         return self._model(msg.meta.get("main", ""), msg.describe())
@@ -267,7 +286,8 @@ class NodeAgent:
             self.saved_split = read_saved_split(folder.parent.parent / "scores.parquet", self.ids[self.aligned_rows])
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         empty = np.zeros(0, dtype=np.int64)
-        return self._install(msg, frame, empty, empty, saved)
+        params = self._install(msg.meta.get("runs", {}), frame, empty, empty, saved)
+        return [Message(PREPARED, self.role, COORDINATOR, msg.run_id, msg.step + 1, {"params": params})]
 
     def _evaluation_rows(self) -> np.ndarray:
         """Test rows after training; every scored row in a scoring run."""

@@ -11,17 +11,20 @@ import numpy as np
 
 from fedcredit.common.errors import ProtocolError
 from fedcredit.data.schema import node_schema, parse_extra
-from fedcredit.protocols import secureboost, vertical_lr
+from fedcredit.common.errors import FedCreditError
+from fedcredit.protocols import secureboost, vertical_lr, woe
 from fedcredit.protocols.errors import InputError
+from fedcredit.scoring.woe_binning import WoeSettings
 from fedcredit.scoring.policy import Capacity, QualityPolicy
 
 SCORED = 3  # split code of enterprises scored with a saved model
 MIN_ALIGNED = 20  # fewer aligned enterprises cannot fill training, validation and test rows
 SPLITS = ("train", "validation", "test")
 MODELS = ("scorecard_lr", "secureboost")
-LR_SETTINGS = ("l2", "max_iter")
+LR_SETTINGS = ("l2", "max_iter", "l2_grid")
 TREE_SETTINGS = ("trees", "max_depth", "learning_rate", "tree_l2", "min_child_weight", "gamma", "goss_top", "goss_other",
-                 "bank_first_tree", "patience")
+                 "bank_first_tree", "patience", "tree_monotone")
+WOE_SETTINGS = ("binning", "trend", "min_bin_share", "min_iv", "top_k", "max_correlation")
 
 
 @dataclass
@@ -29,8 +32,13 @@ class ModelSettings:
     """Public model settings every party receives (never data paths).
 
     ``model`` picks the federated model: the scorecard logistic regression (``l2``,
-    ``max_iter``) or vertical SecureBoost (``trees`` … ``patience``; 0 = no early stopping).
-    Both bin features the same way (``n_bins`` quantile bins fitted on the training rows).
+    ``max_iter``; ``l2_grid`` picks l2 by validation AUC) or vertical SecureBoost (``trees`` …
+    ``patience``; 0 = no early stopping; ``tree_monotone``). Both bin features the same way:
+    ``n_bins`` quantile bins fitted on the training rows, bins under ``min_bin_share`` merged,
+    with ``binning = "monotone"`` merged further until WoE is monotone (``trend``), then
+    features selected by IV (``min_iv``, ``top_k``, ``max_correlation``) at every node. ``mode``
+    (the job file's ``features``): one-hot bins, WoE values (the classic scorecard) or
+    standardized values.
     """
 
     model: str = "scorecard_lr"
@@ -54,6 +62,14 @@ class ModelSettings:
     goss_other: float = 0.0
     bank_first_tree: bool = False
     patience: int = 0
+    binning: str = "quantile"
+    trend: str = "auto"
+    min_bin_share: float = 0.05
+    min_iv: float = 0.02
+    top_k: int = 0
+    max_correlation: float = 1.0
+    l2_grid: list = field(default_factory=list)
+    tree_monotone: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -67,9 +83,28 @@ class ModelSettings:
                 self.sb_config()
             except ProtocolError as exc:
                 raise InputError(str(exc)) from None
+        try:
+            self.woe_settings()
+        except FedCreditError as exc:
+            raise InputError(str(exc)) from None
+        if self.mode == "woe" and self.model != "scorecard_lr":
+            raise InputError("WoE features are for the scorecard LR (features = 'woe' needs type = 'scorecard_lr')")
+        if self.tree_monotone and self.binning != "monotone":
+            raise InputError("tree_monotone constrains trees along the WoE trends: it needs binning = 'monotone'")
+        if self.l2_grid:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in self.l2_grid):
+                raise InputError(f"l2_grid must list positive numbers, got {self.l2_grid!r}")
+            if not self.validation:
+                raise InputError("l2_grid picks l2 by validation AUC: set validation > 0")
         if not (0 < self.train < 1 and 0 <= self.validation < 1 and self.train + self.validation < 1):
             raise InputError(f"split fractions must satisfy 0 < train, 0 ≤ validation, train + validation < 1; "
                              f"got train={self.train}, validation={self.validation}")
+
+    def woe_settings(self) -> WoeSettings:
+        return WoeSettings(self.binning, self.trend, self.min_bin_share, self.min_iv, self.top_k, self.max_correlation)
+
+    def woe_config(self) -> woe.WoeConfig:
+        return woe.WoeConfig(self.woe_settings(), self.key_bits, self.backend)
 
     def lr_config(self) -> vertical_lr.LrConfig:
         return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend)
@@ -111,6 +146,7 @@ class NodeConfig:
     layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
     out_dir: str | None = None
     model_dir: str | None = None  # scoring runs: this node's saved model part
+    publish_feature_names: bool = False  # a host's choice: the bank sees its features' names (else numbers) with IVs
 
     def schema(self):
         """The schema this node's file is validated against."""

@@ -258,7 +258,7 @@ class LrParty(ProtocolParty):
     def _score(self, msg: Message) -> list[Message]:
         """This party's masked share of every aligned row's score; the bank's carries its private mask."""
         expect(msg, SCORE, sender=COORDINATOR)
-        u = shares.fixed(self.data.every.forward(self.weights), self.cfg.scale_bits)
+        u = self.data.every.fixed_scores(self.weights, self.cfg.scale_bits)  # bin by bin: exact points tables
         private = None
         if self.role == BANK:
             private = self._private_mask("score", len(u))
