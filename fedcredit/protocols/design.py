@@ -64,11 +64,23 @@ class Design:
         if not self.per_bin:
             return np.rint(np.ldexp(self.forward(w), scale_bits)).astype(np.int64)
         u = np.zeros(self.rows, dtype=np.int64)
-        for j, weights in enumerate(self.bin_weights(w)):
-            u += np.rint(np.ldexp(weights, scale_bits)).astype(np.int64)[self.bins[:, j]]
-        if self.intercept:
-            u += np.int64(np.rint(np.ldexp(float(w[-1]), scale_bits)))
-        return u
+        weights, intercept = self.grid_weights(w, scale_bits)
+        for j, ints in enumerate(weights):
+            u += ints[self.bins[:, j]]
+        return u + intercept
+
+    def coefficients(self, w: np.ndarray) -> list:
+        """Binned kinds: per feature its coefficient (WoE) or its one-hot weights (one per bin)."""
+        w = np.asarray(w, dtype=float)
+        if self.prep.mode == "woe":
+            return [float(v) for v in w[: self.width]]
+        return [w[o : o + nb] for o, nb in zip(self.offsets, self.n_bins)]
+
+    def grid_weights(self, w: np.ndarray, scale_bits: int) -> tuple[list[np.ndarray], int]:
+        """Each feature's bin weights and the intercept (0 at a host) as integers at ``2^scale_bits``: what the
+        scores are summed from, so also what a points table is made of."""
+        ints = [np.rint(np.ldexp(v, scale_bits)).astype(np.int64) for v in self.bin_weights(w)]
+        return ints, int(np.rint(np.ldexp(float(w[-1]), scale_bits))) if self.intercept else 0
 
     def forward(self, w: np.ndarray) -> np.ndarray:
         """This party's partial linear predictor ``X_p w_p`` for every row."""

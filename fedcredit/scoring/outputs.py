@@ -14,6 +14,11 @@ from fedcredit.data.io import write_table
 from fedcredit.common.errors import FedCreditError
 
 
+def write_table_csv(path: Path, table) -> Path:
+    """A table a modeller or a risk committee reads (``iv.csv``, ``scorecard.csv``), written atomically."""
+    return atomic_write_bytes(Path(path), table.to_csv(index=False).encode())
+
+
 def _write_part(folder: Path, prep: FeaturePrep, name: str, doc: dict, reference_scores: np.ndarray | None) -> None:
     atomic_write_bytes(folder / "prep.json", prep.to_json().encode())
     atomic_write_bytes(folder / name, json.dumps(doc, indent=1).encode())

@@ -209,3 +209,28 @@ def grade_table(grades, pd, y=None, order=None) -> pd_.DataFrame:
         with np.errstate(invalid="ignore", divide="ignore"):
             out["observed_default_rate"] = np.where(out["enterprises"] > 0, out["defaults"] / out["enterprises"].clip(lower=1), np.nan)
     return out
+
+
+def points_table(bins: pd_.DataFrame, grid_weights: list[np.ndarray], coefficients: list, scale_bits: int,
+                 scaling: Scorecard, intercept: int | None = None) -> pd_.DataFrame:
+    """A node's points per bin: ``points = −factor · weight`` for each bin's effective weight on the scoring grid
+    (integers at ``2^scale_bits``). With the bank's ``intercept`` (same grid) a first row holds the base points,
+    ``offset − factor · intercept``: base points plus an enterprise's points from every node's table is then its
+    published score (``Scorecard.points`` of its probability), up to floating-point rounding.
+
+    ``bins`` has one row per bin of the features in ``grid_weights`` order (feature, bin, range, share, woe,
+    iv); ``coefficients`` gives each feature's coefficient (a number) or its one-hot weights (one per bin)."""
+    rows = []
+    if intercept is not None:
+        rows.append({"feature": "(base points)", "bin": None, "range": "", "share": 1.0, "woe": None, "iv": None,
+                     "coefficient": math.ldexp(intercept, -scale_bits),
+                     "points": scaling.offset - scaling.factor * math.ldexp(intercept, -scale_bits)})
+    by_feature = {name: group for name, group in bins.groupby("feature", sort=False)}
+    for (name, group), ints, coef in zip(by_feature.items(), grid_weights, coefficients):
+        if len(group) != len(ints):
+            raise ScorecardError(f"points table: feature {name!r} has {len(group)} bins and {len(ints)} weights")
+        for (_, row), weight in zip(group.iterrows(), ints):
+            c = coef[int(row["bin"])] if np.ndim(coef) else coef
+            rows.append({**row.to_dict(), "coefficient": float(c),
+                         "points": -scaling.factor * math.ldexp(int(weight), -scale_bits)})
+    return pd_.DataFrame(rows, columns=["feature", "bin", "range", "share", "woe", "iv", "coefficient", "points"])

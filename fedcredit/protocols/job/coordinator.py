@@ -228,7 +228,8 @@ class JobCoordinator(ScriptedCoordinator):
         if "quality" in self.result:
             context["quality"] = {**self.result["quality"], "grade_order": self.publication.grade_order,
                                   "grade_order_tolerance": self.publication.quality.grade_order_tolerance}
-        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main},
+        scaling = self.publication.scaling if self.publication is not None else None
+        replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main, "scaling": scaling},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
         bank_report = self._each(replies, REPORTED)["bank"].meta
         reported = bank_report.get("metrics", {})

@@ -335,13 +335,24 @@ class NodeAgent:
         if context is not None and context.get("quality"):
             reply["grade_order"] = context["quality"]["grade_order_warnings"] = self._grade_order(context)
         if self.config.out_dir:
-            self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"))
+            self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"), msg.meta.get("scaling"))
             if context is not None:
                 self.write_report(Path(self.config.out_dir), msg.meta.get("main"), context,
                                   out.get(msg.meta.get("main"), {}), out)
         if self.audit is not None and "checkpoint" in msg.meta:
             self.audit.record_checkpoint(msg.meta["checkpoint"])
         return [Message(REPORTED, self.role, COORDINATOR, msg.run_id, msg.step + 1, reply)]
+
+    def points_table(self, party: vertical_lr.LrParty, scaling: dict | None) -> pd.DataFrame:
+        """This node's points per bin of its selected features, on the grid its scores were summed on."""
+        from fedcredit.scoring.scorecard import Scorecard, points_table
+
+        design, scale = party.data.every, party.cfg.scale_bits
+        ints, intercept = design.grid_weights(party.weights, scale)
+        bins = self.woe.binning.bin_table()
+        bins = bins[bins.feature.isin(self.prep.names)]
+        return points_table(bins, ints, design.coefficients(party.weights), scale, Scorecard(**(scaling or {})),
+                            intercept if design.intercept else None)
 
     def write_report(self, out: Path, main_run: str, context: dict, main_metrics: dict, all_metrics: dict) -> Path:
         """The bank's report: it alone holds the labels that ROC, KS and observed default rates need."""
@@ -371,13 +382,18 @@ class NodeAgent:
             centralized_auc=context.get("centralized_auc"))
         return render_report(data, out / "report.html")
 
-    def write_outputs(self, out: Path, main_run: str | None) -> None:
-        """This node's own part of the model; at the bank also its scores."""
-        from fedcredit.scoring.outputs import write_model_part, write_scores, write_tree_part
+    def write_outputs(self, out: Path, main_run: str | None, scaling: dict | None = None) -> None:
+        """This node's own part of the model (with its IV table and, for a binned scorecard, its points per
+        bin); at the bank also its scores."""
+        from fedcredit.scoring.outputs import write_model_part, write_scores, write_table_csv, write_tree_part
 
         party = self.models.get(main_run) if main_run else None
         if party is None:
             return
+        if self.woe is not None and self.woe.decided:
+            write_table_csv(out / "model" / self.role / "iv.csv", self.woe.binning.selection_table())
+            if isinstance(party, vertical_lr.LrParty) and party.data.every.per_bin:
+                write_table_csv(out / "model" / self.role / "scorecard.csv", self.points_table(party, scaling))
         reference = party.scores[self.split == 0] if self.role == vertical_lr.BANK and (self.split == 0).any() else None
         if isinstance(party, secureboost.SbParty):
             if not party.loaded:  # a trained model: save this node's part

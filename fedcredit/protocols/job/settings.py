@@ -189,6 +189,7 @@ class Publication:
     allow_weak_model: bool = False
     grade_order: list[str] | None = None
     centralized_auc: float | None = None  # local runs: the pooled-data reference, shown in the bank's report
+    scaling: dict | None = None  # base_points, base_odds, pdo: every node's points table uses the published scaling
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
