@@ -242,6 +242,8 @@ class JobCoordinator(ScriptedCoordinator):
             key_fingerprint=_key_fingerprint(model), seconds=seconds)
         if s.model == "secureboost":
             self.result["trees"] = model.trees
+        elif len(model.regularization) > 1:  # l2 chosen by the bank's validation AUC
+            self.result["regularization"] = {"chosen_l2": model.l2, "path": model.regularization}
         self.on_event("finished", self.result)
 
 

@@ -81,7 +81,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
         "nodes": result["nodes"], "roles": roles, "rounds": metrics["rounds"], "seconds": metrics["seconds"],
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},
-        "policy": policy.source, "quality_gate": quality, "history": result["history"], "versions": _versions(), **(run_extra or {}),
+        "policy": policy.source, "quality_gate": quality, "history": result["history"], "versions": _versions(),
+        **({"regularization": result["regularization"]} if "regularization" in result else {}), **(run_extra or {}),
     }
     atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
     return metrics

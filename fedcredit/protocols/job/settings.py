@@ -107,7 +107,8 @@ class ModelSettings:
         return woe.WoeConfig(self.woe_settings(), self.key_bits, self.backend)
 
     def lr_config(self) -> vertical_lr.LrConfig:
-        return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend)
+        return vertical_lr.LrConfig(l2=self.l2, max_iter=self.max_iter, key_bits=self.key_bits, backend=self.backend,
+                                    l2_path=tuple(sorted(self.l2_grid, reverse=True)))
 
     def sb_config(self) -> secureboost.SbConfig:
         return secureboost.SbConfig(

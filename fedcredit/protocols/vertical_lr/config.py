@@ -33,12 +33,18 @@ class LrConfig:
     backend: str = "paillier"
     armijo: float = 1e-4
     max_halvings: int = 8
+    l2_path: tuple = ()  # several l2 values, strongest first: fit each from the last (warm start), keep the best
+
+    def l2_values(self) -> list[float]:
+        """The fits' penalties in order (a single fit at ``l2`` without a path)."""
+        return [float(v) for v in self.l2_path] or [self.l2]
 
     def __post_init__(self) -> None:
         checks = [(self.l2 > 0, "l2 must be > 0"), (self.max_iter >= 1, "max_iter must be ≥ 1"),
                   (0 < self.gtol < 1, "gtol must be in (0, 1)"), (self.memory >= 1, "memory must be ≥ 1"),
                   (8 <= self.scale_bits <= 24, "scale_bits must be in [8, 24]"),
-                  (self.key_bits >= 1024, "key_bits must be ≥ 1024")]
+                  (self.key_bits >= 1024, "key_bits must be ≥ 1024"),
+                  (all(isinstance(v, (int, float)) and v > 0 for v in self.l2_path), "l2_path values must be > 0")]
         for ok, text in checks:
             if not ok:
                 raise ProtocolError(f"invalid LR setting: {text}")

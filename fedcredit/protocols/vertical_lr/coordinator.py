@@ -34,6 +34,8 @@ class LrCoordinator(ScriptedCoordinator):
         self.pool, self.on_progress, self.score, self.deployment, self.train = pool, on_progress, score, deployment, train
         self.history: list[dict] = []
         self.evaluations = 0
+        self.regularization: list[dict] = []  # per fit: l2, the bank's last validation AUC, iterations
+        self.l2, self.chosen_fit = self.cfg.l2, 0
         self.keypair = None
         self._step = 0
 
@@ -96,7 +98,7 @@ class LrCoordinator(ScriptedCoordinator):
         return math.ldexp(float(pairwise.unmask_sum(words)[0]), -yz_scale)
 
     def _run(self):
-        cfg, scale = self.cfg, self.cfg.scale_bits
+        cfg = self.cfg
         self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
         key = self.keypair.public_key
         setup = {"config": asdict(cfg), "key_n": format(key.n, "x"), "parties": self.parties}
@@ -107,11 +109,27 @@ class LrCoordinator(ScriptedCoordinator):
             yield from self._finish_and_score(relay, finish=False)
             return
         n = int(ready[BANK].meta["train_rows"])
-        evaluation, alpha, direction = 0, 0.0, None
+        self.regularization, best = [], 0
+        for fit, l2 in enumerate(cfg.l2_values()):  # each fit starts where the last one stopped
+            relay = yield from self._fit(n, fit, l2, relay)
+            aucs = [r["val_auc"] for r in self.history if r.get("fit", 0) == fit and r.get("val_auc") is not None]
+            self.regularization.append({"l2": l2, "val_auc": aucs[-1] if aucs else None,
+                                        "iterations": sum(1 for r in self.history if r.get("fit", 0) == fit and "grad_norm" in r)})
+            if aucs and (self.regularization[best]["val_auc"] is None or aucs[-1] > self.regularization[best]["val_auc"]):
+                best = fit
+        self.l2 = self.regularization[best]["l2"]
+        self.chosen_fit = best
+        yield from self._finish_and_score([], finish=True, fit=self.chosen_fit if len(cfg.l2_values()) > 1 else None)
+
+    def _fit(self, n: int, fit: int, l2: float, relay: list[Message]):
+        """One L-BFGS fit at penalty ``l2`` from the parties' current weights (a new fit resets their memory)."""
+        cfg, scale = self.cfg, self.cfg.scale_bits
+        evaluation, alpha, direction = self.evaluations, 0.0, None
         base_loss, gtp, gnorm0, halvings, iterations = None, 0.0, None, 0, 0
         while True:
             self._step += 1
-            meta = {"evaluation": evaluation, "alpha": alpha, "direction": direction}
+            meta = {"evaluation": evaluation, "alpha": alpha, "direction": direction,
+                    **({"fit": fit, "l2": l2} if base_loss is None and fit else {})}
             replies = yield relay + [self._send(EVAL, p, meta) for p in self.parties]
             relay = []
             got, total, parts = self._sum_shares(replies, SHARE)
@@ -119,9 +137,10 @@ class LrCoordinator(ScriptedCoordinator):
                 raise ProtocolError(f"vertical LR step {self._step}: shares of {len(total)} rows, expected at least {n}")
             z = np.ldexp(total[:n].astype(float), -scale)
             yz = self._yz(got, parts)
-            loss = (float(np.logaddexp(0.0, z).sum()) - yz) / n + 0.5 * cfg.l2 * sum(float(m.meta["sq"]) for m in got.values())
-            accepted = evaluation == 0 or loss <= base_loss + cfg.armijo * alpha * gtp
-            record = {"evaluation": evaluation, "iteration": iterations, "loss": loss, "alpha": alpha, "accepted": accepted}
+            loss = (float(np.logaddexp(0.0, z).sum()) - yz) / n + 0.5 * l2 * sum(float(m.meta["sq"]) for m in got.values())
+            accepted = base_loss is None or loss <= base_loss + cfg.armijo * alpha * gtp
+            record = {"evaluation": evaluation, "iteration": iterations, "loss": loss, "alpha": alpha, "accepted": accepted,
+                      **({"fit": fit, "l2": l2} if len(cfg.l2_values()) > 1 else {})}
             evaluation += 1
             self.evaluations = evaluation
             if not accepted:  # the line search halves the step at once: no gradient is needed here
@@ -152,7 +171,7 @@ class LrCoordinator(ScriptedCoordinator):
                 coeffs[-1] = -1.0
                 gtp = -gram[-1, -1]
             direction, alpha, halvings = coeffs.tolist(), 1.0, 0
-        yield from self._finish_and_score([], finish=True)
+        return relay
 
     def _gradient_rounds(self, z: np.ndarray, val_masked: np.ndarray, loss: float):
         """An accepted point's two rounds: ``[[σ(z)]]`` to every party (the bank also gets its masked
@@ -183,11 +202,11 @@ class LrCoordinator(ScriptedCoordinator):
         if self.on_progress is not None:
             self.on_progress(record)
 
-    def _finish_and_score(self, relay: list[Message], finish: bool):
+    def _finish_and_score(self, relay: list[Message], finish: bool, fit: int | None = None):
         """The end in at most two rounds: ``lr.finish`` with ``lr.score`` (masked shares of every aligned
         row's score), then the masked total to the bank, the only party that learns scores."""
         self._step += 1
-        out = relay + ([self._send(FINISH, p) for p in self.parties] if finish else [])
+        out = relay + ([self._send(FINISH, p, {} if fit is None else {"fit": fit}) for p in self.parties] if finish else [])
         if self.score:
             out += [self._send(SCORE, p) for p in self.parties]
         self.closing = not self.score

@@ -90,10 +90,8 @@ class LrParty(ProtocolParty):
         d = self.data.train
         if d is None:  # scoring with a saved model: nothing to train
             return [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": len(self.weights), "train_rows": 0})] + seeds
-        reg = np.full(d.n_params, self.cfg.l2)
-        if d.intercept:
-            reg[-1] = 0.0
-        self._precond = np.sqrt(d.curvature() / 4.0 + reg)  # Jacobi: the Hessian's diagonal is at most this
+        self._l2, self._fits = self.cfg.l2_values()[0], []
+        self._precond = self._preconditioner()
         w0 = np.zeros(d.n_params)
         out = [self._reply(READY, COORDINATOR, msg.step + 1, {"n_params": d.n_params, "train_rows": len(self.data.train_rows)})]
         out += seeds
@@ -110,6 +108,27 @@ class LrParty(ProtocolParty):
         self.block = LbfgsBlock(self.cfg.memory)
         self.weights = w0
         return out
+
+    def _preconditioner(self) -> np.ndarray:
+        """Jacobi: the Hessian's diagonal is at most curvature / 4 + l2 (no penalty on the intercept)."""
+        d = self.data.train
+        reg = np.full(d.n_params, self._l2)
+        if d.intercept:
+            reg[-1] = 0.0
+        return np.sqrt(d.curvature() / 4.0 + reg)
+
+    def _new_fit(self, msg: Message) -> None:
+        """The next penalty of the path: keep the fit just finished, restart L-BFGS from its weights."""
+        fit, values = msg.meta.get("fit"), self.cfg.l2_values()
+        if fit != len(self._fits) + 1 or fit >= len(values) or msg.meta.get("l2") != values[fit]:
+            raise ProtocolError(f"{msg.describe()}: fit {fit!r} at l2 {msg.meta.get('l2')!r} does not follow fit "
+                                f"{len(self._fits)} of the path {values}")
+        w = self._w(self._base_v)
+        self._fits.append(w)
+        self._l2 = values[fit]
+        self._precond = self._preconditioner()
+        self._base_v = w * self._precond
+        self.block = LbfgsBlock(self.cfg.memory)
 
     def _offer_pair_seeds(self, step: int) -> list[Message]:
         """A fresh pair seed for every party named after this one (sealed by the node's relay on the way out)."""
@@ -164,6 +183,8 @@ class LrParty(ProtocolParty):
         """Move to the trial point; send the coordinator this party's masked share of the scores and of ``yᵀz``."""
         expect(msg, EVAL, sender=COORDINATOR)
         meta = msg.meta
+        if "fit" in meta:
+            self._new_fit(msg)
         if meta.get("direction") is not None:
             self.block.set_direction(meta["direction"])
         alpha = float(meta.get("alpha", 0.0))
@@ -240,7 +261,7 @@ class LrParty(ProtocolParty):
         raw = np.array([m - r for m, r in zip(masked, self._masks)], dtype=float) / (1 << self._gradient_scale)
         w = self._w(self._trial_v)
         grad_w = raw / len(self.data.train_rows)
-        reg = w * self.cfg.l2
+        reg = w * self._l2
         if self.data.train.intercept:
             reg[-1] = 0.0
         grad_v = (grad_w + reg) / self._precond
@@ -251,7 +272,11 @@ class LrParty(ProtocolParty):
 
     def _finish(self, msg: Message) -> list[Message]:
         expect(msg, FINISH, sender=COORDINATOR)
-        self.weights = self._w(self._base_v)
+        fits = [*self._fits, self._w(self._base_v)]
+        chosen = msg.meta.get("fit", len(fits) - 1)
+        if not isinstance(chosen, int) or not 0 <= chosen < len(fits):
+            raise ProtocolError(f"{msg.describe()}: fit {chosen!r} is not one of this party's {len(fits)} fits")
+        self.weights = fits[chosen]
         return [self._reply(DONE, COORDINATOR, msg.step + 1, {"n_params": len(self.weights)})]
 
     # -- scoring of every aligned row -------------------------------------------
