@@ -13,7 +13,7 @@ import pytest
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.development import (
-    MAX_WOE_PLOTS, Development, characteristic_stability, development_section, interpret_iv,
+    MAX_WOE_PLOTS, Development, characteristic_stability, development_section, interpret_iv, iv_figure,
     render_development_report,
 )
 from fedcredit.scoring.report import ReportData, render_report
@@ -89,8 +89,12 @@ def example_host(seed: int = 6) -> Development:
     bins["points"] = -PDO_FACTOR * bins["coefficient"] * bins["woe"]
     iv = bins.groupby("feature", sort=False)["iv"].sum()
     selection = pd.DataFrame({"feature": iv.index, "iv": iv.to_numpy(), "bins": 5, "trend": "ascending",
-                              "kept": iv.to_numpy() >= 0.02, "reason": ""})
-    return Development(role="tax", selection=selection, bins=bins, model="scorecard_lr")
+                              "kept": iv.to_numpy() >= 0.02})
+    selection["reason"] = np.where(selection["kept"], "IV ≥ min_iv 0.02", "IV < min_iv 0.02")
+    train = rng.integers(0, 5, (3000, len(names)))
+    scored = np.where(rng.random(train.shape) < 0.15, 4, train)  # a drift towards the last bins
+    stability = characteristic_stability(train, scored, [5] * len(names), list(names))
+    return Development(role="tax", selection=selection, bins=bins, model="scorecard_lr", stability=stability)
 
 
 def _minimal(**extra) -> ReportData:
@@ -213,6 +217,17 @@ def test_one_hot_coefficients_show_per_bin():
     section = development_section(dev)
     assert section.count("<th>coefficient</th>") == 3 + 1  # each kept feature's bin table and the summary
     assert "<td>vat_revenue_growth</td><td>per bin</td>" in section and ", coefficient " not in section
+
+
+def test_the_iv_legend_covers_no_bar():
+    selection = example_bank().selection.assign(iv=np.linspace(0.9, 1.0, 12)[::-1])  # every bar reaches the right
+    fig = iv_figure(selection)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= ax.get_window_extent(renderer).y1  # above the plotting area
+    assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar in ax.containers[0])
 
 
 def test_without_development_the_report_says_so(tmp_path):

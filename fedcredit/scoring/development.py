@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.report import (
@@ -184,7 +186,13 @@ def _label(name, width: int = 28) -> str:
 def _iv_chart(selection: pd.DataFrame) -> str:
     if selection.empty:
         return _note("no features")
-    shown = selection.head(MAX_IV_BARS)
+    more = "" if len(selection) <= MAX_IV_BARS else _note(
+        f"The chart shows the {MAX_IV_BARS} highest of {len(selection)} features; the table lists all.")
+    return _img(iv_figure(selection.head(MAX_IV_BARS)), "information value per feature") + more
+
+
+def iv_figure(shown: pd.DataFrame) -> Figure:
+    """One bar per feature (kept green, dropped grey) over the IV reading bands, highest IV on top."""
     iv = shown["iv"].astype(float).to_numpy()
     kept = shown["kept"].astype(bool).to_numpy()
     fig, ax = _figure(9.6, 1.2 + 0.24 * len(shown))
@@ -195,21 +203,19 @@ def _iv_chart(selection: pd.DataFrame) -> str:
     right = max(float(np.nanmax(iv)) if len(iv) else 0.0, IV_BANDS[-1]) * 1.08
     ax.set_xlim(0, right)
     edges = (0.0, *IV_BANDS, right)
-    for lo, hi, shade in zip(edges, edges[1:], ("#fdedec", "#fef9e7", "#eef6f0", "#d5f5e3")):
-        ax.axvspan(lo, hi, color=shade, zorder=0)  # the reading bands, red-ish (useless) to green (strong)
+    for lo, hi, shade in zip(edges, edges[1:], ("#fbfcfc", "#f4f6f6", "#eaeded", "#dfe3e4")):
+        ax.axvspan(lo, hi, color=shade, zorder=0)  # the reading bands, darker as the reading gets stronger
     for band in IV_BANDS:
         ax.axvline(band, color="#566573", ls="--", lw=0.8, zorder=1)
     top = ax.secondary_xaxis("top")
     top.set_xticks(IV_BANDS, [f"{b:g}" for b in IV_BANDS], fontsize=8)
-    ax.set_title("IV per feature. Bands: below 0.02 not predictive, 0.02–0.1 weak, 0.1–0.3 medium, above 0.3 strong",
-                 fontsize=9, color="#566573")
-    ax.bar(0, 0, color=KEPT, label="kept")
-    ax.bar(0, 0, color=DROPPED, label="dropped")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Bands: below 0.02 not predictive, 0.02–0.1 weak, 0.1–0.3 medium, above 0.3 strong",
+                 loc="left", fontsize=9, color="#566573")
+    # above the axes, right of the title: never over a bar, however long the bars are
+    ax.legend(handles=[Patch(color=KEPT, label="kept"), Patch(color=DROPPED, label="dropped")],
+              loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("information value (IV)")
-    more = "" if len(selection) <= MAX_IV_BARS else _note(
-        f"The chart shows the {MAX_IV_BARS} highest of {len(selection)} features; the table lists all.")
-    return _img(fig, "information value per feature") + more
+    return fig
 
 
 def _kept_text(value) -> str:
