@@ -47,7 +47,7 @@ def example_bank(model: str = "scorecard_lr", seed: int = 5) -> Development:
     iv = bins.groupby("feature", sort=False)["iv"].sum()
     selection = pd.DataFrame({"feature": iv.index, "iv": iv.to_numpy(),
                               "bins": bins.groupby("feature", sort=False).size().to_numpy(),
-                              "trend": "descending"})
+                              "trend": "ascending"})  # WoE rises bin by bin
     selection["kept"] = (selection["iv"] >= 0.02) & (selection["feature"] != CORRELATED)
     selection["reason"] = [
         f"IV {v:.4f} < min_iv 0.02" if v < 0.02 else
