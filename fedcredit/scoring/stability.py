@@ -70,7 +70,6 @@ def psi_table(expected_scores, actual_scores, bins: int = 10) -> pd.DataFrame:
     inner = _edges(expected, bins)
     exp_counts, exp_share = _shares(expected, inner)
     act_counts, act_share = _shares(actual, inner)
-    e, a = np.maximum(exp_share, EPSILON), np.maximum(act_share, EPSILON)
     lower = np.concatenate([[-np.inf], inner])
     upper = np.concatenate([inner, [np.inf]])
     return pd.DataFrame({
@@ -82,8 +81,19 @@ def psi_table(expected_scores, actual_scores, bins: int = 10) -> pd.DataFrame:
         "actual_count": act_counts,
         "expected_share": exp_share,
         "actual_share": act_share,
-        "contribution": (a - e) * np.log(a / e),
+        "contribution": psi_terms(exp_share, act_share),
     })
+
+
+def psi_terms(expected_share, actual_share) -> np.ndarray:
+    """Each bin's term (a - e) * ln(a / e), shares floored at ``EPSILON``; the terms sum to the index.
+
+    Shared by the score PSI above and the per-feature CSI of the model document
+    (``fedcredit.scoring.development.characteristic_stability``), so both read alike.
+    """
+    e = np.maximum(np.asarray(expected_share, dtype=float), EPSILON)
+    a = np.maximum(np.asarray(actual_share, dtype=float), EPSILON)
+    return (a - e) * np.log(a / e)
 
 
 def population_stability_index(expected_scores, actual_scores, bins: int = 10) -> float:
