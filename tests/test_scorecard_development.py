@@ -128,3 +128,36 @@ def test_selection_off_keeps_every_feature(tmp_path):
         iv = pd.read_csv(out / "model" / node.role / "iv.csv")
         assert iv.kept.all() or (iv[~iv.kept].bins < 2).all()
     assert pq.read_table(out / "scores.parquet").num_rows == result["intersection"]
+
+
+def test_l2_grid_picks_the_best_validation_auc_with_warm_starts(tmp_path):
+    paths = synth.write_nodes(synth.generate(3000, 5), tmp_path / "data")
+    nodes = [NodeConfig(r, str(paths[r])) for r in ROLES]
+    single = run_job(nodes, ModelSettings(key_bits=1024, backend="mock", l2=1e-3))
+    grid = run_job(nodes, ModelSettings(key_bits=1024, backend="mock", l2_grid=[1e-3, 1.0, 0.03]))
+    reg = grid["regularization"]
+    assert [p["l2"] for p in reg["path"]] == [1.0, 0.03, 1e-3]  # strongest first
+    best = max(reg["path"], key=lambda p: p["val_auc"])
+    assert reg["chosen_l2"] == best["l2"]
+    fits = [r.get("fit") for r in grid["history"]]
+    assert fits[0] == 0 and fits[-1] == 2 and sorted(set(fits)) == [0, 1, 2]
+    later = [p["iterations"] for p in reg["path"][1:]]
+    assert sum(later) < 2 * single["history"][-1]["iteration"] + 4  # warm starts: the later fits are short
+    assert grid["metrics"]["auc"] > 0.7
+
+
+def test_trees_follow_the_woe_trends_when_asked(tmp_path):
+    from fedcredit.jobs.centralized import centralized_auc
+
+    paths = synth.write_nodes(synth.generate(2500, 8), tmp_path / "data")
+    nodes = [NodeConfig(r, str(paths[r]), out_dir=str(tmp_path / "out")) for r in ROLES]
+    settings = ModelSettings(model="secureboost", key_bits=1024, backend="mock", trees=3, max_depth=3,
+                             binning="monotone", tree_monotone=True)
+    result = run_job(nodes, settings)
+    ids = pq.read_table(tmp_path / "out" / "scores.parquet")["id"].to_numpy()
+    assert result["metrics"]["auc"] == pytest.approx(centralized_auc(nodes, ids, settings), abs=1e-9)
+    unconstrained = centralized_auc(nodes, ids, ModelSettings(**{**settings.__dict__, "tree_monotone": False}))
+    assert unconstrained != pytest.approx(result["metrics"]["auc"], abs=1e-9)
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Model development" in report
+    assert (tmp_path / "out" / "model" / "tax" / "report.html").exists()

@@ -19,6 +19,13 @@ from fedcredit.data.binning import FeaturePrep, merge_small_bins
 from fedcredit.scoring.woe import BinStats, TRENDS, bin_stats, merge_stats, monotone_map, select_features, woe_correlation
 
 BINNINGS = ("quantile", "monotone")
+# a WoE trend as a monotone constraint on the score (log-odds of default) along the bins: rising WoE = falling risk
+TREND_DIRECTION = {"ascending": -1, "descending": 1}
+
+
+def trend_directions(decisions: list["BinDecision"], kept) -> list[int]:
+    """Per kept feature, in order, the tree constraint its WoE trend implies (0: no trend, e.g. categories)."""
+    return [TREND_DIRECTION.get(d.trend, 0) for d, k in zip(decisions, kept) if k]
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,10 @@ class NodeBinning:
         self.selection = select_features(ivs, [spec.n_bins() for spec in self.prep.specs], s.min_iv, s.top_k, corr,
                                          s.max_correlation, self.names)
         return self.prep.subset([n for n, k in zip(self.names, self.selection.kept) if k])
+
+    def directions(self) -> list[int]:
+        """Monotone tree constraints of the selected features, from their WoE trends."""
+        return trend_directions(self.decisions, self.selection.kept)
 
     def selection_table(self) -> pd.DataFrame:
         """Feature, IV, bins, trend, kept, reason (``iv.csv``)."""

@@ -16,6 +16,7 @@ from fedcredit.data.validate import load_node
 from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError
+from fedcredit.protocols.job.development import node_development, tree_directions
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import SCORED, ModelSettings, NodeConfig, split_assignment
 from fedcredit.protocols.job.wire import (
@@ -46,8 +47,10 @@ class NodeAgent:
         self.prep: FeaturePrep | None = None
         self.woe: woe.WoeParty | None = None  # training runs: this node's WoE/IV binning and feature selection
         self._pending: dict | None = None  # the model runs to install once this node's features are decided
+        self._frame: pd.DataFrame | None = None  # training runs: the aligned rows' features (development report)
         self.reference_scores: np.ndarray | None = None  # bank, scoring runs: training scores of the saved model
         self.saved_split: np.ndarray | None = None  # bank, scoring runs: each aligned row's split in the saved model's run
+        self.development = None  # training runs: this node's development record (its report section)
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
         self._final_head: dict | None = None
 
@@ -101,7 +104,7 @@ class NodeAgent:
             self.audit.record(msg.to_bytes(), direction="received")
             self._final_head = self.audit.abort(msg.step, reason)
         self.models.clear()
-        self.psi = self.features = self.labels = self.ids = self.woe = self._pending = None
+        self.psi = self.features = self.labels = self.ids = self.woe = self._pending = self._frame = None
 
     def restore(self) -> None:
         """Called on an agent loaded from its checkpoint: drop audit records written after it (a crash mid-message)."""
@@ -144,6 +147,8 @@ class NodeAgent:
             replies = self.woe.handle(msg)
             if self.woe.decided and self._pending is not None:
                 self._install_decided()
+            elif msg.kind == woe.SELECTED and self.settings.tree_monotone:
+                self._constrain_trees()
             return replies
         if family in ("lr", "sb"):
             party = self.models.get(msg.run_id)
@@ -198,7 +203,20 @@ class NodeAgent:
         """The WoE step decided this node's bins and features: its model parties can be set up."""
         pending, self._pending = self._pending, None
         self.prep = self.woe.prep.subset(self.woe.prep.names, self.settings.mode)
+        self._frame = pending["frame"]
         self._install(pending["runs"], pending["frame"], pending["train"], pending["val"])
+        if self.settings.tree_monotone:
+            self._constrain_trees()
+
+    def _constrain_trees(self) -> None:
+        """The bank's tree constraints follow the WoE trends (hosts' once their selections arrived, before any
+        of their histograms)."""
+        if self.role != vertical_lr.BANK:
+            return
+        directions = tree_directions(self.woe)
+        for party in self.models.values():
+            if isinstance(party, secureboost.SbParty):
+                party.data.monotone = directions
 
     def _install(self, runs: dict, frame: pd.DataFrame, train_rows: np.ndarray, val_rows: np.ndarray, saved=None) -> int:
         """This node's party for each model run it takes part in: to train, or from its ``saved`` part;
@@ -379,7 +397,7 @@ class NodeAgent:
             limits=np.asarray(context["limits"], dtype=float) if context.get("limits") else None, scores=scores,
             metrics=metrics_view, importance=_importance_table(party) if isinstance(party, secureboost.SbParty) else None,
             loss_table=loss, in_sample=bool((self.split[test] == SCORED).any()), quality=context.get("quality"),
-            centralized_auc=context.get("centralized_auc"))
+            centralized_auc=context.get("centralized_auc"), development=self.development)
         return render_report(data, out / "report.html")
 
     def write_outputs(self, out: Path, main_run: str | None, scaling: dict | None = None) -> None:
@@ -391,9 +409,19 @@ class NodeAgent:
         if party is None:
             return
         if self.woe is not None and self.woe.decided:
-            write_table_csv(out / "model" / self.role / "iv.csv", self.woe.binning.selection_table())
+            from fedcredit.scoring.development import render_development_report
+
+            folder = out / "model" / self.role
+            write_table_csv(folder / "iv.csv", self.woe.binning.selection_table())
+            points = None
             if isinstance(party, vertical_lr.LrParty) and party.data.every.per_bin:
-                write_table_csv(out / "model" / self.role / "scorecard.csv", self.points_table(party, scaling))
+                points = self.points_table(party, scaling)
+                write_table_csv(folder / "scorecard.csv", points)
+            self.development = node_development(self.role, self.woe, self.prep, self._frame, self.split, party, points,
+                                                self.settings.model)
+            if self.role != vertical_lr.BANK:  # a host's own page: its features stay with it
+                render_development_report(f"fedcredit — model development at {self.role}", self.development,
+                                          folder / "report.html")
         reference = party.scores[self.split == 0] if self.role == vertical_lr.BANK and (self.split == 0).any() else None
         if isinstance(party, secureboost.SbParty):
             if not party.loaded:  # a trained model: save this node's part
