@@ -106,6 +106,23 @@ def test_demo_trains_and_writes_every_output(tmp_path):
     assert out.exists() and "Audit logs" in result.output
 
 
+def test_demo_runs_a_woe_scorecard(tmp_path):
+    import json
+
+    import pandas as pd
+
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--rows", "2500", "--key-bits", "1024", "--engine",
+                                 "in-process", "--features", "woe", "--binning", "monotone"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert abs(metrics["test_auc"] - metrics["centralized_auc"]) < 0.005
+    card = pd.read_csv(tmp_path / "model" / "bank" / "scorecard.csv")
+    assert card.feature.iloc[0] == "(base points)" and {"woe", "iv", "coefficient", "points"} <= set(card.columns)
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["mode"] == "woe"
+    bad = runner.invoke(app, ["demo", "--out", str(tmp_path / "x"), "--features", "optimal"])
+    assert bad.exit_code != 0 and "feature mode" in bad.output and "Traceback" not in bad.output
+
+
 def test_train_with_a_job_file(tmp_path):
     import json
 

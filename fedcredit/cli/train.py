@@ -32,9 +32,12 @@ def demo(
                               "secureboost (vertical gradient-boosted trees)."),
     allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
                                           "policy's quality gate (recorded in run.json, the limits signature, the report)."),
+    features: str = typer.Option("binned", "--features", help="binned (one-hot bins), woe (the classic WoE "
+                                 "scorecard: one coefficient per feature) or standardized."),
+    binning: str = typer.Option("quantile", "--binning", help="quantile, or monotone (bins merged until WoE is monotone)."),
 ) -> None:
     """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
-    settings = ModelSettings(seed=seed, key_bits=key_bits, model=model)
+    settings = ModelSettings(seed=seed, key_bits=key_bits, model=model, mode=features, binning=binning)
     previous_run(out, own=("data",))  # refuse a folder that is not a run's before writing data into it
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
