@@ -141,7 +141,7 @@ def test_the_timeline_has_one_series_per_protocol_family():
                for i, kind in enumerate(_KINDS) for party, direction in (("bank", "sent"), (COORDINATOR, "received"))]
     series = timeline_series(records)
     assert 1 < len(series) <= 6
-    assert set(series) == {"job", "psi", "lr", "sb"}
+    assert set(series) == {"job", "psi", "woe", "lr", "sb"}
     assert sum(len(points) for points in series.values()) == len(records)
     assert all(0 <= x <= 59 for points in series.values() for x, _ in points)
 

@@ -1,11 +1,13 @@
 """Federated WoE/IV binning: equal to the pooled computation, small bins merged first, monotone bins, selection."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fedcredit.common.errors import FedCreditError, ProtocolError
-from fedcredit.common.wire import Message
+from fedcredit.common.wire import Message, bundle, unbundle
 from fedcredit.crypto import Identity
 from fedcredit.data import synth
 from fedcredit.data.binning import FeaturePrep, FeatureSpec, merge_small_bins
@@ -143,10 +145,12 @@ def test_bank_refuses_small_bins_and_inconsistent_sums():
     out = coord.start()
     labels = [m for p in ROLES for m in parties[p].handle(next(o for o in out if o.receiver == p))]
     sums = parties["tax"].handle(next(m for m in labels if m.receiver == "tax"))[0]
-    counts = [list(c) for c in sums.meta["counts"]]
+    parts = unbundle(sums, ["events", "bins"])
+    doc = json.loads(parts["bins"][0])
+    counts = doc["counts"]
     counts[0][0], counts[0][1] = counts[0][0] + counts[0][1] - 1, 1
-    forged = Message(sums.kind, sums.sender, sums.receiver, sums.run_id, sums.step, {**sums.meta, "counts": counts},
-                     sums.payload)
+    payload, meta = bundle({"events": parts["events"], "bins": (json.dumps(doc).encode(), {})})
+    forged = Message(sums.kind, sums.sender, sums.receiver, sums.run_id, sums.step, meta, payload)
     with pytest.raises(ProtocolError, match="at least 5%"):
         parties["bank"].handle(forged)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from fedcredit.common.wire import COORDINATOR
 
-FAMILIES = {"job": "job control and publication", "psi": "PSI alignment", "lr": "scorecard LR",
-            "sb": "SecureBoost"}
+FAMILIES = {"job": "job control and publication", "psi": "PSI alignment", "woe": "WoE/IV binning",
+            "lr": "scorecard LR", "sb": "SecureBoost"}
 OTHER = "other"
 
 

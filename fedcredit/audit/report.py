@@ -50,7 +50,8 @@ def _time(rec) -> datetime | None:
         return None
 
 
-_FAMILY_COLOURS = {"job": "#7f8c8d", "psi": "#2471a3", "lr": "#c0392b", "sb": "#1e8449", OTHER: "#8e44ad"}
+_FAMILY_COLOURS = {"job": "#7f8c8d", "psi": "#2471a3", "woe": "#d68910", "lr": "#c0392b", "sb": "#1e8449",
+                   OTHER: "#8e44ad"}
 
 
 def timeline_series(messages: list[dict]) -> dict[str, list[tuple[float, str]]]:

@@ -11,6 +11,8 @@ names, or feature numbers only.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -93,7 +95,9 @@ class WoeBank(WoeParty):
         host = msg.sender
         if host not in self.hosts or host in self.host_decisions or self.keypair is None:
             raise ProtocolError(f"{msg.describe()}: label sums come once from each host")
-        counts, ordered = msg.meta.get("counts"), msg.meta.get("ordered")
+        parts = unbundle(msg, ["events", "bins"])
+        doc = _json_of(parts["bins"], msg)
+        counts, ordered = (doc.get("counts"), doc.get("ordered")) if isinstance(doc, dict) else (None, None)
         if not (isinstance(counts, list) and isinstance(ordered, list) and len(counts) == len(ordered)
                 and all(isinstance(c, list) and c and all(isinstance(v, int) and v >= 0 for v in c) for c in counts)
                 and all(isinstance(o, int) and 0 <= o <= len(c) for o, c in zip(ordered, counts))):
@@ -103,7 +107,7 @@ class WoeBank(WoeParty):
         except FedCreditError as exc:
             raise ProtocolError(str(exc)) from None
         total = sum(len(c) for c in counts)
-        events = self._open(unbundle(msg, ["events"])["events"], total, msg) if total else []
+        events = self._open(parts["events"], total, msg) if total else []
         decisions, at = [], 0
         for j, (c, o) in enumerate(zip(counts, ordered)):
             e = np.asarray(events[at:at + len(c)], dtype=np.int64)
@@ -115,7 +119,8 @@ class WoeBank(WoeParty):
         doc = [{"map": d.bin_map, "woe": d.woe, "iv": d.iv_terms, "trend": d.trend} for d in decisions]
         if len(self.host_decisions) == len(self.hosts):
             self.keypair = None  # every host is answered: the key has no further use
-        return [self._reply(BINS, host, msg.step + 1, {"features": doc})]
+        payload, meta = bundle({"features": _json_part(doc)})
+        return [self._reply(BINS, host, msg.step + 1, meta, payload)]
 
     def _open(self, part: tuple[bytes, dict], total: int, msg: Message) -> list[int]:
         packed = packed_part(self.keypair.public_key, part, total, msg, key_owner="the bank")
@@ -124,7 +129,7 @@ class WoeBank(WoeParty):
     def _selected(self, msg: Message) -> list[Message]:
         expect(msg, SELECTED)
         host = msg.sender
-        rows = msg.meta.get("features")
+        rows = _json_of(unbundle(msg, ["features"])["features"], msg)
         decided = self.host_decisions.get(host)
         if decided is None or host in self.host_tables:
             raise ProtocolError(f"{msg.describe()}: a host's selection comes once, after its bins")
@@ -171,15 +176,15 @@ class WoeHost(WoeParty):
             part = to_part(Packer(key, EVENT_SLOT_BITS).pack(events, pool=self.pool))
         else:
             part = (b"", {})
-        payload, meta = bundle({"events": part})
+        payload, meta = bundle({"events": part, "bins": _json_part({"counts": b.counts(), "ordered": b.ordered()})})
         self._sent = True
-        return [self._reply(SUMS, BANK, msg.step + 1, {**meta, "counts": b.counts(), "ordered": b.ordered()}, payload)]
+        return [self._reply(SUMS, BANK, msg.step + 1, meta, payload)]
 
     def _bins(self, msg: Message) -> list[Message]:
         expect(msg, BINS, sender=BANK)
         if not self._sent or self.decided:
             raise ProtocolError(f"{msg.describe()}: bins come once, after this host's label sums")
-        docs = msg.meta.get("features")
+        docs = _json_of(unbundle(msg, ["features"])["features"], msg)
         try:
             decisions = [BinDecision([int(v) for v in d["map"]], [float(v) for v in d["woe"]],
                                      [float(v) for v in d["iv"]], str(d["trend"])) for d in docs]
@@ -192,7 +197,20 @@ class WoeHost(WoeParty):
                 for j, (name, kept, reason) in enumerate(zip(table.feature, table.kept, table.reason))]
         if not self.publish_names:  # a reason may quote another feature's name
             rows = [{**r, "reason": _anonymous(r["reason"], list(table.feature))} for r in rows]
-        return [self._reply(SELECTED, BANK, msg.step + 1, {"features": rows})]
+        payload, meta = bundle({"features": _json_part(rows)})
+        return [self._reply(SELECTED, BANK, msg.step + 1, meta, payload)]
+
+
+def _json_part(obj) -> tuple[bytes, dict]:
+    """Per-feature tables travel in the (sealed) payload: hundreds of features outgrow a message header."""
+    return json.dumps(obj, separators=(",", ":")).encode(), {}
+
+
+def _json_of(part: tuple[bytes, dict], msg: Message):
+    try:
+        return json.loads(part[0].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{msg.describe()}: per-feature table is not valid JSON ({exc})") from None
 
 
 def _anonymous(reason: str, names: list[str]) -> str:
