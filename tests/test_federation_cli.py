@@ -243,7 +243,9 @@ def test_train_on_a_federation_sends_settings_roles_and_coordinator_paths_but_no
                    "max-iter": 3, "key-bits": 1024, "train": 0.5, "validation": 0.25, "bank-only-baseline": False,
                    "model": "scorecard_lr", "trees": 30, "max-depth": 4, "learning-rate": 0.1, "tree-l2": 1.0,
                    "min-child-weight": 1.0, "gamma": 0.0, "goss-top": 0.0, "goss-other": 0.0, "bank-first-tree": False,
-                   "patience": 0, "registry": str(job.parent / "state" / "registry.json")}
+                   "patience": 0, "binning": "quantile", "trend": "auto", "min-bin-share": 0.05, "min-iv": 0.02,
+                   "top-k": 0, "max-correlation": 1.0, "l2-grid": "", "tree-monotone": False,
+                   "registry": str(job.parent / "state" / "registry.json")}
     assert "/secret" not in json.dumps(cfg) and "vat_paid" not in json.dumps(cfg)
     assert "Not sent" in res.output and "[nodes.tax] data, features" in res.output
     assert "PSI: 1,234" in res.output and "test AUC 0.8123" in res.output

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -107,8 +108,12 @@ def test_a_four_node_job_runs_and_uses_the_court(example, tmp_path):
 
     part = tmp_path / "four" / "model" / "court"
     weights = {p["column"]: p["weight"] for p in json.loads((part / "weights.json").read_text())["parameters"]}
-    assert {c.split(" ")[0] for c in weights} == set(synth_court.COLUMNS)  # its own columns, each binned
-    for name in synth_court.COLUMNS:
+    iv = pd.read_csv(part / "iv.csv")  # the court selected its own columns by IV
+    kept = set(iv[iv.kept].feature)
+    assert set(iv.feature) == set(synth_court.COLUMNS) and len(kept) >= 2
+    assert (iv[~iv.kept].iv < settings.min_iv).all()
+    assert {c.split(" ")[0] for c in weights} == kept  # its kept columns, each binned
+    for name in kept:
         assert max(abs(w) for c, w in weights.items() if c.split(" ")[0] == name) > 1e-3, f"no weight on {name}"
     # published reason codes name the court's own columns, never a value
     features = {n.role: set(load_node(n.data, n.schema()).features.columns) for n in nodes}

@@ -45,7 +45,14 @@ def settings_from_run_config(cfg: dict) -> tuple[ModelSettings, list[str]]:
     kwargs = {}
     for key, field_name in SETTINGS_KEYS.items():
         if key in cfg:
-            kwargs[field_name] = type(getattr(defaults, field_name))(cfg[key])
+            default = getattr(defaults, field_name)
+            if isinstance(default, list):  # lists travel as comma-separated numbers ("0.1,0.01")
+                try:
+                    kwargs[field_name] = [float(v) for v in str(cfg[key]).split(",") if v.strip()]
+                except ValueError:
+                    raise FedCreditError(f"run config {key!r} must list numbers separated by commas, got {cfg[key]!r}") from None
+            else:
+                kwargs[field_name] = type(default)(cfg[key])
     roles = [r.strip() for r in str(cfg.get("roles", "bank,tax,utilities")).split(",") if r.strip()]
     if not roles or roles[0] != "bank" or len(set(roles)) != len(roles):
         raise FedCreditError(f"run config 'roles' must list unique roles, bank first; got {cfg.get('roles')!r}")
@@ -62,6 +69,7 @@ def run_config_from_settings(settings: ModelSettings, roles: list[str]) -> dict:
         raise FedCreditError(f"the {settings.backend!r} crypto backend is for local runs only; "
                              "a federation always uses 'paillier'")
     cfg = {key: getattr(settings, field_name) for key, field_name in SETTINGS_KEYS.items()}
+    cfg.update({key: ",".join(repr(float(v)) for v in value) for key, value in cfg.items() if isinstance(value, list)})
     cfg["roles"] = ",".join(roles)
     return cfg
 

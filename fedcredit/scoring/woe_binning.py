@@ -136,6 +136,7 @@ class NodeBinning:
         """Apply the label holder's merges and WoE to this node's bins."""
         if len(decisions) != len(self.prep.specs):
             raise FedCreditError(f"bin decisions for {len(decisions)} features, this node has {len(self.prep.specs)}")
+        self.bins = self.bins.copy()  # a restored or shared-memory copy may be read-only
         for j, (spec, d) in enumerate(zip(self.prep.specs, decisions)):
             if len(d.bin_map) != spec.n_bins() or len(d.woe) != max(d.bin_map, default=-1) + 1 \
                     or len(d.iv_terms) != len(d.woe) or sorted(set(d.bin_map)) != list(range(len(d.woe))):
