@@ -210,10 +210,10 @@ def iv_figure(shown: pd.DataFrame) -> Figure:
     top = ax.secondary_xaxis("top")
     top.set_xticks(IV_BANDS, [f"{b:g}" for b in IV_BANDS], fontsize=8)
     ax.set_title("Bands: below 0.02 not predictive, 0.02–0.1 weak, 0.1–0.3 medium, above 0.3 strong",
-                 loc="left", fontsize=9, color="#566573")
+                 loc="left", fontsize=9, color="#566573", pad=16)
     # above the axes, right of the title: never over a bar, however long the bars are
     ax.legend(handles=[Patch(color=KEPT, label="kept"), Patch(color=DROPPED, label="dropped")],
-              loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
+              loc="lower right", bbox_to_anchor=(1.0, 1.04), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("information value (IV)")
     return fig
 

@@ -232,5 +232,5 @@ def points_table(bins: pd_.DataFrame, grid_weights: list[np.ndarray], coefficien
         for (_, row), weight in zip(group.iterrows(), ints):
             c = coef[int(row["bin"])] if np.ndim(coef) else coef
             rows.append({**row.to_dict(), "coefficient": float(c),
-                         "points": -scaling.factor * math.ldexp(int(weight), -scale_bits)})
+                         "points": 0.0 - scaling.factor * math.ldexp(int(weight), -scale_bits)})  # no "-0.0"
     return pd_.DataFrame(rows, columns=["feature", "bin", "range", "share", "woe", "iv", "coefficient", "points"])
