@@ -61,6 +61,8 @@ class NodeAgent:
             party.pool = None
         if state.get("psi") is not None:
             state["psi"]._pool = None
+        if state.get("woe") is not None:
+            state["woe"].pool = None
         return state
 
     def attach_pool(self, pool) -> None:
@@ -69,6 +71,8 @@ class NodeAgent:
             party.pool = pool
         if self.psi is not None:
             self.psi._pool = pool
+        if self.woe is not None:
+            self.woe.pool = pool
 
     @staticmethod
     def ends_job(messages: list[Message]) -> bool:
