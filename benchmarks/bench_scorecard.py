@@ -10,8 +10,9 @@
    bins (synthetic: bare keys; German credit: ``german_`` keys), plus the bank-only AUC.
 3. ``noise_kept`` / ``noise_total``: 100 N(0, 1) columns added to the utilities file
    (declared as extra float columns), the default job (one-hot quantile bins, ``min_iv``
-   0.02): how many survive selection; test AUC without the noise, with it, and with it
-   and ``min_iv = 0`` (selection off).
+   0.02): how many survive selection; test AUC without the noise, with it, with it and
+   ``min_iv = 0`` (selection off), with it and monotone bins, and with it, selection off
+   and l2 chosen from ``L2_GRID`` by validation AUC; the bank-only AUC beside them.
 4. ``binning_s``: wall time of the WoE/IV step alone (quantile fit, small-bin merges,
    2048-bit Paillier label encryption, hosts' encrypted sums, decisions, selection) on
    100,000 training rows (10,000 with --quick), parties driven in one process with sealed
@@ -57,6 +58,7 @@ from fedcredit.protocols.relay import SealedRelay  # noqa: E402
 from fedcredit.protocols.woe import WoeConfig, WoeCoordinator, woe_party  # noqa: E402
 
 NOISE_COLUMNS = 100
+L2_GRID = [0.1, 0.03, 0.01, 0.003, 0.001]  # the noise case with selection off, l2 chosen by validation AUC
 ROLES = ("bank", "tax", "utilities")
 
 
@@ -146,7 +148,11 @@ def run(name: str, nodes: list[NodeConfig], settings: ModelSettings, out: Path) 
           + (f", bank-only {bank_only:.4f}" if bank_only is not None else "")
           + f"; max |IV fed − pooled| {diff:.3g}, same bins and selection: {same_selection}; "
           f"{result['intersection']:,} aligned rows, {result['evaluations']} evaluations, {clock.text()}", flush=True)
+    if "regularization" in result:
+        print(f"  l2 chosen by validation AUC: {result['regularization']['chosen_l2']} (path "
+              + ", ".join(f"{r['l2']}: {r['val_auc']:.4f}" for r in result["regularization"]["path"]) + ")", flush=True)
     return {"auc": fed_auc, "centralized_auc": central, "bank_only_auc": bank_only, "iv_diff": diff,
+            "chosen_l2": (result.get("regularization") or {}).get("chosen_l2"),
             "same_selection": same_selection, "tables": tables, "seconds": round(clock.wall, 1),
             "core_s": round(clock.cpu, 1), "load": clock.load, "rows": result["intersection"]}
 
@@ -170,31 +176,39 @@ def noise_case(nodes: list[NodeConfig], base: ModelSettings, root: Path) -> tupl
     kept = run(f"default job, {NOISE_COLUMNS} noise columns at utilities (min_iv 0.02)", noisy, base, root / "noise")
     off = run(f"default job, {NOISE_COLUMNS} noise columns, min_iv 0 (selection off)", noisy,
               dataclasses.replace(base, min_iv=0.0), root / "noise-off")
+    mono_run = run(f"default job, {NOISE_COLUMNS} noise columns, binning monotone", noisy,
+                   dataclasses.replace(base, binning="monotone"), root / "noise-mono")
+    grid = run(f"default job, {NOISE_COLUMNS} noise columns, min_iv 0, l2_grid {L2_GRID}", noisy,
+               dataclasses.replace(base, min_iv=0.0, l2_grid=L2_GRID), root / "noise-grid")
+    runs = {"without": clean, "with": kept, "min_iv_0": off, "monotone": mono_run, "min_iv_0_l2_grid": grid}
     util = kept["tables"]["utilities"]
     noise = util[util.feature.str.startswith("noise_")]
     survivors = noise[noise.kept]
-    frames, labels = pooled_train(noisy, pq.read_table(root / "noise" / "scores.parquet")["id"].to_numpy(), base)
-    at = [n.role for n in noisy].index("utilities")
-    mono = developed(noisy[at], frames[at], labels, dataclasses.replace(base, binning="monotone"))[0].selection_table()
+    mono = mono_run["tables"]["utilities"]
     mono_noise = mono[mono.feature.str.startswith("noise_")]
     print(f"noise: {len(survivors)}/{len(noise)} kept at min_iv {base.min_iv} (quantile bins; IV of noise median "
           f"{noise.iv.median():.4f}, max {noise.iv.max():.4f}"
           + (f", top survivors {', '.join(f'{f} {v:.4f}' for f, v in survivors.nlargest(3, 'iv')[['feature', 'iv']].values)}"
              if len(survivors) else "")
-          + f"); with monotone bins {int(mono_noise.kept.sum())}/{len(mono_noise)} kept (pooled computation)", flush=True)
+          + f"); with monotone bins {int(mono_noise.kept.sum())}/{len(mono_noise)} kept", flush=True)
     figures = {"noise_kept": int(len(survivors)), "noise_total": int(len(noise)),
                "noise_kept_monotone": int(mono_noise.kept.sum()),
                "noise_iv_median": round(float(noise.iv.median()), 5), "noise_iv_max": round(float(noise.iv.max()), 5),
                "real_utilities_kept": f"{int(util[~util.feature.str.startswith('noise_')].kept.sum())}/"
                                       f"{int((~util.feature.str.startswith('noise_')).sum())}",
                "auc_without_noise": round(clean["auc"], 4), "auc_with_noise": round(kept["auc"], 4),
-               "auc_with_noise_min_iv_0": round(off["auc"], 4), "bank_only_auc": round(clean["bank_only_auc"], 4),
+               "auc_with_noise_min_iv_0": round(off["auc"], 4), "auc_with_noise_monotone": round(mono_run["auc"], 4),
+               "auc_with_noise_min_iv_0_l2_grid": round(grid["auc"], 4), "noise_chosen_l2": grid["chosen_l2"],
+               "bank_only_auc": round(clean["bank_only_auc"], 4),
                "centralized_auc_without_noise": round(clean["centralized_auc"], 4),
                "centralized_auc_with_noise": round(kept["centralized_auc"], 4),
                "centralized_auc_with_noise_min_iv_0": round(off["centralized_auc"], 4),
-               "noise_seconds": {"without": clean["seconds"], "with": kept["seconds"], "min_iv_0": off["seconds"]},
-               "noise_core_s": {"without": clean["core_s"], "with": kept["core_s"], "min_iv_0": off["core_s"]}}
-    return figures, max(clean["iv_diff"], kept["iv_diff"], off["iv_diff"])
+               "centralized_auc_with_noise_monotone": round(mono_run["centralized_auc"], 4),
+               "centralized_auc_with_noise_min_iv_0_l2_grid": round(grid["centralized_auc"], 4),
+               "noise_seconds": {k: r["seconds"] for k, r in runs.items()},
+               "noise_core_s": {k: r["core_s"] for k, r in runs.items()},
+               "noise_load": {k: r["load"] for k, r in runs.items()}}
+    return figures, max(r["iv_diff"] for r in runs.values())
 
 
 # --- 4: the WoE/IV step alone ---------------------------------------------------------------------------------
@@ -211,9 +225,14 @@ def binning_step(rows: int, key_bits: int) -> dict:
     ids = {r: Identity.generate(r) for r in ROLES}
     relays = {r: SealedRelay(ids[r], [ids[o].public for o in ROLES if o != r]) for r in ROLES}
     settings = ModelSettings(key_bits=key_bits)
+    spent: dict[str, float] = {}
     with WorkerPool() as pool, Clock() as clock:
+        started = time.perf_counter()
         parties = {r: woe_party(r, FeaturePrep.fit(frames[r], "binned", settings.n_bins), frames[r],
                                 y if r == "bank" else None, publish_names=True, pool=pool) for r in ROLES}
+        spent["quantile fit"] = time.perf_counter() - started
+        for party in parties.values():
+            party.handle = _timed(party.role, party.handle, spent)
         coordinator = WoeCoordinator("bench/woe", list(ROLES), WoeConfig(settings.woe_settings(), key_bits, "paillier"))
         rounds = drive(coordinator, parties, relays=relays)
         pool.shutdown()  # its workers' CPU time is counted once they are reaped
@@ -221,8 +240,21 @@ def binning_step(rows: int, key_bits: int) -> dict:
     kept = {r: int(p.binning.selection_table().kept.sum()) for r, p in parties.items()}
     print(f"binning + IV step: {rows:,} training rows, features {features}, kept {kept}, {key_bits}-bit Paillier, "
           f"{rounds} rounds: {clock.text()}", flush=True)
-    return {"binning_s": round(clock.wall, 2), "binning_core_s": round(clock.cpu, 1), "binning_rows": rows,
+    print("  seconds inside: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items()), flush=True)
+    return {"binning_breakdown_s": {k: round(v, 2) for k, v in spent.items()},"binning_s": round(clock.wall, 2), "binning_core_s": round(clock.cpu, 1), "binning_rows": rows,
             "binning_load": clock.load, "binning_features": features, "binning_rounds": rounds}
+
+
+def _timed(role: str, handle, spent: dict[str, float]):
+    """``handle`` that adds its wall time to ``spent["<role> <message kind>"]``."""
+    def timed(msg):
+        started = time.perf_counter()
+        try:
+            return handle(msg)
+        finally:
+            key = f"{role} {msg.kind}"
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - started
+    return timed
 
 
 # --- 5: optbinning ---------------------------------------------------------------------------------------------
