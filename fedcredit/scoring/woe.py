@@ -34,11 +34,6 @@ class BinStats:
     def iv(self) -> float:
         return float(self.iv_terms.sum())
 
-    @property
-    def shares(self) -> np.ndarray:
-        total = self.counts.sum()
-        return self.counts / total if total else np.zeros(len(self.counts))
-
 
 def bin_stats(events, counts) -> BinStats:
     """WoE and IV per bin; ``events[b] ≤ counts[b]`` (integers)."""

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.data.binning import FeaturePrep, merge_small_bins
-from fedcredit.scoring.woe import BinStats, TRENDS, bin_stats, merge_stats, monotone_map, select_features, woe_correlation
+from fedcredit.scoring.woe import TRENDS, bin_stats, merge_stats, monotone_map, select_features, woe_correlation
 
 BINNINGS = ("quantile", "monotone")
 # a WoE trend as a monotone constraint on the score (log-odds of default) along the bins: rising WoE = falling risk
@@ -175,7 +175,3 @@ class NodeBinning:
                              "woe": d.woe[b], "iv": d.iv_terms[b]})
         return pd.DataFrame(rows, columns=["feature", "bin", "range", "share", "woe", "iv"])
 
-
-def stats_of(decision: BinDecision, events, counts) -> BinStats:
-    """The merged bins' statistics of a decision (tests and reports)."""
-    return bin_stats(*merge_stats(events, counts, decision.bin_map))
