@@ -1,0 +1,206 @@
+"""A coordinator killed mid-job and resumed from its journal ends with the uninterrupted run's model, bit for bit.
+
+The real coordinator loop (``server_app.run_job``) and the real node checkpoints
+(``NodeRuns``) in one process, over a stand-in for Flower's Grid. A kill is played as a
+SIGKILL shows it: the loop stops at once (an exception no handler catches), nothing is
+aborted, the nodes keep their checkpoints. A second grid — a new Flower run — then
+resumes the job from the journal. The same over the deployment engine, with the
+SuperLink's processes killed, is tests/test_coordinator_resume.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedcredit.audit.verify import read_log, verify_audit
+from fedcredit.common.errors import FedCreditError
+from fedcredit.crypto import Identity, WorkerPool
+from fedcredit.data import synth
+from fedcredit.flower.codec import from_record, to_record
+from fedcredit.flower.delivery import delivery_run, delivery_seq
+from fedcredit.flower.journal import CoordinatorJournal
+from fedcredit.flower.server_app import run_job
+from fedcredit.node.runs import NodeRuns
+from fedcredit.protocols.job import ModelSettings, NodeAgent, NodeConfig
+from fedcredit.scoring.outputs import read_model_part
+
+ROLES = ("bank", "tax", "utilities")
+SETTINGS = ModelSettings(key_bits=1024, max_iter=4, bank_only_baseline=False)
+
+
+class Killed(BaseException):
+    """The coordinator's process died (SIGKILL): no handler runs."""
+
+
+def _reply(mid: str, nid: int, content):
+    return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=mid, src_node_id=nid), content=content,
+                           error=None, has_error=lambda: False)
+
+
+class NodesGrid:
+    """Every node in this process; the Flower run is ``flower_run``; ``kill_at`` = (round, nodes served first)."""
+
+    def __init__(self, nodes: dict[str, NodeConfig], work: Path, pool, flower_run: str, kill_at=None):
+        self.ids = {role: 101 + i for i, role in enumerate(nodes)}
+        self.runs = {role: NodeRuns(work / role, lambda run, n=node: NodeAgent(n), pool) for role, node in nodes.items()}
+        self.flower_run, self.kill_at = flower_run, kill_at
+        self.numbered, self.replies, self.counter = 0, {}, itertools.count()
+        self.served: list[tuple[str, str, int]] = []  # (role, node state's run, delivery number)
+
+    def get_node_ids(self):
+        return list(self.ids.values())
+
+    def push_messages(self, msgs):
+        msgs = list(msgs)
+        if msgs and delivery_seq(msgs[0].content) is not None:
+            self.numbered += 1
+        ids = []
+        for i, msg in enumerate(msgs):
+            if self.kill_at is not None and self.numbered == self.kill_at[0] and i == self.kill_at[1]:
+                raise Killed()
+            mid = f"m{next(self.counter)}"
+            ids.append(mid)
+            self.replies[mid] = self._serve(mid, msg.metadata.dst_node_id, msg.metadata.message_type, msg.content)
+        return ids
+
+    def pull_messages(self, ids):
+        return [self.replies.pop(mid) for mid in list(ids) if mid in self.replies]
+
+    def _serve(self, mid, nid, kind, content):
+        role = next(r for r, i in self.ids.items() if i == nid)
+        if kind == "query.role":
+            return _reply(mid, nid, {"node": {"role": role}})
+        run = delivery_run(content) or self.flower_run
+        if kind == "query.abort":
+            head = self.runs[role].abort(run, from_record(content)[0])
+            return _reply(mid, nid, {"audit": ConfigRecord({"final_head": json.dumps(head)})} if head else {})
+        seq = delivery_seq(content)
+        self.served.append((role, run, seq))
+        outcome = self.runs[role].deliver(run, seq, from_record(content))
+        record = to_record(outcome.replies)
+        if outcome.head is not None:
+            record["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
+        return _reply(mid, nid, record)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synth.write_nodes(synth.generate(1200, 5), tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with WorkerPool(1) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return Identity.generate("coordinator")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _task_identity():
+    # Flower messages need the sending task's identity; the real ServerApp process has one
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(TaskIdentity, "_run_id", 1)
+        m.setattr(TaskIdentity, "_node_id", 0)
+        m.setattr(TaskIdentity, "_task_id", 1)
+        yield
+
+
+def _job(tmp: Path, data, pool, signer, flower_run: str, *, kill_at=None, resume=False):
+    nodes = {r: NodeConfig(r, str(data[r]), out_dir=str(tmp / "out" / r)) for r in ROLES}
+    grid = NodesGrid(nodes, tmp / "work", pool, flower_run, kill_at)
+    journal = CoordinatorJournal(tmp / "out" / "journal", flower_run, resume=resume)
+    result: dict = {}
+    try:
+        run_job(grid, SETTINGS, list(ROLES), result, run_id="job-1", audit=(tmp / "out" / "audit", signer),
+                timeout=30, journal=journal)
+    except Killed:
+        result["killed"] = True
+    return result, grid, journal
+
+
+def _weights(tmp: Path) -> dict[str, np.ndarray]:
+    return {r: read_model_part(tmp / "out" / r / "model" / r, r)[1] for r in ROLES}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data, pool, signer):
+    tmp = tmp_path_factory.mktemp("clean")
+    result, grid, journal = _job(tmp, data, pool, signer, "1")
+    assert "error" not in result, result.get("error")
+    journal.finish()
+    return tmp, result
+
+
+def _resumed_equals(tmp: Path, uninterrupted, data, pool, signer) -> dict:
+    result, grid, journal = _job(tmp, data, pool, signer, "2", resume=True)
+    assert "error" not in result, result.get("error")
+    clean_tmp, clean = uninterrupted
+    assert result["metrics"] == clean["metrics"] and result["rounds"] == clean["rounds"]
+    for role, w in _weights(clean_tmp).items():
+        assert np.array_equal(_weights(tmp)[role], w), role
+    assert {run for _, run, _ in grid.served} == {"1"}  # the nodes' state is the first run's
+    out = tmp / "out"
+    for role in ROLES:
+        (out / "audit" / f"{role}.jsonl").write_bytes((out / role / "audit" / f"{role}.jsonl").read_bytes())
+    verdict = verify_audit(out, signer.public, min_key_bits=1024)
+    assert verdict.ok and set(verdict.parties) == {*ROLES, "coordinator"}
+    journal.finish()
+    return result
+
+
+def test_killed_mid_round_resumes_to_the_same_model(tmp_path, data, pool, signer, uninterrupted):
+    """Killed while delivering round 10: the bank had handled its bundle, the hosts had not."""
+    killed, grid, _ = _job(tmp_path, data, pool, signer, "1", kill_at=(10, 1))
+    assert killed == {"killed": True}
+    folder = tmp_path / "out" / "journal"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    keys = list(folder.glob("paillier-*.json"))
+    assert len(keys) == 1 and stat.S_IMODE(keys[0].stat().st_mode) == 0o600
+    # the coordinator's log holds the sent records of round 10, which the resumed coordinator does not repeat
+    log = tmp_path / "out" / "audit" / "coordinator.jsonl"
+    before = log.read_bytes()
+    _resumed_equals(tmp_path, uninterrupted, data, pool, signer)
+    assert log.read_bytes().startswith(before) and read_log(log).records[-1]["type"] == "close"
+    assert not folder.exists()  # the journal and the coordinator's private key are gone
+
+
+def test_killed_after_journaling_a_rounds_replies_resumes_without_asking_again(tmp_path, data, pool, signer,
+                                                                               uninterrupted, monkeypatch):
+    """Killed once round 12's replies were journaled, before round 13 went out (part of the log cut)."""
+    original = CoordinatorJournal.write_pending
+
+    def die_at_13(self, round_no, *args):
+        if round_no == 13:
+            self.folder.joinpath("..", "audit", "coordinator.jsonl").resolve().open("ab").write(b'{"torn')
+            raise Killed()
+        return original(self, round_no, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(CoordinatorJournal, "write_pending", die_at_13)
+        killed, grid, _ = _job(tmp_path, data, pool, signer, "1")
+    assert killed == {"killed": True}
+    _resumed_equals(tmp_path, uninterrupted, data, pool, signer)
+
+
+def test_a_resume_is_refused_without_a_journal_or_with_other_settings(tmp_path, data, pool, signer):
+    with pytest.raises(FedCreditError, match="nothing to resume"):
+        CoordinatorJournal(tmp_path / "journal", "2", resume=True)
+    killed, _, _ = _job(tmp_path, data, pool, signer, "1", kill_at=(3, 0))
+    with pytest.raises(FedCreditError, match="holds an unfinished job"):
+        CoordinatorJournal(tmp_path / "out" / "journal", "2")
+    journal = CoordinatorJournal(tmp_path / "out" / "journal", "2", resume=True)
+    with pytest.raises(FedCreditError, match="its settings differ"):
+        journal.check(ModelSettings(key_bits=1024, max_iter=5, bank_only_baseline=False), list(ROLES), "train")
