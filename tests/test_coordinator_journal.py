@@ -204,3 +204,26 @@ def test_a_resume_is_refused_without_a_journal_or_with_other_settings(tmp_path, 
     journal = CoordinatorJournal(tmp_path / "out" / "journal", "2", resume=True)
     with pytest.raises(FedCreditError, match="its settings differ"):
         journal.check(ModelSettings(key_bits=1024, max_iter=5, bank_only_baseline=False), list(ROLES), "train")
+
+
+def test_nodes_close_their_logs_as_aborted_when_the_coordinator_never_returns(tmp_path, data, pool, signer):
+    import os
+
+    from fedcredit.node.service import make_app
+
+    killed, grid, _ = _job(tmp_path, data, pool, signer, "1", kill_at=(7, 0))
+    assert killed == {"killed": True}
+    with pytest.raises(FedCreditError, match="coordinator-timeout must be a number of seconds > 0"):
+        make_app({"role": "tax", "data": str(data["tax"]), "work-dir": str(tmp_path / "work" / "tax"),
+                  "coordinator-timeout": "soon"})
+    for role in ROLES:
+        app = make_app({"role": role, "data": str(data[role]), "work-dir": str(tmp_path / "work" / role),
+                        "coordinator-timeout": "600"})
+        checkpoint = tmp_path / "work" / role / "run-1" / "checkpoint"
+        assert app.state.abandon_idle() == []  # silent for less than 600 s: the node keeps waiting
+        os.utime(checkpoint, (checkpoint.stat().st_atime, checkpoint.stat().st_mtime - 601))
+        assert app.state.abandon_idle() == ["1"]
+        assert not (tmp_path / "work" / role / "run-1").exists()
+        last = read_log(tmp_path / "out" / role / "audit" / f"{role}.jsonl").records[-1]  # the chain verifies
+        assert last["type"] == "aborted" and last["reason"] == "the coordinator did not return within 600 s"
+        assert last["step"] == max(seq for r, _, seq in grid.served if r == role)  # its last completed delivery

@@ -118,6 +118,9 @@ def node_start(
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="Heartbeat interval in seconds (default 10, "
                                               "Flower's minimum; its own default is 30). The coordinator notices a "
                                               "crashed node after two intervals."),
+    coordinator_timeout: Optional[float] = typer.Option(
+        None, "--coordinator-timeout", help="Seconds this node waits for a coordinator that stopped mid-job (default "
+        "3600); then it closes the job's audit log as aborted and deletes its state."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperNode command; start nothing."),
 ) -> None:
     """Run this node's service and SuperNode (TLS, authentication key, role and data from the node config) in the
@@ -128,7 +131,9 @@ def node_start(
     try:
         o, columns = kitconfig.node_settings(config, {
             "role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out, "key": key,
-            "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat})
+            "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat, "coordinator_timeout": coordinator_timeout})
+        if o.get("coordinator_timeout") is not None:  # read by the node service (fedcredit.node.service)
+            columns = {**columns, "coordinator-timeout": f"{float(o['coordinator_timeout']):g}"}
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)
