@@ -98,6 +98,11 @@ def coordinator_start(
     for role, nid in registry.items():
         console.print(f"  registered {role}: node id {nid}")
     console.print(f"Role binding for jobs: {state / 'registry.json'}. Ctrl-C to stop.")
+    from fedcredit.flower.submit import resume_unfinished
+
+    connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    resume_unfinished(state, f"{connect}:{port}", Path(opts["certs"]),
+                      echo=lambda line: console.print(line, markup=False, highlight=False))
     _run_until_stopped(proc)
 
 

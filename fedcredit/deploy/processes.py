@@ -27,6 +27,7 @@ from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 
 FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
+UNFINISHED_ENV, UNFINISHED = "FEDCREDIT_UNFINISHED", "unfinished"  # a coordinator's list of unfinished jobs (STATE/unfinished)
 BIN = Path(sys.executable).parent
 
 
@@ -295,8 +296,9 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
     if port_in_use(host, port):
         raise FedCreditError(f"{host}:{port} is already in use (another SuperLink?); choose another --port")
     home = state / "flwr-home"
-    proc = spawn("superlink", superlink_command(certs, host, port, state), flower_env(home), state / "superlink.log",
-                 netns=netns)
+    # the ServerApps it starts list their unfinished jobs there (fedcredit.flower.journal): a restart resumes them
+    env = flower_env(home, {UNFINISHED_ENV: str(state / UNFINISHED)})
+    proc = spawn("superlink", superlink_command(certs, host, port, state), env, state / "superlink.log", netns=netns)
     try:
         wait_https(host, port, certs / "ca.pem", timeout, proc)
         write_cli_config(home, f"{host}:{port}", certs / "ca.pem")

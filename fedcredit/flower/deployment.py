@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 import tomllib
@@ -25,6 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy.processes import UNFINISHED_ENV
 from fedcredit.flower.journal import FOLDER as JOURNAL, CoordinatorJournal
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
@@ -163,7 +165,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
             registry = {str(k): int(v) for k, v in json.loads(Path(str(cfg["registry"])).read_text()).items()}
         result: dict = {}
         resume = str(cfg.get("resume", "false")).lower() == "true"
-        journal = CoordinatorJournal(out / JOURNAL, flower_run_id, resume=resume)
+        journal = CoordinatorJournal(out / JOURNAL, flower_run_id, resume=resume, run_config=cfg,
+                                     index=os.environ.get(UNFINISHED_ENV) or None)
         resumed = {}
         if resume:  # the nodes' folders keep the first run's id; this Flower run is recorded beside it
             print(f"resuming job {journal.run.get('run_id')} (first Flower run {journal.origin}) from its journal",

@@ -73,9 +73,12 @@ def _frames(raw: bytes, what: Path) -> list[tuple[dict, bytes]]:
 class CoordinatorJournal:
     """One job's journal in ``folder``; ``resume`` says whether this ServerApp continues it."""
 
-    def __init__(self, folder: Path, flower_run: int | str | None = None, resume: bool = False):
+    def __init__(self, folder: Path, flower_run: int | str | None = None, resume: bool = False, *,
+                 index: Path | None = None, run_config: dict | None = None):
         self.folder = Path(folder)
         self.resume = resume
+        # the coordinator's list of unfinished jobs (``STATE/unfinished/``): a restarted coordinator resumes them
+        self.index, self.run_config = (Path(index) if index else None), dict(run_config or {})
         self.origin = str(flower_run) if flower_run is not None else None  # the nodes' name for the run
         self._keys: set[str] = set()
         exists = (self.folder / "run.json").exists()
@@ -97,6 +100,14 @@ class CoordinatorJournal:
                     "task": task}
         (self.folder / "replies.bin").unlink(missing_ok=True)
         atomic_write_bytes(self.folder / "run.json", json.dumps(self.run, indent=1).encode(), mode=0o600)
+        if self.index is not None:
+            entry = {"out": str(self.folder.parent.resolve()), "run_id": run_id,
+                     "run_config": {k: v for k, v in self.run_config.items() if k != "resume"}}
+            atomic_write_bytes(self._entry(), json.dumps(entry, indent=1).encode(), mode=0o600)
+
+    def _entry(self) -> Path:
+        """One entry per output folder (a folder holds one unfinished job at most)."""
+        return self.index / f"{hashlib.sha256(str(self.folder.parent.resolve()).encode()).hexdigest()[:16]}.json"
 
     def check(self, settings, roles: list[str], task: str) -> str:
         """The journaled job's run id, once its settings, roles and task are those of this submission."""
@@ -141,6 +152,8 @@ class CoordinatorJournal:
     def finish(self) -> None:
         """The run ended (finished or failed): the journal, with the coordinator's private keys, goes."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.index is not None:
+            self._entry().unlink(missing_ok=True)
 
     # -- reading --------------------------------------------------------------------
     def pending(self) -> tuple[int, dict[str, int], list, dict | None]:
@@ -195,3 +208,16 @@ class CoordinatorJournal:
                                      "the coordinator's audit log")
             coordinator = continued(inner, audit[0], audit[1], audit_state)
         return coordinator, outgoing, seqs, entries[round_no - 1] if len(entries) == round_no else None
+
+
+def unfinished(index: Path) -> list[dict]:
+    """The unfinished jobs a coordinator's state folder lists (``out``, ``run_id``, ``run_config``), oldest first;
+    an entry whose journal is gone (the job ended meanwhile) is dropped."""
+    found = []
+    for path in sorted(Path(index).glob("*.json"), key=lambda p: p.stat().st_mtime):
+        entry = json.loads(path.read_text())
+        if (Path(entry["out"]) / FOLDER / "run.json").exists():
+            found.append(entry)
+        else:
+            path.unlink(missing_ok=True)
+    return found
