@@ -10,11 +10,9 @@ SuperLink's processes killed, is tests/test_coordinator_resume.py.
 
 from __future__ import annotations
 
-import itertools
 import json
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,15 +21,14 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit.audit.verify import read_log, verify_audit
 from fedcredit.common.errors import FedCreditError
-from fedcredit.crypto import Identity, WorkerPool
-from fedcredit.data import synth
+from fedcredit.crypto import Identity
 from fedcredit.flower.codec import from_record, to_record
 from fedcredit.flower.delivery import delivery_run, delivery_seq
 from fedcredit.flower.journal import CoordinatorJournal
 from fedcredit.flower.server_app import run_job
-from fedcredit.node.runs import NodeRuns
-from fedcredit.protocols.job import ModelSettings, NodeAgent, NodeConfig
+from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.outputs import read_model_part
+from test_fault_tolerance import CrashingGrid, _reply, data, pool  # noqa: F401 — data, pool: fixtures
 
 ROLES = ("bank", "tax", "utilities")
 SETTINGS = ModelSettings(key_bits=1024, max_iter=4, bank_only_baseline=False)
@@ -41,39 +38,22 @@ class Killed(BaseException):
     """The coordinator's process died (SIGKILL): no handler runs."""
 
 
-def _reply(mid: str, nid: int, content):
-    return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=mid, src_node_id=nid), content=content,
-                           error=None, has_error=lambda: False)
-
-
-class NodesGrid:
+class NodesGrid(CrashingGrid):
     """Every node in this process; the Flower run is ``flower_run``; ``kill_at`` = (round, nodes served first)."""
 
     def __init__(self, nodes: dict[str, NodeConfig], work: Path, pool, flower_run: str, kill_at=None):
-        self.ids = {role: 101 + i for i, role in enumerate(nodes)}
-        self.runs = {role: NodeRuns(work / role, lambda run, n=node: NodeAgent(n), pool) for role, node in nodes.items()}
-        self.flower_run, self.kill_at = flower_run, kill_at
-        self.numbered, self.replies, self.counter = 0, {}, itertools.count()
+        super().__init__(nodes, work, pool)
+        self.flower_run, self.kill_at, self.numbered = flower_run, kill_at, 0
         self.served: list[tuple[str, str, int]] = []  # (role, node state's run, delivery number)
-
-    def get_node_ids(self):
-        return list(self.ids.values())
 
     def push_messages(self, msgs):
         msgs = list(msgs)
         if msgs and delivery_seq(msgs[0].content) is not None:
             self.numbered += 1
-        ids = []
-        for i, msg in enumerate(msgs):
-            if self.kill_at is not None and self.numbered == self.kill_at[0] and i == self.kill_at[1]:
-                raise Killed()
-            mid = f"m{next(self.counter)}"
-            ids.append(mid)
-            self.replies[mid] = self._serve(mid, msg.metadata.dst_node_id, msg.metadata.message_type, msg.content)
-        return ids
-
-    def pull_messages(self, ids):
-        return [self.replies.pop(mid) for mid in list(ids) if mid in self.replies]
+        if self.kill_at is not None and self.numbered == self.kill_at[0]:
+            super().push_messages(msgs[:self.kill_at[1]])
+            raise Killed()
+        return super().push_messages(msgs)
 
     def _serve(self, mid, nid, kind, content):
         role = next(r for r, i in self.ids.items() if i == nid)
@@ -90,17 +70,6 @@ class NodesGrid:
         if outcome.head is not None:
             record["audit"] = ConfigRecord({"final_head": json.dumps(outcome.head)})
         return _reply(mid, nid, record)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return synth.write_nodes(synth.generate(1200, 5), tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with WorkerPool(1) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
