@@ -107,8 +107,8 @@ class Deliveries:
         """One unnumbered try, waiting at most ``timeout`` seconds and never for lost nodes: the replies
         that came (a failed job's abort must not wait for a node that is gone)."""
         saved, self.timeout = self.timeout, timeout
-        for content in contents.values():
-            if self.run is not None:
+        if self.run is not None:  # the node closes the log of the run it holds
+            for content in contents.values():
                 content[DELIVERY] = ConfigRecord(self._run())
         try:
             got, _lost = self._push_and_pull(contents, message_type, partial=True)
