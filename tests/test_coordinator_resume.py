@@ -93,6 +93,7 @@ def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation)
     assert len(threads) == 1
     threads[0].join(timeout=900)
     assert not threads[0].is_alive(), lines[-20:]
+    assert (out / "status.json").exists(), "\n".join(lines[-30:])
     status = json.loads((out / "status.json").read_text())
     assert status["ok"], (status, lines[-20:])
     assert any("resuming job" in line for line in lines), lines[-20:]
