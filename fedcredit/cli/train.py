@@ -16,7 +16,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.data.schema import NODE_ROLES
 from fedcredit.jobs import outdir, runner
 from fedcredit.jobs.outdir import previous_run
-from fedcredit.jobs.jobfile import load_job, read_job
+from fedcredit.jobs.jobfile import read_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.policy import LimitPolicy
 
@@ -60,8 +60,9 @@ def train(
 ) -> None:
     """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
     if federation is None:
-        nodes, settings = load_job(job)
-        _train(nodes, settings, out, engine or "simulation", centralized, policy, allow_weak_model=allow_weak_model)
+        job_file = read_job(job)
+        _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", centralized, policy,
+               allow_weak_model=allow_weak_model, purpose=job_file.purpose)
         return
     for flag, given in (("--engine", engine is not None), ("--centralized", centralized),
                         ("--allow-weak-model", allow_weak_model)):
@@ -106,8 +107,8 @@ def score(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
 ) -> None:
     """Score a population with a trained model (each node applies its own saved part) and publish signed limits."""
-    nodes, settings = load_job(job)
-    _train(nodes, settings, out, engine, False, policy, model=model)
+    job_file = read_job(job)
+    _train(job_file.node_configs(), job_file.settings, out, engine, False, policy, model=model, purpose=job_file.purpose)
 
 
 def _show_failure(out: Path) -> None:
@@ -123,11 +124,13 @@ def _show_failure(out: Path) -> None:
 
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
-           model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False) -> None:
+           model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False,
+           purpose: str = "credit-scoring") -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
-                             policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model)
+                             policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model,
+                             purpose=purpose)
     except FedCreditError:
         _show_failure(out)
         raise
