@@ -209,7 +209,7 @@ def test_run_config_round_trips_and_every_key_exists_in_the_flower_app_config():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     # flwr refuses a run-config key the app does not declare, so everything the submitter may send is declared
     assert set(cfg) | {"out", "policy", "registry", "keys"} <= set(declared)
-    assert set(SETTINGS_KEYS) | {"roles"} == set(cfg)
+    assert set(SETTINGS_KEYS) | {"roles", "purpose"} == set(cfg) and cfg["purpose"] == "credit-scoring"
     with pytest.raises(FedCreditError, match="'mock' crypto backend is for local runs only"):
         run_config_from_settings(ModelSettings(backend="mock"), ["bank", "tax"])
     trees = ModelSettings(model="secureboost", trees=7, max_depth=5, learning_rate=0.2, tree_l2=2.0, goss_top=0.2,
