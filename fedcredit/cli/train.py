@@ -41,9 +41,29 @@ def demo(
     previous_run(out, own=("data",))  # refuse a folder that is not a run's before writing data into it
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
-    nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
+    nodes = [NodeConfig(role, str(paths[role][0]), policy=str(_demo_node_policy(out / "data", role, key_bits)))
+             for role in NODE_ROLES]
     _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",),
            allow_weak_model=allow_weak_model)
+
+
+DEMO_NODE_POLICY = """# {role}'s own policy for the demo (docs/governance.md); its budget is counted beside this file
+[policy]
+allowed_banks = ["bank"]
+allowed_models = ["scorecard_lr", "secureboost"]
+allowed_tasks = ["train", "score"]
+min_key_bits = {key_bits}
+min_population = 100
+max_jobs_per_day = 1000
+max_scored_per_day = 10000000
+"""
+
+
+def _demo_node_policy(folder: Path, role: str, key_bits: int) -> Path:
+    """The demo's nodes carry explicit policies: the demo's bank, both models, the keys the demo asks for."""
+    path = folder / f"{role}_policy.toml"
+    path.write_text(DEMO_NODE_POLICY.format(role=role, key_bits=min(key_bits, 2048)))
+    return path
 
 
 def train(
