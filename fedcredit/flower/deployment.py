@@ -62,7 +62,7 @@ def settings_from_run_config(cfg: dict) -> tuple[ModelSettings, list[str]]:
     return ModelSettings(**kwargs), roles
 
 
-def run_config_from_settings(settings: ModelSettings, roles: list[str]) -> dict:
+def run_config_from_settings(settings: ModelSettings, roles: list[str], purpose: str = "credit-scoring") -> dict:
     """The run-config entries that reproduce ``settings`` at the coordinator (inverse of the function above).
 
     Every key is sent, so a run depends on the job file alone, not on the defaults in
@@ -74,6 +74,7 @@ def run_config_from_settings(settings: ModelSettings, roles: list[str]) -> dict:
     cfg = {key: getattr(settings, field_name) for key, field_name in SETTINGS_KEYS.items()}
     cfg.update({key: ",".join(repr(float(v)) for v in value) for key, value in cfg.items() if isinstance(value, list)})
     cfg["roles"] = ",".join(roles)
+    cfg["purpose"] = purpose  # the job's purpose, as the hosts' consent lists name it (docs/governance.md)
     return cfg
 
 
@@ -174,7 +175,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
             resumed, flower_run_id = {"resumed_in_flower_run": flower_run_id}, int(journal.origin)
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
-                publication=publication, audit=(out / "audit", signer), registry=registry, journal=journal)
+                publication=publication, audit=(out / "audit", signer), registry=registry, journal=journal,
+                purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)

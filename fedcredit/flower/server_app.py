@@ -52,7 +52,7 @@ def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            journal=None) -> dict:
+            purpose: str = "credit-scoring", journal=None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -78,7 +78,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
         with WorkerPool() as pool:
             def make(rid: str, keypairs=None):
                 return JobCoordinator(rid, roles, settings, pool=pool, on_event=on_event, publication=publication,
-                                      task=task, keypairs=keypairs)
+                                      task=task, purpose=purpose, keypairs=keypairs)
 
             resumed = None
             if journal is not None and journal.resume:
@@ -155,13 +155,13 @@ def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], ex
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
                     run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
-                    audit=None) -> ServerApp:
+                    audit=None, purpose: str = "credit-scoring") -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_job(grid, settings, roles, result, on_event=on_event, run_id=run_id, timeout=timeout,
-                publication=publication, task=task, audit=audit)
+                publication=publication, task=task, audit=audit, purpose=purpose)
 
     return app
