@@ -196,3 +196,19 @@ def test_nodes_close_their_logs_as_aborted_when_the_coordinator_never_returns(tm
         last = read_log(tmp_path / "out" / role / "audit" / f"{role}.jsonl").records[-1]  # the chain verifies
         assert last["type"] == "aborted" and last["reason"] == "the coordinator did not return within 600 s"
         assert last["step"] == max(seq for r, _, seq in grid.served if r == role)  # its last completed delivery
+
+
+def test_a_refused_task_token_ends_the_task_not_the_node_service():
+    """A node answering when its coordinator died holds a task whose token the SuperNode then refuses: Flower's
+    retry invoker would interrupt the whole process (the node service); the warm task's gives up instead."""
+    import httpx
+
+    from fedcredit.flower.warm_task import _retry_invoker
+
+    def refused(status: int):
+        request = httpx.Request("POST", "http://127.0.0.1:1/v1/runtime/pull-task-input")
+        return httpx.HTTPStatusError("refused", request=request, response=httpx.Response(status, request=request))
+
+    invoker = _retry_invoker()
+    assert invoker.should_giveup(refused(401)) is True
+    assert invoker.should_giveup(refused(503)) is False  # a SuperNode being restarted is still waited for

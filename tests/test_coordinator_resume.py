@@ -66,6 +66,14 @@ def federation(tmp_path):
         assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
 
 
+def _tails(tmp, lines: int = 25) -> str:
+    """The end of every log of the federation (shown when the resumed job fails)."""
+    logs = [tmp / "state" / "superlink.log"] + [tmp / "work" / role / name for role in ROLES
+                                                for name in ("supernode.log", "node-service.log")]
+    return "".join(f"\n--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                   for log in logs if log.exists())
+
+
 def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation):
     from fedcredit.audit.verify import verify_audit
     from fedcredit.flower.submit import resume_unfinished
@@ -93,9 +101,9 @@ def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation)
     assert len(threads) == 1
     threads[0].join(timeout=900)
     assert not threads[0].is_alive(), lines[-20:]
-    assert (out / "status.json").exists(), "\n".join(lines[-30:])
+    assert (out / "status.json").exists(), "\n".join(lines[-30:]) + _tails(tmp)
     status = json.loads((out / "status.json").read_text())
-    assert status["ok"], (status, lines[-20:])
+    assert status["ok"], f"{status}\n" + "\n".join(lines[-20:]) + _tails(tmp)
     assert any("resuming job" in line for line in lines), lines[-20:]
     assert str(status["flower_run_id"]) == origin and status["resumed_in_flower_run"] != status["flower_run_id"]
     assert not (out / "journal").exists() and not list((state / "unfinished").glob("*.json"))
