@@ -212,3 +212,28 @@ def test_a_refused_task_token_ends_the_task_not_the_node_service():
     invoker = _retry_invoker()
     assert invoker.should_giveup(refused(401)) is True
     assert invoker.should_giveup(refused(503)) is False  # a SuperNode being restarted is still waited for
+
+
+def test_the_coordinators_list_of_unfinished_jobs_and_train_resume_refusals(tmp_path):
+    from fedcredit.flower.journal import unfinished
+    from fedcredit.jobs import submission
+
+    index = tmp_path / "state" / "unfinished"
+    journal = CoordinatorJournal(tmp_path / "out" / "journal", 17, index=index,
+                                 run_config={"out": str(tmp_path / "out"), "max-iter": 4, "resume": False})
+    journal.begin("job-9", SETTINGS, list(ROLES), "train")
+    [entry] = unfinished(index)
+    assert entry == {"out": str((tmp_path / "out").resolve()), "run_id": "job-9",
+                     "run_config": {"out": str(tmp_path / "out"), "max-iter": 4}}
+    assert CoordinatorJournal(tmp_path / "out" / "journal", 18, resume=True).origin == "17"
+    journal.finish()
+    assert unfinished(index) == [] and not (tmp_path / "out" / "journal").exists()
+
+    with pytest.raises(FedCreditError, match="not the output folder of a submitted job"):
+        submission.resume(tmp_path / "nowhere")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / submission.RECORD).write_text(json.dumps(
+        {"superlink": "127.0.0.1:1", "certs": str(tmp_path), "run_config": {}, "coordinator_out": "x",
+         "status": {"ok": True}}))
+    with pytest.raises(FedCreditError, match="that job finished"):
+        submission.resume(tmp_path / "done")
