@@ -28,7 +28,8 @@ class JobCoordinator(ScriptedCoordinator):
     name = "job"
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
-                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train"):
+                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train",
+                 submitter: dict | None = None):
         if task not in ("train", "score"):
             raise InputError(f"task must be 'train' or 'score', got {task!r}")
         self.task = task
@@ -38,6 +39,7 @@ class JobCoordinator(ScriptedCoordinator):
         self.pool, self.on_event, self.deployment = pool, on_event or (lambda kind, info: None), deployment
         self.result: dict = {}
         self.publication = publication
+        self.submitter = submitter  # who signed the job ({name, fingerprint}; deployments), in the HELLO's meta
         self.identities: dict[str, PublicIdentity] = {}
         self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None  # the main model run
         self._runs: dict = {}  # model run id -> its coordinator
@@ -199,7 +201,8 @@ class JobCoordinator(ScriptedCoordinator):
     def _run(self):
         started = time.perf_counter()
         s = self.settings
-        replies = yield [self._send(HELLO, r, {"settings": asdict(s)}, 0) for r in self.roles]
+        hello = {"settings": asdict(s), **({"submitter": self.submitter} if self.submitter else {})}
+        replies = yield [self._send(HELLO, r, hello, 0) for r in self.roles]
         info = self._each(replies, INFO)
         self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
         identities = {r: m.meta["identity"] for r, m in info.items()}
