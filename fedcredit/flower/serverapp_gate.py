@@ -116,30 +116,36 @@ def install(runner, submitters: list, publishers: list, state: Path | None = Non
         setattr(runner, name, value)
 
 
+def _fail(text: str) -> int:
+    """Refuse the run before Flower's runner starts: on stderr and in ``FEDCREDIT_STATE/serverapp-gate.log`` (the
+    SuperExec discards a ServerApp process's own output)."""
+    line = f"fedcredit flwr-serverapp: refusing the run: {text}"
+    print(line, file=sys.stderr, flush=True)
+    if os.environ.get(STATE_ENV):
+        with open(Path(os.environ[STATE_ENV]) / "serverapp-gate.log", "a") as fh:
+            fh.write(line + "\n")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from fedcredit.deploy.supernode import flwr_141
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not flwr_141():
-        print("fedcredit flwr-serverapp: refusing the run: this gate supports flwr 1.41 only", file=sys.stderr)
-        return 2
+        return _fail("this gate supports flwr 1.41 only")
     if "--allow-runtime-dependency-installation" in argv:
-        print("fedcredit flwr-serverapp: refusing the run: runtime dependency installation is off in fedcredit",
-              file=sys.stderr)
-        return 2
-    import flwr.superlink.runtime.run_serverapp as runner
+        return _fail("runtime dependency installation is off in fedcredit")
+    import importlib
 
+    runner = importlib.import_module("flwr.superlink.runtime.run_serverapp")  # the package exports a function of that name
     if not all(hasattr(runner, name) for name in (*_PATCHED, "run_from_proto")):
-        print("fedcredit flwr-serverapp: refusing the run: Flower's ServerApp runner is not laid out as in 1.41",
-              file=sys.stderr)
-        return 2
+        return _fail("Flower's ServerApp runner is not laid out as in 1.41")
     try:
         folder = os.environ.get(SUBMITTERS_ENV, "")
         submitters = trust.load_keys(trust.key_files(Path(folder)) if folder else [], "submitter")
         publishers = trust.load_keys(os.environ.get(PUBLISHERS_ENV, ""), "publisher")
     except FedCreditError as exc:
-        print(f"fedcredit flwr-serverapp: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     install(runner, submitters, publishers, Path(os.environ[STATE_ENV]) if os.environ.get(STATE_ENV) else None)
     import fedcredit.flower.deployment  # noqa: F401 — loaded here, so Flower's loader takes the installed module
 
@@ -161,5 +167,7 @@ def write_shim(folder: Path) -> Path:
     return shim
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the imported module, so the ServerApp sees the submitter verified here
+    from fedcredit.flower import serverapp_gate
+
+    sys.exit(serverapp_gate.main())
