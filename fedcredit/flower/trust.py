@@ -130,15 +130,26 @@ def _signature_body(doc: dict) -> bytes:
     return _APP_DOMAIN + _canonical({k: v for k, v in doc.items() if k != "signature"})
 
 
+def _signed(raw, keys: list[PublicIdentity], field: str, malformed: str) -> tuple[dict, bytes, PublicIdentity | None]:
+    """A signature document (JSON with ``fingerprint``, ``signature`` and ``field``), its signature bytes and the
+    key among ``keys`` it names (None when it names none of them); raises ``Refused(malformed)`` when unreadable."""
+    try:
+        doc = json.loads(raw)
+        signature = base64.b64decode(doc["signature"], validate=True)
+        if not isinstance(doc["fingerprint"], str) or doc[field] is None:
+            raise ValueError(field)
+        if field == "signed_at":
+            doc[field] = float(doc[field])
+    except (KeyError, ValueError, TypeError):
+        raise Refused(malformed) from None
+    return doc, signature, next((k for k in keys if k.fingerprint == doc["fingerprint"]), None)
+
+
 def check_signed(files: dict[str, bytes], publishers: list[PublicIdentity]) -> PublicIdentity:
     """The pinned publisher whose signature covers exactly this bundle's files; raises ``Refused`` otherwise."""
-    try:
-        doc = json.loads(files[SIGNATURE_FILE])
-        fingerprint, signature = str(doc["fingerprint"]), base64.b64decode(doc["signature"], validate=True)
-        listed = doc["files"]
-    except (KeyError, ValueError, TypeError):
-        raise Refused(f"app bundle refused: {SIGNATURE_FILE} is not a fedcredit app signature") from None
-    publisher = next((p for p in publishers if p.fingerprint == fingerprint), None)
+    doc, signature, publisher = _signed(files[SIGNATURE_FILE], publishers, "files",
+                                        f"app bundle refused: {SIGNATURE_FILE} is not a fedcredit app signature")
+    listed, fingerprint = doc["files"], str(doc["fingerprint"])
     if publisher is None:
         raise Refused(f"app bundle refused: signed by {doc.get('publisher')!r} (key {fingerprint[:16]}…), "
                       f"a publisher this party does not pin ({len(publishers)} pinned)")
@@ -282,13 +293,9 @@ def verify_run_config(cfg: dict, bundle_sha256: str, submitters: list[PublicIden
     if not raw:
         raise Refused("unauthenticated submission refused: the run config carries no submitter signature "
                       "(submit with a registered submitter key: fedcredit train --federation, docs/deployment.md)")
-    try:
-        doc = json.loads(str(raw))
-        fingerprint, signature = str(doc["fingerprint"]), base64.b64decode(doc["signature"], validate=True)
-        signed_at = float(doc["signed_at"])
-    except (KeyError, ValueError, TypeError):
-        raise Refused(f"submission refused: {SIGNATURE_KEY} is not a fedcredit submitter signature") from None
-    key = next((k for k in submitters if k.fingerprint == fingerprint), None)
+    doc, signature, key = _signed(str(raw), submitters, "signed_at",
+                                  f"submission refused: {SIGNATURE_KEY} is not a fedcredit submitter signature")
+    fingerprint, signed_at = str(doc["fingerprint"]), doc["signed_at"]
     if key is None:
         raise Refused(f"submission refused: signed by {doc.get('submitter')!r} (key {fingerprint[:16]}…), not a "
                       f"submitter registered here ({', '.join(k.name for k in submitters) or 'none registered'})")
