@@ -22,6 +22,7 @@ import pytest
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy import processes as P
 from fedcredit.deploy.certs import make_certs
+from fedcredit.flower.trust import make_key
 from fedcredit_netlab import namespaces as netlab
 from test_deployment import JobThread, _crash, _flower_pids, _use_namespaces
 
@@ -45,12 +46,14 @@ def federation(tmp_path):
         netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
         certs = tmp_path / "certs"
         make_certs(certs, host, list(ROLES))
+        make_key(certs / "submitters", "operator")  # signs the job and its resubmission (nodes check it)
         paths = synth.write_nodes(synth.generate(2000, 11), tmp_path / "data")
         port = P.free_port()
 
         def start_coordinator() -> None:
             procs["coordinator"], _ = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                          netns=netns("coordinator"))
+                                                          netns=netns("coordinator"),
+                                                          control_from=[lab.root_address] if lab else None)
 
         start_coordinator()
         for role in ROLES:
@@ -97,7 +100,10 @@ def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation)
     # the coordinator is started again on the same state folder and resumes the job it finds there
     federation["start_coordinator"]()
     lines: list[str] = []
-    threads = resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append)
+    assert resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append) == []
+    assert "fedcredit train --resume" in lines[-1]  # without a submitter's key the job is only named
+    threads = resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append,
+                                submitter_key=federation["certs"] / "submitters" / "operator.key")
     assert len(threads) == 1
     threads[0].join(timeout=900)
     assert not threads[0].is_alive(), lines[-20:]

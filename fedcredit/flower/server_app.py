@@ -37,9 +37,10 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
 def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]) -> dict[str, int]:
     replies = deliveries.exchange({n: RecordDict() for n in nodes}, "query.role", numbered=False)
     node_of: dict[str, int] = {}
+    refusals = [f"node {nid}: {reply.error.reason}" for nid, reply in sorted(replies.items()) if reply.has_error()]
+    if refusals:  # every node's reason (a refused app bundle is refused by each node)
+        raise FedCreditError("; ".join(refusals))
     for nid, reply in replies.items():
-        if reply.has_error():
-            raise FedCreditError(f"node {nid}: {reply.error.reason}")
         role = str(reply.content["node"]["role"])
         if role in node_of:
             raise FedCreditError(f"two nodes claim the role {role!r} (nodes {node_of[role]} and {nid})")
@@ -52,13 +53,14 @@ def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            purpose: str = "credit-scoring", journal=None) -> dict:
+            purpose: str = "credit-scoring", submitter: dict | None = None, journal=None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
     deployment engine's (``fedcredit.flower.deployment.server_app``). With ``registry``
     (role -> node id of the key registered for that role) a node may only play its own role.
     A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
+    ``submitter`` ({name, fingerprint}, verified at the coordinator) reaches the nodes in the job's HELLO.
     With ``journal`` (``fedcredit.flower.journal.CoordinatorJournal``) every round is journaled,
     and a journal being resumed continues the job a killed coordinator left.
     """
@@ -78,7 +80,8 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
         with WorkerPool() as pool:
             def make(rid: str, keypairs=None):
                 return JobCoordinator(rid, roles, settings, pool=pool, on_event=on_event, publication=publication,
-                                      task=task, purpose=purpose, keypairs=keypairs)
+                                      task=task, purpose=purpose, submitter=submitter,
+                                      keypairs=keypairs)
 
             resumed = None
             if journal is not None and journal.resume:

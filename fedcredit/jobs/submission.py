@@ -70,10 +70,11 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
     record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "certs": str(fed.certs.resolve()),
               "job": str(sub.job.path.resolve()),
               "coordinator_out": sub.coordinator_out, "policy": sub.policy, "run_config": sub.run_config,
+              "submitter_key": fed.submitter,
               "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         status = submit_mod.submit(fed.superlink, fed.certs, out, sub.run_config, echo=echo, timeout=timeout,
-                                   coordinator_out=sub.coordinator_out)
+                                   coordinator_out=sub.coordinator_out, submitter_key=fed.submitter)
     except FedCreditError as exc:
         _write(out, {**record, "status": {"ok": False, "error": str(exc)}})
         raise
@@ -96,7 +97,7 @@ def resume(out: Path, *, echo=print, timeout: float = 3600.0) -> dict:
     resumed = {**record, "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         status = submit_mod.submit(superlink, certs, out, {**run_config, "resume": True}, echo=echo, timeout=timeout,
-                                   coordinator_out=record["coordinator_out"])
+                                   coordinator_out=record["coordinator_out"], submitter_key=record.get("submitter_key"))
     except FedCreditError as exc:
         _write(out, {**resumed, "status": {"ok": False, "error": str(exc)}})
         raise

@@ -114,9 +114,11 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
         run = headers.get(channel.RUN.lower(), "")
         seq = _header_json(headers, channel.SEQ, int, "a delivery number")
         sizes = _header_json(headers, channel.SIZES, list, "a JSON list of message sizes")
+        submitter = _header_json(headers, channel.SUBMITTER, dict, "a JSON object {name, fingerprint}") \
+            if channel.SUBMITTER.lower() in headers else None
         with busy:
             try:
-                outcome = runs.deliver(run, seq, split_messages(body, sizes))  # the warm pool stays: jobs follow jobs
+                outcome = runs.deliver(run, seq, split_messages(body, sizes), submitter=submitter)  # the warm pool stays: jobs follow jobs
             except Exception as exc:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None
