@@ -276,6 +276,29 @@ class AuditWriter:
                 os.fsync(fh.fileno())
         return size - self._size
 
+    def state(self) -> dict:
+        """The writer's chain state as plain JSON (a coordinator's journal keeps it to continue the log)."""
+        return {"seq": self.seq, "head": self.head, "closed": self.closed, "size": self._size,
+                "fingerprints": dict(self._fingerprints), "keys": {k: list(v) for k, v in self._keys.items()}}
+
+    @classmethod
+    def resume(cls, path, identity: Identity, run_id: str, state: dict, *, party: str | None = None,
+               fsync: bool = True) -> "AuditWriter":
+        """A writer that continues the log at ``path`` from ``state`` (``state()`` of an earlier writer);
+        a tail written after that state is cut (``rollback``), anything else that differs is refused."""
+        writer = cls.__new__(cls)
+        writer.path, writer.identity, writer.party = str(Path(path)), identity, party or identity.name
+        writer.run_id, writer.fsync = run_id, fsync
+        try:
+            writer.seq, writer.head, writer.closed = int(state["seq"]), str(state["head"]), bool(state["closed"])
+            writer._size = int(state["size"])
+            writer._fingerprints = {str(k): str(v) for k, v in state["fingerprints"].items()}
+            writer._keys = {str(k): (int(v[0]), str(v[1]), str(v[2])) for k, v in state["keys"].items()}
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            raise AuditError("cannot continue the audit log: its saved writer state is malformed", file=path) from None
+        writer.rollback()
+        return writer
+
     def _adopt_abort(self, path: Path, size: int) -> bool:
         """A failed attempt that ended the log itself (an ``aborted`` record: a node refusing a job under its
         policy) wrote the log's last word: keep it, and continue from its end closed. Only a tail that chains

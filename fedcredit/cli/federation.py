@@ -120,6 +120,9 @@ def coordinator_start(
     control_from: Optional[str] = typer.Option(None, "--control-from", help="Comma-separated addresses/networks "
                                                "(CIDR) besides loopback and --host that may reach the Control and "
                                                "Runtime APIs (submit jobs); nodes reach only /v1/fleet."),
+    submitter_key: Optional[Path] = typer.Option(None, "--submitter-key", help="A registered submitter's key (e.g. "
+                                                 "the platform operator's) that signs the resubmission of unfinished "
+                                                 "jobs found in the state folder (without it they are only listed)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperLink command; start nothing."),
 ) -> None:
     """Run the SuperLink with TLS and SuperNode authentication in the foreground (Ctrl-C stops it)."""
@@ -149,6 +152,11 @@ def coordinator_start(
     console.print(f"Role binding for jobs: {state / 'registry.json'}. Jobs must be signed by a key in "
                   f"{Path(opts['certs']).resolve() / 'submitters'}; Control API from loopback, {host}"
                   f"{''.join(', ' + c for c in opts.get('control_from') or [])} only. Ctrl-C to stop.")
+    from fedcredit.flower.submit import resume_unfinished
+
+    connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    resume_unfinished(state, f"{connect}:{port}", Path(opts["certs"]), submitter_key=submitter_key,
+                      echo=lambda line: console.print(line, markup=False, highlight=False))
     _run_until_stopped(proc)
 
 
@@ -169,6 +177,9 @@ def node_start(
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="Heartbeat interval in seconds (default 10, "
                                               "Flower's minimum; its own default is 30). The coordinator notices a "
                                               "crashed node after two intervals."),
+    coordinator_timeout: Optional[float] = typer.Option(
+        None, "--coordinator-timeout", help="Seconds this node waits for a coordinator that stopped mid-job (default "
+        "3600); then it closes the job's audit log as aborted and deletes its state."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperNode command; start nothing."),
 ) -> None:
     """Run this node's service and SuperNode (TLS, authentication key, role and data from the node config) in the
@@ -179,7 +190,9 @@ def node_start(
     try:
         o, columns = kitconfig.node_settings(config, {
             "role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out, "key": key,
-            "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat})
+            "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat, "coordinator_timeout": coordinator_timeout})
+        if o.get("coordinator_timeout") is not None:  # read by the node service (fedcredit.node.service)
+            columns = {**columns, "coordinator-timeout": f"{float(o['coordinator_timeout']):g}"}
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)

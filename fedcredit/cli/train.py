@@ -67,8 +67,8 @@ def _demo_node_policy(folder: Path, role: str, key_bits: int) -> Path:
 
 
 def train(
-    job: Path = typer.Option(..., "--job", help="Job file (TOML), see docs/job.md."),
-    out: Path = typer.Option(..., "--out", help="Output directory."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job file (TOML), see docs/job.md."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory."),
     engine: Optional[str] = typer.Option(None, "--engine", help="simulation (Flower, default) or in-process."),
     centralized: bool = typer.Option(False, "--centralized", help="Also fit the centralized reference (needs every node's file here)."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
@@ -77,8 +77,15 @@ def train(
     timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
     allow_weak_model: bool = typer.Option(False, "--allow-weak-model", help="Publish even if the model fails the "
                                           "policy's quality gate (recorded in run.json, the limits signature, the report)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a job on a federation whose coordinator "
+                                          "stopped mid-run: the --out folder it was submitted with."),
 ) -> None:
     """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
+    if resume is not None:
+        _resume_on_federation(resume, timeout)
+        return
+    if job is None or out is None:
+        raise FedCreditError("--job and --out are required (or --resume RUN alone, to continue a federated job)")
     if federation is None:
         job_file = read_job(job)
         _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", centralized, policy,
@@ -117,6 +124,16 @@ def _train_on_federation(job_path: Path, name: str, out: Path, policy: Path | No
     console.print(f"Coordinator outputs: {sub.coordinator_out} (metrics.json, run.json, signed limits, audit/coordinator.jsonl); "
                   "each node keeps its model part, audit log and (bank) scores and report in its own out folder")
     console.print(f"Submission record: {Path(out).resolve() / submission.RECORD}")
+
+
+def _resume_on_federation(folder: Path, timeout: float) -> None:
+    from fedcredit.jobs import submission
+
+    status = submission.resume(folder, timeout=timeout,
+                               echo=lambda line: console.print(line, markup=False, highlight=False))
+    m = status.get("metrics") or {}
+    console.print(f"[green]✓[/green] resumed run finished: test AUC {m.get('test_auc', float('nan')):.4f}, "
+                  f"{m.get('rounds')} rounds; submission record: {Path(folder).resolve() / submission.RECORD}")
 
 
 def score(

@@ -18,7 +18,7 @@ from fedcredit.governance import DEFAULT, policy_from_table
 # key -> (type, is a path)
 NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, True), "data": (str, True),
              "work": (str, True), "out": (str, True), "key": (str, True), "port": (int, False),
-             "idle_poll": (float, False), "heartbeat": (float, False)}
+             "idle_poll": (float, False), "heartbeat": (float, False), "coordinator_timeout": (float, False)}
 COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str, False),
                "features": (list, False), "categorical": (list, False), "extra": (list, False),
                "layout": (str, False), "publish_feature_names": (bool, False)}

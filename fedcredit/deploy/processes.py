@@ -29,6 +29,7 @@ from fedcredit.common.errors import FedCreditError
 
 FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
 NODE_WORK_FLAG = "--fedcredit-node-work"  # the node's flwr-clientapp launcher: the node service's work directory
+UNFINISHED_ENV, UNFINISHED = "FEDCREDIT_UNFINISHED", "unfinished"  # a coordinator's list of unfinished jobs (STATE/unfinished)
 BIN = Path(sys.executable).parent
 
 
@@ -342,6 +343,8 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
         raise FedCreditError(f"{host}:{port} is already in use (another SuperLink?); choose another --port")
     home = state / "flwr-home"
     env = coordinator_env(certs, host, state, control_from, publishers)
+    # the ServerApps it starts list their unfinished jobs there (fedcredit.flower.journal): a restart resumes them
+    env[UNFINISHED_ENV] = str(state / UNFINISHED)
     proc = spawn("superlink", superlink_command(certs, host, port, state), env, state / "superlink.log", netns=netns)
     try:
         wait_https(host, port, certs / "ca.pem", timeout, proc)

@@ -21,7 +21,7 @@ from fedcredit.crypto import WorkerPool
 from fedcredit.crypto.parallel import stop_forkserver
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.codec import NODE_ERROR, from_record, to_record
-from fedcredit.flower.delivery import delivery_seq
+from fedcredit.flower.delivery import delivery_run, delivery_seq
 from fedcredit.node.config import node_from_config
 from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent, NodeConfig
@@ -94,7 +94,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             ends = NodeAgent.ends_job(incoming)
             runs = _runs(node, work)
             runs.pool = _pool()
-            outcome = runs.deliver(str(context.run_id), seq, incoming, ends_job=ends)
+            outcome = runs.deliver(delivery_run(msg.content) or str(context.run_id), seq, incoming, ends_job=ends)
             if ends:
                 _release_pool()
             content = to_record(outcome.replies)
@@ -112,7 +112,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             incoming = from_record(msg.content)
             if len(incoming) != 1:
                 raise FedCreditError(f"an abort carries one job.abort message, got {len(incoming)}")
-            head = _runs(node, work).abort(str(context.run_id), incoming[0])
+            head = _runs(node, work).abort(delivery_run(msg.content) or str(context.run_id), incoming[0])
             _release_pool()
             content = RecordDict()
             if head is not None:

@@ -28,9 +28,19 @@ LOST_CODES = {3: "message unavailable", 4: "reply unavailable", 5: "node unavail
 DELIVERY = "delivery"
 
 
+def delivery_run(content: RecordDict) -> str | None:
+    """The Flower run whose node state a bundle continues (a resumed job's first run), or None."""
+    if DELIVERY not in content or "run" not in content[DELIVERY]:
+        return None
+    run = content[DELIVERY]["run"]
+    if not isinstance(run, str) or not run:
+        raise FedCreditError(f"malformed delivery run {run!r} (expected the name of a Flower run)")
+    return run
+
+
 def delivery_seq(content: RecordDict) -> int | None:
     """The delivery number the coordinator put on a bundle (None on bundles without one)."""
-    if DELIVERY not in content:
+    if DELIVERY not in content or "seq" not in content[DELIVERY]:
         return None
     seq = content[DELIVERY].get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
@@ -51,10 +61,14 @@ class Deliveries:
     seq: dict[int, int] = field(default_factory=dict)
     round: int = 0
     round_seconds: list[float] = field(default_factory=list)  # wall time of each numbered round (benchmarks)
+    run: str | None = None  # the Flower run whose node state the job continues (its first run; resumed jobs)
 
     def _event(self, kind: str, **info) -> None:
         if self.on_event is not None:
             self.on_event(kind, info)
+
+    def _run(self) -> dict:
+        return {"run": self.run} if self.run is not None else {}
 
     def exchange(self, contents: dict[int, RecordDict], message_type: str, *,
                  numbered: bool = True) -> dict[int, FlowerMessage]:
@@ -68,7 +82,7 @@ class Deliveries:
         for nid, content in contents.items():
             if numbered:
                 self.seq[nid] = self.seq.get(nid, 0) + 1
-                content[DELIVERY] = ConfigRecord({"seq": self.seq[nid]})
+                content[DELIVERY] = ConfigRecord({"seq": self.seq[nid], **self._run()})
         replies: dict[int, FlowerMessage] = {}
         attempts = {nid: 0 for nid in contents}
         todo = dict(contents)
@@ -93,6 +107,9 @@ class Deliveries:
         """One unnumbered try, waiting at most ``timeout`` seconds and never for lost nodes: the replies
         that came (a failed job's abort must not wait for a node that is gone)."""
         saved, self.timeout = self.timeout, timeout
+        if self.run is not None:  # the node closes the log of the run it holds
+            for content in contents.values():
+                content[DELIVERY] = ConfigRecord(self._run())
         try:
             got, _lost = self._push_and_pull(contents, message_type, partial=True)
         except FedCreditError:

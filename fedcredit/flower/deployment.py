@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 import tomllib
@@ -25,6 +26,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy.processes import UNFINISHED_ENV
+from fedcredit.flower.journal import FOLDER as JOURNAL, CoordinatorJournal
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
 
@@ -164,9 +167,17 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         if str(cfg.get("registry", "")):  # role -> node id of its registered key (fedcredit coordinator start)
             registry = {str(k): int(v) for k, v in json.loads(Path(str(cfg["registry"])).read_text()).items()}
         result: dict = {}
+        resume = str(cfg.get("resume", "false")).lower() == "true"
+        journal = CoordinatorJournal(out / JOURNAL, flower_run_id, resume=resume, run_config=cfg,
+                                     index=os.environ.get(UNFINISHED_ENV) or None)
+        resumed = {}
+        if resume:  # the nodes' folders keep the first run's id; this Flower run is recorded beside it
+            print(f"resuming job {journal.run.get('run_id')} (first Flower run {journal.origin}) from its journal",
+                  flush=True)
+            resumed, flower_run_id = {"resumed_in_flower_run": flower_run_id}, int(journal.origin)
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
-                publication=publication, audit=(out / "audit", signer), registry=registry, submitter=submitter,
+                publication=publication, audit=(out / "audit", signer), registry=registry, submitter=submitter, journal=journal,
                 purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
@@ -177,9 +188,10 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
             extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
                    "median_round_s": round(statistics.median(result["round_seconds"]), 3)
                    if result.get("round_seconds") else None},
-            run_extra={"flower_run_id": flower_run_id})
-        write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id,
+            run_extra={"flower_run_id": flower_run_id, **resumed})
+        write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id, **resumed,
                            "metrics": metrics})
+        journal.finish()  # with the coordinator's private keys
         print(f"done: test AUC {metrics['test_auc']:.4f}, {metrics['rounds']} rounds in {metrics['seconds']:.1f} s "
               f"({metrics['seconds_per_round']:.2f} s/round); outputs in {out}", flush=True)
         return metrics

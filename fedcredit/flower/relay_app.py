@@ -50,10 +50,12 @@ def service_call(context: Context) -> Call:
 def _forward(msg: FlowerMessage, context: Context, route: str, call: Call) -> FlowerMessage:
     try:
         data, sizes = bundle_bytes(msg.content)
-        headers = {channel.RUN: str(context.run_id), channel.SIZES: json.dumps(sizes)}
+        delivery = msg.content["delivery"] if "delivery" in msg.content else {}
+        # a resumed job's bundles name the Flower run whose node state they continue
+        run = delivery["run"] if "run" in delivery else context.run_id
+        headers = {channel.RUN: str(run), channel.SIZES: json.dumps(sizes)}
         if route == "/deliver":
-            seq = msg.content["delivery"]["seq"] if "delivery" in msg.content else None
-            headers[channel.SEQ] = json.dumps(seq)
+            headers[channel.SEQ] = json.dumps(delivery["seq"] if "seq" in delivery else None)
         status, got, body = call("POST", route, data, headers)
     except Exception as exc:  # the service is down, or the message is not a fedcredit bundle
         return _failure(msg, context, f"{type(exc).__name__}: {exc}")

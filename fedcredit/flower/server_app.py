@@ -53,7 +53,7 @@ def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            purpose: str = "credit-scoring", submitter: dict | None = None) -> dict:
+            purpose: str = "credit-scoring", submitter: dict | None = None, journal=None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -61,12 +61,15 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     (role -> node id of the key registered for that role) a node may only play its own role.
     A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
     ``submitter`` ({name, fingerprint}, verified at the coordinator) reaches the nodes in the job's HELLO.
+    With ``journal`` (``fedcredit.flower.journal.CoordinatorJournal``) every round is journaled,
+    and a journal being resumed continues the job a killed coordinator left.
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
     coordinator = None
     deliveries = Deliveries(grid, name_of=lambda nid: f"{role_of.get(nid, '?')} (Flower node {nid})", timeout=timeout,
-                            return_timeout=return_timeout, on_event=on_event)
+                            return_timeout=return_timeout, on_event=on_event,
+                            run=journal.origin if journal is not None else None)
     try:
         node_of = discover_roles(deliveries, wait_for_nodes(grid, len(roles), timeout), roles)
         for role, nid in node_of.items():
@@ -75,29 +78,66 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                                      f"is node {registry.get(role)}")
         role_of.update({nid: role for role, nid in node_of.items()})
         with WorkerPool() as pool:
-            coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
-                                         publication=publication, task=task, purpose=purpose, submitter=submitter)
-            if audit is not None:
-                coordinator = audited(coordinator, *audit)
-            outgoing = coordinator.start()
+            def make(rid: str, keypairs=None):
+                return JobCoordinator(rid, roles, settings, pool=pool, on_event=on_event, publication=publication,
+                                      task=task, purpose=purpose, submitter=submitter,
+                                      keypairs=keypairs)
+
+            resumed = None
+            if journal is not None and journal.resume:
+                run_id = journal.check(settings, roles, task)
+                resumed = journal.replay(make, audit)
+            if resumed is not None:
+                coordinator, outgoing, seqs, saved = resumed
+                deliveries.seq.update({node_of[r]: n for r, n in seqs.items()})
+            else:
+                coordinator = make(run_id or uuid.uuid4().hex[:12])
+                if audit is not None:
+                    coordinator = audited(coordinator, *audit)
+                if journal is not None:
+                    journal.begin(coordinator.run_id, settings, roles, task)
+                outgoing, saved = coordinator.start(), None
             while outgoing:
                 per_node: dict[int, list] = {}
                 for m in outgoing:
                     per_node.setdefault(node_of[m.receiver], []).append(m)
-                replies = deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
-                for nid, reply in replies.items():
-                    if reply.has_error():
-                        raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
-                    if "audit" in reply.content and hasattr(coordinator, "record_final_head"):
-                        coordinator.record_final_head(json.loads(str(reply.content["audit"]["final_head"])))
-                outgoing = coordinator.advance([m for r in replies.values() for m in from_record(r.content)])
+                if journal is not None and saved is None:
+                    journal.save_keys(coordinator.generated_keypairs())
+                    journal.write_pending(coordinator.rounds + 1, {role_of[n]: s for n, s in deliveries.seq.items()},
+                                          outgoing, coordinator.writer.state() if audit is not None else None)
+                if saved is not None:  # the pending round's replies had come before the coordinator was killed
+                    (messages, heads), saved = saved, None
+                    deliveries.seq.update({n: deliveries.seq.get(n, 0) + 1 for n in per_node})
+                else:
+                    replies = deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
+                    messages, heads = _unbundle(replies, role_of)
+                    if journal is not None:
+                        journal.append_replies(coordinator.rounds + 1, messages, heads)
+                for head in heads:
+                    if hasattr(coordinator, "record_final_head"):
+                        coordinator.record_final_head(head)
+                outgoing = coordinator.advance(messages)
         result.update(coordinator.result, rounds=coordinator.rounds, run_id=coordinator.run_id,
                       wall_seconds=time.perf_counter() - started, round_seconds=list(deliveries.round_seconds))
     except Exception as exc:  # reported to the caller; Flower itself would only log it
         result["error"] = str(exc) if isinstance(exc, FedCreditError) else f"{type(exc).__name__}: {exc}"
         if coordinator is not None:
             abort_nodes(deliveries, coordinator, {role: nid for nid, role in role_of.items()}, exc)
+            if journal is not None:  # the run ended; a finished one's journal goes once its outputs are written
+                journal.finish()
     return result
+
+
+def _unbundle(replies: dict, role_of: dict[int, str]) -> tuple[list, list[dict]]:
+    """A round's protocol replies (in the order the bundles were sent) and the nodes' final log heads."""
+    messages, heads = [], []
+    for nid, reply in replies.items():
+        if reply.has_error():
+            raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
+        if "audit" in reply.content:
+            heads.append(json.loads(str(reply.content["audit"]["final_head"])))
+        messages.extend(from_record(reply.content))
+    return messages, heads
 
 
 def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], exc: Exception) -> None:

@@ -181,5 +181,38 @@ def _status(out: Path, home: Path, run_id: int | None) -> dict:
             **({} if ok else {"error": f"Flower reports run {run_id} as {state!r} and no {STATUS} was written"})}
 
 
+def resume_unfinished(state: Path, superlink: str, certs: Path, *, submitter_key: Path | None = None, echo=print,
+                      timeout: float = 86400.0) -> list:
+    """Resubmit, each in a thread, every job a restarted coordinator's state folder lists as unfinished
+    (``STATE/unfinished``, written by its ServerApps): the same run config with ``resume = true``, signed
+    with ``submitter_key`` (a registered submitter's, e.g. the platform operator's). Without a key each job
+    is only named, with how to resume it. Returns the threads (each ends when its job does)."""
+    from fedcredit.deploy.processes import UNFINISHED
+    from fedcredit.flower.journal import unfinished
+
+    threads = []
+    for entry in unfinished(Path(state) / UNFINISHED):
+        name = str(entry["run_id"])
+        if submitter_key is None:
+            echo(f"unfinished job {name} (outputs in {entry['out']}): resume it with 'fedcredit train --resume' from "
+                 "the folder it was submitted from, or restart the coordinator with --submitter-key")
+            continue
+
+        def resume(entry=entry, name=name) -> None:
+            say = lambda line: echo(f"[job {name}] {line}")  # noqa: E731
+            try:
+                status = submit(superlink, certs, Path(state) / "resumed" / name, {**entry["run_config"], "resume": True},
+                                timeout=timeout, echo=say, coordinator_out=entry["out"], submitter_key=submitter_key)
+                say(f"resumed job finished: outputs in {entry['out']} (test AUC {status['metrics']['test_auc']:.4f})")
+            except (FedCreditError, KeyError) as exc:
+                say(f"resuming the job failed: {exc}")
+
+        echo(f"resuming unfinished job {name} (outputs in {entry['out']})")
+        thread = threading.Thread(target=resume, name=f"resume-{name}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use
     print(submit(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])))

@@ -100,6 +100,29 @@ def _spec(spec: dict) -> tuple[str, str, bool, bytes | None]:
     return address, token, insecure, None
 
 
+def _retry_invoker():
+    """Flower's HTTP retry invoker, except that a refused task token ends this task only.
+
+    Flower's own answers a 401 by interrupting its whole process, which for a
+    ``flwr-clientapp`` process ends just that task; here it would stop the node service.
+    A task's token is refused once its run is no longer running, e.g. when the coordinator
+    died while this node was answering (docs/deployment.md, *A coordinator that crashes*).
+    """
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    flower_gives_up = invoker.should_giveup
+
+    def should_giveup(exc: Exception) -> bool:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == httpx.codes.UNAUTHORIZED:
+            return True
+        return flower_gives_up(exc)
+
+    invoker.should_giveup = should_giveup
+    return invoker
+
+
 def run_task(spec: dict, call: Call) -> dict:
     """Run the Flower task ``spec`` names (``runtime_api_address``, ``token``, ``insecure``,
     ``root_certificates``): its message is answered through ``call``. Returns what happened."""
@@ -107,7 +130,6 @@ def run_task(spec: dict, call: Call) -> dict:
     from flwr.common.constant import SubStatus
     from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
     from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
@@ -120,7 +142,7 @@ def run_task(spec: dict, call: Call) -> dict:
             server_address=address, insecure=insecure, root_certificates=certs,
             interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
                           RuntimeTokenHttpInterceptor(token)],
-            retry_invoker=make_simple_http_retry_invoker())
+            retry_invoker=_retry_invoker())
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         message = context = reply = None
         status, details = SubStatus.FAILED, "the node service could not run this task"

@@ -10,6 +10,7 @@ reviewer checks later: which federation, which settings, which policy, which ver
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,8 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
     fed = sub.federation
     fed.ca()
     out = Path(out).resolve()
-    record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "job": str(sub.job.path.resolve()),
+    record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "certs": str(fed.certs.resolve()),
+              "job": str(sub.job.path.resolve()),
               "coordinator_out": sub.coordinator_out, "policy": sub.policy, "run_config": sub.run_config,
               "submitter_key": fed.submitter,
               "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -77,6 +79,29 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
         _write(out, {**record, "status": {"ok": False, "error": str(exc)}})
         raise
     _write(out, {**record, "status": status})
+    return status
+
+
+def resume(out: Path, *, echo=print, timeout: float = 3600.0) -> dict:
+    """Continue the job submitted from ``out`` (its ``submission.json``) whose coordinator stopped mid-run:
+    the same run config with ``resume = true``; the coordinator replays its journal and goes on."""
+    out = Path(out).resolve()
+    try:
+        record = json.loads((out / RECORD).read_text())
+        superlink, certs, run_config = record["superlink"], Path(record["certs"]), dict(record["run_config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FedCreditError(f"--resume {out}: not the output folder of a submitted job ({RECORD} with superlink, "
+                             f"certs and run_config: {exc})") from None
+    if record.get("status", {}).get("ok"):
+        raise FedCreditError(f"--resume {out}: that job finished ({out / RECORD} says ok); nothing to resume")
+    resumed = {**record, "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        status = submit_mod.submit(superlink, certs, out, {**run_config, "resume": True}, echo=echo, timeout=timeout,
+                                   coordinator_out=record["coordinator_out"], submitter_key=record.get("submitter_key"))
+    except FedCreditError as exc:
+        _write(out, {**resumed, "status": {"ok": False, "error": str(exc)}})
+        raise
+    _write(out, {**resumed, "status": status})
     return status
 
 

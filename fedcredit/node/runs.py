@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +153,32 @@ class NodeRuns:
         lock.unlink(missing_ok=True)
         self._stores.pop(run, None)
         return head
+
+    def abandon_idle(self, timeout: float) -> list[str]:
+        """Runs whose coordinator has not delivered anything for ``timeout`` seconds: each agent closes its
+        audit log as aborted ("the coordinator did not return within N s") and the run's state goes.
+        A finished run's checkpoint (kept to answer a repeated last delivery) goes the same way.
+        Returns the runs abandoned."""
+        gone = []
+        for checkpoint in sorted(self.work.glob("run-*/checkpoint")):
+            run = checkpoint.parent.name.removeprefix("run-")
+            try:
+                idle = time.time() - checkpoint.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if idle < timeout:
+                continue
+            store = self.store(run)
+            lock = store.folder.with_name(store.folder.name + ".lock")
+            with _locked(lock):
+                self._live.pop(run, None)
+                cp = store.load()
+                if cp is None:
+                    continue
+                cp.agent.restore()
+                cp.agent.abandon(cp.seq, f"the coordinator did not return within {timeout:.0f} s")
+                store.delete()
+            lock.unlink(missing_ok=True)
+            self._stores.pop(run, None)
+            gone.append(run)
+        return gone

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -37,6 +38,21 @@ from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent
 
 log = logging.getLogger("fedcredit.node")
+
+
+DEFAULT_COORDINATOR_TIMEOUT = 3600.0  # seconds a node waits for a silent coordinator before it abandons the run
+
+
+def coordinator_timeout(cfg: dict) -> float:
+    """The node config's ``coordinator-timeout`` (seconds, > 0)."""
+    raw = cfg.get("coordinator-timeout", DEFAULT_COORDINATOR_TIMEOUT)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise FedCreditError(f"node config coordinator-timeout must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 class Failed(Exception):
@@ -72,6 +88,18 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     busy = threading.Lock()
     app = FastAPI(title=f"fedcredit node service ({node.role})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runs = runs
+    wait = coordinator_timeout(cfg)
+
+    def abandon_idle() -> list[str]:
+        """Close the runs whose coordinator has been silent ``coordinator-timeout`` seconds (between requests)."""
+        with busy:
+            gone = runs.abandon_idle(wait)
+        for run in gone:
+            log.warning("run %s abandoned: the coordinator did not return within %.0f s; its audit log is closed "
+                        "as aborted and its state deleted", run, wait)
+        return gone
+
+    app.state.abandon_idle = abandon_idle
 
     def authorized(request: Request) -> None:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
@@ -185,6 +213,19 @@ async def _in_thread(work):
     return await anyio.to_thread.run_sync(work)
 
 
+def _every(seconds: float, work) -> None:
+    """Call ``work()`` every ``seconds`` in a daemon thread (it ends with the service)."""
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 — logged; the next sweep tries again
+                log.error("abandoning idle runs failed: %s: %s", type(exc).__name__, exc)
+
+    threading.Thread(target=loop, name="coordinator-timeout", daemon=True).start()
+
+
 def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     """Run the service for the node configured by ``cfg`` on its Unix socket until SIGTERM/SIGINT."""
     import uvicorn
@@ -204,6 +245,7 @@ def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     try:
         with WorkerPool(workers) as pool:
             app = make_app(cfg, pool, run_task)
+            _every(min(60.0, coordinator_timeout(cfg) / 4), app.state.abandon_idle)
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
             log.info("%s node service listening on %s", node.role, sock)
             uvicorn.Server(config).run(sockets=[listener])

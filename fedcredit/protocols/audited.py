@@ -69,3 +69,16 @@ def audited(coordinator: JobCoordinator, folder, identity) -> AuditedCoordinator
     from pathlib import Path
 
     return AuditedCoordinator(coordinator, AuditWriter(Path(folder) / f"{identity.name}.jsonl", identity, coordinator.run_id))
+
+
+def continued(coordinator: JobCoordinator, folder, identity, state: dict) -> AuditedCoordinator:
+    """``coordinator`` (replayed to where a killed one stopped) continuing its log in ``folder`` from the
+    writer ``state`` saved then (``AuditWriter.state``); a tail written after that state is cut."""
+    from pathlib import Path
+
+    from fedcredit.audit.log import AuditWriter
+
+    writer = AuditWriter.resume(Path(folder) / f"{identity.name}.jsonl", identity, coordinator.run_id, state)
+    wrapped = AuditedCoordinator(coordinator, writer)
+    wrapped._identities_recorded = bool(coordinator.identities)  # recorded with the first replies, before the kill
+    return wrapped

@@ -29,7 +29,8 @@ class JobCoordinator(ScriptedCoordinator):
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
                  deployment: bool | None = None, publication: Publication | None = None, task: str = "train",
-                 bank_name: str = "bank", purpose: str = "credit-scoring", submitter: dict | None = None):
+                 bank_name: str = "bank", purpose: str = "credit-scoring", submitter: dict | None = None,
+                 keypairs: dict | None = None):
         if task not in ("train", "score"):
             raise InputError(f"task must be 'train' or 'score', got {task!r}")
         self.task = task
@@ -45,6 +46,12 @@ class JobCoordinator(ScriptedCoordinator):
         self.identities: dict[str, PublicIdentity] = {}
         self._model: vertical_lr.LrCoordinator | secureboost.SbCoordinator | None = None  # the main model run
         self._runs: dict = {}  # model run id -> its coordinator
+        self._keypairs = dict(keypairs or {})  # model run id -> Paillier keypair to reuse (a resumed job)
+
+    def generated_keypairs(self) -> dict:
+        """The Paillier keypairs this coordinator holds (model run id -> keypair): the only randomness of
+        its state, which a coordinator journal keeps so that a resumed job replays to the same state."""
+        return {run_id: m.keypair for run_id, m in self._runs.items() if getattr(m, "keypair", None) is not None}
 
     @property
     def paillier_fingerprint(self) -> str | None:
@@ -198,7 +205,7 @@ class JobCoordinator(ScriptedCoordinator):
             return secureboost.SbCoordinator(run_id, parties, s.sb_config(), train=train,
                                              on_progress=lambda rec: progress({"iteration": rec["tree"], **rec}))
         return vertical_lr.LrCoordinator(run_id, parties, s.lr_config(), pool=self.pool, deployment=self.deployment,
-                                         train=train, on_progress=progress)
+                                         train=train, on_progress=progress, keypair=self._keypairs.get(run_id))
 
     def _run(self):
         started = time.perf_counter()

@@ -131,6 +131,13 @@ class NodeAgent:
         self.models.clear()
         self.psi = self.features = self.labels = self.ids = self.woe = self._pending = self._frame = None
 
+    def abandon(self, step: int, reason: str) -> None:
+        """The coordinator never came back: end the audit log as aborted (the node's own reason) and drop the state."""
+        if self.audit is not None and not self.audit.closed:
+            self._final_head = self.audit.abort(step, reason)
+        self.models.clear()
+        self.psi = self.features = self.labels = self.ids = self.woe = self._pending = self._frame = None
+
     def restore(self) -> None:
         """Called on an agent loaded from its checkpoint: drop audit records written after it (a crash mid-message)."""
         if self.audit is not None and not self.audit.closed:

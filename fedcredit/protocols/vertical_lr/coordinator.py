@@ -26,7 +26,8 @@ class LrCoordinator(ScriptedCoordinator):
     name = "vertical LR"
 
     def __init__(self, run_id: str, parties: list[str], config: LrConfig | None = None, *, pool=None,
-                 on_progress=None, score: bool = True, deployment: bool | None = None, train: bool = True):
+                 on_progress=None, score: bool = True, deployment: bool | None = None, train: bool = True,
+                 keypair=None):
         if not parties or parties[0] != BANK or len(set(parties)) != len(parties):
             raise ProtocolError(f"vertical LR needs the bank first and distinct parties; got {parties!r}")
         self.run_id, self.parties, self.hosts = run_id, list(parties), list(parties[1:])
@@ -37,6 +38,7 @@ class LrCoordinator(ScriptedCoordinator):
         self.regularization: list[dict] = []  # per fit: l2, the bank's last validation AUC, iterations
         self.l2, self.chosen_fit = self.cfg.l2, 0
         self.keypair = None
+        self._given_keypair = keypair  # a resumed coordinator's journaled key (else one is generated)
         self._step = 0
 
     def _check(self, replies: list[Message]) -> None:
@@ -99,7 +101,8 @@ class LrCoordinator(ScriptedCoordinator):
 
     def _run(self):
         cfg = self.cfg
-        self.keypair = generate_keypair(cfg.key_bits, backend=cfg.backend, deployment=self.deployment)
+        self.keypair = self._given_keypair or generate_keypair(cfg.key_bits, backend=cfg.backend,
+                                                               deployment=self.deployment)
         key = self.keypair.public_key
         setup = {"config": asdict(cfg), "key_n": format(key.n, "x"), "parties": self.parties}
         replies = yield [self._send(SETUP, p, setup) for p in self.parties]

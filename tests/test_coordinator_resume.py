@@ -1,0 +1,132 @@
+"""The coordinator killed mid-training on the deployment engine, restarted, and the job resumed: the same model.
+
+A SuperLink and three nodes, each in its own network namespace when run as root
+(docs/network-lab.md; else on 127.0.0.1). Mid-training the SuperLink's whole process tree
+(its ServerApp included) gets SIGKILL. ``start_coordinator`` on the same state folder and
+``resume_unfinished`` (what ``fedcredit coordinator start`` does) resubmit the job: the
+new ServerApp replays its journal, the nodes continue from their checkpoints, and the
+final model parts equal, bit for bit, the same job's on the in-process engine (equal to
+an uninterrupted deployment run by construction: tests/test_deployment.py checks that).
+The fast, in-process version of the same, and a coordinator that never returns, are in
+tests/test_coordinator_journal.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy import processes as P
+from fedcredit.deploy.certs import make_certs
+from fedcredit.flower.trust import make_key
+from fedcredit_netlab import namespaces as netlab
+from test_deployment import JobThread, _crash, _flower_pids, _use_namespaces
+
+ROLES = ("bank", "tax", "utilities")
+JOB = {"key-bits": 1024, "max-iter": 2, "bank-only-baseline": False, "seed": 7}
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
+    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")]
+
+
+@pytest.fixture
+def federation(tmp_path):
+    from fedcredit.data import synth
+
+    lab = None if _use_namespaces() else netlab.Lab(["coordinator", *ROLES])
+    procs: dict[str, P.Proc] = {}
+    try:
+        if lab is not None:
+            lab.build()
+        host = lab.address("coordinator") if lab else "127.0.0.1"
+        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
+        certs = tmp_path / "certs"
+        make_certs(certs, host, list(ROLES))
+        make_key(certs / "submitters", "operator")  # signs the job and its resubmission (nodes check it)
+        paths = synth.write_nodes(synth.generate(2000, 11), tmp_path / "data")
+        port = P.free_port()
+
+        def start_coordinator() -> None:
+            procs["coordinator"], _ = P.start_coordinator(certs, host, port, tmp_path / "state",
+                                                          netns=netns("coordinator"),
+                                                          control_from=[lab.root_address] if lab else None)
+
+        start_coordinator()
+        for role in ROLES:
+            procs[role] = P.start_node(role, paths[role], f"{host}:{port}", certs, tmp_path / "work" / role,
+                                       out=tmp_path / "nodes-out" / role, idle_poll=0.1, netns=netns(role))
+        yield {"tmp": tmp_path, "certs": certs, "superlink": f"{host}:{port}", "state": tmp_path / "state",
+               "paths": paths, "procs": procs, "start_coordinator": start_coordinator}
+    finally:
+        for proc in reversed(list(procs.values())):
+            proc.stop()
+        if lab is not None:
+            lab.close()
+        assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
+
+
+def _tails(tmp, lines: int = 25) -> str:
+    """The end of every log of the federation (shown when the resumed job fails)."""
+    logs = [tmp / "state" / "superlink.log"] + [tmp / "work" / role / name for role in ROLES
+                                                for name in ("supernode.log", "node-service.log")]
+    return "".join(f"\n--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                   for log in logs if log.exists())
+
+
+def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation):
+    from fedcredit.audit.verify import verify_audit
+    from fedcredit.flower.submit import resume_unfinished
+    from fedcredit.jobs import runner
+    from fedcredit.protocols.job import ModelSettings, NodeConfig
+    from fedcredit.scoring.outputs import read_model_part
+
+    tmp, state, out = federation["tmp"], federation["state"], federation["tmp"] / "out"
+    job = JobThread(federation["superlink"], federation["certs"], out,
+                    {**JOB, "registry": str(state / "registry.json"), "timeout": 300.0}, timeout=900)
+    job.wait_for("federated model: iteration 0/", timeout=600)
+    replies = out / "journal" / "replies.bin"
+    assert replies.exists() and (state / "unfinished").is_dir() and len(list((state / "unfinished").glob("*.json"))) == 1
+    # mid-training the coordinator's machine loses power: SuperLink, SuperExec and ServerApp die at once
+    _crash(federation["procs"]["coordinator"])
+    with pytest.raises(FedCreditError, match="the federated run failed"):  # its stream ended without a verdict
+        job.result(timeout=120)
+    assert not (out / "status.json").exists() or not json.loads((out / "status.json").read_text())["ok"]
+    origin = json.loads((out / "journal" / "run.json").read_text())["origin"]
+
+    # the coordinator is started again on the same state folder and resumes the job it finds there
+    federation["start_coordinator"]()
+    lines: list[str] = []
+    assert resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append) == []
+    assert "fedcredit train --resume" in lines[-1]  # without a submitter's key the job is only named
+    threads = resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append,
+                                submitter_key=federation["certs"] / "submitters" / "operator.key")
+    assert len(threads) == 1
+    threads[0].join(timeout=900)
+    assert not threads[0].is_alive(), lines[-20:]
+    assert (out / "status.json").exists(), "\n".join(lines[-30:]) + _tails(tmp)
+    status = json.loads((out / "status.json").read_text())
+    assert status["ok"], f"{status}\n" + "\n".join(lines[-20:]) + _tails(tmp)
+    assert any("resuming job" in line for line in lines), lines[-20:]
+    assert str(status["flower_run_id"]) == origin and status["resumed_in_flower_run"] != status["flower_run_id"]
+    assert not (out / "journal").exists() and not list((state / "unfinished").glob("*.json"))
+
+    # the same job on the in-process engine, uninterrupted: the same model, bit for bit
+    nodes = [NodeConfig(role, str(federation["paths"][role])) for role in ROLES]
+    settings = ModelSettings(key_bits=JOB["key-bits"], max_iter=JOB["max-iter"], bank_only_baseline=False,
+                             seed=JOB["seed"])
+    reference = runner.run(nodes, settings, tmp / "in-process", engine="in-process")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_auc", "intersection", "evaluations", "rounds"):
+        assert metrics[key] == reference[key], (key, metrics[key], reference[key])
+    node_out = lambda role: tmp / "nodes-out" / role / f"run-{origin}"  # noqa: E731
+    for role in ROLES:
+        ours = read_model_part(node_out(role) / "model" / role, role)[1]
+        theirs = read_model_part(tmp / "in-process" / "model" / role, role)[1]
+        assert np.array_equal(ours, theirs), (role, np.abs(ours - theirs).max())
+        shutil.copy(node_out(role) / "audit" / f"{role}.jsonl", out / "audit" / f"{role}.jsonl")
+    verdict = verify_audit(out, out / "keys" / "coordinator.pub.json", min_key_bits=1024)
+    assert verdict.ok and set(verdict.parties) == {*ROLES, "coordinator"}
