@@ -34,8 +34,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 @pytest.fixture
-def federation(tmp_path):
+def federation(tmp_path, monkeypatch):
     from fedcredit.data import synth
+
+    # a message of the killed run never completes at a node; waiting Flower's 500 tries for it (about 4 min)
+    # would hold up the resumed run's first task that long (fedcredit.deploy.supernode.object_wait)
+    monkeypatch.setenv("FEDCREDIT_OBJECT_WAIT_S", "20")
 
     lab = None if _use_namespaces() else netlab.Lab(["coordinator", *ROLES])
     procs: dict[str, P.Proc] = {}

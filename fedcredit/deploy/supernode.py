@@ -24,6 +24,7 @@ intervals); a node without a checkpoint (say, an unregistered key) is not retrie
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -57,7 +58,7 @@ def _patch(idle: float) -> bool:
     return True
 
 
-def shorten_pull_backoff(initial: float, cap: float) -> bool:
+def shorten_pull_backoff(initial: float, cap: float, max_wait: float | None = None) -> bool:
     """Flower 1.41 retries an object that is not there yet after 1 s, then 2, 4 … up to 10 s.
 
     Flower registers a message before it uploads the message's objects, so whoever pulls
@@ -65,6 +66,11 @@ def shorten_pull_backoff(initial: float, cap: float) -> bool:
     a reply) may ask for objects that follow milliseconds later, and then sleeps a second
     or more. This shortens the default waits of Flower's two object-pull functions in this
     process (flwr 1.41 only; False elsewhere, where nothing changes).
+
+    ``max_wait`` (seconds) bounds how long one object is waited for (Flower: 500 tries, about
+    4 minutes at a 0.5 s cap). A message whose sender died (a coordinator killed mid-round)
+    never completes, and a node answers one task at a time, so this is also how long such a
+    message holds up the node's next run.
     """
     from flwr.supercore.inflatable import inflatable_utils as pulls
 
@@ -72,9 +78,21 @@ def shorten_pull_backoff(initial: float, cap: float) -> bool:
     if not flwr_141() or not all(
             {"initial_backoff", "backoff_cap"} <= set(f.__kwdefaults__ or {}) for f in functions):
         return False
+    tries = {} if max_wait is None else {"max_tries_per_object": max(1, math.ceil(max_wait / cap))}
     for f in functions:
-        f.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap)
+        f.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap, **tries)
     return True
+
+
+def object_wait() -> float | None:
+    """``FEDCREDIT_OBJECT_WAIT_S``: the node's bound on waiting for one object of a message (None: Flower's)."""
+    value = os.environ.get("FEDCREDIT_OBJECT_WAIT_S")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        from fedcredit.common.errors import FedCreditError
+
+        raise FedCreditError(f"FEDCREDIT_OBJECT_WAIT_S must be a number of seconds, got {value!r}") from None
 
 
 def _patch_heartbeat(seconds: int) -> bool:

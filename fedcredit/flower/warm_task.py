@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.deploy.supernode import flwr_141, shorten_pull_backoff
+from fedcredit.deploy.supernode import flwr_141, object_wait, shorten_pull_backoff
 from fedcredit.flower.codec import NODE_ERROR
 from fedcredit.flower.relay_app import Call, relay
 from fedcredit.flower.trust import Refused, load_keys, verify_bundle, verify_run_config
@@ -135,7 +135,7 @@ def run_task(spec: dict, call: Call) -> dict:
 
     if not supported():
         raise FedCreditError("this node's Flower version runs tasks in flwr-clientapp processes only")
-    shorten_pull_backoff(PULL_RETRY_S, 0.5)  # the SuperNode may still be fetching the message's objects
+    shorten_pull_backoff(PULL_RETRY_S, 0.5, object_wait())  # the SuperNode may still be fetching the message's objects
     address, token, insecure, certs = _spec(spec)
     with _ONE_AT_A_TIME:
         client = RuntimeHttpClient.from_server_address(
