@@ -132,7 +132,6 @@ def test_node_start_without_config_still_works_and_names_what_is_missing(kit, tm
     (lambda t: t.replace("idle_poll = 0.1", 'idle_poll = "fast"'), r"\[node\] idle_poll must be float"),
     (lambda t: t + "\n[extra]\n", r"unknown section\(s\) \['extra'\]"),
     (lambda t: t.replace("id_type =", "id_kind ="), r"unknown key\(s\) \['id_kind'\] in \[columns\]"),
-    (lambda t: t.replace('role = "bank"', 'role = "tax"'), r"\[columns\] label: only the bank holds the label"),
     (lambda t: t.replace('features = ["balance_avg_12m"', 'features = ["a,b"'), r"\[columns\] features must be a list"),
     (lambda t: t.replace("[columns]", '[columns]\nlayout = "free"'), r"\[columns\] layout: expected"),
 ])

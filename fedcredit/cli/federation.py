@@ -35,7 +35,8 @@ for _app in (certs_app, coordinator_app, node_app, federation_app):  # keep each
 def certs_make(
     out: Path = typer.Option(..., "--out", help="Folder to write the CA, SuperLink certificate and node keys into."),
     host: str = typer.Option("127.0.0.1", "--host", help="The SuperLink's host name or IP (certificate SAN)."),
-    nodes: str = typer.Option("bank,tax,utilities", "--nodes", help="Comma-separated node names (roles)."),
+    nodes: str = typer.Option("bank,tax,utilities", "--nodes", help="Comma-separated node names, e.g. "
+                              "bank-a,bank-b,tax,utilities for a federation of two banks (docs/add-a-bank.md)."),
     days: int = typer.Option(365, "--days", help="Validity of the certificates."),
 ) -> None:
     """Make a test CA, the SuperLink's TLS certificate and one authentication key pair per node."""
@@ -156,6 +157,8 @@ def submit_train(
     key_bits: Optional[int] = typer.Option(None, "--key-bits"),
     max_iter: Optional[int] = typer.Option(None, "--max-iter"),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles, bank first (default bank,tax,utilities)."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="The name of the node that plays the job's bank "
+                                       "(default bank); the other roles are its hosts' names."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy TOML (on the SuperLink's machine)."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="STATE/registry.json of 'fedcredit coordinator start': "
                                             "each role may only be played by its registered key."),
@@ -167,7 +170,7 @@ def submit_train(
     """Submit a training job with `flwr run`, stream its progress, exit non-zero when it fails."""
     from fedcredit.flower.submit import submit
 
-    cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles,
+    cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles, "bank": bank,
                              "policy": str(Path(policy).resolve()) if policy else None,
                              "registry": str(Path(registry).resolve()) if registry else None,
                              "bank-only-baseline": baseline, "node-return-timeout": node_return_timeout}.items()

@@ -28,10 +28,12 @@ class JobCoordinator(ScriptedCoordinator):
     name = "job"
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
-                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train"):
+                 deployment: bool | None = None, publication: Publication | None = None, task: str = "train",
+                 bank_name: str = "bank"):
         if task not in ("train", "score"):
             raise InputError(f"task must be 'train' or 'score', got {task!r}")
         self.task = task
+        self.bank_name = bank_name  # the name of the node that plays the bank (HELLO meta ``bank``)
         if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
             raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
@@ -199,7 +201,7 @@ class JobCoordinator(ScriptedCoordinator):
     def _run(self):
         started = time.perf_counter()
         s = self.settings
-        replies = yield [self._send(HELLO, r, {"settings": asdict(s)}, 0) for r in self.roles]
+        replies = yield [self._send(HELLO, r, {"settings": asdict(s), "bank": self.bank_name}, 0) for r in self.roles]
         info = self._each(replies, INFO)
         self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
         identities = {r: m.meta["identity"] for r, m in info.items()}
