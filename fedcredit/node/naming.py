@@ -31,7 +31,7 @@ def job_node(node: NodeConfig, messages: list[Message]) -> NodeConfig:
     name, bank = node.role, hello.meta.get("bank", BANK)
     if not isinstance(bank, str):
         raise FedCreditError(f"{hello.describe()}: meta 'bank' must name the job's bank, got {bank!r}")
-    if hello.receiver == BANK:
+    if hello.receiver == BANK:  # (a node named "bank" is never a host of another bank's job: it is refused here)
         if bank != name:
             raise FedCreditError(f"node {name} was asked to play the bank of a job whose bank is {bank!r}; refused")
         if node.label is None and name != BANK:
@@ -40,6 +40,4 @@ def job_node(node: NodeConfig, messages: list[Message]) -> NodeConfig:
         return replace(node, role=BANK)
     if hello.receiver != name:
         raise FedCreditError(f"node {name} received a job's first message for {hello.receiver!r}; refused")
-    if name == BANK and bank != BANK:
-        raise FedCreditError(f"node {name} may not be a host of {bank!r}'s job: {BANK!r} is the label holder's role")
     return replace(node, label=None)  # a host's own label (if it is a bank too) never enters another bank's job
