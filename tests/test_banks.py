@@ -21,7 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 import fedcredit.node.channel as channel
 from fedcredit.common.errors import FedCreditError
-from fedcredit.common.wire import Message, join_messages
+from fedcredit.common.wire import Message
 from fedcredit.crypto import WorkerPool
 from fedcredit.deploy.naming import job_nodes, job_nodes_for_roles
 from fedcredit.flower.codec import bundle_bytes, bundle_record
@@ -253,3 +253,22 @@ def test_two_nodes_claiming_one_name_are_refused(federation):
     result = _job(grid, "bank-a", 7, registry=None)
     assert "two nodes claim the name 'tax'" in result["error"]
     assert {kind for _, kind, run in grid.sent if run == 7} == {"query.role"}
+
+
+def test_certs_for_two_banks_and_a_bank_joining_later(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedcredit.cli import app
+    from fedcredit.deploy.certs import node_public_keys
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["certs", "make", "--out", str(tmp_path), "--nodes", "bank-a,bank-b,tax,utilities"])
+    assert res.exit_code == 0, res.output
+    assert sorted(node_public_keys(tmp_path)) == ["bank-a", "bank-b", "tax", "utilities"]
+    res = runner.invoke(app, ["certs", "add", "--out", str(tmp_path), "--nodes", "bank-c"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "nodes" / "bank-c.key").stat().st_mode & 0o777 == 0o600 and "bank-c" in node_public_keys(tmp_path)
+    res = runner.invoke(app, ["certs", "add", "--out", str(tmp_path), "--nodes", "bank-b"], env={"COLUMNS": "200"})
+    assert res.exit_code == 1 and "already in" in res.output and "bank-b" in res.output
+    res = runner.invoke(app, ["certs", "add", "--out", str(tmp_path / "none"), "--nodes", "bank-d"])
+    assert res.exit_code == 1 and "no ca.pem" in res.output

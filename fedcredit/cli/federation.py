@@ -53,6 +53,26 @@ def certs_make(
     console.print(f"Keep {paths['ca_key']} off the nodes; each node needs ca.pem and its own nodes/<role>.key.")
 
 
+@certs_app.command("add")
+def certs_add(
+    out: Path = typer.Option(..., "--out", help="The federation's certificate folder (from 'certs make')."),
+    nodes: str = typer.Option(..., "--nodes", help="Comma-separated names of the joining nodes, e.g. bank-b."),
+) -> None:
+    """Add key pairs for nodes joining a federation (a second bank, a new host); the coordinator registers them
+    when it starts again on its state folder (docs/add-a-bank.md)."""
+    from fedcredit.deploy.certs import add_node_keys
+
+    names = [n.strip() for n in nodes.split(",") if n.strip()]
+    try:
+        paths = add_node_keys(out, names)
+    except FedCreditError as exc:
+        error_exit(exc)
+    for name in names:
+        console.print(f"  node {name}: private key {paths[name + '_key']} (0600, copy to that node only), "
+                      f"public key {paths[name + '_pub']}")
+    console.print("Restart 'fedcredit coordinator start' on the same --state to register the new key(s).")
+
+
 def _run_until_stopped(proc) -> None:
     """Serve in the foreground until Ctrl-C/SIGTERM (exit 0) or until the process exits on its own (exit 1)."""
     from fedcredit.deploy.processes import supervise
