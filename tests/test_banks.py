@@ -34,7 +34,7 @@ from fedcredit.protocols import HELLO, ModelSettings, NodeConfig
 
 from bank_helpers import two_banks
 
-SETTINGS = ModelSettings(key_bits=1024, max_iter=2, bank_only_baseline=False, backend="mock")
+SETTINGS = ModelSettings(key_bits=1024, max_iter=1, bank_only_baseline=False, backend="mock")
 NAMES = ("bank-a", "bank-b", "tax", "utilities")
 REGISTRY = {name: 201 + i for i, name in enumerate(NAMES)}
 
@@ -178,7 +178,7 @@ def _task_identity(monkeypatch):
 
 @pytest.fixture
 def federation(tmp_path):
-    paths = two_banks(1500, 7, tmp_path / "data")
+    paths = two_banks(1000, 7, tmp_path / "data")
     with WorkerPool(1) as pool:
         services = {}
         for name in NAMES:
