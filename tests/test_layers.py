@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #   part                  may import (fedcredit parts)
 MAY_IMPORT: dict[str, set[str]] = {
     "fedcredit.cli":       {"fedcredit.jobs", "fedcredit.flower", "fedcredit.deploy", "fedcredit.protocols",
-                            "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
+                            "fedcredit.governance", "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},
-    "fedcredit.api":       {"fedcredit.jobs", "fedcredit.protocols", "fedcredit.audit", "fedcredit.scoring",
+    "fedcredit.api":       {"fedcredit.jobs", "fedcredit.protocols", "fedcredit.governance", "fedcredit.audit", "fedcredit.scoring",
                             "fedcredit.data", "fedcredit.crypto", "fedcredit.models", "fedcredit.common"},
     "fedcredit.local":     {"fedcredit.jobs"},  # the old name of the in-process engine
-    "fedcredit.jobs":      {"fedcredit.flower", "fedcredit.deploy", "fedcredit.protocols", "fedcredit.audit",
+    "fedcredit.jobs":      {"fedcredit.flower", "fedcredit.deploy", "fedcredit.protocols", "fedcredit.governance",
+                            "fedcredit.audit",
                             "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto", "fedcredit.models",
                             "fedcredit.common"},
     "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.node", "fedcredit.node.channel", "fedcredit.protocols", "fedcredit.audit",
@@ -32,10 +33,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "fedcredit.node.__main__": {"fedcredit.node", "fedcredit.flower", "fedcredit.common"},  # the service's entry: wires in Flower's tasks
     "fedcredit.node":      {"fedcredit.node.channel", "fedcredit.protocols", "fedcredit.crypto", "fedcredit.common"},  # the node service
     "fedcredit.node.channel": {"fedcredit.common"},  # stdlib only: the relay ClientApp and deploy use it
-    "fedcredit.deploy":    {"fedcredit.node.channel", "fedcredit.common"},
-    "fedcredit.protocols": {"fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
+    "fedcredit.deploy":    {"fedcredit.node.channel", "fedcredit.governance", "fedcredit.common"},
+    "fedcredit.protocols": {"fedcredit.governance", "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},
     "fedcredit.audit":     {"fedcredit.crypto", "fedcredit.common"},
+    "fedcredit.governance": {"fedcredit.common"},  # a node's own rules: policy, budget, consent (no protocol)
     "fedcredit.scoring":   {"fedcredit.data", "fedcredit.crypto", "fedcredit.common"},
     "fedcredit.models":    {"fedcredit.scoring", "fedcredit.common"},
     "fedcredit.data":      {"fedcredit.common"},

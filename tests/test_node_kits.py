@@ -110,7 +110,7 @@ def test_node_start_config_builds_the_supernode_command(kit, tmp_path):
     cfg = _node_config(cmd)
     assert cfg == {"role": "bank", "data": str(tmp_path / "bank.parquet"), "work-dir": str(tmp_path / "var" / "bank" / "state"),
                    "out-dir": str(tmp_path / "var" / "bank" / "out"), "id-column": "uscc", "id-kind": "uscc",
-                   "label": "default_12m", "features": "balance_avg_12m,dpd_max_12m"}
+                   "label": "default_12m", "features": "balance_avg_12m,dpd_max_12m", "policy": "default"}
 
     # options given on the command line override the file
     cmd = _dry_run("node", "start", "--config", str(kit / "node.toml"), "--superlink", "coord.example:9443",

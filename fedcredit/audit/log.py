@@ -26,7 +26,7 @@ FORMAT = "fedcredit-audit"
 VERSION = 1
 GENESIS = "0" * 64
 DIRECTIONS = ("sent", "received")
-RECORD_TYPES = ("header", "message", "identities", "checkpoint", "close", "aborted")
+RECORD_TYPES = ("header", "message", "identities", "checkpoint", "consent", "close", "aborted")
 ENDINGS = ("close", "aborted")  # a log ends with exactly one of these
 _RECORD_DOMAIN = b"fedcredit/audit/record/v1\0"
 _SIG_DOMAIN = b"fedcredit/audit/signature/v1\0"
@@ -214,6 +214,15 @@ class AuditWriter:
             self._fingerprints[str(role)] = pub.fingerprint
         return self._append({"type": "identities", "parties": parties})
 
+    def record_consent(self, count: int, digest: str) -> dict:
+        """A signed record of the consent set a node used for this run: how many enterprises, and the SHA-256
+        digest of their sorted IDs (the IDs themselves never enter a log)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise AuditError(f"consent count must be a whole number ≥ 0, got {count!r}")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise AuditError("consent digest must be 64 lower-case hex digits (SHA-256)")
+        return self._append({"type": "consent", "consent_count": count, "consent_digest": digest})
+
     def checkpoint(self) -> dict:
         """The signed chain head: {party, run_id, seq, head, signature, fingerprint}."""
         seq = self.seq - 1
@@ -258,12 +267,35 @@ class AuditWriter:
         if not kept.endswith(b"\n") or last_hash != self.head:
             raise AuditError(f"audit log does not continue this node's checkpoint at byte {self._size}; "
                              "refusing to cut it", file=p)
+        if self._adopt_abort(p, size):
+            return 0
         with open(p, "r+b") as fh:
             fh.truncate(self._size)
             fh.flush()
             if self.fsync:
                 os.fsync(fh.fileno())
         return size - self._size
+
+    def _adopt_abort(self, path: Path, size: int) -> bool:
+        """A failed attempt that ended the log itself (an ``aborted`` record: a node refusing a job under its
+        policy) wrote the log's last word: keep it, and continue from its end closed. Only a tail that chains
+        on from this writer's head, record by record, is kept."""
+        with open(path, "rb") as fh:
+            fh.seek(self._size)
+            tail = fh.read(size - self._size)
+        try:
+            records = [json.loads(line) for line in tail.splitlines()]
+        except ValueError:
+            return False
+        head = self.head
+        for rec in records:
+            if not isinstance(rec, dict) or rec.get("prev") != head or rec.get("hash") != record_hash(rec):
+                return False
+            head = rec["hash"]
+        if not tail.endswith(b"\n") or not records or records[-1].get("type") != "aborted":
+            return False
+        self.seq, self.head, self._size, self.closed = self.seq + len(records), head, size, True
+        return True
 
     def close(self) -> dict:
         """Write the final 'close' record and return the final signed head."""

@@ -50,6 +50,7 @@ _FIELDS = {
                 "paillier_key": (str, type(None)), "key_bits": (int, type(None))},
     "identities": {"parties": dict},
     "checkpoint": {"checkpoint": dict},
+    "consent": {"consent_count": int, "consent_digest": str},
     "close": {"records": int},
     "aborted": {"records": int, "step": int, "reason": str},
 }

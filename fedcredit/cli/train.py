@@ -16,7 +16,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.data.schema import NODE_ROLES
 from fedcredit.jobs import outdir, runner
 from fedcredit.jobs.outdir import previous_run
-from fedcredit.jobs.jobfile import load_job, read_job
+from fedcredit.jobs.jobfile import read_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.scoring.policy import LimitPolicy
 
@@ -41,9 +41,29 @@ def demo(
     previous_run(out, own=("data",))  # refuse a folder that is not a run's before writing data into it
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
-    nodes = [NodeConfig(role, str(paths[role][0])) for role in NODE_ROLES]
+    nodes = [NodeConfig(role, str(paths[role][0]), policy=str(_demo_node_policy(out / "data", role, key_bits)))
+             for role in NODE_ROLES]
     _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",),
            allow_weak_model=allow_weak_model)
+
+
+DEMO_NODE_POLICY = """# {role}'s own policy for the demo (docs/governance.md); its budget is counted beside this file
+[policy]
+allowed_banks = ["bank"]
+allowed_models = ["scorecard_lr", "secureboost"]
+allowed_tasks = ["train", "score"]
+min_key_bits = {key_bits}
+min_population = 100
+max_jobs_per_day = 1000
+max_scored_per_day = 10000000
+"""
+
+
+def _demo_node_policy(folder: Path, role: str, key_bits: int) -> Path:
+    """The demo's nodes carry explicit policies: the demo's bank, both models, the keys the demo asks for."""
+    path = folder / f"{role}_policy.toml"
+    path.write_text(DEMO_NODE_POLICY.format(role=role, key_bits=min(key_bits, 2048)))
+    return path
 
 
 def train(
@@ -60,8 +80,9 @@ def train(
 ) -> None:
     """Train the model a job file describes (scorecard LR or SecureBoost), publish signed limits and the report."""
     if federation is None:
-        nodes, settings = load_job(job)
-        _train(nodes, settings, out, engine or "simulation", centralized, policy, allow_weak_model=allow_weak_model)
+        job_file = read_job(job)
+        _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", centralized, policy,
+               allow_weak_model=allow_weak_model, purpose=job_file.purpose)
         return
     for flag, given in (("--engine", engine is not None), ("--centralized", centralized),
                         ("--allow-weak-model", allow_weak_model)):
@@ -107,8 +128,8 @@ def score(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
 ) -> None:
     """Score a population with a trained model (each node applies its own saved part) and publish signed limits."""
-    nodes, settings = load_job(job)
-    _train(nodes, settings, out, engine, False, policy, model=model)
+    job_file = read_job(job)
+    _train(job_file.node_configs(), job_file.settings, out, engine, False, policy, model=model, purpose=job_file.purpose)
 
 
 def _show_failure(out: Path) -> None:
@@ -124,11 +145,13 @@ def _show_failure(out: Path) -> None:
 
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
-           model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False) -> None:
+           model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False,
+           purpose: str = "credit-scoring") -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
-                             policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model)
+                             policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model,
+                             purpose=purpose)
     except FedCreditError:
         _show_failure(out)
         raise

@@ -52,6 +52,18 @@ def read_table(path: str | os.PathLike, text_columns: list[str] = ()) -> pa.Tabl
         raise FedCreditError(f"{path}: cannot be read as {fmt}: {_first_line(exc)}") from None
 
 
+def read_header(path: str | os.PathLike) -> list[str]:
+    """A node file's column names, without reading its rows (a node's policy checks them first)."""
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file():
+        raise FedCreditError(f"{path}: file not found")
+    try:
+        return list(pq.read_schema(path).names) if fmt == "parquet" else _csv_header(path)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise FedCreditError(f"{path}: cannot be read as {fmt}: {_first_line(exc)}") from None
+
+
 def _csv_header(path: Path) -> list[str]:
     with open(path, "rb") as fh:
         first = fh.readline().decode("utf-8-sig", errors="replace").strip()

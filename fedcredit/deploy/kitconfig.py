@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.naming import NAME_RE
+from fedcredit.governance import DEFAULT, policy_from_table
 
 # key -> (type, is a path)
 NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, True), "data": (str, True),
@@ -64,16 +65,21 @@ def _table(path: Path, doc: dict, section: str, spec: dict) -> dict:
 
 
 def load_node_config(path: Path) -> tuple[dict, dict]:
-    """``[node]`` (how to run the SuperNode) and ``[columns]`` as node-config entries for the ClientApp."""
+    """``[node]`` (how to run the SuperNode) and ``[columns]`` as node-config entries for the ClientApp; with a
+    ``[policy]`` table (checked here, read again by the node for every job) the entry ``policy`` names this file."""
     doc = _read(path)
-    unknown = sorted(set(doc) - {"node", "columns"})
+    unknown = sorted(set(doc) - {"node", "columns", "policy"})
     if unknown:
-        raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns]")
+        raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns], "
+                             "[policy]")
     node = _table(path, doc, "node", NODE_KEYS)
     columns = _table(path, doc, "columns", COLUMN_KEYS)
     if columns.get("layout") not in (None, "standard", "custom"):
         raise FedCreditError(f"{path}: [columns] layout: expected \"standard\" or \"custom\", got {columns['layout']!r}")
     node_config = {NODE_CONFIG_NAMES[k]: ",".join(v) if isinstance(v, list) else v for k, v in columns.items()}
+    if "policy" in doc:
+        policy_from_table(doc["policy"], path, Path(path).resolve().parent)
+        node_config["policy"] = str(Path(path).resolve())
     return node, node_config
 
 
@@ -119,7 +125,8 @@ def node_settings(config: Path | None, options: dict) -> tuple[dict, dict]:
     """A node's settings and its ``[columns]`` node config, checked before its SuperNode starts: the SuperLink
     address, a plain node name, a private authentication key, the data file present. Any node may hold a label
     column: it is then a bank, which jobs may name as theirs (``fedcredit.deploy.naming``); a node named ``bank``
-    without one uses the standard schema's label."""
+    without one uses the standard schema's label. A node without
+    ``[policy]`` runs under the default policy (docs/governance.md)."""
     from fedcredit.deploy.processes import split_address
 
     file_values, columns = load_node_config(config) if config else ({}, {})
@@ -130,4 +137,5 @@ def node_settings(config: Path | None, options: dict) -> tuple[dict, dict]:
     check_private_key(o.get("key") or Path(o["certs"]) / "nodes" / f"{o['role']}.key", f"{o['role']}'s authentication key")
     if not Path(o["data"]).is_file():
         raise FedCreditError(f"data file {o['data']} does not exist")
+    columns.setdefault("policy", DEFAULT)
     return o, columns

@@ -67,7 +67,8 @@ def job_nodes_from_run_config(cfg: dict, roles: list[str]) -> JobNodes:
     return job_nodes_for_roles(roles, str(cfg.get("bank") or BANK), "run config 'bank'/'roles'")
 
 
-def run_config_from_settings(settings: ModelSettings, roles: list[str], bank: str = BANK) -> dict:
+def run_config_from_settings(settings: ModelSettings, roles: list[str], bank: str = BANK,
+                             purpose: str = "credit-scoring") -> dict:
     """The run-config entries that reproduce ``settings`` at the coordinator (inverse of the function above).
 
     Every key is sent, so a run depends on the job file alone, not on the defaults in
@@ -80,6 +81,7 @@ def run_config_from_settings(settings: ModelSettings, roles: list[str], bank: st
     cfg.update({key: ",".join(repr(float(v)) for v in value) for key, value in cfg.items() if isinstance(value, list)})
     cfg["roles"] = ",".join(roles)
     cfg["bank"] = bank
+    cfg["purpose"] = purpose  # the job's purpose, as the hosts' consent lists name it (docs/governance.md)
     return cfg
 
 
@@ -176,7 +178,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
         result: dict = {}
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
-                publication=publication, audit=(out / "audit", signer), registry=registry, bank_name=job.bank)
+                publication=publication, audit=(out / "audit", signer), registry=registry, bank_name=job.bank,
+                purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)

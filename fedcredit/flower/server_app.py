@@ -83,7 +83,7 @@ def find_job_nodes(deliveries: Deliveries, grid: Grid, job: JobNodes, registry: 
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            bank_name: str = BANK) -> dict:
+            bank_name: str = BANK, purpose: str = "credit-scoring") -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -105,7 +105,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
         name_of.update({nid: job.name_of(role) for role, nid in node_of.items()})
         with WorkerPool() as pool:
             coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
-                                         publication=publication, task=task, bank_name=bank_name)
+                                         publication=publication, task=task, bank_name=bank_name, purpose=purpose)
             if audit is not None:
                 coordinator = audited(coordinator, *audit)
             outgoing = coordinator.start()
@@ -147,13 +147,13 @@ def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], ex
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
                     run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
-                    audit=None) -> ServerApp:
+                    audit=None, purpose: str = "credit-scoring") -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_job(grid, settings, roles, result, on_event=on_event, run_id=run_id, timeout=timeout,
-                publication=publication, task=task, audit=audit)
+                publication=publication, task=task, audit=audit, purpose=purpose)
 
     return app

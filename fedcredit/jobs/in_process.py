@@ -15,14 +15,14 @@ from fedcredit.protocols.loop import abort_job, drive
 
 def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, run_id: str | None = None,
             workers: int | None = None, on_event=None, tap=None, publication=None, task: str = "train",
-            audit=None) -> dict:
+            audit=None, purpose: str = "credit-scoring") -> dict:
     """Run a job over ``nodes`` (the bank first) and return the coordinator's result."""
     settings = settings or ModelSettings()
     run_id = run_id or uuid.uuid4().hex[:12]
     with WorkerPool(workers) as pool:
         agents = {n.role: NodeAgent(n, pool=pool) for n in nodes}
         coordinator = JobCoordinator(run_id, [n.role for n in nodes], settings, pool=pool, on_event=on_event,
-                                     publication=publication, task=task)
+                                     publication=publication, task=task, purpose=purpose)
         if audit is not None:  # (folder, coordinator identity): the coordinator's end of the audit trail
             coordinator = audited(coordinator, *audit)
         try:

@@ -18,9 +18,13 @@ from pathlib import Path
 from fedcredit.deploy.federations import Federation, parse_section
 from fedcredit.deploy.naming import BANK, job_nodes
 from fedcredit.common.errors import FedCreditError
+from fedcredit.governance import load_policy
 from fedcredit.protocols.job import MODELS, ModelSettings, NodeConfig
 
-_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout", "publish_feature_names"}
+_NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout", "publish_feature_names",
+              "policy"}
+_JOB_KEYS = {"seed", "purpose", "bank"}
+DEFAULT_PURPOSE = "credit-scoring"
 _MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed", "model"}
 _SECTIONS = ("job", "model", "nodes", "federations")
 MODEL_TYPES = MODELS
@@ -35,6 +39,7 @@ class JobFile:
     nodes: dict[str, dict]
     federations: dict[str, Federation] = field(default_factory=dict)
     bank: str = BANK  # the name of the job's label holder ([job] bank)
+    purpose: str = DEFAULT_PURPOSE  # what the job's bank uses the data for (the hosts' consent lists name it)
 
     @property
     def roles(self) -> list[str]:
@@ -64,8 +69,11 @@ def read_job(path: str | Path) -> JobFile:
         raise FedCreditError(f"{path}: unknown section(s) {sorted(unknown)}; "
                              "expected [job], [model], [nodes.<role>], [federations.<name>]")
     job, model, nodes = doc.get("job", {}), doc.get("model", {}), doc.get("nodes", {})
-    if set(job) - {"seed", "bank"}:
-        raise FedCreditError(f"{path}: unknown key(s) {sorted(set(job) - {'seed', 'bank'})} in [job]")
+    if set(job) - _JOB_KEYS:
+        raise FedCreditError(f"{path}: unknown key(s) {sorted(set(job) - _JOB_KEYS)} in [job]; allowed: {sorted(_JOB_KEYS)}")
+    purpose = job.pop("purpose", DEFAULT_PURPOSE)
+    if not isinstance(purpose, str) or not purpose.strip():
+        raise FedCreditError(f"{path}: [job] purpose must be a non-empty string, got {purpose!r}")
     bank = job.pop("bank", BANK)
     if not isinstance(bank, str):
         raise FedCreditError(f"{path}: [job] bank must be the name of a [nodes.<name>] section, got {bank!r}")
@@ -94,7 +102,7 @@ def read_job(path: str | Path) -> JobFile:
     job_nodes(bank, hosts, f"{path}: [nodes]")
     ordered = {bank: nodes[bank], **{n: nodes[n] for n in hosts}}
     federations = parse_section(doc.get("federations", {}), str(path), path.parent)
-    return JobFile(path, settings, ordered, federations, bank)
+    return JobFile(path, settings, ordered, federations, bank=bank, purpose=purpose)
 
 
 def load_job(path: str | Path) -> tuple[list[NodeConfig], ModelSettings]:
@@ -129,6 +137,10 @@ def _check_node(path: Path, name: str, spec, is_bank: bool) -> None:
         raise FedCreditError(f"{where}: only the bank holds the label (the job's bank is named by [job] bank)")
     if not isinstance(spec.get("publish_feature_names", False), bool):
         raise FedCreditError(f"{where}: 'publish_feature_names' must be true or false")
+    if "policy" in spec:  # the node's own policy file (docs/governance.md), checked now: errors name it and the key
+        if not isinstance(spec["policy"], str) or not spec["policy"].strip():
+            raise FedCreditError(f"{where}: 'policy' must be the path of a node policy file (TOML)")
+        load_policy(_relative(path, spec["policy"]))
     for key in ("features", "categorical", "extra"):
         if key in spec and not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
             raise FedCreditError(f"{where}: '{key}' must be a list of column names")
@@ -138,10 +150,16 @@ def _node(path: Path, name: str, spec: dict, role: str) -> NodeConfig:
     if "data" not in spec:
         raise FedCreditError(f"{path}: [nodes.{name}]: 'data' (the node's Parquet or CSV file) is required "
                              "to run here; with --federation NAME each node reads its own")
-    data = Path(spec["data"])
-    data = data if data.is_absolute() else (path.parent / data)
+    data = _relative(path, spec["data"])
+    policy = str(_relative(path, spec["policy"]).resolve()) if "policy" in spec else None
     return NodeConfig(role=role, data=str(data), id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),
                       label=spec.get("label", "default_12m" if role == "bank" else None), features=spec.get("features"),
                       categorical=spec.get("categorical", []), extra=spec.get("extra", []),
                       layout=spec.get("layout", "standard"),
-                      publish_feature_names=spec.get("publish_feature_names", False))
+                      publish_feature_names=spec.get("publish_feature_names", False), policy=policy)
+
+
+def _relative(path: Path, value: str) -> Path:
+    """A path of the job file: relative ones are relative to the file."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (path.parent / p)

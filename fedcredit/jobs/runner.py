@@ -28,7 +28,7 @@ ENGINES = ("simulation", "in-process")
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
         keys: Path | None = None, model: Path | None = None, own: tuple[str, ...] = (),
-        allow_weak_model: bool = False) -> dict:
+        allow_weak_model: bool = False, purpose: str = "credit-scoring") -> dict:
     """Check everything, run the job, publish signed limits, write metrics.json and run.json into ``out``,
     return the metrics.
 
@@ -61,7 +61,8 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
             reference = centralized_auc(nodes, checked.ids, settings)
         metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, reference=reference,
-                              policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model)
+                              policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model,
+                              purpose=purpose)
     except BaseException as exc:
         staging.fail(exc, before == "finished", settings.key_bits)
         raise
@@ -71,7 +72,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
 def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
                 reference: float | None, policy: LimitPolicy, keys: Path | None, model: Path | None,
-                allow_weak_model: bool) -> dict:
+                allow_weak_model: bool, purpose: str) -> dict:
     """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
     nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
@@ -85,12 +86,12 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
             from fedcredit.flower.simulation import run_simulated_job
 
             result = run_simulated_job(nodes, settings, stage / "work", on_event=display, publication=publication,
-                                       task=task, audit=(stage / "audit", signer), run_id=staging.run_id)
+                                       task=task, audit=(stage / "audit", signer), run_id=staging.run_id, purpose=purpose)
         else:
             from fedcredit.jobs.in_process import run_job
 
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
-                             audit=(stage / "audit", signer), run_id=staging.run_id)
+                             audit=(stage / "audit", signer), run_id=staging.run_id, purpose=purpose)
     audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
     extra = {"centralized_auc": reference} if reference is not None else {}
     return finish_run(result, stage, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,

@@ -41,7 +41,7 @@ def plan(job: JobFile, fed: Federation, out: Path, policy: Path | None = None) -
     from fedcredit.scoring.policy import LimitPolicy
 
     try:
-        cfg = run_config_from_settings(job.settings, job.roles, job.bank)
+        cfg = run_config_from_settings(job.settings, job.roles, job.bank, job.purpose)
     except FedCreditError as exc:
         raise FedCreditError(f"{job.path}: [model] backend: {exc}") from None
     coordinator_out = fed.coordinator_out(out, job.bank)

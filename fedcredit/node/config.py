@@ -3,7 +3,9 @@
 The same key='value' string configures the SuperNode (``--node-config``) and the node
 service, so both always agree on the node's role and work directory. Keys: role, data,
 work-dir, out-dir, id-column, id-kind, label, features, categorical, extra (comma lists),
-layout, publish-feature-names.
+layout, publish-feature-names, policy (the node's policy: "default" or the path of a TOML file
+with a ``[policy]`` table, its node.toml; docs/governance.md). A node with a policy counts its
+daily budget in ``WORK-DIR/policy-ledger.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.protocols import NodeConfig
+
+LEDGER = "policy-ledger.json"  # a deployed node's daily budget, in its work (state) folder
 
 
 def parse_node_config(text: str) -> dict[str, str]:
@@ -42,4 +46,7 @@ def node_from_config(cfg: dict, run: str | int) -> tuple[NodeConfig, Path]:
         layout=str(cfg.get("layout", "standard")),
         publish_feature_names=str(cfg.get("publish-feature-names", False)).lower() == "true",
         out_dir=str(Path(str(cfg["out-dir"])) / f"run-{run}") if cfg.get("out-dir") else None)
-    return node, Path(str(cfg.get("work-dir", "fedcredit-work")))
+    work = Path(str(cfg.get("work-dir", "fedcredit-work")))
+    if cfg.get("policy"):
+        node.policy, node.ledger = str(cfg["policy"]), str(work.resolve() / LEDGER)
+    return node, work

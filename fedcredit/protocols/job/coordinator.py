@@ -29,11 +29,13 @@ class JobCoordinator(ScriptedCoordinator):
 
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
                  deployment: bool | None = None, publication: Publication | None = None, task: str = "train",
-                 bank_name: str = "bank"):
+                 bank_name: str = "bank", purpose: str = "credit-scoring", submitter: dict | None = None):
         if task not in ("train", "score"):
             raise InputError(f"task must be 'train' or 'score', got {task!r}")
         self.task = task
-        self.bank_name = bank_name  # the name of the node that plays the bank (HELLO meta ``bank``)
+        # what every node's policy judges the job by (its HELLO): the label-holding bank's node name, the
+        # purpose its consent lists name, and (deployments) the verified submitter
+        self.bank_name, self.purpose, self.submitter = bank_name, purpose, submitter
         if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
             raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
@@ -201,7 +203,8 @@ class JobCoordinator(ScriptedCoordinator):
     def _run(self):
         started = time.perf_counter()
         s = self.settings
-        replies = yield [self._send(HELLO, r, {"settings": asdict(s), "bank": self.bank_name}, 0) for r in self.roles]
+        job = {"bank": self.bank_name, "purpose": self.purpose, "task": self.task, "submitter": self.submitter}
+        replies = yield [self._send(HELLO, r, {"settings": asdict(s), **job}, 0) for r in self.roles]
         info = self._each(replies, INFO)
         self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}
         identities = {r: m.meta["identity"] for r, m in info.items()}

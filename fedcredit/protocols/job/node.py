@@ -13,10 +13,12 @@ from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, meta_s
 from fedcredit.crypto import Identity, PublicIdentity
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.data.validate import load_node
+from fedcredit.governance import PolicyRefusal
 from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.development import node_development, tree_directions
+from fedcredit.protocols.job.gate import NodeGate
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import SCORED, ModelSettings, NodeConfig, split_assignment
 from fedcredit.protocols.job.wire import (
@@ -52,6 +54,7 @@ class NodeAgent:
         self.saved_split: np.ndarray | None = None  # bank, scoring runs: each aligned row's split in the saved model's run
         self.development = None  # training runs: this node's development record (its report section)
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
+        self.gate: NodeGate | None = None  # this job under the node's own policy (None: a local run without one)
         self._final_head: dict | None = None
 
     def __getstate__(self):
@@ -88,7 +91,12 @@ class NodeAgent:
             msg = self.relay.open(msg)
         elif msg.relayed:
             raise ProtocolError(f"{msg.describe()}: node-to-node message before peers are known")
-        replies = [self.relay.seal(r) if self.relay is not None else r for r in self._dispatch(msg)]
+        try:
+            handled = self._dispatch(msg)
+        except PolicyRefusal as exc:
+            self._refused(msg, exc)
+            raise
+        replies = [self.relay.seal(r) if self.relay is not None else r for r in handled]
         for reply in replies:
             self._audit_message(reply, "sent")
         if wire.kind == REPORT and self.audit is not None:
@@ -107,6 +115,18 @@ class NodeAgent:
         if self.audit is not None and not self.audit.closed:
             self.audit.record(msg.to_bytes(), direction="received")
             self._final_head = self.audit.abort(msg.step, reason)
+        elif self.audit is not None and self._final_head is None:  # closed by this node's refusal: its head
+            self._final_head = self.audit.checkpoint()
+        self._drop_state()
+
+    def _refused(self, msg: Message, exc: PolicyRefusal) -> None:
+        """This node's policy refused the job: its audit log ends here as aborted, naming the rule (the
+        coordinator's ``job.abort`` then finds it closed), and its state goes."""
+        if self.audit is not None and not self.audit.closed:
+            self._final_head = self.audit.abort(msg.step, f"refused under this node's policy: {exc}")
+        self._drop_state()
+
+    def _drop_state(self) -> None:
         self.models.clear()
         self.psi = self.features = self.labels = self.ids = self.woe = self._pending = self._frame = None
 
@@ -171,11 +191,17 @@ class NodeAgent:
         if cfg.label is not None and cfg.label != schema.label:
             raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}; "
                              f"use layout = 'custom' for another label column")
+        self.gate = NodeGate.open(cfg, msg, self.settings)  # the node's policy, before it reads a row
         node = load_node(cfg.data, schema)
-        features = cfg.pick_features(node)
-        self.ids, self.features, self.labels = node.ids, features, node.label
-        self.psi = psi.PsiParty(self.role, list(node.ids), id_kind=cfg.id_kind, pool=self.pool)
-        info = {"rows": len(node), "features": features.shape[1], "identity": self.identity.public.to_dict()}
+        self.ids, self.features, self.labels = node.ids, cfg.pick_features(node), node.label
+        if self.gate is not None and self.gate.consent is not None:  # only consented enterprises enter the PSI
+            keep = self.gate.consented(node.ids)
+            self.ids, self.features = self.ids[keep], self.features[keep].reset_index(drop=True)
+            self.labels = self.labels[keep] if self.labels is not None else None
+            if self.audit is not None:
+                self.audit.record_consent(self.gate.consent.count, self.gate.consent.digest)
+        self.psi = psi.PsiParty(self.role, list(self.ids), id_kind=cfg.id_kind, pool=self.pool)
+        info = {"rows": len(self.ids), "features": self.features.shape[1], "identity": self.identity.public.to_dict()}
         return [Message(INFO, self.role, COORDINATOR, msg.run_id, msg.step + 1, info)]
 
     def _peers(self, msg: Message) -> list[Message]:
@@ -193,6 +219,8 @@ class NodeAgent:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
         s = self.settings
         self.aligned_rows = self.psi.result.rows
+        if self.gate is not None:  # before any feature statistic leaves this node
+            self.gate.aligned(len(self.aligned_rows), scoring=False)
         self.split = split_assignment(self.ids[self.aligned_rows], s.seed, s.train, s.validation)
         frame = self.features.iloc[self.aligned_rows].reset_index(drop=True)
         train_rows, val_rows = np.flatnonzero(self.split == 0), np.flatnonzero(self.split == 1)
@@ -294,6 +322,8 @@ class NodeAgent:
 
         if self.psi is None or self.psi.result is None:
             raise ProtocolError(f"{msg.describe()}: alignment has not finished at {self.role}")
+        if self.gate is not None:
+            self.gate.aligned(len(self.psi.result.rows), scoring=True)
         if not self.config.model_dir:
             raise InputError(f"{self.role}: a scoring run needs this node's saved model (model_dir)")
         folder = Path(self.config.model_dir)

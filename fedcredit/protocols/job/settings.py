@@ -148,6 +148,8 @@ class NodeConfig:
     out_dir: str | None = None
     model_dir: str | None = None  # scoring runs: this node's saved model part
     publish_feature_names: bool = False  # a host's choice: the bank sees its features' names (else numbers) with IVs
+    policy: str | None = None  # this node's policy: a TOML file with [policy], "default", or None (a local run: none)
+    ledger: str | None = None  # where its daily budget is counted (default: beside the policy file)
 
     def schema(self):
         """The schema this node's file is validated against."""
