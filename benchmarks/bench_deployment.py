@@ -39,6 +39,7 @@ from fedcredit_netlab import namespaces as netlab  # noqa: E402
 from fedcredit.deploy import processes as P  # noqa: E402
 from fedcredit_netlab.capture import Capture  # noqa: E402
 from fedcredit.deploy.certs import make_certs  # noqa: E402
+from fedcredit.flower.trust import make_key  # noqa: E402
 from fedcredit.flower.deployment import run_config_from_settings  # noqa: E402
 from fedcredit.protocols.job import ModelSettings, NodeConfig  # noqa: E402
 
@@ -76,10 +77,12 @@ def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float
         host = lab.address("coordinator")
         certs = work / "certs"
         make_certs(certs, host, list(ROLES))
+        make_key(certs / "submitters", "operator")  # jobs are signed; the coordinator and the nodes check it
         port = 9092
         procs = []
         try:
-            link, _ = P.start_coordinator(certs, host, port, work / "state", netns=lab.ns("coordinator"))
+            link, _ = P.start_coordinator(certs, host, port, work / "state", netns=lab.ns("coordinator"),
+                                          control_from=[lab.root_address])
             procs.append(link)
             impairments = {}
             for role in ROLES:
@@ -93,7 +96,8 @@ def deploy(paths: dict, settings: ModelSettings, work: Path, impair: tuple[float
             config = {**run_config_from_settings(settings, list(ROLES)), "registry": str(work / "state" / "registry.json")}
             started, load, cpu = time.perf_counter(), os.getloadavg()[0], machine_cpu_seconds()
             try:
-                submit(f"{host}:{port}", certs, work / "out", config, echo=lambda line: None, timeout=4 * 3600)
+                submit(f"{host}:{port}", certs, work / "out", config, echo=lambda line: None, timeout=4 * 3600,
+                       submitter_key=certs / "submitters" / "operator.key")
             finally:
                 seconds, cpu = time.perf_counter() - started, machine_cpu_seconds() - cpu
                 load = (load, os.getloadavg()[0])

@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from fedcredit_netlab import namespaces as netlab
 from fedcredit.deploy import processes as P
 from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_framing
 from fedcredit.deploy.certs import make_certs, make_node_key
+from fedcredit.flower.trust import make_key
 from fedcredit.scoring.outputs import read_model_part
 
 ROLES = ("bank", "tax", "utilities")
@@ -70,12 +72,14 @@ def federation(tmp_path):
         netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
         certs = tmp_path / "certs"
         make_certs(certs, host, list(ROLES))
+        make_key(certs / "submitters", "operator")  # the job's submitter: coordinator and nodes check its signature
         make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
         shutil.copy(certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
         paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
         port = P.free_port()
         procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                             netns=netns("coordinator"))
+                                                             netns=netns("coordinator"),
+                                                             control_from=[lab.root_address] if lab else None)
         superlink = f"{host}:{port}"
 
         def start_node(role: str) -> P.Proc:
@@ -92,7 +96,7 @@ def federation(tmp_path):
                                       idle_poll=0.1, max_retries=2, netns=netns("rogue"))
         yield {"tmp": tmp_path, "certs": certs, "superlink": superlink, "port": port, "registry": registry,
                "procs": procs, "start_node": start_node, "state": tmp_path / "state", "paths": paths, "lab": lab,
-               "why_not": why_not}
+               "why_not": why_not, "submitter_key": certs / "submitters" / "operator.key"}
     finally:
         for proc in reversed(list(procs.values())):
             proc.stop()
@@ -109,7 +113,7 @@ class JobThread:
     returns the coordinator's status or re-raises the job's error.
     """
 
-    def __init__(self, superlink, certs, out, run_config, timeout):
+    def __init__(self, superlink, certs, out, run_config, timeout):  # signed by the fixture's submitter
         from fedcredit.flower.submit import submit
 
         self.lines: list[str] = []
@@ -123,7 +127,8 @@ class JobThread:
 
         def run() -> None:
             try:
-                self._box["status"] = submit(superlink, certs, out, run_config, echo=echo, timeout=timeout)
+                self._box["status"] = submit(superlink, certs, out, run_config, echo=echo, timeout=timeout,
+                                             submitter_key=Path(certs) / "submitters" / "operator.key")
             except BaseException as exc:  # handed to result()
                 self._box["error"] = exc
             with self._new_line:
@@ -237,7 +242,8 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         # with the coordinator's reason, although `flwr run --stream` itself exits 0
         res = CliRunner().invoke(federation_app, ["train", "--superlink", federation["superlink"], "--certs",
                                               str(federation["certs"]), "--out", str(tmp / "failed"), "--roles",
-                                              "bank,utilities", "--bank", "tax", "--key-bits", "1024", "--timeout", "120"])
+                                              "bank,utilities", "--bank", "tax", "--key-bits", "1024", "--timeout", "120",
+                                              "--submitter-key", str(federation["submitter_key"])])
         assert res.exit_code == 1, res.output
         assert "no label column" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
 

@@ -80,9 +80,10 @@ def job(tmp_path):
 def fake_submit(monkeypatch):
     calls = []
 
-    def submit(superlink, certs, out, run_config=None, *, echo=print, timeout=3600.0, coordinator_out=None, home=None):
+    def submit(superlink, certs, out, run_config=None, *, echo=print, timeout=3600.0, coordinator_out=None, home=None,
+               submitter_key=None):
         calls.append({"superlink": superlink, "certs": Path(certs), "out": Path(out), "run_config": dict(run_config),
-                      "coordinator_out": coordinator_out, "timeout": timeout})
+                      "coordinator_out": coordinator_out, "timeout": timeout, "submitter_key": submitter_key})
         echo("PSI: 1,234 enterprises known to every node")
         return {"ok": True, "metrics": {"test_auc": 0.81234, "rounds": 24}, "submit_seconds": 1.5}
 

@@ -33,6 +33,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "fedcredit.node.__main__": {"fedcredit.node", "fedcredit.flower", "fedcredit.common"},  # the service's entry: wires in Flower's tasks
     "fedcredit.node":      {"fedcredit.node.channel", "fedcredit.protocols", "fedcredit.crypto", "fedcredit.common"},  # the node service
     "fedcredit.node.channel": {"fedcredit.common"},  # stdlib only: the relay ClientApp and deploy use it
+    "fedcredit.deploy.clientapp": {"fedcredit.deploy", "fedcredit.flower", "fedcredit.node.channel",
+                                   "fedcredit.governance", "fedcredit.common"},  # the node's
+    # flwr-clientapp launcher: runs a task itself (never the app bundle's code) when the node service cannot
     "fedcredit.deploy":    {"fedcredit.node.channel", "fedcredit.governance", "fedcredit.common"},
     "fedcredit.protocols": {"fedcredit.governance", "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},

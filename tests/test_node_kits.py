@@ -67,13 +67,17 @@ def kit(tmp_path):
     """The bank kit copied to a 'machine': its certs (ca.pem, its own key 0600) and a data file."""
     from fedcredit.deploy.certs import make_certs
 
+    from fedcredit.flower.trust import make_key
+
     make_certs(tmp_path / "made", "127.0.0.1", list(NODE_ROLES))
+    make_key(tmp_path / "made" / "submitters", "operator")
     kit = tmp_path / "bank-kit"
     shutil.copytree(ROOT / "nodes" / "bank", kit)
     (kit / "certs" / "nodes").mkdir(parents=True)
     shutil.copy(tmp_path / "made" / "ca.pem", kit / "certs" / "ca.pem")
     shutil.copy(tmp_path / "made" / "nodes" / "bank.key", kit / "certs" / "nodes" / "bank.key")
     (kit / "certs" / "nodes" / "bank.key").chmod(0o600)
+    shutil.copytree(tmp_path / "made" / "submitters", kit / "certs" / "submitters")  # whose jobs the node takes
     (tmp_path / "bank.parquet").write_bytes(b"PAR1")
     text = (kit / "node.toml").read_text()
     text = text.replace("/srv/fedcredit/bank.parquet", str(tmp_path / "bank.parquet"))
@@ -110,7 +114,8 @@ def test_node_start_config_builds_the_supernode_command(kit, tmp_path):
     cfg = _node_config(cmd)
     assert cfg == {"role": "bank", "data": str(tmp_path / "bank.parquet"), "work-dir": str(tmp_path / "var" / "bank" / "state"),
                    "out-dir": str(tmp_path / "var" / "bank" / "out"), "id-column": "uscc", "id-kind": "uscc",
-                   "label": "default_12m", "features": "balance_avg_12m,dpd_max_12m", "policy": "default"}
+                   "label": "default_12m", "features": "balance_avg_12m,dpd_max_12m", "policy": "default",
+                   "submitters": str(kit / "certs" / "submitters" / "operator.pub")}
 
     # options given on the command line override the file
     cmd = _dry_run("node", "start", "--config", str(kit / "node.toml"), "--superlink", "coord.example:9443",

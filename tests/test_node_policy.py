@@ -271,3 +271,29 @@ def test_the_deployed_node_config_path_loads_and_enforces_the_policy(data, tmp_p
                                             "at least 2048"):
         run_job([others[0], tax, others[1]], settings, run_id="r2")
     assert not (tmp_path / "state2" / "policy-ledger.json").exists()  # a refused job is not counted
+
+
+def test_the_node_judges_the_submitter_it_verified_itself_not_the_coordinators_word():
+    """Deployments: the node checks the run config's signature itself (fedcredit.flower.trust); the policy's
+    pinned keys are compared with that signer, and a HELLO naming another submitter is refused."""
+    from fedcredit.common.errors import ProtocolError
+    from fedcredit.common.wire import COORDINATOR, Message
+    from fedcredit.protocols import ModelSettings
+    from fedcredit.protocols.job.gate import job_facts
+    from fedcredit.protocols.job.settings import NodeConfig
+
+    cfg = NodeConfig(role="tax", data="unused.parquet", features=["vat_paid_12m"])
+    settings = ModelSettings(key_bits=2048)
+    verified = {"name": "bank", "fingerprint": "sha256:ab"}
+    hello = lambda meta: Message("job.hello", COORDINATOR, "tax", "r1", 0, {"bank": "bank", **meta})  # noqa: E731
+    policy = NodePolicy(allowed_banks=(load_policy_grant(),))
+    # the coordinator says nothing about the submitter: the node's own verification counts
+    policy.check(job_facts(cfg, hello({}), settings, verified))
+    # without the node's own verification the coordinator's claim alone does not pass a pinned key ...
+    with pytest.raises(PolicyRefusal, match="has no verified submitter"):
+        policy.check(job_facts(cfg, hello({}), settings))
+    # ... and a coordinator naming another signer than the one the node verified is refused
+    with pytest.raises(ProtocolError, match="the coordinator names submitter sha256:cd, but this node verified sha256:ab"):
+        job_facts(cfg, hello({"submitter": {"name": "bank", "fingerprint": "sha256:cd"}}), settings, verified)
+    with pytest.raises(PolicyRefusal, match="was submitted with key sha256:cd"):
+        policy.check(job_facts(cfg, hello({}), settings, {"name": "other", "fingerprint": "sha256:cd"}))

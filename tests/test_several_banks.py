@@ -20,6 +20,7 @@ import pytest
 
 from fedcredit.deploy import processes as P
 from fedcredit.deploy.certs import make_certs
+from fedcredit.flower.trust import make_key
 from fedcredit_netlab import namespaces as netlab
 
 from bank_helpers import two_banks
@@ -42,10 +43,12 @@ def two_bank_federation(tmp_path):
         netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
         certs = tmp_path / "certs"
         make_certs(certs, host, list(NAMES))
+        make_key(certs / "submitters", "operator")  # both banks' jobs are signed by the platform's operator
         paths = two_banks(2500, 11, tmp_path / "data")
         port = P.free_port()
         procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                             netns=netns("coordinator"))
+                                                             netns=netns("coordinator"),
+                                                             control_from=[lab.root_address] if lab else None)
         for name in NAMES:
             label = {"label": "default_12m"} if name in BANKS else {}
             procs[name] = P.start_node(name, paths[name], f"{host}:{port}", certs, tmp_path / "work" / name,

@@ -5,7 +5,7 @@ module             commands
 =================  ==========================================================
 ``data``           ``synth``, ``validate``
 ``train``          ``demo``, ``train``, ``score``
-``federation``     ``certs``, ``coordinator``, ``node``, ``federation``
+``federation``     ``certs``, ``coordinator``, ``node``, ``federation``, ``app``
 ``audit``          ``audit verify|report|export``
 ``limits``         ``limits verify``
 =================  ==========================================================
@@ -25,7 +25,7 @@ from fedcredit import __version__
 from fedcredit.cli import data, train
 from fedcredit.cli.audit import audit_app
 from fedcredit.cli.console import console, err_console
-from fedcredit.cli.federation import certs_app, coordinator_app, federation_app, node_app
+from fedcredit.cli.federation import app_app, certs_app, coordinator_app, federation_app, node_app
 from fedcredit.cli.limits import limits_app
 from fedcredit.common.errors import FedCreditError
 
@@ -60,6 +60,7 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(node_app, name="node")
 app.add_typer(federation_app, name="federation")
+app.add_typer(app_app, name="app")
 
 
 @app.callback(invoke_without_command=True)

@@ -1,6 +1,7 @@
 """``fedcredit certs``, ``coordinator``, ``node`` and ``federation``: a real federation on Flower's deployment engine.
 
-* ``certs make``: test CA, SuperLink certificate, node keys;
+* ``certs make``: test CA, SuperLink certificate, node keys, submitter keys;
+* ``app key`` / ``app sign``: a publisher's (or submitter's) key; a signed app folder;
 * ``coordinator start``: the SuperLink (TLS, SuperNode authentication), node keys registered;
 * ``node start``: a SuperNode with its role and data;
 
@@ -25,9 +26,10 @@ certs_app = typer.Typer(help="Test certificates and node keys for a federation."
 coordinator_app = typer.Typer(help="The coordinator's Flower SuperLink.", no_args_is_help=True)
 node_app = typer.Typer(help="A data holder's Flower SuperNode.", no_args_is_help=True)
 federation_app = typer.Typer(help="Submit a job to a running federation.", no_args_is_help=True)
+app_app = typer.Typer(help="Keys and signatures for the Flower app that nodes accept.", no_args_is_help=True)
 
 
-for _app in (certs_app, coordinator_app, node_app, federation_app):  # keep each a command group, mounted or not
+for _app in (certs_app, coordinator_app, node_app, federation_app, app_app):  # keep each a command group, mounted or not
     _app.callback()(lambda: None)
 
 
@@ -38,19 +40,61 @@ def certs_make(
     nodes: str = typer.Option("bank,tax,utilities", "--nodes", help="Comma-separated node names, e.g. "
                               "bank-a,bank-b,tax,utilities for a federation of two banks (docs/add-a-bank.md)."),
     days: int = typer.Option(365, "--days", help="Validity of the certificates."),
+    submitters: str = typer.Option("operator", "--submitters", help="Comma-separated names of those who may "
+                                   "submit jobs (an Ed25519 key pair each in OUT/submitters/)."),
 ) -> None:
-    """Make a test CA, the SuperLink's TLS certificate and one authentication key pair per node."""
+    """Make a test CA, the SuperLink's TLS certificate, one authentication key pair per node and one signing key
+    pair per submitter."""
     from fedcredit.deploy.certs import make_certs
+    from fedcredit.flower.trust import make_key
 
     try:
         paths = make_certs(out, host, [n.strip() for n in nodes.split(",") if n.strip()], days=days)
+        signers = {n: make_key(Path(out) / "submitters", n) for n in (s.strip() for s in submitters.split(",")) if n}
     except FedCreditError as exc:
         error_exit(exc)
     console.print(f"[green]✓[/green] CA {paths['ca']}, SuperLink certificate {paths['superlink']} (SAN {host})")
     for name in [n.strip() for n in nodes.split(",") if n.strip()]:
         console.print(f"  node {name}: private key {paths[name + '_key']} (0600, copy to that node only), "
                       f"public key {paths[name + '_pub']}")
-    console.print(f"Keep {paths['ca_key']} off the nodes; each node needs ca.pem and its own nodes/<role>.key.")
+    for name, (private, public) in signers.items():
+        console.print(f"  submitter {name}: signing key {private} (0600, for whoever submits as {name}), "
+                      f"public key {public} (coordinator and every node)")
+    console.print(f"Keep {paths['ca_key']} off the nodes; each node needs ca.pem, its own nodes/<role>.key and "
+                  "submitters/*.pub.")
+
+
+@app_app.command("key")
+def app_key(
+    name: str = typer.Argument(..., help="The key's name (a publisher, or a submitter such as a bank)."),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME.key (0600) and NAME.pub (e.g. CERTS/submitters)."),
+) -> None:
+    """Make an Ed25519 signing key pair: a publisher's (nodes pin NAME.pub in [trust] publishers) or a submitter's."""
+    from fedcredit.flower.trust import make_key
+
+    try:
+        private, public = make_key(out, name)
+    except FedCreditError as exc:
+        error_exit(exc)
+    console.print(f"[green]✓[/green] private key {private} (0600), public key {public}")
+
+
+@app_app.command("sign")
+def app_sign(
+    app: Path = typer.Argument(..., help="The Flower app folder (pyproject.toml with [tool.flwr.app])."),
+    key: Path = typer.Option(..., "--key", help="The publisher's private key (fedcredit app key)."),
+) -> None:
+    """Sign every file of the app bundle 'flwr run APP' sends (APP/fedcredit-app.sig.json; re-sign after changes)."""
+    from fedcredit.crypto import CryptoError, Identity
+    from fedcredit.flower.trust import sign_app
+
+    try:
+        path = sign_app(app, Identity.load(key))
+    except CryptoError as exc:
+        error_exit(FedCreditError(f"publisher key {key}: {exc}"))
+    except FedCreditError as exc:
+        error_exit(exc)
+    console.print(f"[green]✓[/green] signed: {path}; nodes that pin this publisher's key accept the bundle")
 
 
 @certs_app.command("add")
@@ -94,6 +138,9 @@ def coordinator_start(
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1); firewall the port "
                                        "(see docs/deployment.md)."),
     nodes: Optional[str] = typer.Option(None, "--nodes", help="Register only these nodes (default: every nodes/*.pub)."),
+    control_from: Optional[str] = typer.Option(None, "--control-from", help="Comma-separated addresses/networks "
+                                               "(CIDR) besides loopback and --host that may reach the Control and "
+                                               "Runtime APIs (submit jobs); nodes reach only /v1/fleet."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the settings and print the SuperLink command; start nothing."),
 ) -> None:
     """Run the SuperLink with TLS and SuperNode authentication in the foreground (Ctrl-C stops it)."""
@@ -103,14 +150,16 @@ def coordinator_start(
     try:
         opts = kitconfig.coordinator_settings(config, {
             "certs": certs, "port": port, "state": state, "host": host,
-            "nodes": [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None})
+            "nodes": [n.strip() for n in nodes.split(",") if n.strip()] if nodes else None,
+            "control_from": [c.strip() for c in control_from.split(",") if c.strip()] if control_from else None})
         host, port = opts["host"], opts["port"]
         if dry_run:
             console.print(shlex.join(P.superlink_command(opts["certs"], host, port, opts["state"])), markup=False,
                           highlight=False, soft_wrap=True)
             console.print(f"registers: {', '.join(opts.get('nodes') or ['every nodes/*.pub'])}", markup=False)
             return
-        proc, registry = P.start_coordinator(opts["certs"], host, port, opts["state"], nodes=opts.get("nodes"))
+        proc, registry = P.start_coordinator(opts["certs"], host, port, opts["state"], nodes=opts.get("nodes"),
+                                             control_from=opts.get("control_from"), publishers=opts.get("publishers"))
     except FedCreditError as exc:
         error_exit(exc)
     state = Path(opts["state"]).resolve()
@@ -118,7 +167,9 @@ def coordinator_start(
                   f"database {state / 'superlink.db'}), log {proc.log}")
     for role, nid in registry.items():
         console.print(f"  registered {role}: node id {nid}")
-    console.print(f"Role binding for jobs: {state / 'registry.json'}. Ctrl-C to stop.")
+    console.print(f"Role binding for jobs: {state / 'registry.json'}. Jobs must be signed by a key in "
+                  f"{Path(opts['certs']).resolve() / 'submitters'}; Control API from loopback, {host}"
+                  f"{''.join(', ' + c for c in opts.get('control_from') or [])} only. Ctrl-C to stop.")
     _run_until_stopped(proc)
 
 
@@ -184,6 +235,8 @@ def submit_train(
                                             "each role may only be played by its registered key."),
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="Also train the bank-only model."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Give up after this many seconds."),
+    submitter_key: Optional[Path] = typer.Option(None, "--submitter-key", help="Your submitter key "
+                                                 "(CERTS/submitters/NAME.key): unsigned jobs are refused."),
     node_return_timeout: Optional[float] = typer.Option(None, "--node-return-timeout", help="How long the job waits "
                                                         "for a lost node to come back (default 600 s)."),
 ) -> None:
@@ -196,7 +249,7 @@ def submit_train(
                              "bank-only-baseline": baseline, "node-return-timeout": node_return_timeout}.items()
            if v is not None}
     try:
-        status = submit(superlink, certs, out, cfg, timeout=timeout, echo=lambda line: console.print(line, markup=False,
+        status = submit(superlink, certs, out, cfg, timeout=timeout, submitter_key=submitter_key, echo=lambda line: console.print(line, markup=False,
                                                                                                     highlight=False))
     except FedCreditError as exc:
         error_exit(exc)
@@ -217,13 +270,16 @@ def federation_add(
     policy: Optional[Path] = typer.Option(None, "--policy", help="On the coordinator's machine: the default limit policy."),
     keys: Optional[Path] = typer.Option(None, "--keys", help="On the coordinator's machine: folder of its signing key "
                                         "(the same key signs every run's limits)."),
+    submitter_key: Optional[Path] = typer.Option(None, "--submitter-key", help="Here: your submitter key "
+                                                 "(CERTS/submitters/NAME.key) that signs every job you send."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite a federation of the same name."),
 ) -> None:
     """Save a named federation in the user's federations file (for 'fedcredit train --federation NAME')."""
     from fedcredit.deploy import federations as F
 
     table = {"superlink": superlink, "certs": str(certs), **{k: str(v) for k, v in
-             {"registry": registry, "out": out, "policy": policy, "keys": keys}.items() if v is not None}}
+             {"registry": registry, "out": out, "policy": policy, "keys": keys, "submitter": submitter_key}.items()
+             if v is not None}}
     try:
         fed = F.parse(name, table, "fedcredit federation add", Path.cwd())
         fed.ca()
@@ -233,6 +289,8 @@ def federation_add(
     console.print(f"[green]✓[/green] federation {name} → {fed.superlink} saved in {path}")
     if not fed.registry:
         console.print("[yellow]warning:[/yellow] no --registry: without role binding any registered node may claim any role")
+    if not fed.submitter:
+        console.print("[yellow]warning:[/yellow] no --submitter-key: jobs sent unsigned are refused")
 
 
 @federation_app.command("list")

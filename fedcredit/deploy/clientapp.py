@@ -8,11 +8,13 @@ the standard-library channel and passes the task's Runtime API address and token
 node's long-lived service (``POST /task``), which runs the task with Flower already loaded
 (``fedcredit.flower.warm_task``) and answers when the reply is pushed.
 
-When the service cannot take the task (it is down or being restarted, or runs a Flower
-version it does not support), the launcher runs Flower's own ``flwr-clientapp`` with the
-same arguments. That loads the relay ClientApp, which waits for the service and reports
-it by the node's role if it stays down. On flwr 1.41 Flower's runner is loaded from its
-file, skipping ``flwr.supernode.cli.__init__`` (the whole SuperNode). A service that takes
+When the service cannot take the task (it is down or being restarted), the launcher runs
+the same task itself (``fedcredit.flower.warm_task.run_task``, answering through the
+relay, which waits for the service and reports it by the node's role if it stays down).
+It never runs Flower's own ``flwr-clientapp``: that would install and import the app
+bundle's code next to the node's data. Arguments it does not know (runtime dependency
+installation, a token on stdin) and a Flower version other than 1.41 are refused: the
+task fails, the SuperNode reports it, nothing from the bundle runs. A service that takes
 a task and dies before answering has already used its token: the launcher then exits
 with an error, and the SuperNode reports the task as a crashed ClientApp once its
 heartbeat stops, which the coordinator redelivers.
@@ -21,37 +23,30 @@ heartbeat stops, which the coordinator redelivers.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
 from pathlib import Path
 
-NAME = "flwr.supernode.cli.flwr_clientapp"
-WORK_FLAG = "--fedcredit-node-work"
+WORK_FLAG = "--fedcredit-node-work"  # fedcredit.deploy.processes.NODE_WORK_FLAG (not imported: this starts per task)
+SERVICE_WAIT_S = 60.0  # how long the launcher's own run of a task waits for a service that is being restarted
 
 
-def _lean_entry():
-    """Flower's ``flwr_clientapp`` function, imported without ``flwr.supernode.cli.__init__`` (flwr 1.41 only)."""
-    import flwr
+def run_here(work: str, spec: dict) -> int:
+    """Run the task in this process with the installed fedcredit (never the bundle's code): its exit code."""
+    import fedcredit.node.channel as channel
+    from fedcredit.common.errors import FedCreditError
+    from fedcredit.flower.warm_task import run_task
 
-    from fedcredit.deploy.supernode import flwr_141
+    def call(method: str, route: str, body: bytes = b"", headers: dict | None = None):
+        return channel.call(work, method, route, body, headers, wait=SERVICE_WAIT_S)
 
-    path = Path(flwr.__file__).parent / "supernode" / "cli" / "flwr_clientapp.py"
-    if not flwr_141() or not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location(NAME, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, "flwr_clientapp", None)
-
-
-def _flower_runner(argv: list[str]) -> None:
-    sys.argv = ["flwr-clientapp", *argv]
-    entry = _lean_entry()
-    if entry is None:
-        from flwr.supernode.cli import flwr_clientapp as entry
-    entry()
+    try:
+        outcome = run_task(spec, call)
+    except FedCreditError as exc:
+        print(f"fedcredit flwr-clientapp: {exc}", file=sys.stderr)
+        return 1
+    return 0 if outcome.get("status") == "completed" else 1
 
 
 def task_spec(argv: list[str]) -> dict | None:
@@ -67,7 +62,7 @@ def task_spec(argv: list[str]) -> dict | None:
     except SystemExit:
         return None
     if unknown:
-        return None  # e.g. runtime dependency installation, token on stdin: Flower's runner handles those
+        return None  # e.g. runtime dependency installation, token on stdin: refused
     return {"runtime_api_address": args.runtime_api_address, "token": args.token, "insecure": args.insecure,
             "root_certificates": str(Path(args.root_certificates).resolve()) if args.root_certificates else None}
 
@@ -99,22 +94,21 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) >= 2 and argv[0] == WORK_FLAG:
         work, argv = argv[1], argv[2:]
     spec = task_spec(argv) if work else None
-    if spec is not None:
-        code = hand_to_service(work, spec)
-        if code is not None:
-            sys.exit(code)
-    _flower_runner(argv)
+    if spec is None:
+        print(f"fedcredit flwr-clientapp: refusing the task: {shlex.join(argv)!r} is not a task this node runs "
+              "(it runs tasks with its installed fedcredit only; no runtime dependency installation)", file=sys.stderr)
+        sys.exit(2)
+    code = hand_to_service(work, spec)
+    sys.exit(code if code is not None else run_here(work, spec))
 
 
-def write_shim(folder: Path, service_work: Path | None = None) -> Path:
-    """An executable ``flwr-clientapp`` in ``folder`` that runs this module with this Python; with
-    ``service_work`` (the node service's work directory) it hands tasks to that service first."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shim = folder / "flwr-clientapp"
-    work = f"{WORK_FLAG} {shlex.quote(str(service_work))} " if service_work is not None else ""
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m fedcredit.deploy.clientapp {work}\"$@\"\n")
-    shim.chmod(0o755)
-    return shim
+def write_shim(folder: Path, service_work: Path) -> Path:
+    """An executable ``flwr-clientapp`` in ``folder`` that runs this module with this Python, handing tasks to
+    the node service of ``service_work`` (its work directory)."""
+    from fedcredit.deploy.processes import NODE_WORK_FLAG, write_launcher
+
+    return write_launcher(folder, "flwr-clientapp", __name__ if __name__ != "__main__" else "fedcredit.deploy.clientapp",
+                          NODE_WORK_FLAG, str(service_work))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A risk team submits many jobs to the same few federations, so the connection (SuperLink
 address, CA folder) and the coordinator-side paths (node registry, output base, limit
-policy, signing keys) get a name: in the job file (``[federations.NAME]``, travelling
+policy, signing keys) and the submitter's own key (``submitter``: the identity file that
+signs every job sent to this federation, on the submitter's machine) get a name: in the job file (``[federations.NAME]``, travelling
 with the job) or in the user's federations file (``fedcredit federation add``). The job
 file wins when both define a name. Relative paths are relative to the file that holds
 them. See docs/deployment.md.
@@ -25,7 +26,7 @@ FILE_NAME = "federations.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # paths the coordinator's ServerApp opens on the SuperLink's machine (run-config keys of the same name)
 COORDINATOR_PATHS = ("registry", "out", "policy", "keys")
-KEYS = ("superlink", "certs") + COORDINATOR_PATHS
+KEYS = ("superlink", "certs", "submitter") + COORDINATOR_PATHS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Federation:
     out: str | None = None
     policy: str | None = None
     keys: str | None = None
+    submitter: str | None = None  # the submitter's private key file (fedcredit certs make --submitters)
 
     def ca(self) -> Path:
         """The CA certificate that verifies the SuperLink; it must exist here, where the job is submitted."""
@@ -57,7 +59,7 @@ class Federation:
 
     def as_table(self) -> dict[str, str]:
         row = {"superlink": self.superlink, "certs": str(self.certs)}
-        row.update({k: getattr(self, k) for k in COORDINATOR_PATHS if getattr(self, k)})
+        row.update({k: getattr(self, k) for k in ("submitter", *COORDINATOR_PATHS) if getattr(self, k)})
         return row
 
 
@@ -99,7 +101,7 @@ def parse(name: str, table, source: str, base: Path) -> Federation:
         _split_address(table["superlink"])
     except ValueError as exc:
         raise FedCreditError(f"{where}: 'superlink' {exc}") from None
-    paths = {k: str(_absolute(table[k], base)) for k in COORDINATOR_PATHS if k in table}
+    paths = {k: str(_absolute(table[k], base)) for k in ("submitter", *COORDINATOR_PATHS) if k in table}
     return Federation(name=name, superlink=table["superlink"], certs=_absolute(table["certs"], base), source=source,
                       **paths)
 

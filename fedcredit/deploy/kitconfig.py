@@ -24,7 +24,9 @@ COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str
                "features": (list, False), "categorical": (list, False), "extra": (list, False),
                "layout": (str, False), "publish_feature_names": (bool, False)}
 COORDINATOR_KEYS = {"certs": (str, True), "host": (str, False), "port": (int, False), "state": (str, True),
-                    "nodes": (list, False)}
+                    "nodes": (list, False), "control_from": (list, False), "publishers": (list, True)}
+# [trust] of node.toml: the public keys whose jobs (submitters) and app bundles (publishers) the node accepts
+TRUST_KEYS = {"submitters": (list, True), "publishers": (list, True)}
 # [columns] key -> the node-config key the ClientApp reads (fedcredit.flower.client_app)
 NODE_CONFIG_NAMES = {"id_column": "id-column", "id_type": "id-kind", "label": "label", "features": "features",
                      "categorical": "categorical", "extra": "extra", "layout": "layout",
@@ -38,6 +40,12 @@ def _read(path: Path) -> dict:
         raise FedCreditError(f"{path}: config file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FedCreditError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _path(source: Path, value: str) -> Path:
+    """A path from a config file: relative ones are relative to the file."""
+    value = Path(value).expanduser()
+    return value if value.is_absolute() else (Path(source).resolve().parent / value)
 
 
 def _table(path: Path, doc: dict, section: str, spec: dict) -> dict:
@@ -58,8 +66,7 @@ def _table(path: Path, doc: dict, section: str, spec: dict) -> dict:
             what = "a list of names without commas" if kind is list else kind.__name__
             raise FedCreditError(f"{path}: [{section}] {key} must be {what}, got {value!r}")
         if is_path:
-            value = Path(value).expanduser()
-            value = value if value.is_absolute() else (Path(path).resolve().parent / value)
+            value = [_path(path, v) for v in value] if kind is list else _path(path, value)
         values[key] = value
     return values
 
@@ -68,18 +75,20 @@ def load_node_config(path: Path) -> tuple[dict, dict]:
     """``[node]`` (how to run the SuperNode) and ``[columns]`` as node-config entries for the ClientApp; with a
     ``[policy]`` table (checked here, read again by the node for every job) the entry ``policy`` names this file."""
     doc = _read(path)
-    unknown = sorted(set(doc) - {"node", "columns", "policy"})
+    unknown = sorted(set(doc) - {"node", "columns", "policy", "trust"})
     if unknown:
         raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns], "
-                             "[policy]")
+                             "[policy], [trust]")
     node = _table(path, doc, "node", NODE_KEYS)
     columns = _table(path, doc, "columns", COLUMN_KEYS)
+    trust = _table(path, doc, "trust", TRUST_KEYS)
     if columns.get("layout") not in (None, "standard", "custom"):
         raise FedCreditError(f"{path}: [columns] layout: expected \"standard\" or \"custom\", got {columns['layout']!r}")
     node_config = {NODE_CONFIG_NAMES[k]: ",".join(v) if isinstance(v, list) else v for k, v in columns.items()}
     if "policy" in doc:
         policy_from_table(doc["policy"], path, Path(path).resolve().parent)
         node_config["policy"] = str(Path(path).resolve())
+    node_config.update({k: ",".join(str(p) for p in v) for k, v in trust.items()})
     return node, node_config
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 
 FEDERATION = "fedcredit"  # the connection name in $FLWR_HOME/config.toml
+NODE_WORK_FLAG = "--fedcredit-node-work"  # the node's flwr-clientapp launcher: the node service's work directory
 BIN = Path(sys.executable).parent
 
 
@@ -193,8 +195,10 @@ def spawn(name: str, cmd: list[str], env: dict, log: Path, cwd: Path | None = No
 
 
 def superlink_command(certs: Path, host: str, port: int, state: Path) -> list[str]:
+    """``flower-superlink`` through ``fedcredit.deploy.superlink`` (its Control and Runtime APIs gated by peer address)."""
     certs = Path(certs).resolve()
-    return [flower_bin("flower-superlink"),
+    flower_bin("flower-superlink")  # fails early with a clear message when Flower is missing
+    return [sys.executable, "-m", "fedcredit.deploy.superlink",
             "--ssl-certfile", str(certs / "superlink.pem"), "--ssl-keyfile", str(certs / "superlink.key"),
             "--ssl-ca-certfile", str(certs / "ca.pem"),
             "--enable-supernode-auth", "--database", str(Path(state).resolve() / "superlink.db"),
@@ -209,6 +213,8 @@ def supernode_command(role: str, data: Path, superlink: str, certs: Path, work: 
     cfg = {"role": role, "data": str(Path(data).resolve()), "work-dir": str(Path(work).resolve() / "state")}
     if out is not None:
         cfg["out-dir"] = str(Path(out).resolve())
+    # the submitters whose jobs this node takes (default: every CERTS/submitters/*.pub) and pinned publishers
+    cfg["submitters"] = ",".join(str(p) for p in sorted((certs / "submitters").glob("*.pub")))
     cfg.update(node_config or {})
     config = node_config_text(cfg)
     flower_bin("flower-supernode")  # fails early with a clear message when Flower is missing
@@ -271,13 +277,53 @@ def register_nodes(flwr_home: Path, pubs: dict[str, Path], registry: Path | None
     return known
 
 
+def write_launcher(folder: Path, command: str, module: str, *args: str) -> Path:
+    """An executable ``folder/command`` that runs ``python -m module ARGS "$@"`` with this Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / command
+    path.write_text(f"#!/bin/sh\nexec {shlex.join([sys.executable, '-m', module, *args])} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def _addresses(host: str) -> list[str]:
+    """The IP addresses of the host name the SuperLink binds (itself when it is an address)."""
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except OSError:
+        raise FedCreditError(f"cannot resolve the SuperLink's host {host!r}") from None
+
+
+def coordinator_env(certs: Path, host: str, state: Path, control_from: list[str] | None = None,
+                    publishers: list[Path] | None = None) -> dict:
+    """The SuperLink's environment: who may reach its Control and Runtime APIs (loopback, the address it binds,
+    ``control_from``), the registered submitters (``CERTS/submitters/*.pub``) and pinned publishers its ServerApp
+    gate checks, and that gate first on PATH as ``flwr-serverapp`` (``fedcredit.flower.serverapp_gate``)."""
+    from fedcredit.deploy.superlink import ALLOW_ENV, parse_networks
+
+    allowed = ["127.0.0.0/8", "::1", *_addresses(host), *(control_from or [])]
+    try:
+        parse_networks(",".join(allowed))
+    except ValueError as exc:
+        raise FedCreditError(f"--control-from: {exc}") from None
+    env = flower_env(Path(state) / "flwr-home", {
+        ALLOW_ENV: ",".join(allowed), "FEDCREDIT_SUBMITTERS": str(Path(certs).resolve() / "submitters"),
+        "FEDCREDIT_PUBLISHERS": ",".join(str(Path(p).resolve()) for p in publishers or []),
+        "FEDCREDIT_STATE": str(Path(state).resolve())})
+    gate = write_launcher(Path(state) / "bin", "flwr-serverapp", "fedcredit.flower.serverapp_gate")
+    env["PATH"] = f"{gate.parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
 def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: list[str] | None = None,
-                      timeout: float = 60.0, netns: str | None = None) -> tuple[Proc, dict[str, int]]:
+                      timeout: float = 60.0, netns: str | None = None, control_from: list[str] | None = None,
+                      publishers: list[Path] | None = None) -> tuple[Proc, dict[str, int]]:
     """Start the SuperLink (TLS, SuperNode auth, state database) and register the node keys in ``certs``.
 
     With ``netns`` the SuperLink runs in that network namespace; ``host`` must then be an
     address of the namespace that this process can reach (health check and registration
-    run from here).
+    run from here, so this process's address must be in ``control_from``). Only peers in
+    ``control_from`` (CIDRs), loopback and ``host`` reach the Control and Runtime APIs.
     """
     from fedcredit.deploy.certs import node_public_keys
 
@@ -295,8 +341,8 @@ def start_coordinator(certs: Path, host: str, port: int, state: Path, *, nodes: 
     if port_in_use(host, port):
         raise FedCreditError(f"{host}:{port} is already in use (another SuperLink?); choose another --port")
     home = state / "flwr-home"
-    proc = spawn("superlink", superlink_command(certs, host, port, state), flower_env(home), state / "superlink.log",
-                 netns=netns)
+    env = coordinator_env(certs, host, state, control_from, publishers)
+    proc = spawn("superlink", superlink_command(certs, host, port, state), env, state / "superlink.log", netns=netns)
     try:
         wait_https(host, port, certs / "ca.pem", timeout, proc)
         write_cli_config(home, f"{host}:{port}", certs / "ca.pem")
@@ -398,10 +444,11 @@ def start_node(role: str, data: Path, superlink: str, certs: Path, work: Path, *
                             node_config=node_config, max_retries=max_retries)
     config = cmd[cmd.index("--node-config") + 1]
     env = flower_env(work / "flwr-home", extra)
-    from fedcredit.deploy.clientapp import write_shim
-
-    # tasks go to the node service (Flower is loaded there once); Flower's runner when it cannot take them
-    env["PATH"] = f"{write_shim(work / 'bin', work / 'state').parent}{os.pathsep}{env['PATH']}"
+    # tasks go to the node service (Flower is loaded there once), or run in the launcher when it cannot take them;
+    # never through Flower's own runner, which would run the app bundle's code (fedcredit.deploy.clientapp)
+    shim = write_launcher(work / "bin", "flwr-clientapp", "fedcredit.deploy.clientapp", NODE_WORK_FLAG,
+                          str(work / "state"))
+    env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
 
     def start_service() -> Proc:
         proc = spawn(f"node-service-{role}", service_command(config, workers), env, work / "node-service.log",

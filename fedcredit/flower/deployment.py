@@ -152,8 +152,10 @@ def write_status(out: Path, doc: dict) -> None:
     atomic_write_json(Path(out) / STATUS, doc)
 
 
-def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> dict:
-    """Run the job at the coordinator, write its outputs into ``cfg['out']``; returns metrics or raises."""
+def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitter: dict | None = None) -> dict:
+    """Run the job at the coordinator, write its outputs into ``cfg['out']``; returns metrics or raises.
+
+    ``submitter`` ({name, fingerprint}) is who signed the job, as verified by the ServerApp gate."""
     if not str(cfg.get("out", "")):
         raise FedCreditError("run config 'out' (the coordinator's output folder) is empty")
     out = Path(str(cfg["out"])).expanduser()
@@ -178,7 +180,8 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None) -> 
         result: dict = {}
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
-                publication=publication, audit=(out / "audit", signer), registry=registry, bank_name=job.bank,
+                publication=publication, audit=(out / "audit", signer), registry=registry, submitter=submitter,
+                bank_name=job.bank,
                 purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
@@ -210,6 +213,9 @@ server_app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     from fedcredit.deploy.supernode import shorten_pull_backoff
 
+    from fedcredit.flower.serverapp_gate import verified_submitter
+
+    submitter = verified_submitter()  # no job without a submitter signature checked by the gate
     shorten_pull_backoff(0.02, 0.5)  # replies are registered before their objects arrive (flwr 1.41)
     # raising marks the Flower run as failed (``flwr ls`` shows it) after status.json says why
-    run_coordinator(grid, dict(context.run_config), getattr(context, "run_id", None))
+    run_coordinator(grid, dict(context.run_config), getattr(context, "run_id", None), submitter=submitter)

@@ -27,12 +27,10 @@ ABORT_TIMEOUT_S = 30.0  # how long a failed job waits for its nodes to close the
 def ask_names(deliveries: Deliveries, nodes: list[int]) -> dict[int, str]:
     """Each node's name (its ``query.role`` answer: the name in its node config), by Flower node id."""
     replies = deliveries.exchange({n: RecordDict() for n in nodes}, "query.role", numbered=False)
-    names: dict[int, str] = {}
-    for nid, reply in replies.items():
-        if reply.has_error():
-            raise FedCreditError(f"node {nid}: {reply.error.reason}")
-        names[nid] = str(reply.content["node"]["role"])
-    return names
+    refusals = [f"node {nid}: {reply.error.reason}" for nid, reply in sorted(replies.items()) if reply.has_error()]
+    if refusals:  # every node's reason (a refused app bundle is refused by each node)
+        raise FedCreditError("; ".join(refusals))
+    return {nid: str(reply.content["node"]["role"]) for nid, reply in replies.items()}
 
 
 def find_job_nodes(deliveries: Deliveries, grid: Grid, job: JobNodes, registry: dict[str, int] | None,
@@ -83,7 +81,7 @@ def find_job_nodes(deliveries: Deliveries, grid: Grid, job: JobNodes, registry: 
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            bank_name: str = BANK, purpose: str = "credit-scoring") -> dict:
+            bank_name: str = BANK, purpose: str = "credit-scoring", submitter: dict | None = None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -91,6 +89,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     ``bank_name`` plays the role ``bank``, each host its own name (``find_job_nodes``; with
     ``registry``, node name -> node id of its registered key, only the job's nodes are contacted).
     A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
+    ``submitter`` ({name, fingerprint}, verified at the coordinator) reaches the nodes in the job's HELLO.
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
@@ -105,7 +104,8 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
         name_of.update({nid: job.name_of(role) for role, nid in node_of.items()})
         with WorkerPool() as pool:
             coordinator = JobCoordinator(run_id or uuid.uuid4().hex[:12], roles, settings, pool=pool, on_event=on_event,
-                                         publication=publication, task=task, bank_name=bank_name, purpose=purpose)
+                                         publication=publication, task=task, bank_name=bank_name, purpose=purpose,
+                                         submitter=submitter)
             if audit is not None:
                 coordinator = audited(coordinator, *audit)
             outgoing = coordinator.start()

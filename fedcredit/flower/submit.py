@@ -14,12 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from queue import Empty, Queue
 from pathlib import Path
 
 from fedcredit.deploy.processes import FEDERATION, flower_bin, flower_env, flwr_cli, write_cli_config
 from fedcredit.common.errors import FedCreditError
 from fedcredit.flower.deployment import STATUS
+from fedcredit.flower.serverapp_gate import REFUSED
 
 RUN_ID_RE = re.compile(r"run\s+(?:id\s+)?(\d{3,})", re.IGNORECASE)
 
@@ -42,13 +44,46 @@ def _toml_value(v) -> str:
     return json.dumps(str(v))  # a JSON string is a valid TOML basic string
 
 
+def app_defaults(app: Path) -> dict:
+    """The app's run-config keys and their defaults (``[tool.flwr.app.config]`` of its pyproject.toml)."""
+    return tomllib.loads((Path(app) / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def signed_run_config(overrides: dict, app: Path, submitter_key: Path | None) -> str:
+    """The run-config file's text: every key of the app (defaults filled in, so the signature covers the whole
+    config the coordinator and the nodes see) and, with ``submitter_key``, the submitter's signature."""
+    from fedcredit.crypto import CryptoError, Identity
+    from fedcredit.flower.trust import SIGNATURE_KEY, fab_hash, sign_run_config
+
+    defaults = app_defaults(app)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise FedCreditError(f"run-config key(s) {unknown} are not in the app's [tool.flwr.app.config] "
+                             "(Flower would drop them)")
+    full = {k: v for k, v in {**defaults, **overrides}.items() if k != SIGNATURE_KEY}
+    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in full.items())
+    if submitter_key is None:
+        return text
+    try:
+        identity = Identity.load(Path(submitter_key))
+    except (CryptoError, OSError) as exc:
+        raise FedCreditError(f"submitter key {submitter_key}: {exc}") from None
+    signature = sign_run_config(tomllib.loads(text), fab_hash(app), identity)
+    return text + f"{SIGNATURE_KEY} = {_toml_value(signature)}\n"
+
+
 def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = None, *, home: Path | None = None,
-           timeout: float = 3600.0, echo=print, coordinator_out: str | None = None) -> dict:
+           timeout: float = 3600.0, echo=print, coordinator_out: str | None = None,
+           submitter_key: Path | None = None, app: Path | None = None) -> dict:
     """Run the job on the federation at ``superlink``; returns the coordinator's status (``ok`` true) or raises.
 
     ``out`` is the submitter's folder (Flower CLI home); the coordinator writes into
     ``coordinator_out`` (a path on the SuperLink's machine), by default ``out`` itself.
+    The run config is signed with ``submitter_key`` (a registered submitter's identity
+    file); an unsigned job is refused by the coordinator and every node. ``app`` is the
+    Flower app folder to send (default: this fedcredit's, ``app_dir()``).
     """
+    app = Path(app) if app else app_dir()
     out = Path(out).resolve()
     home = Path(home).resolve() if home else out / ".flwr-home"
     out.mkdir(parents=True, exist_ok=True)
@@ -60,8 +95,8 @@ def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = Non
     write_cli_config(home, superlink, Path(certs) / "ca.pem")
     overrides = {"out": str(target), **(run_config or {})}
     cfg_file = home / "run-config.toml"
-    cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
-    cmd = [flower_bin("flwr"), "run", str(app_dir()), FEDERATION, "--stream", "--run-config", str(cfg_file)]
+    cfg_file.write_text(signed_run_config(overrides, app, submitter_key))
+    cmd = [flower_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", str(cfg_file)]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=flower_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=home, start_new_session=True)
@@ -83,6 +118,9 @@ def submit(superlink: str, certs: Path, out: Path, run_config: dict | None = Non
             proc.kill()
             proc.wait()
     status = _status(target, home, run_id)
+    refused = next((line[line.index(REFUSED):] for line in lines if REFUSED in line), None)
+    if refused and not status.get("ok"):
+        status["error"] = refused
     status.setdefault("flwr_run_exit_code", code)
     status["submit_seconds"] = round(time.monotonic() - started, 1)
     if not status.get("ok"):

@@ -11,13 +11,20 @@ handlers in-process), push the reply and the task's final status. The task's hea
 runs meanwhile, so a service killed mid-task is reported by the SuperNode as a crashed
 ClientApp, which the coordinator redelivers.
 
-The FAB's code is not executed: the node answers with the fedcredit it has installed.
-Only flwr 1.41 is supported here (``supported()``); on any other version the launcher
-runs Flower's own ``flwr-clientapp`` and the relay ClientApp, as before.
+The FAB's code is never executed: the node answers with the fedcredit it has installed.
+Before the first task of a run is answered, the node checks that it trusts the run
+(``trusted_run``): the app bundle is its own fedcredit release or signed by a publisher it
+pins, and the run config is signed by a submitter whose key it holds
+(``fedcredit.flower.trust``). A refused run gets an error reply naming the node, which the
+coordinator shows, and a line in the node's log. The verified submitter rides with every
+request to the node's handlers (header ``X-Fedcredit-Submitter``) and is known here by
+run (``verified_submitter``). Only flwr 1.41 is supported (``supported()``); on any
+other version the launcher refuses the task.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -28,6 +35,8 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.supernode import flwr_141, shorten_pull_backoff
 from fedcredit.flower.codec import NODE_ERROR
 from fedcredit.flower.relay_app import Call, relay
+from fedcredit.flower.trust import Refused, load_keys, verify_bundle, verify_run_config
+import fedcredit.node.channel as channel
 
 log = logging.getLogger("fedcredit.node")
 _ONE_AT_A_TIME = threading.Lock()  # Flower keeps the current task's identity in class attributes
@@ -37,6 +46,41 @@ _TOKEN = re.compile(r"[0-9a-f]{16,256}")
 
 def supported() -> bool:
     return flwr_141()
+
+
+_SUBMITTERS: dict[int, dict] = {}  # Flower run id -> its verified submitter (checked at the run's first task)
+
+
+def verified_submitter(run_id: int) -> dict | None:
+    """The submitter ``{name, fingerprint}`` this node verified for a Flower run, or None (not seen, or refused)."""
+    who = _SUBMITTERS.get(int(run_id))
+    return {"name": who["name"], "fingerprint": who["fingerprint"]} if who else None
+
+
+def trusted_run(node_config: dict, run_id: int, fab, run_config: dict) -> dict:
+    """Check (once per run) that this node trusts the run's app bundle and its submitter; returns the submitter.
+
+    The node config names the keys the node pins: ``publishers`` and ``submitters`` (comma-separated
+    public key files, ``[trust]`` of node.toml). Raises ``Refused`` with the reason otherwise.
+    """
+    if int(run_id) in _SUBMITTERS:
+        return _SUBMITTERS[int(run_id)]
+    verdict = verify_bundle(fab.content, load_keys(node_config.get("publishers", ""), "publisher"))
+    if not verdict.trusted:
+        raise Refused(verdict.reason)
+    who = verify_run_config(run_config, fab.hash_str, load_keys(node_config.get("submitters", ""), "submitter"))
+    log.info("run %s trusted: app bundle %s… (%s), submitted by %s (key %s…)", run_id, fab.hash_str[:16],
+             verdict.reason, who["name"], who["fingerprint"][:16])
+    _SUBMITTERS[int(run_id)] = who
+    return who
+
+
+def _with_submitter(call: Call, who: dict) -> Call:
+    header = json.dumps({"name": who["name"], "fingerprint": who["fingerprint"]})
+
+    def with_header(method: str, route: str, body: bytes = b"", headers: dict | None = None):
+        return call(method, route, body, {**(headers or {}), channel.SUBMITTER: header})
+    return with_header
 
 
 def _spec(spec: dict) -> tuple[str, str, bool, bytes | None]:
@@ -83,14 +127,15 @@ def run_task(spec: dict, call: Call) -> dict:
         times = [time.perf_counter()]
         try:
             heartbeat.start()
-            message, context, _run, _fab = pull_task_input(client)
+            message, context, run, fab = pull_task_input(client)
+            submitter = trusted_run(context.node_config, run.run_id, fab, dict(context.run_config))
             times.append(time.perf_counter())
-            reply = relay(message, context, call)
+            reply = relay(message, context, _with_submitter(call, submitter))
             times.append(time.perf_counter())
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # noqa: BLE001 — reported to the coordinator as the node's error
-            log.error("Flower task failed: %s: %s", type(exc).__name__, exc)
-            details = f"{type(exc).__name__}: {exc}"
+            details = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
+            log.error("Flower task failed: %s", details)
             if message is not None:
                 who = context.node_config.get("role", "unknown role") if context is not None else "unknown role"
                 reply = FlowerMessage(Error(code=NODE_ERROR, reason=f"[{who}] {details}"), reply_to=message)

@@ -69,10 +69,11 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
     out = Path(out).resolve()
     record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "job": str(sub.job.path.resolve()),
               "coordinator_out": sub.coordinator_out, "policy": sub.policy, "run_config": sub.run_config,
+              "submitter_key": fed.submitter,
               "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         status = submit_mod.submit(fed.superlink, fed.certs, out, sub.run_config, echo=echo, timeout=timeout,
-                                   coordinator_out=sub.coordinator_out)
+                                   coordinator_out=sub.coordinator_out, submitter_key=fed.submitter)
     except FedCreditError as exc:
         _write(out, {**record, "status": {"ok": False, "error": str(exc)}})
         raise

@@ -27,6 +27,7 @@ SOCKET = "node.sock"
 SECRET = "node.secret"
 MAX_SOCKET_PATH = 100
 RUN, SEQ, SIZES, HEAD, ROLE = "X-Fedcredit-Run", "X-Fedcredit-Seq", "X-Fedcredit-Sizes", "X-Fedcredit-Head", "X-Fedcredit-Role"
+SUBMITTER = "X-Fedcredit-Submitter"  # the job's verified submitter, JSON {name, fingerprint} (fedcredit.flower.trust)
 
 
 class ServiceDown(Exception):

@@ -99,8 +99,11 @@ class NodeRuns:
             return None  # another process has served this node since (or nothing is cached)
         return live
 
-    def deliver(self, run: str, seq: int, messages: list[Message], ends_job: bool = False) -> Outcome:
-        """Handle delivery ``seq`` of ``run`` exactly once, whatever crashed before."""
+    def deliver(self, run: str, seq: int, messages: list[Message], ends_job: bool = False,
+                submitter: dict | None = None) -> Outcome:
+        """Handle delivery ``seq`` of ``run`` exactly once, whatever crashed before.
+
+        ``submitter`` is the job's signer as this node verified it (its policy judges that one)."""
         store = self.store(run)
         with _locked(store.folder.with_name(store.folder.name + ".lock")):
             live = self._cached(run, store)
@@ -120,6 +123,8 @@ class NodeRuns:
                 agent = self.new_agent(run)
             self._live.pop(run, None)  # until this delivery is saved, the agent may be half-changed
             agent.attach_pool(self.pool)
+            if submitter is not None:
+                agent.verified_submitter = submitter
             replies = [r for m in messages for r in agent.handle(m)]
             head = agent.take_final_head()
             store.save(Checkpoint(agent, seq, [r.to_bytes() for r in replies], head))

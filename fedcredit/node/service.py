@@ -90,10 +90,12 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
         run = headers.get(channel.RUN.lower(), "")
         seq = _header_json(headers, channel.SEQ, int, "a delivery number")
         sizes = _header_json(headers, channel.SIZES, list, "a JSON list of message sizes")
+        submitter = _header_json(headers, channel.SUBMITTER, dict, "a JSON object {name, fingerprint}") \
+            if channel.SUBMITTER.lower() in headers else None
         with busy:
             try:
                 starting[run] = split_messages(body, sizes)
-                outcome = runs.deliver(run, seq, starting[run])  # the warm pool stays: jobs follow jobs
+                outcome = runs.deliver(run, seq, starting[run], submitter=submitter)  # the warm pool stays: jobs follow jobs
             except Exception as exc:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None

@@ -39,13 +39,23 @@ def job_columns(cfg: NodeConfig) -> tuple[str, ...]:
     return tuple(c.name for c in cfg.schema().feature_columns if c.name in header)
 
 
-def job_facts(cfg: NodeConfig, msg: Message, settings: ModelSettings) -> JobFacts:
-    """What the HELLO asks of this node (bank, purpose, task, submitter) with the model settings and columns."""
+def job_facts(cfg: NodeConfig, msg: Message, settings: ModelSettings, verified: dict | None = None) -> JobFacts:
+    """What the HELLO asks of this node (bank, purpose, task, submitter) with the model settings and columns.
+
+    ``verified`` is the submitter this node checked itself (deployments: the signature on the run
+    config, ``fedcredit.flower.trust``). The policy judges that one, never the coordinator's word;
+    a HELLO that names another submitter is refused as a coordinator misstating the job.
+    """
     meta = msg.meta
     bank, purpose, task = meta.get("bank", "bank"), meta.get("purpose", DEFAULT_PURPOSE), meta.get("task", "train")
     submitter = meta.get("submitter")
     if not all(isinstance(v, str) and v for v in (bank, purpose, task)) or not isinstance(submitter, (dict, type(None))):
         raise ProtocolError(f"{msg.describe()}: bank, purpose and task must be names, submitter an object or null")
+    if verified is not None:
+        if submitter is not None and submitter.get("fingerprint") != verified.get("fingerprint"):
+            raise ProtocolError(f"{msg.describe()}: the coordinator names submitter {submitter.get('fingerprint')}, "
+                                f"but this node verified {verified.get('fingerprint')}")
+        submitter = {"name": verified.get("name"), "fingerprint": verified.get("fingerprint")}
     return JobFacts(cfg.role, bank, purpose, task, settings.model, settings.key_bits, job_columns(cfg), submitter)
 
 
@@ -61,13 +71,14 @@ class NodeGate:
     today: date
 
     @classmethod
-    def open(cls, cfg: NodeConfig, msg: Message, settings: ModelSettings) -> "NodeGate | None":
+    def open(cls, cfg: NodeConfig, msg: Message, settings: ModelSettings,
+             verified: dict | None = None) -> "NodeGate | None":
         """The gate for the job ``msg`` (its HELLO) starts; ``None`` when the node has no policy (a local run
         without one). Raises ``PolicyRefusal`` before the node reads its data."""
         policy = resolve_policy(cfg.policy)
         if policy is None:
             return None
-        facts = job_facts(cfg, msg, settings)
+        facts = job_facts(cfg, msg, settings, verified)
         policy.check(facts)
         where = Path(cfg.ledger) if cfg.ledger else default_ledger(policy)
         if where is None:

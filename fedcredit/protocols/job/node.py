@@ -55,6 +55,7 @@ class NodeAgent:
         self.development = None  # training runs: this node's development record (its report section)
         self.audit = None  # this node's AuditWriter, created with the job's first message when it has an out_dir
         self.gate: NodeGate | None = None  # this job under the node's own policy (None: a local run without one)
+        self.verified_submitter: dict | None = None  # deployments: the job's signer as this node verified it
         self._final_head: dict | None = None
 
     def __getstate__(self):
@@ -191,7 +192,7 @@ class NodeAgent:
         if cfg.label is not None and cfg.label != schema.label:
             raise InputError(f"{cfg.role}: label column {cfg.label!r} differs from the schema's {schema.label!r}; "
                              f"use layout = 'custom' for another label column")
-        self.gate = NodeGate.open(cfg, msg, self.settings)  # the node's policy, before it reads a row
+        self.gate = NodeGate.open(cfg, msg, self.settings, self.verified_submitter)  # the node's policy, before it reads a row
         node = load_node(cfg.data, schema)
         self.ids, self.features, self.labels = node.ids, cfg.pick_features(node), node.label
         if self.gate is not None and self.gate.consent is not None:  # only consented enterprises enter the PSI
