@@ -238,14 +238,14 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         print(f"federation on 127.0.0.1 without wire checks: {federation['why_not']}")
     captures = {party: Capture(lab.link(party)) for party in lab.parties} if lab else {}
     try:
-        # a failing run (the job expects roles the federation does not have) exits non-zero with the coordinator's
-        # reason, although `flwr run --stream` itself exits 0
+        # a failing run (the job names the tax node, which holds no label, as its bank: tax refuses) exits non-zero
+        # with the coordinator's reason, although `flwr run --stream` itself exits 0
         res = CliRunner().invoke(federation_app, ["train", "--superlink", federation["superlink"], "--certs",
                                               str(federation["certs"]), "--out", str(tmp / "failed"), "--roles",
-                                              "bank,tax", "--key-bits", "1024", "--timeout", "120", "--submitter-key",
-                                              str(federation["submitter_key"])])
+                                              "bank,utilities", "--bank", "tax", "--key-bits", "1024", "--timeout", "120",
+                                              "--submitter-key", str(federation["submitter_key"])])
         assert res.exit_code == 1, res.output
-        assert "do not match" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
+        assert "no label column" in res.output and json.loads((tmp / "failed" / "status.json").read_text())["ok"] is False
 
         job = JobThread(federation["superlink"], federation["certs"], out,
                         {**JOB, "registry": str(federation["state"] / "registry.json"), "timeout": 300.0}, timeout=900)

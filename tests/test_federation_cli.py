@@ -189,7 +189,7 @@ def test_node_sections_without_data_are_fine_for_a_federation_but_not_locally(jo
     ('[model]\nbank_only_baseline = 1\n', r"\[model\] bank_only_baseline must be bool"),
     ('[job]\nseed = 1.5\n', r"\[job\] seed must be int"),
     ('[federations.x]\nsuperlink = "h"\ncerts = "c"\n', r"\[federations.x\]: 'superlink' must be HOST:PORT"),
-    ('[nodes."a,b"]\n', r"\[nodes.a,b\]: a role name"),
+    ('[nodes."a,b"]\n', r"\[nodes.a,b\]: a node name"),
 ])
 def test_bad_job_values_name_file_and_key(tmp_path, line, expect):
     path = tmp_path / "job.toml"
@@ -210,7 +210,7 @@ def test_run_config_round_trips_and_every_key_exists_in_the_flower_app_config():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     # flwr refuses a run-config key the app does not declare, so everything the submitter may send is declared
     assert set(cfg) | {"out", "policy", "registry", "keys"} <= set(declared)
-    assert set(SETTINGS_KEYS) | {"roles", "purpose"} == set(cfg) and cfg["purpose"] == "credit-scoring"
+    assert set(SETTINGS_KEYS) | {"roles", "bank", "purpose"} == set(cfg) and cfg["purpose"] == "credit-scoring"
     with pytest.raises(FedCreditError, match="'mock' crypto backend is for local runs only"):
         run_config_from_settings(ModelSettings(backend="mock"), ["bank", "tax"])
     trees = ModelSettings(model="secureboost", trees=7, max_depth=5, learning_rate=0.2, tree_l2=2.0, goss_top=0.2,
@@ -239,8 +239,8 @@ def test_train_on_a_federation_sends_settings_roles_and_coordinator_paths_but_no
     (call,) = fake_submit
     cfg = call["run_config"]
     assert call["superlink"] == "10.0.0.5:9092" and call["certs"] == job.parent / "pilot-certs" and call["timeout"] == 99
-    assert call["coordinator_out"] == "/srv/fedcredit/runs/run-7"
-    assert cfg == {"roles": "bank,courts,tax", "purpose": "credit-scoring", "seed": 11, "mode": "standardized", "n-bins": 6, "l2": 0.01,
+    assert call["coordinator_out"] == "/srv/fedcredit/runs/bank/run-7"  # one folder per bank under the federation's
+    assert cfg == {"roles": "bank,courts,tax", "bank": "bank", "purpose": "credit-scoring", "seed": 11, "mode": "standardized", "n-bins": 6, "l2": 0.01,
                    "max-iter": 3, "key-bits": 1024, "train": 0.5, "validation": 0.25, "bank-only-baseline": False,
                    "model": "scorecard_lr", "trees": 30, "max-depth": 4, "learning-rate": 0.1, "tree-l2": 1.0,
                    "min-child-weight": 1.0, "gamma": 0.0, "goss-top": 0.0, "goss-other": 0.0, "bank-first-tree": False,
@@ -252,7 +252,7 @@ def test_train_on_a_federation_sends_settings_roles_and_coordinator_paths_but_no
     assert "PSI: 1,234" in res.output and "test AUC 0.8123" in res.output
     record = json.loads((out / "submission.json").read_text())
     assert record["federation"] == "pilot" and record["run_config"] == cfg and record["status"]["ok"] is True
-    assert record["policy"] == {"builtin": True} and record["coordinator_out"] == "/srv/fedcredit/runs/run-7"
+    assert record["policy"] == {"builtin": True} and record["coordinator_out"] == "/srv/fedcredit/runs/bank/run-7"
 
 
 def test_train_on_a_federation_sends_the_submitters_policy_as_text(home, certs, fake_submit, tmp_path):

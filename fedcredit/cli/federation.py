@@ -37,7 +37,8 @@ for _app in (certs_app, coordinator_app, node_app, federation_app, app_app):  # 
 def certs_make(
     out: Path = typer.Option(..., "--out", help="Folder to write the CA, SuperLink certificate and node keys into."),
     host: str = typer.Option("127.0.0.1", "--host", help="The SuperLink's host name or IP (certificate SAN)."),
-    nodes: str = typer.Option("bank,tax,utilities", "--nodes", help="Comma-separated node names (roles)."),
+    nodes: str = typer.Option("bank,tax,utilities", "--nodes", help="Comma-separated node names, e.g. "
+                              "bank-a,bank-b,tax,utilities for a federation of two banks (docs/add-a-bank.md)."),
     days: int = typer.Option(365, "--days", help="Validity of the certificates."),
     submitters: str = typer.Option("operator", "--submitters", help="Comma-separated names of those who may "
                                    "submit jobs (an Ed25519 key pair each in OUT/submitters/)."),
@@ -94,6 +95,26 @@ def app_sign(
     except FedCreditError as exc:
         error_exit(exc)
     console.print(f"[green]✓[/green] signed: {path}; nodes that pin this publisher's key accept the bundle")
+
+
+@certs_app.command("add")
+def certs_add(
+    out: Path = typer.Option(..., "--out", help="The federation's certificate folder (from 'certs make')."),
+    nodes: str = typer.Option(..., "--nodes", help="Comma-separated names of the joining nodes, e.g. bank-b."),
+) -> None:
+    """Add key pairs for nodes joining a federation (a second bank, a new host); the coordinator registers them
+    when it starts again on its state folder (docs/add-a-bank.md)."""
+    from fedcredit.deploy.certs import add_node_keys
+
+    names = [n.strip() for n in nodes.split(",") if n.strip()]
+    try:
+        paths = add_node_keys(out, names)
+    except FedCreditError as exc:
+        error_exit(exc)
+    for name in names:
+        console.print(f"  node {name}: private key {paths[name + '_key']} (0600, copy to that node only), "
+                      f"public key {paths[name + '_pub']}")
+    console.print("Restart 'fedcredit coordinator start' on the same --state to register the new key(s).")
 
 
 def _run_until_stopped(proc) -> None:
@@ -220,6 +241,8 @@ def submit_train(
     key_bits: Optional[int] = typer.Option(None, "--key-bits"),
     max_iter: Optional[int] = typer.Option(None, "--max-iter"),
     roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles, bank first (default bank,tax,utilities)."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="The name of the node that plays the job's bank "
+                                       "(default bank); the other roles are its hosts' names."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy TOML (on the SuperLink's machine)."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="STATE/registry.json of 'fedcredit coordinator start': "
                                             "each role may only be played by its registered key."),
@@ -233,7 +256,7 @@ def submit_train(
     """Submit a training job with `flwr run`, stream its progress, exit non-zero when it fails."""
     from fedcredit.flower.submit import submit
 
-    cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles,
+    cfg = {k: v for k, v in {"seed": seed, "key-bits": key_bits, "max-iter": max_iter, "roles": roles, "bank": bank,
                              "policy": str(Path(policy).resolve()) if policy else None,
                              "registry": str(Path(registry).resolve()) if registry else None,
                              "bank-only-baseline": baseline, "node-return-timeout": node_return_timeout}.items()

@@ -105,7 +105,8 @@ def _train_on_federation(job_path: Path, name: str, out: Path, policy: Path | No
     job = read_job(job_path)
     fed = federations.resolve(name, job.federations)
     sub = submission.plan(job, fed, out, policy)
-    console.print(f"Federation {fed.name} ({fed.source}): SuperLink {fed.superlink}, roles {', '.join(job.roles)}; "
+    console.print(f"Federation {fed.name} ({fed.source}): SuperLink {fed.superlink}, bank {job.bank}, "
+                  f"hosts {', '.join(job.roles[1:])}; "
                   f"coordinator outputs in {sub.coordinator_out}", markup=False, highlight=False)
     ignored = job.local_settings()
     if ignored:

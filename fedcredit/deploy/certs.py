@@ -107,6 +107,21 @@ def make_certs(out: Path, host: str = "127.0.0.1", nodes: list[str] | None = Non
     return paths
 
 
+def add_node_keys(out: Path, nodes: list[str]) -> dict[str, Path]:
+    """Key pairs for nodes joining an existing federation (a second bank, a new host): ``out`` must hold the
+    federation's CA (``certs make``); an existing node's key is never replaced."""
+    out = Path(out)
+    if not (out / "ca.pem").is_file():
+        raise FedCreditError(f"{out} holds no ca.pem: make the federation's certificates first (fedcredit certs make)")
+    taken = sorted(n for n in nodes if (out / "nodes" / f"{n}.key").exists() or (out / "nodes" / f"{n}.pub").exists())
+    if taken or len(set(nodes)) != len(nodes) or not nodes:
+        raise FedCreditError(f"node names must be new and unique; already in {out / 'nodes'}: {taken}, given {nodes}")
+    paths = {}
+    for name in nodes:
+        paths[f"{name}_key"], paths[f"{name}_pub"] = make_node_key(out, name)
+    return paths
+
+
 def node_public_keys(certs: Path) -> dict[str, Path]:
     """The node public keys in a certificate folder, by node name."""
     return {p.stem: p for p in sorted((Path(certs) / "nodes").glob("*.pub"))}

@@ -1,7 +1,7 @@
 """Named federations: where a running federation is and which coordinator-side files a job uses.
 
 A risk team submits many jobs to the same few federations, so the connection (SuperLink
-address, CA folder) and the coordinator-side paths (role registry, output base, limit
+address, CA folder) and the coordinator-side paths (node registry, output base, limit
 policy, signing keys) and the submitter's own key (``submitter``: the identity file that
 signs every job sent to this federation, on the submitter's machine) get a name: in the job file (``[federations.NAME]``, travelling
 with the job) or in the user's federations file (``fedcredit federation add``). The job
@@ -51,9 +51,11 @@ class Federation:
                                  "(copy the coordinator's ca.pem there)")
         return ca
 
-    def coordinator_out(self, local_out: Path) -> str:
-        """The coordinator's output folder for a run whose local folder is ``local_out``."""
-        return str(Path(self.out) / Path(local_out).resolve().name) if self.out else str(Path(local_out).resolve())
+    def coordinator_out(self, local_out: Path, bank: str = "bank") -> str:
+        """The coordinator's output folder for a run of ``bank``'s whose local folder is ``local_out``: one folder
+        per bank under the federation's ``out`` (``OUT/<bank>/<run>``), so banks' runs never share files."""
+        name = Path(local_out).resolve().name
+        return str(Path(self.out) / bank / name) if self.out else str(Path(local_out).resolve())
 
     def as_table(self) -> dict[str, str]:
         row = {"superlink": self.superlink, "certs": str(self.certs)}

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy.naming import NAME_RE
 from fedcredit.governance import DEFAULT, policy_from_table
 
 # key -> (type, is a path)
@@ -83,8 +84,6 @@ def load_node_config(path: Path) -> tuple[dict, dict]:
     trust = _table(path, doc, "trust", TRUST_KEYS)
     if columns.get("layout") not in (None, "standard", "custom"):
         raise FedCreditError(f"{path}: [columns] layout: expected \"standard\" or \"custom\", got {columns['layout']!r}")
-    if columns.get("label") and node.get("role") not in (None, "bank"):
-        raise FedCreditError(f"{path}: [columns] label: only the bank holds the label")
     node_config = {NODE_CONFIG_NAMES[k]: ",".join(v) if isinstance(v, list) else v for k, v in columns.items()}
     if "policy" in doc:
         policy_from_table(doc["policy"], path, Path(path).resolve().parent)
@@ -133,15 +132,17 @@ def coordinator_settings(config: Path | None, options: dict) -> dict:
 
 def node_settings(config: Path | None, options: dict) -> tuple[dict, dict]:
     """A node's settings and its ``[columns]`` node config, checked before its SuperNode starts: the SuperLink
-    address, the label at the bank only, a private authentication key, the data file present. A node without
+    address, a plain node name, a private authentication key, the data file present. Any node may hold a label
+    column: it is then a bank, which jobs may name as theirs (``fedcredit.deploy.naming``); a node named ``bank``
+    without one uses the standard schema's label. A node without
     ``[policy]`` runs under the default policy (docs/governance.md)."""
     from fedcredit.deploy.processes import split_address
 
     file_values, columns = load_node_config(config) if config else ({}, {})
     o = merge(options, file_values, ("role", "data", "superlink", "certs", "work"), config)
     split_address(o["superlink"])
-    if columns.get("label") and o["role"] != "bank":
-        raise FedCreditError(f"{config}: [columns] label: only the bank holds the label")
+    if not NAME_RE.match(str(o["role"])):
+        raise FedCreditError(f"{config or '--role'}: node name {o['role']!r} must be letters, digits, '_' or '-'")
     check_private_key(o.get("key") or Path(o["certs"]) / "nodes" / f"{o['role']}.key", f"{o['role']}'s authentication key")
     if not Path(o["data"]).is_file():
         raise FedCreditError(f"data file {o['data']} does not exist")

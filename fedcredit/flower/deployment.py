@@ -1,7 +1,8 @@
 """The ServerApp and ClientApp that ``flwr run`` starts on Flower's deployment engine.
 
 The job's public settings come from the run config (``[tool.flwr.app.config]`` in
-pyproject.toml, overridden by ``flwr run --run-config``); every node reads its role and
+pyproject.toml, overridden by ``flwr run --run-config``; ``bank`` names the node that
+plays the job's bank, ``roles`` the protocol roles, bank first); every node reads its name and
 data from its own node config (``flower-supernode --node-config``), which never travels.
 The coordinator writes ``metrics.json``, ``run.json``, the signed limits and
 ``audit/coordinator.jsonl`` into the run config's ``out`` folder on the SuperLink's machine, and
@@ -28,6 +29,7 @@ from fedcredit.common.atomic import atomic_write_json
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.processes import UNFINISHED_ENV
 from fedcredit.flower.journal import FOLDER as JOURNAL, CoordinatorJournal
+from fedcredit.deploy.naming import BANK, JobNodes, job_nodes_for_roles
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
 
@@ -62,7 +64,14 @@ def settings_from_run_config(cfg: dict) -> tuple[ModelSettings, list[str]]:
     return ModelSettings(**kwargs), roles
 
 
-def run_config_from_settings(settings: ModelSettings, roles: list[str], purpose: str = "credit-scoring") -> dict:
+def job_nodes_from_run_config(cfg: dict, roles: list[str]) -> JobNodes:
+    """The job's nodes: ``bank`` (the name of the node that plays the bank, default ``bank``) and the hosts
+    of ``roles``."""
+    return job_nodes_for_roles(roles, str(cfg.get("bank") or BANK), "run config 'bank'/'roles'")
+
+
+def run_config_from_settings(settings: ModelSettings, roles: list[str], bank: str = BANK,
+                             purpose: str = "credit-scoring") -> dict:
     """The run-config entries that reproduce ``settings`` at the coordinator (inverse of the function above).
 
     Every key is sent, so a run depends on the job file alone, not on the defaults in
@@ -74,6 +83,7 @@ def run_config_from_settings(settings: ModelSettings, roles: list[str], purpose:
     cfg = {key: getattr(settings, field_name) for key, field_name in SETTINGS_KEYS.items()}
     cfg.update({key: ",".join(repr(float(v)) for v in value) for key, value in cfg.items() if isinstance(value, list)})
     cfg["roles"] = ",".join(roles)
+    cfg["bank"] = bank
     cfg["purpose"] = purpose  # the job's purpose, as the hosts' consent lists name it (docs/governance.md)
     return cfg
 
@@ -157,15 +167,19 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
     started = time.perf_counter()
     try:
         settings, roles = settings_from_run_config(cfg)
+        job = job_nodes_from_run_config(cfg, roles)
         policy = policy_from_run_config(cfg.get("policy", ""))
         signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
         publication = publication_for(policy, signer.fingerprint)
         steps = f"at most {settings.max_iter} iterations" if settings.model == "scorecard_lr" else f"{settings.trees} trees"
-        print(f"fedcredit job: {settings.model}, roles {','.join(roles)}, {settings.key_bits}-bit keys, "
-              f"{steps}; waiting for {len(roles)} nodes", flush=True)
+        print(f"fedcredit job: {settings.model}, bank {job.bank}, hosts {','.join(job.hosts)}, {settings.key_bits}-bit "
+              f"keys, {steps}; waiting for {len(roles)} nodes", flush=True)
         registry = None
-        if str(cfg.get("registry", "")):  # role -> node id of its registered key (fedcredit coordinator start)
+        if str(cfg.get("registry", "")):  # node name -> node id of its registered key (fedcredit coordinator start)
             registry = {str(k): int(v) for k, v in json.loads(Path(str(cfg["registry"])).read_text()).items()}
+        else:
+            print("warning: no registry: every connected node is asked who it is, so nodes outside this job learn "
+                  "that a job runs (give the federation STATE/registry.json)", flush=True)
         result: dict = {}
         resume = str(cfg.get("resume", "false")).lower() == "true"
         journal = CoordinatorJournal(out / JOURNAL, flower_run_id, resume=resume, run_config=cfg,
@@ -178,6 +192,7 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
                 publication=publication, audit=(out / "audit", signer), registry=registry, submitter=submitter, journal=journal,
+                bank_name=job.bank,
                 purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
@@ -185,10 +200,11 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         metrics = finish_run(
             result, out, signer, settings, policy, roles=roles, task="train", engine="deployment",
             seconds=time.perf_counter() - started, audit_records=audit_records,
-            extra={"seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
+            extra={"bank": job.bank, "seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
                    "median_round_s": round(statistics.median(result["round_seconds"]), 3)
                    if result.get("round_seconds") else None},
-            run_extra={"flower_run_id": flower_run_id, **resumed})
+            run_extra={"flower_run_id": flower_run_id, "bank": job.bank, "node_names": dict(zip(roles, job.names)),
+                       **resumed})
         write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id, **resumed,
                            "metrics": metrics})
         journal.finish()  # with the coordinator's private keys

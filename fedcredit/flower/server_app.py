@@ -1,8 +1,8 @@
-"""The ServerApp: learns which Flower node plays which role, then relays the job coordinator's rounds.
+"""The ServerApp: finds the job's nodes and the role each plays, then relays the job coordinator's rounds.
 
 Every round, the coordinator's outgoing protocol messages are grouped per node into
 one Flower message; replies are unbundled and handed back. A node's error comes
-back naming its role and stops the job with that message.
+back naming the node and stops the job with that message.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.crypto import WorkerPool
 from fedcredit.common.errors import FedCreditError
+from fedcredit.deploy.naming import BANK, JobNodes, job_nodes_for_roles
 from fedcredit.flower.codec import ABORT_TYPE, MESSAGE_TYPE, from_record, to_record
 from fedcredit.flower.delivery import Deliveries
 from fedcredit.protocols import JobCoordinator, ModelSettings, audited
@@ -23,42 +24,70 @@ from fedcredit.protocols import JobCoordinator, ModelSettings, audited
 ABORT_TIMEOUT_S = 30.0  # how long a failed job waits for its nodes to close their audit logs
 
 
-def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise FedCreditError(f"only {len(nodes)} of {count} nodes connected within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-def discover_roles(deliveries: Deliveries, nodes: list[int], expected: list[str]) -> dict[str, int]:
+def ask_names(deliveries: Deliveries, nodes: list[int]) -> dict[int, str]:
+    """Each node's name (its ``query.role`` answer: the name in its node config), by Flower node id."""
     replies = deliveries.exchange({n: RecordDict() for n in nodes}, "query.role", numbered=False)
-    node_of: dict[str, int] = {}
     refusals = [f"node {nid}: {reply.error.reason}" for nid, reply in sorted(replies.items()) if reply.has_error()]
     if refusals:  # every node's reason (a refused app bundle is refused by each node)
         raise FedCreditError("; ".join(refusals))
-    for nid, reply in replies.items():
-        role = str(reply.content["node"]["role"])
-        if role in node_of:
-            raise FedCreditError(f"two nodes claim the role {role!r} (nodes {node_of[role]} and {nid})")
-        node_of[role] = nid
-    if sorted(node_of) != sorted(expected):
-        raise FedCreditError(f"connected roles {sorted(node_of)} do not match the job's {sorted(expected)}")
-    return node_of
+    return {nid: str(reply.content["node"]["role"]) for nid, reply in replies.items()}
+
+
+def find_job_nodes(deliveries: Deliveries, grid: Grid, job: JobNodes, registry: dict[str, int] | None,
+                   timeout: float) -> dict[str, int]:
+    """The Flower node id of each of the job's roles; nodes outside the job are left alone.
+
+    With ``registry`` (node name -> node id of the key registered under that name) only the
+    job's nodes are asked who they are, once online: a node outside the job is sent nothing
+    and learns nothing of it. Without one, every connected node is asked (the caller warns)
+    until each of the job's names has answered.
+    """
+    if registry is not None:
+        missing = [name for name in job.names if name not in registry]
+        if missing:
+            raise FedCreditError(f"node(s) {', '.join(missing)} of this job have no registered key at this coordinator "
+                                 f"(registered: {', '.join(sorted(registry)) or 'none'})")
+        wanted = {registry[name]: name for name in job.names}
+        deadline = time.monotonic() + timeout
+        while not set(wanted) <= set(grid.get_node_ids()):
+            if time.monotonic() > deadline:
+                offline = sorted(wanted[n] for n in set(wanted) - set(grid.get_node_ids()))
+                raise FedCreditError(f"node(s) {', '.join(offline)} of this job did not connect within {timeout:.0f} s")
+            time.sleep(0.2)
+        for nid, name in ask_names(deliveries, list(wanted)).items():
+            if name != wanted[nid]:
+                raise FedCreditError(f"node {nid} holds the key registered for {wanted[nid]!r} but says it is "
+                                     f"{name!r}; check its node config's role")
+        return {job.role_of(name): nid for nid, name in wanted.items()}
+    node_of: dict[str, int] = {}
+    asked: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        new = sorted(set(grid.get_node_ids()) - asked)
+        for nid, name in (ask_names(deliveries, new) if new else {}).items():
+            if name in node_of:
+                raise FedCreditError(f"two nodes claim the name {name!r} (nodes {node_of[name]} and {nid})")
+            node_of[name] = nid
+        asked.update(new)
+        missing = [name for name in job.names if name not in node_of]
+        if not missing:
+            return {job.role_of(name): node_of[name] for name in job.names}
+        if time.monotonic() > deadline:
+            raise FedCreditError(f"node(s) {', '.join(missing)} of this job did not connect within {timeout:.0f} s "
+                                 f"(connected: {', '.join(sorted(node_of)) or 'none'})")
+        time.sleep(0.2)
 
 
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            purpose: str = "credit-scoring", submitter: dict | None = None, journal=None) -> dict:
+            bank_name: str = BANK, purpose: str = "credit-scoring", submitter: dict | None = None, journal=None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
-    deployment engine's (``fedcredit.flower.deployment.server_app``). With ``registry``
-    (role -> node id of the key registered for that role) a node may only play its own role.
+    deployment engine's (``fedcredit.flower.deployment.server_app``). The node named
+    ``bank_name`` plays the role ``bank``, each host its own name (``find_job_nodes``; with
+    ``registry``, node name -> node id of its registered key, only the job's nodes are contacted).
     A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
     ``submitter`` ({name, fingerprint}, verified at the coordinator) reaches the nodes in the job's HELLO.
     With ``journal`` (``fedcredit.flower.journal.CoordinatorJournal``) every round is journaled,
@@ -66,21 +95,21 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
+    name_of: dict[int, str] = {}
     coordinator = None
-    deliveries = Deliveries(grid, name_of=lambda nid: f"{role_of.get(nid, '?')} (Flower node {nid})", timeout=timeout,
+    deliveries = Deliveries(grid, name_of=lambda nid: f"{name_of.get(nid, '?')} (Flower node {nid})", timeout=timeout,
                             return_timeout=return_timeout, on_event=on_event,
                             run=journal.origin if journal is not None else None)
     try:
-        node_of = discover_roles(deliveries, wait_for_nodes(grid, len(roles), timeout), roles)
-        for role, nid in node_of.items():
-            if registry is not None and registry.get(role) != nid:
-                raise FedCreditError(f"node {nid} claims the role {role!r}, but the key registered for {role!r} "
-                                     f"is node {registry.get(role)}")
+        job = job_nodes_for_roles(roles, bank_name)
+        node_of = find_job_nodes(deliveries, grid, job, registry, timeout)
         role_of.update({nid: role for role, nid in node_of.items()})
+        name_of.update({nid: job.name_of(role) for role, nid in node_of.items()})
         with WorkerPool() as pool:
             def make(rid: str, keypairs=None):
                 return JobCoordinator(rid, roles, settings, pool=pool, on_event=on_event, publication=publication,
-                                      task=task, purpose=purpose, submitter=submitter,
+                                      task=task, bank_name=bank_name, purpose=purpose,
+                                      submitter=submitter,
                                       keypairs=keypairs)
 
             resumed = None
@@ -110,7 +139,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                     deliveries.seq.update({n: deliveries.seq.get(n, 0) + 1 for n in per_node})
                 else:
                     replies = deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
-                    messages, heads = _unbundle(replies, role_of)
+                    messages, heads = _unbundle(replies, name_of)
                     if journal is not None:
                         journal.append_replies(coordinator.rounds + 1, messages, heads)
                 for head in heads:
@@ -128,12 +157,12 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     return result
 
 
-def _unbundle(replies: dict, role_of: dict[int, str]) -> tuple[list, list[dict]]:
+def _unbundle(replies: dict, name_of: dict[int, str]) -> tuple[list, list[dict]]:
     """A round's protocol replies (in the order the bundles were sent) and the nodes' final log heads."""
     messages, heads = [], []
     for nid, reply in replies.items():
         if reply.has_error():
-            raise FedCreditError(f"node {role_of[nid]} failed: {reply.error.reason}")
+            raise FedCreditError(f"node {name_of[nid]} failed: {reply.error.reason}")
         if "audit" in reply.content:
             heads.append(json.loads(str(reply.content["audit"]["final_head"])))
         messages.extend(from_record(reply.content))

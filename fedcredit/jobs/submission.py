@@ -1,6 +1,7 @@
 """A job file submitted to a named federation: what is sent, and a record of it beside the outputs.
 
-Only public settings travel: the ``[job]``/``[model]`` settings, the role names, the
+Only public settings travel: the ``[job]``/``[model]`` settings, the role names and the
+name of the job's bank, the
 coordinator-side paths of the federation and, when the submitter brings one, the limit
 policy's text. Node data paths and column settings stay in each node's own config. The
 record (``submission.json``, written atomically, also when the run fails) is what a
@@ -41,10 +42,10 @@ def plan(job: JobFile, fed: Federation, out: Path, policy: Path | None = None) -
     from fedcredit.scoring.policy import LimitPolicy
 
     try:
-        cfg = run_config_from_settings(job.settings, job.roles, job.purpose)
+        cfg = run_config_from_settings(job.settings, job.roles, job.bank, job.purpose)
     except FedCreditError as exc:
         raise FedCreditError(f"{job.path}: [model] backend: {exc}") from None
-    coordinator_out = fed.coordinator_out(out)
+    coordinator_out = fed.coordinator_out(out, job.bank)
     for key in ("registry", "keys"):
         if getattr(fed, key):
             cfg[key] = getattr(fed, key)

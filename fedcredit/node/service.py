@@ -7,7 +7,9 @@ seconds per round. The node's ClientApp is therefore a thin relay
 the node's local channel (``fedcredit.node.channel``) and returns its answer. The
 service keeps each Flower run's agent in memory (``NodeRuns``) and checkpoints it after
 every delivery, so a killed service, restarted, resumes where its last completed
-delivery left it. Requests are handled one at a time.
+delivery left it. A run's agent plays the role its job's ``job.hello`` gives this node
+(``fedcredit.node.naming``: the bank's, or a host's own name). Requests are handled one at a
+time; deliveries of concurrent runs interleave, each run with its own agent and checkpoint.
 
 Served with FastAPI on uvicorn, bound to a Unix socket only (no TCP port):
 ``GET /health``, ``GET /role``, ``POST /deliver`` and ``POST /abort``; and ``POST /task``,
@@ -34,6 +36,7 @@ from fedcredit.crypto import WorkerPool
 import fedcredit.node.channel as channel
 from fedcredit.node.checkpoint import node_secret
 from fedcredit.node.config import node_from_config
+from fedcredit.node.naming import job_node
 from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent
 
@@ -84,7 +87,8 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     """
     node, work = node_from_config(cfg, "")
     secret = node_secret(work)
-    runs = NodeRuns(work, lambda run: NodeAgent(node_from_config(cfg, run)[0]), pool)
+    starting: dict[str, list] = {}  # run -> the messages of its delivery in progress (a new agent's job.hello)
+    runs = NodeRuns(work, lambda run: NodeAgent(job_node(node_from_config(cfg, run)[0], starting.get(run, []))), pool)
     busy = threading.Lock()
     app = FastAPI(title=f"fedcredit node service ({node.role})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runs = runs
@@ -118,10 +122,13 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
             if channel.SUBMITTER.lower() in headers else None
         with busy:
             try:
-                outcome = runs.deliver(run, seq, split_messages(body, sizes), submitter=submitter)  # the warm pool stays: jobs follow jobs
+                starting[run] = split_messages(body, sizes)
+                outcome = runs.deliver(run, seq, starting[run], submitter=submitter)  # the warm pool stays: jobs follow jobs
             except Exception as exc:
                 log.error("run %s delivery %s failed: %s: %s", run, seq, type(exc).__name__, exc)
                 raise node_error(exc) from None
+            finally:
+                starting.pop(run, None)
             data, sizes_out = join_messages(outcome.replies)
             out = {channel.SIZES: json.dumps(sizes_out), channel.ROLE: node.role}
             if outcome.head is not None:
@@ -159,6 +166,8 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
         except Failed as exc:
             return exc.status, {}, json.dumps({"detail": exc.detail}).encode()
         return 200, {k.lower(): v for k, v in out.items()}, data
+
+    app.state.call = local_call  # the routes without HTTP, as a Flower task reaches them (tests use it too)
 
     def answer(method: str, route: str, headers, body: bytes) -> Response:
         status, out, data = local_call(method, route, body, dict(headers))

@@ -11,9 +11,9 @@ a finished job. The protocols' own modules stay behind it.
 """
 
 from fedcredit.protocols.audited import audited, continued
-from fedcredit.protocols.job import JobCoordinator, ModelSettings, NodeAgent, NodeConfig, Publication
+from fedcredit.protocols.job import HELLO, JobCoordinator, ModelSettings, NodeAgent, NodeConfig, Publication
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
 from fedcredit.protocols.progress import step_line
 
-__all__ = ["JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "audited", "continued",
+__all__ = ["HELLO", "JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "audited", "continued",
            "coordinator_identity", "finish_run", "publication_for", "step_line"]

@@ -1,0 +1,123 @@
+"""Two banks on one federation, training at the same time over shared hosts, each in its own network namespace.
+
+A coordinator (SuperLink) and four nodes: ``bank-a`` and ``bank-b`` (each with its own
+customers and labels, tests/bank_helpers.py), ``tax`` and ``utilities``. Both banks submit
+a job at once; each job names its bank and the two hosts, and the coordinator (with its
+registry) addresses only those three nodes. Both jobs succeed; each bank's model part,
+scores and report exist only at that bank's node and its coordinator outputs only under
+that bank's folder; the other bank's node has no trace of the job (no run folder, no
+audit log, no delivery in its service log). Whether the SuperLink really ran the two
+ServerApps at the same time is measured (their PSI-to-finish windows overlap) and
+printed. Every process and namespace is removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from fedcredit.deploy import processes as P
+from fedcredit.deploy.certs import make_certs
+from fedcredit.flower.trust import make_key
+from fedcredit_netlab import namespaces as netlab
+
+from bank_helpers import two_banks
+from test_deployment import JobThread, _flower_pids, _use_namespaces, pytestmark  # noqa: F401 — slow, needs Flower
+
+NAMES = ("bank-a", "bank-b", "tax", "utilities")
+BANKS = ("bank-a", "bank-b")
+JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42, "timeout": 300.0}
+
+
+@pytest.fixture
+def two_bank_federation(tmp_path):
+    why_not = _use_namespaces()
+    lab = None if why_not else netlab.Lab(["coordinator", *NAMES])
+    procs: dict[str, P.Proc] = {}
+    try:
+        if lab is not None:
+            lab.build()
+        host = lab.address("coordinator") if lab else "127.0.0.1"
+        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
+        certs = tmp_path / "certs"
+        make_certs(certs, host, list(NAMES))
+        make_key(certs / "submitters", "operator")  # both banks' jobs are signed by the platform's operator
+        paths = two_banks(2500, 11, tmp_path / "data")
+        port = P.free_port()
+        procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
+                                                             netns=netns("coordinator"),
+                                                             control_from=[lab.root_address] if lab else None)
+        for name in NAMES:
+            label = {"label": "default_12m"} if name in BANKS else {}
+            procs[name] = P.start_node(name, paths[name], f"{host}:{port}", certs, tmp_path / "work" / name,
+                                       out=tmp_path / "nodes-out" / name, idle_poll=0.1, node_config=label,
+                                       netns=netns(name))
+        yield {"tmp": tmp_path, "certs": certs, "superlink": f"{host}:{port}", "registry": registry,
+               "state": tmp_path / "state", "why_not": why_not}
+    finally:
+        for proc in reversed(list(procs.values())):
+            proc.stop()
+        if lab is not None:
+            lab.close()
+        assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
+
+
+def test_two_banks_train_at_once_on_shared_hosts_and_keep_their_outputs_apart(two_bank_federation):
+    fed = two_bank_federation
+    tmp = fed["tmp"]
+    assert set(fed["registry"]) == set(NAMES)
+    if fed["why_not"]:
+        print(f"federation on 127.0.0.1 without namespaces: {fed['why_not']}")
+    registry = str(fed["state"] / "registry.json")
+    coordinator_out = {bank: tmp / "coordinator-out" / bank / "run-1" for bank in BANKS}
+    started = time.monotonic()
+    jobs = {bank: JobThread(fed["superlink"], fed["certs"], coordinator_out[bank],
+                            {**JOB, "bank": bank, "roles": "bank,tax,utilities", "registry": registry}, timeout=900)
+            for bank in BANKS}
+    seen: dict[str, dict[str, float]] = {bank: {} for bank in BANKS}
+    deadline = time.monotonic() + 900
+    while any(len(seen[b]) < 2 for b in BANKS) and time.monotonic() < deadline:
+        for bank, job in jobs.items():
+            for text in ("PSI:", "done:"):
+                if text not in seen[bank] and any(text in line for line in job.lines):
+                    seen[bank][text] = time.monotonic() - started
+        time.sleep(0.2)
+    status = {bank: job.result(timeout=60) for bank, job in jobs.items()}
+    for bank in BANKS:
+        assert status[bank]["ok"], (bank, status[bank], jobs[bank].lines[-20:])
+        assert any(f"bank {bank}, hosts tax,utilities" in line for line in jobs[bank].lines), jobs[bank].lines[:5]
+    run_of = {bank: status[bank]["flower_run_id"] for bank in BANKS}
+    assert run_of["bank-a"] != run_of["bank-b"]
+    (a_psi, a_done), (b_psi, b_done) = (
+        (seen[b].get("PSI:", float("nan")), seen[b].get("done:", float("nan"))) for b in BANKS)
+    overlap = min(a_done, b_done) - max(a_psi, b_psi)
+    print(f"two banks' jobs: bank-a PSI at {a_psi:.1f} s, done at {a_done:.1f} s; bank-b PSI at {b_psi:.1f} s, "
+          f"done at {b_done:.1f} s; both training at once for {max(overlap, 0):.1f} s")
+    assert overlap > 0, "the SuperLink ran the two banks' ServerApps one after the other"
+
+    out = tmp / "nodes-out"
+    for bank, other in (("bank-a", "bank-b"), ("bank-b", "bank-a")):
+        mine = out / bank / f"run-{run_of[bank]}"
+        for name in ("scores.parquet", "report.html", "model/bank", "audit/bank.jsonl"):
+            assert (mine / name).exists(), (bank, name)
+        # the other bank's node kept nothing of this job, and its service never handled a delivery of it
+        for folder in (out / other, tmp / "work" / other / "state"):
+            assert not list(folder.glob(f"run-{run_of[bank]}*")), (other, folder, sorted(folder.iterdir()))
+        log = (tmp / "work" / other / "node-service.log").read_text()
+        assert f"run {run_of[bank]} " not in log and f"run {run_of[other]} delivery 1:" in log
+        # the coordinator's outputs of this job are under this bank's folder only
+        coord = coordinator_out[bank]
+        for name in ("metrics.json", "run.json", "limits.parquet", "limits.sig.json", "audit/coordinator.jsonl"):
+            assert (coord / name).exists(), (bank, name)
+        assert json.loads((coord / "run.json").read_text())["bank"] == bank
+        assert json.loads((coord / "metrics.json").read_text())["bank"] == bank
+    for host in ("tax", "utilities"):  # the shared hosts took part in both, each run in its own folder
+        for bank in BANKS:
+            assert (out / host / f"run-{run_of[bank]}" / "audit" / f"{host}.jsonl").exists(), (host, bank)
+            assert not (out / host / f"run-{run_of[bank]}" / "scores.parquet").exists()
+    metrics = {bank: json.loads((coordinator_out[bank] / "metrics.json").read_text()) for bank in BANKS}
+    assert metrics["bank-a"]["test_auc"] != metrics["bank-b"]["test_auc"]  # their own labels, their own models
+    print("two banks: " + ", ".join(f"{b} test AUC {m['test_auc']:.4f}, {m['rounds']} rounds, {m['seconds']} s"
+                                    for b, m in metrics.items()))
