@@ -15,7 +15,6 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -297,3 +296,23 @@ def test_the_node_judges_the_submitter_it_verified_itself_not_the_coordinators_w
         job_facts(cfg, hello({"submitter": {"name": "bank", "fingerprint": "sha256:cd"}}), settings, verified)
     with pytest.raises(PolicyRefusal, match="was submitted with key sha256:cd"):
         policy.check(job_facts(cfg, hello({}), settings, {"name": "other", "fingerprint": "sha256:cd"}))
+
+
+@pytest.mark.parametrize("allowed, refused", [("bank-a", False), ("bank-b", True)])
+def test_a_local_job_tells_the_nodes_its_banks_name(data, tmp_path, allowed, refused):
+    """``[job] bank = "bank-a"``: the label holder plays the protocol role bank, but the hosts' policies judge
+    the bank by its name, on the local engines as in a federation."""
+    (tmp_path / "tax_policy.toml").write_text(PERMISSIVE + f'allowed_banks = ["{allowed}"]\n')
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nbank = "bank-a"\n{MODEL}'
+                   f'[nodes.bank-a]\ndata = "{data / "bank.parquet"}"\n'
+                   f'[nodes.tax]\ndata = "{data / "tax.parquet"}"\npolicy = "tax_policy.toml"\n'
+                   f'[nodes.utilities]\ndata = "{data / "utilities.parquet"}"\n')
+    out = tmp_path / "out"
+    result = _run(job, out)
+    if refused:
+        body = _assert_refused(result, out, "allowed_banks")
+        assert "the job's bank is 'bank-a'" in result.output + json.dumps(body)
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "run.json").read_text())["nodes"]

@@ -80,7 +80,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeConfig, Path]] = node
             node, _ = resolve(context)
         except Exception as exc:  # the coordinator shows this with the node id
             return FlowerMessage(Error(code=NODE_ERROR, reason=f"[unconfigured node] {exc}"), reply_to=msg)
-        return FlowerMessage(RecordDict({"node": ConfigRecord({"role": node.role})}), reply_to=msg)
+        return FlowerMessage(RecordDict({"node": ConfigRecord({"role": node.name or node.role})}), reply_to=msg)
 
     @app.query("step")
     def step(msg: FlowerMessage, context: Context) -> FlowerMessage:

@@ -187,13 +187,13 @@ def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], ex
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
                     run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
-                    audit=None, purpose: str = "credit-scoring") -> ServerApp:
+                    audit=None, purpose: str = "credit-scoring", bank_name: str = "bank") -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_job(grid, settings, roles, result, on_event=on_event, run_id=run_id, timeout=timeout,
-                publication=publication, task=task, audit=audit, purpose=purpose)
+                publication=publication, task=task, audit=audit, purpose=purpose, bank_name=bank_name)
 
     return app

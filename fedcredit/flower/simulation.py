@@ -49,7 +49,7 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
 
     result: dict = {}
     server = make_server_app(settings, roles, result, on_event=on_event, run_id=run_id, publication=publication, task=task,
-                             audit=audit, purpose=purpose)
+                             audit=audit, purpose=purpose, bank_name=nodes[0].name or nodes[0].role)
     client = make_client_app(resolve)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's notice

@@ -22,7 +22,8 @@ def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, r
     with WorkerPool(workers) as pool:
         agents = {n.role: NodeAgent(n, pool=pool) for n in nodes}
         coordinator = JobCoordinator(run_id, [n.role for n in nodes], settings, pool=pool, on_event=on_event,
-                                     publication=publication, task=task, purpose=purpose)
+                                     publication=publication, task=task, purpose=purpose,
+                                     bank_name=nodes[0].name or nodes[0].role)  # the bank comes first
         if audit is not None:  # (folder, coordinator identity): the coordinator's end of the audit trail
             coordinator = audited(coordinator, *audit)
         try:

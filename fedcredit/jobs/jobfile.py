@@ -152,7 +152,8 @@ def _node(path: Path, name: str, spec: dict, role: str) -> NodeConfig:
                              "to run here; with --federation NAME each node reads its own")
     data = _relative(path, spec["data"])
     policy = str(_relative(path, spec["policy"]).resolve()) if "policy" in spec else None
-    return NodeConfig(role=role, data=str(data), id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),
+    return NodeConfig(role=role, name=name if name != role else None, data=str(data),
+                      id_column=spec.get("id_column", "uscc"), id_kind=spec.get("id_type", "uscc"),
                       label=spec.get("label", "default_12m" if role == "bank" else None), features=spec.get("features"),
                       categorical=spec.get("categorical", []), extra=spec.get("extra", []),
                       layout=spec.get("layout", "standard"),

@@ -56,7 +56,7 @@ def job_facts(cfg: NodeConfig, msg: Message, settings: ModelSettings, verified: 
             raise ProtocolError(f"{msg.describe()}: the coordinator names submitter {submitter.get('fingerprint')}, "
                                 f"but this node verified {verified.get('fingerprint')}")
         submitter = {"name": verified.get("name"), "fingerprint": verified.get("fingerprint")}
-    return JobFacts(cfg.role, bank, purpose, task, settings.model, settings.key_bits, job_columns(cfg), submitter)
+    return JobFacts(cfg.name or cfg.role, bank, purpose, task, settings.model, settings.key_bits, job_columns(cfg), submitter)
 
 
 @dataclass
@@ -82,14 +82,14 @@ class NodeGate:
         policy.check(facts)
         where = Path(cfg.ledger) if cfg.ledger else default_ledger(policy)
         if where is None:
-            raise ProtocolError(f"{cfg.role}: the node's policy has a budget but no ledger file to count it in")
+            raise ProtocolError(f"{cfg.name or cfg.role}: the node's policy has a budget but no ledger file to count it in")
         today = utc_today()
         ledger = BudgetLedger(where)
         consent = None
         if policy.consent:
             consent = load_consent(policy.consent).allowed_ids(facts.bank, facts.purpose, today)
-        ledger.admit_job(policy, cfg.role, msg.run_id, today)
-        return cls(cfg.role, msg.run_id, policy, ledger, consent, today)
+        ledger.admit_job(policy, cfg.name or cfg.role, msg.run_id, today)
+        return cls(cfg.name or cfg.role, msg.run_id, policy, ledger, consent, today)
 
     def consented(self, ids: np.ndarray) -> np.ndarray:
         """Which of the node's rows may enter the alignment (all when the policy names no consent file)."""

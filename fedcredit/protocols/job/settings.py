@@ -150,6 +150,7 @@ class NodeConfig:
     publish_feature_names: bool = False  # a host's choice: the bank sees its features' names (else numbers) with IVs
     policy: str | None = None  # this node's policy: a TOML file with [policy], "default", or None (a local run: none)
     ledger: str | None = None  # where its daily budget is counted (default: beside the policy file)
+    name: str | None = None  # the node's own name when it differs from its protocol role (a job's bank 'bank-a')
 
     def schema(self):
         """The schema this node's file is validated against."""
