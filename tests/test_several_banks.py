@@ -8,7 +8,10 @@ scores and report exist only at that bank's node and its coordinator outputs onl
 that bank's folder; the other bank's node has no trace of the job (no run folder, no
 audit log, no delivery in its service log). Whether the SuperLink really ran the two
 ServerApps at the same time is measured (their PSI-to-finish windows overlap) and
-printed. Every process and namespace is removed at the end.
+printed. bank-b's job names only ``tax`` (a subset of the hosts). The utilities node's own
+policy allows only bank-a: a later job of bank-b naming it is refused by that node before
+it reads its data, the coordinator shows the node and the rule, and the refusal closes
+the node's audit log. Every process and namespace is removed at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 
 import pytest
 
+from fedcredit.audit.verify import read_log
 from fedcredit.deploy import processes as P
 from fedcredit.deploy.certs import make_certs
 from fedcredit.flower.trust import make_key
@@ -49,8 +53,12 @@ def two_bank_federation(tmp_path):
         procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
                                                              netns=netns("coordinator"),
                                                              control_from=[lab.root_address] if lab else None)
+        policy = tmp_path / "utilities-policy.toml"  # utilities works for bank-a only
+        policy.write_text('[policy]\nallowed_banks = ["bank-a"]\nmin_key_bits = 1024\nmin_population = 100\n')
         for name in NAMES:
             label = {"label": "default_12m"} if name in BANKS else {}
+            if name == "utilities":
+                label = {"policy": str(policy)}
             procs[name] = P.start_node(name, paths[name], f"{host}:{port}", certs, tmp_path / "work" / name,
                                        out=tmp_path / "nodes-out" / name, idle_poll=0.1, node_config=label,
                                        netns=netns(name))
@@ -73,8 +81,9 @@ def test_two_banks_train_at_once_on_shared_hosts_and_keep_their_outputs_apart(tw
     registry = str(fed["state"] / "registry.json")
     coordinator_out = {bank: tmp / "coordinator-out" / bank / "run-1" for bank in BANKS}
     started = time.monotonic()
+    roles = {"bank-a": "bank,tax,utilities", "bank-b": "bank,tax"}
     jobs = {bank: JobThread(fed["superlink"], fed["certs"], coordinator_out[bank],
-                            {**JOB, "bank": bank, "roles": "bank,tax,utilities", "registry": registry}, timeout=900)
+                            {**JOB, "bank": bank, "roles": roles[bank], "registry": registry}, timeout=900)
             for bank in BANKS}
     seen: dict[str, dict[str, float]] = {bank: {} for bank in BANKS}
     deadline = time.monotonic() + 900
@@ -87,7 +96,8 @@ def test_two_banks_train_at_once_on_shared_hosts_and_keep_their_outputs_apart(tw
     status = {bank: job.result(timeout=60) for bank, job in jobs.items()}
     for bank in BANKS:
         assert status[bank]["ok"], (bank, status[bank], jobs[bank].lines[-20:])
-        assert any(f"bank {bank}, hosts tax,utilities" in line for line in jobs[bank].lines), jobs[bank].lines[:5]
+        hosts = roles[bank].split(",", 1)[1]
+        assert any(f"bank {bank}, hosts {hosts}" in line for line in jobs[bank].lines), jobs[bank].lines[:5]
     run_of = {bank: status[bank]["flower_run_id"] for bank in BANKS}
     assert run_of["bank-a"] != run_of["bank-b"]
     (a_psi, a_done), (b_psi, b_done) = (
@@ -113,11 +123,25 @@ def test_two_banks_train_at_once_on_shared_hosts_and_keep_their_outputs_apart(tw
             assert (coord / name).exists(), (bank, name)
         assert json.loads((coord / "run.json").read_text())["bank"] == bank
         assert json.loads((coord / "metrics.json").read_text())["bank"] == bank
-    for host in ("tax", "utilities"):  # the shared hosts took part in both, each run in its own folder
-        for bank in BANKS:
+    for host, banks in (("tax", BANKS), ("utilities", ("bank-a",))):  # shared hosts: each run in its own folder
+        for bank in banks:
             assert (out / host / f"run-{run_of[bank]}" / "audit" / f"{host}.jsonl").exists(), (host, bank)
             assert not (out / host / f"run-{run_of[bank]}" / "scores.parquet").exists()
+    assert not list((out / "utilities").glob(f"run-{run_of['bank-b']}*"))  # not in bank-b's job: nothing of it
     metrics = {bank: json.loads((coordinator_out[bank] / "metrics.json").read_text()) for bank in BANKS}
     assert metrics["bank-a"]["test_auc"] != metrics["bank-b"]["test_auc"]  # their own labels, their own models
     print("two banks: " + ", ".join(f"{b} test AUC {m['test_auc']:.4f}, {m['rounds']} rounds, {m['seconds']} s"
                                     for b, m in metrics.items()))
+
+    # bank-b asks utilities, whose own policy allows bank-a only: that node refuses before it reads its data
+    refused = JobThread(fed["superlink"], fed["certs"], tmp / "coordinator-out" / "bank-b" / "run-2",
+                        {**JOB, "bank": "bank-b", "roles": "bank,tax,utilities", "registry": registry}, timeout=600)
+    with pytest.raises(Exception, match="node utilities refused the job: policy rule allowed_banks: the job's bank is "
+                                        "'bank-b'; this node allows 'bank-a'"):
+        refused.result(timeout=300)
+    verdict = json.loads((tmp / "coordinator-out" / "bank-b" / "run-2" / "status.json").read_text())
+    assert verdict["ok"] is False and "policy rule allowed_banks" in verdict["error"]
+    run = verdict["flower_run_id"]
+    log = read_log(out / "utilities" / f"run-{run}" / "audit" / "utilities.jsonl")
+    assert log.records[-1]["type"] == "aborted" and "policy rule allowed_banks" in log.records[-1]["reason"]
+    assert not (out / "bank-b" / f"run-{run}" / "scores.parquet").exists()
