@@ -21,10 +21,8 @@ import pytest
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy import processes as P
-from fedcredit.deploy.certs import make_certs
-from fedcredit.flower.trust import make_key
-from fedcredit_netlab import namespaces as netlab
-from test_deployment import JobThread, _crash, _flower_pids, _use_namespaces
+from lab_federation import lab_federation
+from test_deployment import JobThread, _crash
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 2, "bank-only-baseline": False, "seed": 7}
@@ -41,36 +39,12 @@ def federation(tmp_path, monkeypatch):
     # would hold up the resumed run's first task that long (fedcredit.deploy.supernode.object_wait)
     monkeypatch.setenv("FEDCREDIT_OBJECT_WAIT_S", "20")
 
-    lab = None if _use_namespaces() else netlab.Lab(["coordinator", *ROLES])
-    procs: dict[str, P.Proc] = {}
-    try:
-        if lab is not None:
-            lab.build()
-        host = lab.address("coordinator") if lab else "127.0.0.1"
-        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
-        certs = tmp_path / "certs"
-        make_certs(certs, host, list(ROLES))
-        make_key(certs / "submitters", "operator")  # signs the job and its resubmission (nodes check it)
+    with lab_federation(tmp_path, ROLES) as fed:
         paths = synth.write_nodes(synth.generate(2000, 11), tmp_path / "data")
-        port = P.free_port()
-
-        def start_coordinator() -> None:
-            procs["coordinator"], _ = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                          netns=netns("coordinator"),
-                                                          control_from=[lab.root_address] if lab else None)
-
-        start_coordinator()
         for role in ROLES:
-            procs[role] = P.start_node(role, paths[role], f"{host}:{port}", certs, tmp_path / "work" / role,
-                                       out=tmp_path / "nodes-out" / role, idle_poll=0.1, netns=netns(role))
-        yield {"tmp": tmp_path, "certs": certs, "superlink": f"{host}:{port}", "state": tmp_path / "state",
-               "paths": paths, "procs": procs, "start_coordinator": start_coordinator}
-    finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        if lab is not None:
-            lab.close()
-        assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
+            fed.start_node(role, paths[role])
+        yield {"tmp": tmp_path, "certs": fed.certs, "superlink": fed.superlink, "state": fed.state, "paths": paths,
+               "procs": fed.procs, "start_coordinator": fed.start_coordinator}
 
 
 def _tails(tmp, lines: int = 25) -> str:

@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
 import threading
 import time
 import uuid
@@ -30,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcredit_netlab import namespaces as netlab
 from fedcredit.deploy import processes as P
 from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_framing
-from fedcredit.deploy.certs import make_certs, make_node_key
-from fedcredit.flower.trust import make_key
+from fedcredit.deploy.certs import make_node_key
 from fedcredit.scoring.outputs import read_model_part
+
+from lab_federation import lab_federation
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
@@ -44,65 +43,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")]
 
 
-def _flower_pids(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line and ("flower-" in line or "flwr" in line
-                                                                     or "fedcredit.deploy" in line)]
-
-
-def _use_namespaces() -> str | None:
-    """None when the federation runs in namespaces, else why not."""
-    if os.environ.get("FEDCREDIT_TEST_NETNS", "1") == "0":
-        return "FEDCREDIT_TEST_NETNS=0"
-    return netlab.unavailable_reason()
-
-
 @pytest.fixture
 def federation(tmp_path):
     """The running federation; ``start_node(role)`` (re)starts a node with its original settings (10 s heartbeat)."""
     from fedcredit.data import synth
 
-    why_not = _use_namespaces()
-    lab = None if why_not else netlab.Lab(["coordinator", *ROLES, "rogue"])
-    procs: dict[str, P.Proc] = {}
-    try:
-        if lab is not None:
-            lab.build()
-        host = lab.address("coordinator") if lab else "127.0.0.1"
-        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
-        certs = tmp_path / "certs"
-        make_certs(certs, host, list(ROLES))
-        make_key(certs / "submitters", "operator")  # the job's submitter: coordinator and nodes check its signature
+    with lab_federation(tmp_path, ROLES, extra=("rogue",)) as fed:
         make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
-        shutil.copy(certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
+        shutil.copy(fed.certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
         paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
-        port = P.free_port()
-        procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                             netns=netns("coordinator"),
-                                                             control_from=[lab.root_address] if lab else None)
-        superlink = f"{host}:{port}"
 
         def start_node(role: str) -> P.Proc:
-            if role in procs:
-                procs[role].stop()
-            procs[role] = P.start_node(role, paths[role], superlink, certs, tmp_path / "work" / role,
-                                       out=tmp_path / "nodes-out" / role, idle_poll=0.1, netns=netns(role))
-            return procs[role]
+            return fed.start_node(role, paths[role])
 
         for role in ROLES:
             start_node(role)
-        procs["rogue"] = P.start_node("tax", paths["tax"], superlink, tmp_path / "rogue-certs",
-                                      tmp_path / "work" / "rogue", out=tmp_path / "nodes-out" / "rogue",
-                                      idle_poll=0.1, max_retries=2, netns=netns("rogue"))
-        yield {"tmp": tmp_path, "certs": certs, "superlink": superlink, "port": port, "registry": registry,
-               "procs": procs, "start_node": start_node, "state": tmp_path / "state", "paths": paths, "lab": lab,
-               "why_not": why_not, "submitter_key": certs / "submitters" / "operator.key"}
-    finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        if lab is not None:
-            lab.close()
-        assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
+        fed.start_node("tax", paths["tax"], party="rogue", certs=tmp_path / "rogue-certs", max_retries=2)
+        yield {"tmp": tmp_path, "certs": fed.certs, "superlink": fed.superlink, "port": fed.port,
+               "registry": fed.registry, "procs": fed.procs, "start_node": start_node, "state": fed.state,
+               "paths": paths, "lab": fed.lab, "why_not": fed.why_not, "submitter_key": fed.submitter_key}
 
 
 class JobThread:

@@ -22,13 +22,10 @@ import time
 import pytest
 
 from fedcredit.audit.verify import read_log
-from fedcredit.deploy import processes as P
-from fedcredit.deploy.certs import make_certs
-from fedcredit.flower.trust import make_key
-from fedcredit_netlab import namespaces as netlab
 
 from bank_helpers import two_banks
-from test_deployment import JobThread, _flower_pids, _use_namespaces, pytestmark  # noqa: F401 — slow, needs Flower
+from lab_federation import lab_federation
+from test_deployment import JobThread, pytestmark  # noqa: F401 — slow, needs Flower
 
 NAMES = ("bank-a", "bank-b", "tax", "utilities")
 BANKS = ("bank-a", "bank-b")
@@ -37,39 +34,15 @@ JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42,
 
 @pytest.fixture
 def two_bank_federation(tmp_path):
-    why_not = _use_namespaces()
-    lab = None if why_not else netlab.Lab(["coordinator", *NAMES])
-    procs: dict[str, P.Proc] = {}
-    try:
-        if lab is not None:
-            lab.build()
-        host = lab.address("coordinator") if lab else "127.0.0.1"
-        netns = (lambda party: lab.ns(party)) if lab else (lambda party: None)
-        certs = tmp_path / "certs"
-        make_certs(certs, host, list(NAMES))
-        make_key(certs / "submitters", "operator")  # both banks' jobs are signed by the platform's operator
+    with lab_federation(tmp_path, NAMES) as fed:  # both banks' jobs are signed by the platform's operator
         paths = two_banks(2500, 11, tmp_path / "data")
-        port = P.free_port()
-        procs["coordinator"], registry = P.start_coordinator(certs, host, port, tmp_path / "state",
-                                                             netns=netns("coordinator"),
-                                                             control_from=[lab.root_address] if lab else None)
         policy = tmp_path / "utilities-policy.toml"  # utilities works for bank-a only
         policy.write_text('[policy]\nallowed_banks = ["bank-a"]\nmin_key_bits = 1024\nmin_population = 100\n')
         for name in NAMES:
-            label = {"label": "default_12m"} if name in BANKS else {}
-            if name == "utilities":
-                label = {"policy": str(policy)}
-            procs[name] = P.start_node(name, paths[name], f"{host}:{port}", certs, tmp_path / "work" / name,
-                                       out=tmp_path / "nodes-out" / name, idle_poll=0.1, node_config=label,
-                                       netns=netns(name))
-        yield {"tmp": tmp_path, "certs": certs, "superlink": f"{host}:{port}", "registry": registry,
-               "state": tmp_path / "state", "why_not": why_not}
-    finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        if lab is not None:
-            lab.close()
-        assert _flower_pids(str(tmp_path)) == [], "Flower processes left running"
+            config = {"label": "default_12m"} if name in BANKS else {"policy": str(policy)} if name == "utilities" else {}
+            fed.start_node(name, paths[name], node_config=config)
+        yield {"tmp": tmp_path, "certs": fed.certs, "superlink": fed.superlink, "registry": fed.registry,
+               "state": fed.state, "why_not": fed.why_not}
 
 
 def test_two_banks_train_at_once_on_shared_hosts_and_keep_their_outputs_apart(two_bank_federation):

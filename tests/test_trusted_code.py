@@ -13,7 +13,6 @@ node's Fleet connection worked throughout; (iv) nothing is left running. Needs r
 from __future__ import annotations
 
 import shutil
-import ssl
 import subprocess
 import sys
 
@@ -22,9 +21,9 @@ import pytest
 from fedcredit_netlab import namespaces as netlab
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy import processes as P
-from fedcredit.deploy.certs import make_certs
 from fedcredit.flower.submit import app_dir, submit
-from fedcredit.flower.trust import make_key
+
+from lab_federation import lab_federation
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "timeout": 120.0}
@@ -59,23 +58,10 @@ def _control_request(lab, party: str, url: str, ca) -> str:
 def test_tampered_and_unsigned_jobs_are_refused_and_nodes_cannot_reach_the_control_api(tmp_path):
     from fedcredit.data import synth
 
-    lab = netlab.Lab(["coordinator", *ROLES])
-    procs: list[P.Proc] = []
-    try:
-        lab.build()
-        host = lab.address("coordinator")
-        certs = tmp_path / "certs"
-        make_certs(certs, host, list(ROLES))
-        key, _ = make_key(certs / "submitters", "operator")
+    with lab_federation(tmp_path, ROLES, namespaces=True) as fed:
+        lab, certs, host, port, superlink, key = fed.lab, fed.certs, fed.host, fed.port, fed.superlink, fed.submitter_key
         paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
-        port = P.free_port()
-        coordinator, _ = P.start_coordinator(certs, host, port, tmp_path / "state", netns=lab.ns("coordinator"),
-                                             control_from=[lab.root_address])
-        procs.append(coordinator)
-        superlink = f"{host}:{port}"
-        nodes = {role: P.start_node(role, paths[role], superlink, certs, tmp_path / "work" / role,
-                                    out=tmp_path / "out" / role, idle_poll=0.1, netns=lab.ns(role)) for role in ROLES}
-        procs += nodes.values()
+        nodes = {role: fed.start_node(role, paths[role]) for role in ROLES}
 
         # (i) ClientApp code changed by one line, signed by a registered submitter: every node refuses it
         with pytest.raises(FedCreditError) as refused:
@@ -87,7 +73,7 @@ def test_tampered_and_unsigned_jobs_are_refused_and_nodes_cannot_reach_the_contr
                 in text, text
             assert "app bundle refused: fedcredit/flower/relay_app.py differs" in \
                 (tmp_path / "work" / role / "node-service.log").read_text()
-        assert [p for role in ROLES for p in (tmp_path / "out" / role).glob("run-*/*")] == []  # no job at a node
+        assert [p for role in ROLES for p in (tmp_path / "nodes-out" / role).glob("run-*/*")] == []  # no job at a node
 
         # (ii) the genuine app without a submitter signature: refused before the job starts
         with pytest.raises(FedCreditError, match="unauthenticated submission refused") as unsigned:
@@ -109,10 +95,6 @@ def test_tampered_and_unsigned_jobs_are_refused_and_nodes_cannot_reach_the_contr
         log = (tmp_path / "state" / "superlink.log").read_text()
         assert f"refused POST /v1/control/list-runs from {lab.address('tax')}" in log
         assert all(node.alive() for node in nodes.values())  # their Fleet connections kept working
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-        lab.close()
     # (iv) nothing left running
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert [line for line in ps.splitlines() if str(tmp_path) in line] == []
