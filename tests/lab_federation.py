@@ -13,15 +13,23 @@ are apart; elsewhere (or with ``FEDCREDIT_TEST_NETNS=0``) all run on 127.0.0.1 a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from fedcredit.deploy import processes as P
 from fedcredit.deploy.certs import make_certs
 from fedcredit.flower.trust import make_key
 from fedcredit_netlab import namespaces as netlab
+
+
+NEEDS_FLOWER = pytest.mark.skipif(
+    not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
+    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")
 
 
 def flower_pids(marker: str) -> list[str]:

@@ -20,15 +20,12 @@ import numpy as np
 import pytest
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.deploy import processes as P
-from lab_federation import lab_federation
+from lab_federation import NEEDS_FLOWER, lab_federation
 from test_deployment import JobThread, _crash
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 2, "bank-only-baseline": False, "seed": 7}
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
-    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")]
+pytestmark = [pytest.mark.slow, NEEDS_FLOWER]
 
 
 @pytest.fixture

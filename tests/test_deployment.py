@@ -34,13 +34,11 @@ from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_fr
 from fedcredit.deploy.certs import make_node_key
 from fedcredit.scoring.outputs import read_model_part
 
-from lab_federation import lab_federation
+from lab_federation import NEEDS_FLOWER, lab_federation
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not all((P.BIN / b).exists() or shutil.which(b) for b in ("flower-superlink", "flower-supernode", "flwr")),
-    reason="Flower deployment binaries (flower-superlink, flower-supernode, flwr) are not installed")]
+pytestmark = [pytest.mark.slow, NEEDS_FLOWER]
 
 
 @pytest.fixture
