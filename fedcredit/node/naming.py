@@ -14,9 +14,7 @@ from dataclasses import replace
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.common.wire import Message
-from fedcredit.protocols import HELLO, NodeConfig
-
-BANK = "bank"  # the label holder's protocol role
+from fedcredit.protocols import BANK, HELLO, NodeConfig
 
 
 def job_node(node: NodeConfig, messages: list[Message]) -> NodeConfig:
@@ -37,7 +35,7 @@ def job_node(node: NodeConfig, messages: list[Message]) -> NodeConfig:
         if node.label is None and name != BANK:
             raise FedCreditError(f"node {name} is named as the job's bank but its node config has no label column "
                                  "(set [columns] label in its node.toml)")
-        return replace(node, role=BANK)
+        return replace(node, role=BANK, name=name if name != BANK else None)  # its policy names it by its name
     if hello.receiver != name:
         raise FedCreditError(f"node {name} received a job's first message for {hello.receiver!r}; refused")
     return replace(node, label=None)  # a host's own label (if it is a bank too) never enters another bank's job

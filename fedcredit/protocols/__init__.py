@@ -14,6 +14,7 @@ from fedcredit.protocols.audited import audited, continued
 from fedcredit.protocols.job import HELLO, JobCoordinator, ModelSettings, NodeAgent, NodeConfig, Publication
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
 from fedcredit.protocols.progress import step_line
+from fedcredit.protocols.vertical_lr.config import BANK
 
-__all__ = ["HELLO", "JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "audited", "continued",
+__all__ = ["BANK", "HELLO", "JobCoordinator", "ModelSettings", "NodeAgent", "NodeConfig", "Publication", "audited", "continued",
            "coordinator_identity", "finish_run", "publication_for", "step_line"]
