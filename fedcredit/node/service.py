@@ -36,6 +36,7 @@ from fedcredit.crypto import WorkerPool
 import fedcredit.node.channel as channel
 from fedcredit.node.checkpoint import node_secret
 from fedcredit.node.config import node_from_config
+from fedcredit.node.models import saved_parts
 from fedcredit.node.naming import job_node
 from fedcredit.node.runs import NodeRuns
 from fedcredit.protocols import NodeAgent
@@ -77,6 +78,13 @@ def _header_json(headers, name: str, kind, what: str):
     return value
 
 
+def new_agent(cfg: dict, run: str, messages: list) -> NodeAgent:
+    """A new run's agent, made from the run's first delivery: the role its job gives this node and, for a
+    scoring job, where this node's saved part and last published distribution are."""
+    node = job_node(node_from_config(cfg, run)[0], messages)
+    return NodeAgent(saved_parts(node, cfg.get("out-dir"), messages))
+
+
 def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     """The service's endpoints for the node configured by ``cfg`` (``fedcredit.node.config``; its work
     directory holds checkpoints, secret and socket).
@@ -88,7 +96,7 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     node, work = node_from_config(cfg, "")
     secret = node_secret(work)
     starting: dict[str, list] = {}  # run -> the messages of its delivery in progress (a new agent's job.hello)
-    runs = NodeRuns(work, lambda run: NodeAgent(job_node(node_from_config(cfg, run)[0], starting.get(run, []))), pool)
+    runs = NodeRuns(work, lambda run: new_agent(cfg, run, starting.get(run, [])), pool)
     busy = threading.Lock()
     app = FastAPI(title=f"fedcredit node service ({node.role})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runs = runs
