@@ -1,0 +1,317 @@
+"""The query endpoint end to end on one machine: real uvicorn with TLS in front of the serving loop.
+
+A query session (``fedcredit.flower.serving.QueryService``) runs over an in-process
+relay to the parties; every request goes through HTTPS with the federation's CA. The
+answers, refusals and request-log lines are what a bank and an auditor see; the CLI
+(``fedcredit query``) is run against the same endpoint. Every server started is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import stat
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fedcredit.cli import app as cli_app
+from fedcredit.common.errors import FedCreditError
+from fedcredit.crypto import Identity
+from fedcredit.data import uscc
+from fedcredit.deploy.certs import make_certs
+from fedcredit.flower.serving import QueryService, _request_line
+from fedcredit.governance import PolicyRefusal
+from fedcredit.serving.api import make_app
+from fedcredit.serving.errors import node_error
+from fedcredit.serving.requestlog import RequestLog, read
+from fedcredit.serving.requests import MAX_IDS
+from fedcredit.serving.server import HttpsServer
+from fedcredit.serving.tokens import FILE_NAME, TokenDigests, new_token
+
+# --- a stand-in for the query protocol (fedcredit.protocols.query) with its interface -----------------------
+
+
+@dataclass
+class Msg:
+    receiver: str
+    kind: str
+    sender: str = "coordinator"
+    body: dict = field(default_factory=dict)
+
+
+def _signed_bytes(doc: dict) -> bytes:
+    body = {k: v for k, v in doc.items() if k not in ("signature", "signer")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def verify_answer(doc: dict, public) -> None:
+    public.verify(_signed_bytes(doc), bytes.fromhex(doc["signature"]), "query answer")
+
+
+class FakeQueryCoordinator:
+    """Setup: one hello round; per query: one round, the bank's PD per enterprise, signed."""
+
+    def __init__(self, run_id, roles, *, model, bank_name, purpose, submitter, publication, signer, pool=None,
+                 on_event=None):
+        self.run_id, self.roles, self.model, self.bank, self.signer = run_id, roles, model, bank_name, signer
+        self.ready, self.answer, self.closed, self._query = False, None, None, None
+
+    def start(self):
+        return [Msg(r, "hello") for r in self.roles]
+
+    def submit(self, query_id, ids):
+        if not all(uscc.is_valid(i) for i in ids):
+            raise FedCreditError("malformed USCC")
+        self._query, self.answer = (query_id, ids), None
+        return [Msg(r, "ask", body={"ids": ids}) for r in self.roles]
+
+    def advance(self, replies):
+        if not self.ready:
+            self.ready = True
+            return []
+        query_id, ids = self._query
+        pd_ = {k: v for r in replies if r.sender == "bank" for k, v in r.body.items()}
+        rows = [{"uscc": i, "status": "ok" if i in pd_ else "missing", "score": None, "grade": "A" if i in pd_ else None,
+                 "pd": pd_.get(i), "limit": 1_000_000 if i in pd_ else None, "reason_codes": [], "why": ""} for i in ids]
+        doc = {"model": self.model, "query_id": query_id, "bank": self.bank, "signed_at": "2026-11-29T00:00:00Z",
+               "rows": rows, "signer": self.signer.fingerprint}
+        doc["signature"] = self.signer.sign(_signed_bytes(doc)).hex()
+        self.answer = doc
+        return []
+
+    def abort_messages(self, exc):
+        return [Msg(r, "abort") for r in self.roles]
+
+    def close_aborted(self, exc):
+        self.closed = str(exc)
+
+
+class FakeNode:
+    def __init__(self, role, name, pds=None):
+        self.role, self.name, self.pds, self.refuse, self.crash = role, name, pds or {}, None, False
+
+    def handle(self, m):
+        if m.kind == "ask" and self.refuse:
+            raise PolicyRefusal(self.name, self.refuse, "this node answers 0 more queries today")
+        if m.kind == "ask" and self.crash:
+            raise RuntimeError("disk full")
+        return [Msg("coordinator", "reply", sender=self.role,
+                    body={i: self.pds[i] for i in m.body.get("ids", []) if i in self.pds})]
+
+
+class LocalRelay:
+    """Rounds delivered in this process; a node's exception comes back as the deployed node's error text."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def exchange(self, outgoing):
+        replies = []
+        for m in outgoing:
+            node = self.nodes[m.receiver]
+            try:
+                replies += node.handle(m)
+            except Exception as exc:  # noqa: BLE001
+                raise node_error(node.name, f"[{node.name}] {type(exc).__name__}: {exc}") from None
+        return replies
+
+    def abort(self, coordinator, exc):
+        coordinator.close_aborted(exc)
+
+
+# --- fixtures --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return list(uscc.generate(4, np.random.default_rng(7)))
+
+
+@pytest.fixture
+def endpoint(tmp_path, ids):
+    """A serving loop for bank-a behind HTTPS; yields a namespace with url, tokens, nodes, log, ca."""
+    certs = tmp_path / "certs"
+    make_certs(certs, "127.0.0.1", ["bank-a", "tax"])
+    state = tmp_path / "state"
+    state.mkdir()
+    token_a, token_a_file, _ = new_token("bank-a", state)
+    token_b, _, _ = new_token("bank-b", state)
+    signer = Identity.generate("coordinator")
+    keys = tmp_path / "keys"
+    signer.save(keys / "coordinator.key.json", public_path=keys / "coordinator.pub.json")
+    nodes = {"bank": FakeNode("bank", "bank-a", {ids[0]: 0.02, ids[1]: 0.4}), "tax": FakeNode("tax", "tax")}
+    coordinators = []
+
+    def new_session(n):
+        coordinators.append(FakeQueryCoordinator(f"run.q{n}", ["bank", "tax"], model="m1", bank_name="bank-a",
+                                                 purpose="credit-scoring", submitter=None, publication=None,
+                                                 signer=signer))
+        return coordinators[-1], LocalRelay(nodes)
+
+    lines = []
+    service = QueryService(new_session, say=lines.append)
+    service.open()
+    log = RequestLog(tmp_path / "out" / "requests.jsonl")
+    app = make_app(service.answer, bank="bank-a", tokens=TokenDigests.load(state / FILE_NAME), log=log,
+                   on_request=_request_line(lines.append))
+    server = HttpsServer(app, "127.0.0.1", 0, certs / "superlink.pem", certs / "superlink.key").start()
+    serving = threading.Thread(target=service.serve, kwargs={"poll": 0.05}, daemon=True)
+    serving.start()
+
+    class E:
+        pass
+
+    e = E()
+    e.url, e.ca, e.token_a, e.token_b, e.token_a_file = server.url, certs / "ca.pem", token_a, token_b, token_a_file
+    e.nodes, e.log, e.service, e.signer, e.keys, e.certs, e.coordinators = nodes, log, service, signer, keys, certs, coordinators
+    e.lines = lines
+    try:
+        yield e
+    finally:
+        service.stop()
+        serving.join(5)
+        server.stop()
+        assert not serving.is_alive() and not server.thread.is_alive()
+
+
+def post(e, body, token=None, raw=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(e.ca)), timeout=30) as client:
+        if raw is not None:
+            return client.post(e.url + "/v1/limits", content=raw, headers=headers)
+        return client.post(e.url + "/v1/limits", json=body, headers=headers)
+
+
+# --- the endpoint ----------------------------------------------------------------------------------------------
+
+
+def test_answer_is_signed_and_logged_without_ids(endpoint, ids):
+    r = post(endpoint, {"uscc": [ids[0], ids[2].lower()]}, endpoint.token_a)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    verify_answer(doc, endpoint.signer.public)
+    assert [row["uscc"] for row in doc["rows"]] == [ids[0], ids[2]]  # normalized, in the asked order
+    assert [row["status"] for row in doc["rows"]] == ["ok", "missing"]
+    doc["rows"][0]["limit"] = 5
+    with pytest.raises(Exception):
+        verify_answer(doc, endpoint.signer.public)
+    (row,) = read(endpoint.log.path)
+    assert (row["bank"], row["ids"], row["status"], row["client"]) == ("bank-a", 2, 200, "127.0.0.1")
+    assert ids[0] not in endpoint.log.path.read_text()  # the IDs are in the parties' audit logs, not here
+    assert httpx.get(endpoint.url + "/v1/health", verify=ssl.create_default_context(cafile=str(endpoint.ca))).json() \
+        == {"ok": True}
+
+
+@pytest.mark.parametrize("body, names", [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b'{"ids": ["x"]}', "'ids'"),
+    (b'{"uscc": []}', "1 to 10,000"),
+    (json.dumps({"uscc": ["91110108MA01ABCDE0"] * (MAX_IDS + 1)}).encode(), "got 10,001"),
+    (b'{"uscc": "91110108MA01ABCDE0"}', "list of USCC strings"),
+])
+def test_malformed_bodies_get_400_naming_the_field(endpoint, body, names):
+    r = post(endpoint, None, endpoint.token_a, raw=body)
+    assert r.status_code == 400 and names in r.json()["error"], r.text
+    assert read(endpoint.log.path)[-1]["status"] == 400 and names in read(endpoint.log.path)[-1]["reason"]
+
+
+def test_bad_and_repeated_uscc_named(endpoint, ids):
+    bad = ids[1][:-1] + ("0" if ids[1][-1] != "0" else "1")
+    r = post(endpoint, {"uscc": [ids[0], bad]}, endpoint.token_a)
+    assert r.status_code == 400 and f"uscc'[1] = '{bad}'" in r.json()["error"] and "check character" in r.json()["error"]
+    r = post(endpoint, {"uscc": [ids[0], ids[0]]}, endpoint.token_a)
+    assert r.status_code == 400 and "repeats" in r.json()["error"]
+    assert endpoint.service.served == 0  # nothing reached the parties
+
+
+def test_tokens_401_and_another_banks_403(endpoint, ids):
+    r = post(endpoint, {"uscc": [ids[0]]})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and "no token" in r.json()["error"]
+    r = post(endpoint, {"uscc": [ids[0]]}, "not-a-token")
+    assert r.status_code == 401 and "unknown token" in r.json()["error"]
+    r = post(endpoint, {"uscc": [ids[0]]}, endpoint.token_b)
+    assert r.status_code == 403 and "bank bank-b's" in r.json()["error"]
+    rows = read(endpoint.log.path)
+    assert [(x["status"], x["bank"]) for x in rows] == [(401, None), (401, None), (403, None)]
+    assert endpoint.service.served == 0
+
+
+def test_node_refusal_403_names_node_and_rule_then_next_query_is_answered(endpoint, ids):
+    endpoint.nodes["tax"].refuse = "max_queries_per_day"
+    r = post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a)
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert (body["node"], body["rule"]) == ("tax", "max_queries_per_day") and "node tax refused" in body["error"]
+    assert endpoint.coordinators[0].closed  # the session's log closed; a new one answers the next query
+    endpoint.nodes["tax"].refuse = None
+    assert post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a).status_code == 200
+    assert endpoint.service.sessions == 2
+    assert [x["status"] for x in read(endpoint.log.path)] == [403, 200]
+    assert any("bank bank-a, 1 id(s) -> 403" in line and "policy rule max_queries_per_day" in line
+               for line in endpoint.lines), endpoint.lines
+
+
+def test_other_node_failure_502_names_node(endpoint, ids):
+    endpoint.nodes["bank"].crash = True
+    r = post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a)
+    assert r.status_code == 502 and r.json()["node"] == "bank-a" and "disk full" in r.json()["error"]
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_query_verifies_and_prints(endpoint, ids, tmp_path, monkeypatch):
+    import fedcredit.cli.query as cli_query
+
+    monkeypatch.setenv("FEDCREDIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli_query, "_verifier", lambda: verify_answer)
+    runner = CliRunner()
+    added = runner.invoke(cli_app, ["federation", "add", "lab", "--superlink", "127.0.0.1:9092", "--certs",
+                                    str(endpoint.certs), "--keys", str(endpoint.keys), "--query", endpoint.url,
+                                    "--query-token", str(endpoint.token_a_file), "--submitter-key", "x"])
+    assert added.exit_code == 0, added.output
+    shown = runner.invoke(cli_app, ["query", "--federation", "lab", "--bank", "bank-a", ids[0], ids[3]])
+    assert shown.exit_code == 0, shown.output
+    assert ids[0] in shown.output and "signature verified (2 row(s))" in shown.output and "missing" in shown.output
+    as_json = runner.invoke(cli_app, ["query", "--federation", "lab", "--bank", "bank-a", ids[1], "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["rows"][0]["pd"] == 0.4
+    wrong_bank = runner.invoke(cli_app, ["query", "--federation", "lab", "--bank", "bank-b", ids[1]])
+    assert wrong_bank.exit_code == 1 and "not 'bank-b'" in wrong_bank.output
+    before = len(read(endpoint.log.path))
+    bad = runner.invoke(cli_app, ["query", "--federation", "lab", "--bank", "bank-a", "91110108MA01ABCDE"])
+    assert bad.exit_code == 1 and "USCC argument[0]" in bad.output and "18 characters" in bad.output
+    assert len(read(endpoint.log.path)) == before  # refused here, before any request
+    (endpoint.keys / "coordinator.pub.json").write_text(json.dumps(Identity.generate("coordinator").public.to_dict()))
+    forged = runner.invoke(cli_app, ["query", "--federation", "lab", "--bank", "bank-a", ids[1]])
+    assert forged.exit_code == 1  # an answer not signed by the key the bank holds is never shown
+    assert "0.4" not in forged.output
+
+
+# --- tokens ----------------------------------------------------------------------------------------------------
+
+
+def test_token_files_are_private_and_only_digests_are_kept(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    token, path, digests = new_token("bank-a", state)
+    second, _, _ = new_token("bank-a", state, tmp_path / "rotated.token")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(digests.stat().st_mode) == 0o600
+    assert path.read_text().strip() == token
+    text = digests.read_text()
+    assert token not in text and second not in text
+    known = TokenDigests.load(digests)
+    assert known.bank_of(token) == known.bank_of(second) == "bank-a" and known.bank_of(token + "x") is None
+    with pytest.raises(FedCreditError, match="written once"):
+        new_token("bank-a", state)
+    with pytest.raises(FedCreditError, match="node name"):
+        new_token("Bank A", state)
+    runner = CliRunner()
+    made = runner.invoke(cli_app, ["coordinator", "query-token", "bank-b", "--state", str(state)])
+    assert made.exit_code == 0 and "bank-b.token" in made.output.replace("\n", "")
+    assert TokenDigests.load(digests).banks() == ["bank-a", "bank-b"]
