@@ -54,12 +54,13 @@ def verify_answer(doc: dict, public) -> None:
 
 
 class FakeQueryCoordinator:
-    """Setup: one hello round; per query: one round, the bank's PD per enterprise, signed."""
+    """Setup: one hello round; per query: one round, the bank's PD per enterprise, signed; a node's policy
+    refusal (a ``refused`` reply) refuses the whole query, as the query protocol does."""
 
-    def __init__(self, run_id, roles, *, model, bank_name, purpose, submitter, publication, signer, pool=None,
-                 on_event=None):
+    def __init__(self, run_id, roles, *, model, settings, bank_name, purpose, submitter, publication, signer,
+                 pool=None, on_event=None):
         self.run_id, self.roles, self.model, self.bank, self.signer = run_id, roles, model, bank_name, signer
-        self.ready, self.answer, self.closed, self._query = False, None, None, None
+        self.ready, self.done, self.answer, self.closed, self._query = False, False, None, None, None
 
     def start(self):
         return [Msg(r, "hello") for r in self.roles]
@@ -70,16 +71,33 @@ class FakeQueryCoordinator:
         self._query, self.answer = (query_id, ids), None
         return [Msg(r, "ask", body={"ids": ids}) for r in self.roles]
 
+    def finish(self):
+        self._query = "finish"
+        return [Msg(r, "report") for r in self.roles]
+
     def advance(self, replies):
         if not self.ready:
             self.ready = True
             return []
+        if self._query == "finish":
+            self.done, self.closed = True, "finished"
+            return []
         query_id, ids = self._query
-        pd_ = {k: v for r in replies if r.sender == "bank" for k, v in r.body.items()}
-        rows = [{"uscc": i, "status": "ok" if i in pd_ else "missing", "score": None, "grade": "A" if i in pd_ else None,
-                 "pd": pd_.get(i), "limit": 1_000_000 if i in pd_ else None, "reason_codes": [], "why": ""} for i in ids]
+        refusals = [r.body["reason"] for r in replies if r.kind == "refused"]
+        pd_ = {k: v for r in replies if r.sender == "bank" and r.kind == "reply" for k, v in r.body.items()}
+
+        def row(i):
+            if refusals:
+                return {"uscc": i, "status": "refused", "score": None, "grade": None, "pd": None, "limit": None,
+                        "reason_codes": None, "why": "; ".join(refusals)}
+            if i not in pd_:
+                return {"uscc": i, "status": "missing", "score": None, "grade": None, "pd": None, "limit": None,
+                        "reason_codes": None, "why": "tax holds no data on this enterprise"}
+            return {"uscc": i, "status": "ok", "score": 600.0, "grade": "A", "pd": pd_[i], "limit": 1_000_000,
+                    "reason_codes": "bank:dpd_max;tax:revenue_growth", "why": None}
+
         doc = {"model": self.model, "query_id": query_id, "bank": self.bank, "signed_at": "2026-11-29T00:00:00Z",
-               "rows": rows, "signer": self.signer.fingerprint}
+               "rows": [row(i) for i in ids], "signer": self.signer.fingerprint}
         doc["signature"] = self.signer.sign(_signed_bytes(doc)).hex()
         self.answer = doc
         return []
@@ -94,10 +112,14 @@ class FakeQueryCoordinator:
 class FakeNode:
     def __init__(self, role, name, pds=None):
         self.role, self.name, self.pds, self.refuse, self.crash = role, name, pds or {}, None, False
+        self.refuse_run = None
 
     def handle(self, m):
+        if m.kind == "hello" and self.refuse_run:
+            raise PolicyRefusal(self.name, self.refuse_run, "this node does not answer queries")
         if m.kind == "ask" and self.refuse:
-            raise PolicyRefusal(self.name, self.refuse, "this node answers 0 more queries today")
+            reason = f"node {self.name} refused the query: policy rule {self.refuse}: 0 queries left today"
+            return [Msg("coordinator", "refused", sender=self.role, body={"reason": reason})]
         if m.kind == "ask" and self.crash:
             raise RuntimeError("disk full")
         return [Msg("coordinator", "reply", sender=self.role,
@@ -148,7 +170,8 @@ def endpoint(tmp_path, ids):
     coordinators = []
 
     def new_session(n):
-        coordinators.append(FakeQueryCoordinator(f"run.q{n}", ["bank", "tax"], model="m1", bank_name="bank-a",
+        coordinators.append(FakeQueryCoordinator(f"run.q{n}", ["bank", "tax"], model="m1", settings=None,
+                                                 bank_name="bank-a",
                                                  purpose="credit-scoring", submitter=None, publication=None,
                                                  signer=signer))
         return coordinators[-1], LocalRelay(nodes)
@@ -242,25 +265,49 @@ def test_tokens_401_and_another_banks_403(endpoint, ids):
     assert endpoint.service.served == 0
 
 
-def test_node_refusal_403_names_node_and_rule_then_next_query_is_answered(endpoint, ids):
+def test_node_refusal_403_names_node_and_rule_and_the_session_goes_on(endpoint, ids):
     endpoint.nodes["tax"].refuse = "max_queries_per_day"
     r = post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a)
     assert r.status_code == 403, r.text
     body = r.json()
     assert (body["node"], body["rule"]) == ("tax", "max_queries_per_day") and "node tax refused" in body["error"]
-    assert endpoint.coordinators[0].closed  # the session's log closed; a new one answers the next query
+    verify_answer(body["answer"], endpoint.signer.public)  # the signed refusal, for the bank's records
     endpoint.nodes["tax"].refuse = None
     assert post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a).status_code == 200
-    assert endpoint.service.sessions == 2
+    assert endpoint.service.sessions == 1 and not endpoint.coordinators[0].closed
     assert [x["status"] for x in read(endpoint.log.path)] == [403, 200]
     assert any("bank bank-a, 1 id(s) -> 403" in line and "policy rule max_queries_per_day" in line
                for line in endpoint.lines), endpoint.lines
 
 
-def test_other_node_failure_502_names_node(endpoint, ids):
+def test_other_node_failure_502_names_node_then_a_new_session_answers(endpoint, ids):
     endpoint.nodes["bank"].crash = True
     r = post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a)
     assert r.status_code == 502 and r.json()["node"] == "bank-a" and "disk full" in r.json()["error"]
+    assert endpoint.coordinators[0].closed  # the broken session's log closed as aborted
+    endpoint.nodes["bank"].crash = False
+    assert post(endpoint, {"uscc": [ids[0]]}, endpoint.token_a).status_code == 200
+    assert endpoint.service.sessions == 2
+    endpoint.service.close("test over")
+    assert endpoint.coordinators[1].closed == "finished"  # a stopped service closes its session normally
+
+
+def test_a_node_refusing_the_serving_run_is_named_at_setup():
+    from fedcredit.serving.errors import QueryRefused
+
+    nodes = {"bank": FakeNode("bank", "bank-a"), "tax": FakeNode("tax", "tax")}
+    nodes["tax"].refuse_run = "allowed_tasks"
+    made = []
+
+    def new_session(n):
+        made.append(FakeQueryCoordinator("r", ["bank", "tax"], model="m1", settings=None, bank_name="bank-a",
+                                         purpose="p", submitter=None, publication=None, signer=None))
+        return made[-1], LocalRelay(nodes)
+
+    with pytest.raises(QueryRefused) as refused:
+        QueryService(new_session).open()
+    assert (refused.value.node, refused.value.rule, refused.value.status) == ("tax", "allowed_tasks", 403)
+    assert made[0].closed
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------

@@ -121,13 +121,15 @@ def query(
         console.print_json(json.dumps(doc))
         return
     table = Table(title=f"Limits of model {doc.get('model')} for bank {doc.get('bank')} (query {doc.get('query_id')}, "
-                        f"signed by {doc.get('signer')} at {doc.get('signed_at')})")
-    for col in ("uscc", "status", "grade", "pd", "limit", "reasons"):
-        table.add_column(col, justify="right" if col in ("pd", "limit") else "left")
+                        f"signed by {str(doc.get('signer'))[:16]} at {doc.get('signed_at')})")
+    for col in ("uscc", "status", "grade", "pd", "limit"):
+        table.add_column(col, justify="right" if col in ("pd", "limit") else "left", no_wrap=True)
+    table.add_column("reasons", overflow="fold")
     for row in doc.get("rows", []):
         pd_ = row.get("pd")
         limit = row.get("limit")
-        reasons = ", ".join(row.get("reason_codes") or []) or (row.get("why") or "")
+        codes = row.get("reason_codes") or ""
+        reasons = (", ".join(codes) if isinstance(codes, list) else codes.replace(";", ", ")) or (row.get("why") or "")
         table.add_row(str(row.get("uscc")), str(row.get("status")), str(row.get("grade") or "-"),
                       f"{pd_:.4f}" if isinstance(pd_, (int, float)) else "-",
                       f"{limit:,.0f}" if isinstance(limit, (int, float)) else "-", reasons)

@@ -5,10 +5,11 @@ serves ``POST /v1/limits`` over HTTPS (``fedcredit.serving``; uvicorn in a threa
 this process, on ``query-listen`` with the coordinator's TLS certificate). Requests
 are queued and answered one at a time by the main thread: each is one query, its
 rounds relayed to the nodes like a job's (``Deliveries``). A node that refuses a query
-under its policy gives a 403 naming it and its rule, any other node failure a 502; the
-session is then set up again for the next request (a failed delivery leaves the node's
-state behind the coordinator's). ``flwr stop`` (or the submitter's Ctrl-C) ends the run:
-the endpoint stops, ``status.json`` says how many requests were served.
+under its policy (its signed answer says so) gives a 403 naming it and its rule, and the
+session goes on; any other node failure gives a 502 and the session is set up again for
+the next request (a failed delivery leaves that node's state behind the coordinator's).
+``flwr stop`` (or the submitter's Ctrl-C) ends the run: the endpoint stops, the
+coordinator's audit log closes, ``status.json`` says how many requests were served.
 
 Progress lines go to stdout (``flwr run --stream`` shows them to the submitter) and to
 ``serving.log`` in the run's ``out`` folder; ``requests.jsonl`` beside it holds one
@@ -33,7 +34,7 @@ from fedcredit.deploy.processes import split_address
 from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
 from fedcredit.flower.delivery import Deliveries
 from fedcredit.flower.server_app import abort_nodes, find_job_nodes
-from fedcredit.serving.errors import BadQuery, QueryError, QueryFailed, node_error
+from fedcredit.serving.errors import BadQuery, QueryError, QueryFailed, node_error, refusal_in_answer
 
 MODEL_KEY = "model-run"      # run config: the training run whose saved model parts answer the queries
 PLAIN_LOG, REQUEST_LOG = "serving.log", "requests.jsonl"
@@ -143,6 +144,9 @@ class QueryService:
                 raise QueryFailed(str(exc)) from None
             raise
         self.served += 1
+        refused = refusal_in_answer(answer)
+        if refused is not None:  # a node's policy (e.g. its daily budget) refused the query; the session goes on
+            raise refused
         return answer
 
     def answer(self, query_id: str, ids: list[str]) -> dict:
@@ -181,22 +185,26 @@ class QueryService:
             done.set_exception(QueryFailed(STOPPED))
 
     def close(self, reason: str, reach_nodes: bool = True) -> None:
-        """End the current session: the coordinator closes its log and, with ``reach_nodes``, tells the nodes
-        to close theirs (a stopped Flower run cannot reach them: they close theirs after their
-        coordinator-timeout)."""
+        """End the current session: with ``reach_nodes`` its last round (every party closes its audit log),
+        else the coordinator closes its own log as aborted (a stopped Flower run cannot reach the nodes: they
+        close theirs after their coordinator-timeout)."""
         current, self._current = self._current, None
         if current is None:
             return
         coordinator, relay = current
-        exc = FedCreditError(reason)
+        if reach_nodes:
+            try:
+                self._rounds(coordinator, relay, coordinator.finish())
+                return
+            except BaseException as exc:  # noqa: BLE001 — the session ends aborted instead
+                try:
+                    relay.abort(coordinator, exc)
+                    return
+                except BaseException:  # noqa: BLE001
+                    pass
         try:
-            if reach_nodes:
-                relay.abort(coordinator, exc)
-        except BaseException:  # noqa: BLE001 — the run went away under us
-            pass
-        try:
-            coordinator.close_aborted(exc)
-        except Exception:  # noqa: BLE001 — already closed by the abort
+            coordinator.close_aborted(FedCreditError(reason))
+        except Exception:  # noqa: BLE001 — already closed
             pass
 
 
@@ -254,8 +262,10 @@ def run_serving(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitt
             raise FedCreditError("run config 'query-listen' must be the endpoint's HOST:PORT")
         host, port = split_address(str(cfg["query-listen"]))
         signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
-        # the saved model's nodes, from the coordinator's own record of the training run (as for scoring runs)
-        roles = scoring_plan(cfg, out, signer.public if cfg.get("keys") else None).roles
+        # the saved model's settings and nodes, from the coordinator's own record of the training run (as for
+        # scoring runs)
+        saved = scoring_plan(cfg, out, signer.public if cfg.get("keys") else None)
+        roles = saved.roles
         job = job_nodes_from_run_config(cfg, roles)
         tokens = TokenDigests.load(tokens_path(cfg))
         certs = certs_folder()
@@ -279,12 +289,13 @@ def run_serving(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitt
         name_of.update({nid: job.name_of(role) for role, nid in node_of.items()})
 
         def new_session(n: int):
-            from fedcredit.protocols import QueryCoordinator
+            from fedcredit.protocols import QueryCoordinator, audited
 
             key = f"{flower_run_id or 'query'}.q{n}"
-            coordinator = QueryCoordinator(key, roles, model=model, bank_name=job.bank, purpose=purpose,
-                                           submitter=submitter, publication=publication, signer=signer,
-                                           on_event=on_event)
+            coordinator = QueryCoordinator(key, roles, model=model, settings=saved.settings, bank_name=job.bank,
+                                           purpose=purpose, submitter=submitter, publication=publication,
+                                           signer=signer, on_event=on_event)
+            coordinator = audited(coordinator, out / ("audit" if n == 1 else f"audit.{n}"), signer)
             return coordinator, FlowerRelay(grid, node_of, name_of, key, timeout=timeout,
                                             return_timeout=return_timeout, on_event=on_event)
 

@@ -39,12 +39,13 @@ class QueryRefused(QueryError):
 
     status = 403
 
-    def __init__(self, node: str, rule: str | None, reason: str):
+    def __init__(self, node: str, rule: str | None, reason: str, answer: dict | None = None):
         super().__init__(reason)
-        self.node, self.rule = node, rule
+        self.node, self.rule, self.answer = node, rule, answer
 
     def body(self) -> dict:
-        return {"error": str(self), "node": self.node, "rule": self.rule}
+        return {"error": str(self), "node": self.node, "rule": self.rule,
+                **({"answer": self.answer} if self.answer is not None else {})}
 
 
 class QueryFailed(QueryError):
@@ -61,6 +62,7 @@ class QueryFailed(QueryError):
 
 
 _RULE = re.compile(r"refused\b.*?\bpolicy rule ([A-Za-z0-9_.-]+)", re.DOTALL)
+_NODE_RULE = re.compile(r"node ([A-Za-z0-9_.-]+) refused the query: policy rule ([A-Za-z0-9_.-]+)")
 
 
 def node_error(node: str, reason: str) -> QueryError:
@@ -70,3 +72,15 @@ def node_error(node: str, reason: str) -> QueryError:
     if found:
         return QueryRefused(node, found.group(1), f"node {node} refused the query: {reason}")
     return QueryFailed(f"node {node} failed: {reason}", node=node)
+
+
+def refusal_in_answer(doc: dict) -> QueryRefused | None:
+    """A signed answer whose rows a node's policy refused as a whole (``status`` refused, ``why`` naming
+    ``node N refused the query: policy rule R``): a 403 carrying the node, the rule and the answer itself."""
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not rows or any(not isinstance(r, dict) or r.get("status") != "refused" for r in rows):
+        return None
+    found = _NODE_RULE.search(str(rows[0].get("why") or ""))
+    if found is None:
+        return None
+    return QueryRefused(found.group(1), found.group(2), str(rows[0]["why"]), answer=doc)
