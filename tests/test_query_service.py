@@ -108,6 +108,9 @@ class FakeQueryCoordinator:
     def close_aborted(self, exc):
         self.closed = str(exc)
 
+    def record_final_head(self, head):
+        raise AssertionError("the stand-in's nodes keep no audit log")
+
 
 class FakeNode:
     def __init__(self, role, name, pds=None):
@@ -133,14 +136,14 @@ class LocalRelay:
         self.nodes = nodes
 
     def exchange(self, outgoing):
-        replies = []
+        replies, heads = [], []
         for m in outgoing:
             node = self.nodes[m.receiver]
             try:
                 replies += node.handle(m)
             except Exception as exc:  # noqa: BLE001
                 raise node_error(node.name, f"[{node.name}] {type(exc).__name__}: {exc}") from None
-        return replies
+        return replies, heads
 
     def abort(self, coordinator, exc):
         coordinator.close_aborted(exc)
@@ -362,3 +365,117 @@ def test_token_files_are_private_and_only_digests_are_kept(tmp_path):
     made = runner.invoke(cli_app, ["coordinator", "query-token", "bank-b", "--state", str(state)])
     assert made.exit_code == 0 and "bank-b.token" in made.output.replace("\n", "")
     assert TokenDigests.load(digests).banks() == ["bank-a", "bank-b"]
+
+
+# --- the same loop with the query protocol's own parties (fedcredit.protocols.query) --------------------------
+
+try:
+    from fedcredit.protocols import QueryCoordinator, QueryNode, audited
+    from fedcredit.protocols import verify_answer as protocol_verify
+except ImportError:  # the protocol side (issue 19, qproto) is not merged yet
+    QueryCoordinator = None
+
+needs_protocol = pytest.mark.skipif(QueryCoordinator is None, reason="fedcredit.protocols has no QueryCoordinator yet")
+
+NODE_POLICY = ('[policy]\nallowed_tasks = ["train", "score", "query"]\nmin_key_bits = 1024\nmin_population = 1\n'
+               'max_jobs_per_day = 1000\nmax_queries_per_day = 3\n')
+
+
+class WireRelay:
+    """Rounds through the parties' ``handle`` with every message encoded and decoded as over Flower; a closed
+    audit log's head comes back beside the replies, as the node service sends it."""
+
+    def __init__(self, agents, names):
+        self.agents, self.names = agents, names
+
+    def exchange(self, outgoing):
+        from fedcredit.common.wire import Message
+
+        replies, heads = [], []
+        for m in outgoing:
+            agent = self.agents[m.receiver]
+            try:
+                replies += [Message.from_bytes(r.to_bytes()) for r in agent.handle(Message.from_bytes(m.to_bytes()))]
+            except Exception as exc:  # noqa: BLE001
+                name = self.names[m.receiver]
+                raise node_error(name, f"[{name}] {type(exc).__name__}: {exc}") from None
+            head = agent.take_final_head()
+            if head is not None:
+                heads.append(head)
+        return replies, heads
+
+    def abort(self, coordinator, exc):
+        from fedcredit.protocols.loop import abort_job
+
+        abort_job(coordinator, self.agents, exc)
+
+
+@needs_protocol
+def test_the_query_protocol_behind_the_endpoint(tmp_path):
+    """A trained model served by the real coordinator and nodes: a signed 200, a tax budget refusal as a 403
+    naming tax and its rule, and every party's audit log complete and verifiable after the session closes."""
+    from rich.console import Console
+
+    from fedcredit.audit.verify import verify_audit
+    from fedcredit.data import synth
+    from fedcredit.jobs.queries import saved_settings, with_model
+    from fedcredit.jobs.runner import run
+    from fedcredit.protocols import NodeConfig, publication_for
+    from fedcredit.protocols.job import ModelSettings
+    from fedcredit.scoring.policy import LimitPolicy
+
+    roles = ["bank", "tax", "utilities"]
+    paths = synth.write_nodes(synth.generate(1500, seed=3), tmp_path / "data")
+    nodes = [NodeConfig(r, str(paths[r])) for r in roles]
+    run(nodes, ModelSettings(key_bits=1024, max_iter=2, bank_only_baseline=False), tmp_path / "train",
+        engine="in-process", console=Console(quiet=True), allow_weak_model=True)
+    model = json.loads((tmp_path / "train" / "run.json").read_text())["run_id"]
+    policy_file = tmp_path / "tax-policy.toml"
+    policy_file.write_text(NODE_POLICY)
+    served_nodes = with_model([NodeConfig(r, str(paths[r]), policy=str(policy_file) if r == "tax" else None)
+                               for r in roles], tmp_path / "train", tmp_path / "session")
+    signer = Identity.generate("coordinator")
+    audit = tmp_path / "session" / "audit"
+
+    def new_session(n):
+        coordinator = QueryCoordinator(f"serve.q{n}", roles, model=model, settings=saved_settings(served_nodes[0].model_dir),
+                                       publication=publication_for(LimitPolicy(), signer.fingerprint), signer=signer)
+        return audited(coordinator, audit, signer), WireRelay({c.role: QueryNode(c) for c in served_nodes},
+                                                              {r: r for r in roles})
+
+    certs = tmp_path / "certs"
+    make_certs(certs, "127.0.0.1", roles)
+    (tmp_path / "state").mkdir()
+    token, _, _ = new_token("bank", tmp_path / "state")
+    service = QueryService(new_session)
+    service.open()
+    app = make_app(service.answer, bank="bank", tokens=TokenDigests.load(tmp_path / "state" / FILE_NAME),
+                   log=RequestLog(tmp_path / "requests.jsonl"))
+    ids = sorted(pd_ids(paths["bank"]) & pd_ids(paths["tax"]) & pd_ids(paths["utilities"]))[:3]
+    with HttpsServer(app, "127.0.0.1", 0, certs / "superlink.pem", certs / "superlink.key") as server:
+        serving = threading.Thread(target=service.serve, kwargs={"poll": 0.05}, daemon=True)
+        serving.start()
+        try:
+            e = type("E", (), {"url": server.url, "ca": certs / "ca.pem"})
+            ok = post(e, {"uscc": ids[:2]}, token)
+            assert ok.status_code == 200, ok.text
+            doc = protocol_verify(ok.json(), signer.public)
+            assert [r["status"] for r in doc["rows"]] == ["ok", "ok"] and doc["model"] == model
+            over = post(e, {"uscc": ids}, token)  # 2 + 3 IDs > tax's daily budget of 3
+            assert over.status_code == 403, over.text
+            assert (over.json()["node"], over.json()["rule"]) == ("tax", "max_queries_per_day")
+            protocol_verify(over.json()["answer"], signer.public)
+            assert post(e, {"uscc": ids[:1]}, token).status_code == 200  # within budget: the session goes on
+        finally:
+            service.stop()
+            serving.join(5)
+    service.close("test over")
+    assert service.sessions == 1
+    verdict = verify_audit(audit, signer.public, min_key_bits=1024)
+    assert set(verdict.parties) == {"coordinator", *roles}
+
+
+def pd_ids(path) -> set[str]:
+    import pandas as pd
+
+    return set(pd.read_parquet(path)["uscc"].astype(str))

@@ -31,9 +31,9 @@ from flwr.serverapp import Grid
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.processes import split_address
-from fedcredit.flower.codec import MESSAGE_TYPE, from_record, to_record
+from fedcredit.flower.codec import MESSAGE_TYPE, to_record
 from fedcredit.flower.delivery import Deliveries
-from fedcredit.flower.server_app import abort_nodes, find_job_nodes
+from fedcredit.flower.server_app import _unbundle, abort_nodes, find_job_nodes
 from fedcredit.serving.errors import BadQuery, QueryError, QueryFailed, node_error, refusal_in_answer
 
 MODEL_KEY = "model-run"      # run config: the training run whose saved model parts answer the queries
@@ -64,9 +64,10 @@ class FlowerRelay:
         self.deliveries = Deliveries(grid, name_of=lambda nid: name_of.get(nid, f"Flower node {nid}"), timeout=timeout,
                                      return_timeout=return_timeout, on_event=on_event, run=key)
 
-    def exchange(self, outgoing: list) -> list:
-        """One round: every node's bundle out, every node's replies back (in sending order); a node's error
-        raises ``QueryRefused``/``QueryFailed`` naming the node."""
+    def exchange(self, outgoing: list) -> tuple[list, list[dict]]:
+        """One round: every node's bundle out; every node's replies back (in sending order) and the signed final
+        heads of the audit logs that nodes closed. A node's error raises ``QueryRefused``/``QueryFailed`` naming
+        the node."""
         per_node: dict[int, list] = {}
         for m in outgoing:
             per_node.setdefault(self.node_of[m.receiver], []).append(m)
@@ -74,13 +75,10 @@ class FlowerRelay:
             replies = self.deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
         except FedCreditError as exc:  # a node silent or lost for good
             raise QueryFailed(str(exc)) from None
-        messages = []
         for nid, reply in replies.items():
             if reply.has_error():
                 raise node_error(self.name_of[nid], reply.error.reason)
-        for nid, reply in replies.items():
-            messages.extend(from_record(reply.content))
-        return messages
+        return _unbundle(replies, self.name_of)
 
     def abort(self, coordinator, exc: BaseException) -> None:
         abort_nodes(self.deliveries, coordinator, self.node_of, exc)
@@ -120,7 +118,10 @@ class QueryService:
     @staticmethod
     def _rounds(coordinator, relay, outgoing: list) -> None:
         while outgoing:
-            outgoing = coordinator.advance(relay.exchange(outgoing))
+            messages, heads = relay.exchange(outgoing)
+            for head in heads:  # a node that closed its audit log: its head goes into the coordinator's
+                coordinator.record_final_head(head)
+            outgoing = coordinator.advance(messages)
 
     def ask(self, query_id: str, ids: list[str]) -> dict:
         """One query now, in this thread (setting a session up first when there is none)."""
