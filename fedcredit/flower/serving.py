@@ -283,7 +283,7 @@ def run_serving(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitt
         if job.bank not in tokens.banks():
             say(f"warning: {tokens.source} holds no token of bank {job.bank}: every request will get 401 "
                 f"(make one with: fedcredit coordinator query-token {job.bank} --state STATE)")
-        on_event = _printer(0)
+        on_event = _printer(0)  # the relay's lost/returning nodes, as a job prints them
         name_of: dict[int, str] = {}
         finder = Deliveries(grid, name_of=lambda nid: name_of.get(nid, f"Flower node {nid}"), timeout=timeout)
         node_of = find_job_nodes(finder, grid, job, registry, timeout)
@@ -295,7 +295,7 @@ def run_serving(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitt
             key = f"{flower_run_id or 'query'}.q{n}"
             coordinator = QueryCoordinator(key, roles, model=model, settings=saved.settings, bank_name=job.bank,
                                            purpose=purpose, submitter=submitter, publication=publication,
-                                           signer=signer, on_event=on_event)
+                                           signer=signer)
             coordinator = audited(coordinator, out / ("audit" if n == 1 else f"audit.{n}"), signer)
             return coordinator, FlowerRelay(grid, node_of, name_of, key, timeout=timeout,
                                             return_timeout=return_timeout, on_event=on_event)
