@@ -479,3 +479,25 @@ def pd_ids(path) -> set[str]:
     import pandas as pd
 
     return set(pd.read_parquet(path)["uscc"].astype(str))
+
+
+def test_serve_plans_a_signed_query_run_config(tmp_path):
+    """``fedcredit serve``'s run config: a scoring submission with task query, the endpoint's address from the
+    federation's URL (or --listen) and the coordinator's token digests; every key is one the app declares."""
+    from fedcredit.deploy.federations import parse
+    from fedcredit.flower.submit import app_defaults, app_dir
+    from fedcredit.jobs import serving
+
+    (tmp_path / "certs").mkdir()
+    fed = parse("lab", {"superlink": "10.0.0.1:9092", "certs": "certs", "registry": "/srv/state/registry.json",
+                        "out": "/srv/runs", "query": "https://10.0.0.1:9443", "query_tokens": "/srv/state/qt.json"},
+                "test", tmp_path)
+    sub = serving.plan(fed, "3f2c9a1b7e44", "bank-a", tmp_path / "serve")
+    cfg = sub.run_config
+    assert (cfg["task"], cfg["model-run"], cfg["bank"], cfg["query-listen"], cfg["query-tokens"]) == \
+        ("query", "3f2c9a1b7e44", "bank-a", "10.0.0.1:9443", "/srv/state/qt.json")
+    assert sub.coordinator_out == "/srv/runs/bank-a/serve" and set(cfg) <= set(app_defaults(app_dir()))
+    assert serving.plan(fed, "m", "bank-a", tmp_path / "s", listen="0.0.0.0:9555").run_config["query-listen"] \
+        == "0.0.0.0:9555"
+    with pytest.raises(FedCreditError, match="https://HOST:PORT"):
+        parse("lab", {"superlink": "10.0.0.1:9092", "certs": "certs", "query": "http://10.0.0.1:9443"}, "test", tmp_path)
