@@ -92,7 +92,7 @@ class Serving:
         from fedcredit.flower.submit import submit
 
         self.lines: list[str] = []
-        self.home, self.status, self.error = out / ".flwr-home", None, None
+        self.home, self.status, self.error, self.out = out / ".flwr-home", None, None, coordinator_out
 
         def run() -> None:
             try:
@@ -119,6 +119,9 @@ class Serving:
         if run_id is not None:
             P.flwr_cli(["stop", run_id, P.FEDERATION], self.home, timeout=60)
         self.thread.join(120)
+        deadline = time.monotonic() + 60  # the ServerApp notices the stop, closes its log, writes status.json
+        while not (self.out / "status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def post(client: httpx.Client, url: str, token: str, ids: list[str]) -> tuple[float, dict]:

@@ -501,3 +501,23 @@ def test_serve_plans_a_signed_query_run_config(tmp_path):
         == "0.0.0.0:9555"
     with pytest.raises(FedCreditError, match="https://HOST:PORT"):
         parse("lab", {"superlink": "10.0.0.1:9092", "certs": "certs", "query": "http://10.0.0.1:9443"}, "test", tmp_path)
+
+
+def test_an_idle_service_watches_for_flowers_stop():
+    """While idle the loop asks the grid something every ``watch_s``: a stopped run's error ends ``serve``."""
+    calls = []
+
+    class Stopped(BaseException):  # Flower's stop arrives as SystemExit/KeyboardInterrupt or RunNotRunning
+        pass
+
+    def watch():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stopped
+
+    service = QueryService(lambda n: None, watch=watch, watch_s=0.01)
+    with pytest.raises(Stopped):
+        service.serve(poll=0.01)
+    assert len(calls) == 3
+    with pytest.raises(Exception, match="stopped"):
+        service.answer("q", ["x"])  # a request after the stop is refused, never queued

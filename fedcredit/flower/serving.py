@@ -94,6 +94,8 @@ class QueryService:
 
     new_session: Callable[[int], tuple]
     say: Callable[[str], None] = print
+    watch: Callable[[], object] | None = None  # called every ``watch_s`` while idle: Flower's stop surfaces there
+    watch_s: float = 2.0
     sessions: int = 0
     served: int = 0
     _current: tuple | None = None
@@ -160,11 +162,15 @@ class QueryService:
 
     def serve(self, poll: float = 0.5) -> None:
         """Answer queued queries until ``stop`` (or an exception in this thread: Flower's stop signal)."""
+        watched = time.monotonic()
         try:
             while not self._stopping:
                 try:
                     query_id, ids, done = self._queue.get(timeout=poll)
                 except queue.Empty:
+                    if self.watch is not None and time.monotonic() - watched >= self.watch_s:
+                        self.watch()  # a stopped run's request fails: Flower ends this process gracefully
+                        watched = time.monotonic()
                     continue
                 try:
                     done.set_result(self.ask(query_id, ids))
@@ -300,7 +306,7 @@ def run_serving(grid: Grid, cfg: dict, flower_run_id: int | None = None, submitt
             return coordinator, FlowerRelay(grid, node_of, name_of, key, timeout=timeout,
                                             return_timeout=return_timeout, on_event=on_event)
 
-        service = QueryService(new_session, say=say)
+        service = QueryService(new_session, say=say, watch=grid.get_node_ids)
         say(f"query session set up in {service.open():.2f} s")
         app = make_app(service.answer, bank=job.bank, tokens=tokens, log=RequestLog(out / REQUEST_LOG),
                        on_request=_request_line(say))
