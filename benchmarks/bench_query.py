@@ -56,33 +56,55 @@ max_scored_per_day = 10000000
 """
 
 
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and every live descendant (the lab's Flower and fedcredit
-    processes are its children; the ones that ended count once reaped, through this process's children times)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system
-    for child in me.children(recursive=True):
+KINDS = (("fedcredit.flower.serverapp_gate", "serverapp"), ("flwr-serverapp", "serverapp"),
+         ("fedcredit.deploy.superlink", "superlink"), ("flower-superlink", "superlink"),
+         ("flower-superexec", "superexec"), ("fedcredit.deploy.supernode", "supernode"),
+         ("flower-supernode", "supernode"), ("fedcredit.node", "node service"), ("flwr run", "flwr run"),
+         ("fedcredit.deploy.clientapp", "clientapp launcher"), ("flwr-clientapp", "clientapp launcher"))
+
+
+def kind_of(cmdline: list[str]) -> str:
+    line = " ".join(cmdline)
+    return next((kind for marker, kind in KINDS if marker in line), "other")
+
+
+def tree_cpu() -> dict[int, tuple[str, float]]:
+    """pid -> (kind, user + system CPU seconds) of this process's live descendants (the lab's Flower and
+    fedcredit processes are its children, in their namespaces)."""
+    found = {}
+    for child in psutil.Process().children(recursive=True):
         try:
             t = child.cpu_times()
-            total += t.user + t.system
+            found[child.pid] = (kind_of(child.cmdline()), t.user + t.system)
         except psutil.Error:
             pass
-    return total
+    return found
+
+
+def own_cpu_seconds() -> float:
+    """This process, and its children that ended (reaped), user + system seconds."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 class Meter:
-    """Wall time, process-tree and machine CPU seconds and the load average across one phase."""
+    """Wall time, process-tree CPU seconds (by kind of process) and machine CPU seconds, load average."""
 
     def __enter__(self):
-        self.t, self.tree, self.machine, self.load = time.perf_counter(), tree_cpu_seconds(), machine_cpu_seconds(), \
-            os.getloadavg()[0]
+        self.t, self.own, self.tree, self.machine, self.load = time.perf_counter(), own_cpu_seconds(), tree_cpu(), \
+            machine_cpu_seconds(), os.getloadavg()[0]
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t
-        self.figures = {"wall_s": round(self.seconds, 2), "tree_cpu_s": round(tree_cpu_seconds() - self.tree, 2),
+        by_kind: dict[str, float] = {"bench (this process)": own_cpu_seconds() - self.own}
+        for pid, (kind, cpu) in tree_cpu().items():
+            start = self.tree.get(pid, (kind, 0.0))[1]
+            by_kind[kind] = by_kind.get(kind, 0.0) + cpu - start
+        self.figures = {"wall_s": round(self.seconds, 2), "tree_cpu_s": round(sum(by_kind.values()), 2),
                         "machine_cpu_s": round(machine_cpu_seconds() - self.machine, 2),
-                        "load_avg": (round(self.load, 2), round(os.getloadavg()[0], 2))}
+                        "load_avg": (round(self.load, 2), round(os.getloadavg()[0], 2)),
+                        "tree_cpu_by_kind_s": {k: round(v, 2) for k, v in sorted(by_kind.items())}}
 
 
 class Serving:
@@ -221,6 +243,8 @@ def main() -> None:
             print(f"serving run ready in {setup.seconds:.1f} s (submission, node discovery, setup rounds)", flush=True)
             url = f"https://{host}:{QUERY_PORT}"
             ids = pd.read_parquet(paths["bank"])["uscc"].astype(str).tolist()
+            with Meter() as idle:  # nothing asked: what the serving federation burns waiting
+                time.sleep(5 if args.quick else 15)
             with httpx.Client(verify=ssl.create_default_context(cafile=str(certs / "ca.pem")), timeout=600) as client:
                 post(client, url, token, ids[:1])  # warm: the first query reads each node's data file
                 with Meter() as single:
@@ -239,7 +263,7 @@ def main() -> None:
                 "latencies_s": [round(x, 3) for x in latencies], "batch100_s": [round(x, 3) for x in hundreds],
                 "batch_big_s": round(big_s, 3), "server_seconds": server,
                 "setup_s": round(setup.seconds, 1), "train_s": round(trained.seconds, 1),
-                "cpu": {"train": trained.figures, "setup": setup.figures, "singles": single.figures,
+                "cpu": {"train": trained.figures, "setup": setup.figures, "idle": idle.figures, "singles": single.figures,
                         "batch100": hundred.figures, "batch_big": large.figures},
             })
             serving.stop()
@@ -262,6 +286,7 @@ def main() -> None:
     for phase, f in figures.get("cpu", {}).items():
         print(f"  {phase:<10} wall {f['wall_s']:>7} s  process tree {f['tree_cpu_s']:>7} core-s  machine "
               f"{f['machine_cpu_s']:>7} core-s  load {f['load_avg'][0]} -> {f['load_avg'][1]}", flush=True)
+        print("             " + ", ".join(f"{k} {v}" for k, v in f["tree_cpu_by_kind_s"].items()), flush=True)
     emit(figures, args.json)
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
