@@ -8,13 +8,16 @@ platform operator. A small scorecard model is trained on the federation, then a 
 other (latency p50/p95), then batches of 100 and of 10,000 enterprises (``--quick``: 2,000)
 for throughput. Beside the wall times: the CPU seconds of the whole process tree (this
 process and every Flower/fedcredit process it started) and of the whole machine, and the
-load average. With ``--scoring`` (default on) ``measure_scoring`` also times a scoring run
-of the same population deployed (``fedcredit score --federation``'s submission) and on the
-simulation engine. Needs root.
+load average, and the process tree's CPU by kind of process (SuperLink, SuperExec, SuperNode,
+node service, ServerApp ...) for each phase, including an idle one (the serving run up, nothing
+asked). Unless ``--no-scoring``, ``measure_scoring`` times a scoring run of the same population
+deployed (``fedcredit score --federation``'s submission) and ``measure_simulated_scoring`` one on
+the simulation engine, after the lab is gone. Needs root.
 
-JSON keys: p50_s, p95_s, batch100_per_s, batch10000_per_s, score_deployed_s, score_simulation_s,
-plus latencies_s, server_seconds (the coordinator's own time per request, from requests.jsonl),
-setup_s, cpu (process tree and machine core-seconds per phase), load_avg, rows, batch sizes, key_bits,
+JSON keys: p50_s, p95_s, batch100_per_s, batch10000_per_s (the big batch: 10,000, ``--quick`` 2,000),
+score_deployed_s, score_simulation_s, plus latencies_s, batch100_s, batch_big_s, server_seconds (the
+coordinator's own time per request, from requests.jsonl), setup_s, train_s, cpu (per phase: wall, process
+tree and machine core-seconds, tree CPU by kind of process, load average), scoring CPU, rows, key_bits,
 machine, quick.
 """
 
@@ -163,24 +166,31 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure_scoring(fed_superlink: str, certs: Path, registry: Path, keys: Path, coordinator_out: Path, model: str,
-                    paths: dict, settings: ModelSettings, work: Path) -> dict:
-    """Wall time of a scoring run of the population the nodes hold: deployed (``fedcredit score --federation``'s
-    submission) and on the simulation engine (a model trained there first, untimed)."""
+                    work: Path) -> dict:
+    """Wall time of a scoring run of the population the nodes hold, deployed: ``fedcredit score --federation``'s
+    submission of the saved model ``model`` (``score_deployed_s``)."""
     from fedcredit.deploy.federations import Federation
-    from fedcredit.jobs import runner, submission
-    from fedcredit.protocols.job import NodeConfig
+    from fedcredit.jobs import submission
 
     fed = Federation("bench", fed_superlink, certs, "bench_query", registry=str(registry), out=str(coordinator_out),
                      keys=str(keys), submitter=str(certs / "submitters" / "operator.key"))
     sub = submission.plan_scoring(fed, model, "bank", "credit-scoring", work / "score-deployed")
     with Meter() as deployed:
         submission.run(sub, work / "score-deployed", echo=lambda line: None, timeout=4 * 3600)
+    return {"score_deployed_s": round(deployed.seconds, 1), "scoring_cpu": {"deployed": deployed.figures}}
+
+
+def measure_simulated_scoring(paths: dict, settings: ModelSettings, work: Path) -> dict:
+    """The same population scored on the simulation engine by a model trained there (untimed), after the lab is
+    gone so that its idle processes do not share the cores (``score_simulation_s``)."""
+    from fedcredit.jobs import runner
+    from fedcredit.protocols.job import NodeConfig
+
     nodes = [NodeConfig(role=r, data=str(paths[r]), label="default_12m" if r == "bank" else None) for r in ROLES]
     runner.run(nodes, settings, work / "sim-train", engine="simulation")
     with Meter() as simulated:
         runner.run(nodes, settings, work / "sim-score", engine="simulation", model=work / "sim-train")
-    return {"score_deployed_s": round(deployed.seconds, 1), "score_simulation_s": round(simulated.seconds, 1),
-            "scoring_cpu": {"deployed": deployed.figures, "simulation": simulated.figures}}
+    return {"score_simulation_s": round(simulated.seconds, 1), "simulation_scoring_cpu": simulated.figures}
 
 
 def main() -> None:
@@ -270,12 +280,14 @@ def main() -> None:
             serving = None
             if not args.no_scoring:
                 figures.update(measure_scoring(f"{host}:{port}", certs, state / "registry.json", keys,
-                                               coordinator_out, model, paths, settings, root))
+                                               coordinator_out, model, root))
         finally:
             if serving is not None:
                 serving.stop()
             for proc in reversed(procs):
                 proc.stop()
+    if not args.no_scoring:
+        figures.update(measure_simulated_scoring(paths, settings, root))
     figures.update({"rows": rows, "singles": singles, "key_bits": settings.key_bits, "max_iter": settings.max_iter,
                     "quick": args.quick, "machine": machine(),
                     "note": None if not args.no_scoring else "score_*_s not measured (--no-scoring)"})
