@@ -521,3 +521,21 @@ def test_an_idle_service_watches_for_flowers_stop():
     assert len(calls) == 3
     with pytest.raises(Exception, match="stopped"):
         service.answer("q", ["x"])  # a request after the stop is refused, never queued
+
+
+def test_a_stop_in_the_middle_of_a_query_still_answers_its_request():
+    """Flower's stop can arrive while a query's rounds run: that request gets a 502 'stopped', never a hang."""
+    from concurrent.futures import Future
+
+    class Stopped(BaseException):
+        pass
+
+    service = QueryService(lambda n: None)
+    service.ask = lambda query_id, ids: (_ for _ in ()).throw(Stopped())
+    done = Future()
+    service._queue.put(("q1", ["x"], done))
+    with pytest.raises(Stopped):
+        service.serve(poll=0.01)
+    with pytest.raises(Exception, match="stopped") as failed:
+        done.result(timeout=1)
+    assert failed.value.status == 502

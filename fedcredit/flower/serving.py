@@ -176,6 +176,9 @@ class QueryService:
                     done.set_result(self.ask(query_id, ids))
                 except Exception as exc:  # noqa: BLE001 — handed to the request's thread
                     done.set_exception(exc)
+                except BaseException:  # Flower stopped the run mid-query: the request is answered, then we go
+                    done.set_exception(QueryFailed(STOPPED))
+                    raise
         finally:
             self._stopping = True
             self._fail_pending()
