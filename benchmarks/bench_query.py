@@ -56,6 +56,7 @@ min_key_bits = 1024
 min_population = 100
 max_jobs_per_day = 1000
 max_scored_per_day = 10000000
+max_queries_per_day = 10000000
 """
 
 
