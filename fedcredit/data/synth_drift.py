@@ -86,4 +86,4 @@ def month_streams(seed: int, month: int) -> list[np.random.Generator]:
     """One generator per month after the first (month 2 first), independent of month 1's streams; the step
     into month k is the same whichever later month is asked for."""
     parent = np.random.SeedSequence(seed).spawn(DRIFT_STREAM + 1)[DRIFT_STREAM]
-    return [np.random.default_rng(s) for s in parent.spawn(month - 1)] 
+    return [np.random.default_rng(s) for s in parent.spawn(max(month - 1, 0))]
