@@ -143,10 +143,15 @@ def score(
     out: Path = typer.Option(..., "--out", help="Output directory for scores, limits and the report."),
     engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
+    previous: Optional[Path] = typer.Option(None, "--previous", help="The previous publication's run folder: each "
+                                            "node's feature CSI compares with its bin shares there (default: --model)."),
 ) -> None:
     """Score a population with a trained model (each node applies its own saved part) and publish signed limits."""
+    if previous is not None and not previous.is_dir():
+        raise FedCreditError(f"--previous {previous}: no such folder; expected the previous publication's run folder")
     job_file = read_job(job)
-    _train(job_file.node_configs(), job_file.settings, out, engine, False, policy, model=model, purpose=job_file.purpose)
+    _train(job_file.node_configs(), job_file.settings, out, engine, False, policy, model=model, purpose=job_file.purpose,
+           previous=previous)
 
 
 def _show_failure(out: Path) -> None:
@@ -163,12 +168,12 @@ def _show_failure(out: Path) -> None:
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
            model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False,
-           purpose: str = "credit-scoring") -> None:
+           purpose: str = "credit-scoring", previous: Path | None = None) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
                              policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model,
-                             purpose=purpose)
+                             purpose=purpose, previous=previous)
     except FedCreditError:
         _show_failure(out)
         raise

@@ -28,7 +28,7 @@ ENGINES = ("simulation", "in-process")
 def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: str = "simulation",
         console: Console | None = None, centralized: bool = False, policy: LimitPolicy | None = None,
         keys: Path | None = None, model: Path | None = None, own: tuple[str, ...] = (),
-        allow_weak_model: bool = False, purpose: str = "credit-scoring") -> dict:
+        allow_weak_model: bool = False, purpose: str = "credit-scoring", previous: Path | None = None) -> dict:
     """Check everything, run the job, publish signed limits, write metrics.json and run.json into ``out``,
     return the metrics.
 
@@ -38,7 +38,8 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     only when it has finished (``fedcredit.jobs.outdir``). With ``model`` (the output folder
     of a training run) nothing is trained: every node scores its aligned enterprises with
     its own saved part, and the limits are published. A trained model that fails the
-    policy's quality gate publishes nothing (``QualityGateError``) unless ``allow_weak_model``.
+    policy's quality gate publishes nothing (``QualityGateError``) unless ``allow_weak_model``. ``previous``: the
+    previous publication's run folder, whose per-node bin shares a scoring run's CSI compares with (default: ``model``).
     """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -62,7 +63,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
             reference = centralized_auc(nodes, checked.ids, settings)
         metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, reference=reference,
                               policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model,
-                              purpose=purpose)
+                              purpose=purpose, previous=previous)
     except BaseException as exc:
         staging.fail(exc, before == "finished", settings.key_bits)
         raise
@@ -72,11 +73,11 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
 def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
                 reference: float | None, policy: LimitPolicy, keys: Path | None, model: Path | None,
-                allow_weak_model: bool, purpose: str) -> dict:
+                allow_weak_model: bool, purpose: str, previous: Path | None = None) -> dict:
     """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
-    nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None)
-             for n in nodes]
+    nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None,
+                     previous_dir=str(previous) if previous is not None else None) for n in nodes]
     signer = coordinator_identity(Path(keys) if keys else staging.keys())
     publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
                           centralized_auc=reference)

@@ -147,6 +147,7 @@ class NodeConfig:
     layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
     out_dir: str | None = None
     model_dir: str | None = None  # scoring runs: this node's saved model part
+    previous_dir: str | None = None  # scoring runs: the previous publication's run folder here (default: model_dir/../..)
     publish_feature_names: bool = False  # a host's choice: the bank sees its features' names (else numbers) with IVs
     policy: str | None = None  # this node's policy: a TOML file with [policy], "default", or None (a local run: none)
     ledger: str | None = None  # where its daily budget is counted (default: beside the policy file)
