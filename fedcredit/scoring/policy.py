@@ -26,11 +26,12 @@ DEFAULT_SHARING = {"A": "8:2", "B": "6:4", "C": "4:6", "D": "0:10"}
 DEFAULT_LGD = 0.45
 MISSING_RULES = ("zero", "cap")
 
-_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality"}
+_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality", "monitoring"}
 _SCORECARD_KEYS = {"base_points", "base_odds", "pdo"}
 _BANDS_KEYS = {"grades", "min_points"}
 _CAPACITY_KEYS = {"node", "column", "multiple", "missing"}
 _QUALITY_KEYS = {"min_auc", "min_margin_over_bank_only", "grade_order_tolerance"}
+_MONITORING_KEYS = {"red_grade_drop", "amber_grade_drop", "red_pd", "csi_watch", "csi_shifted", "psi_watch", "psi_shifted"}
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
@@ -150,6 +151,50 @@ class QualityPolicy:
 
 
 @dataclass(frozen=True)
+class MonitoringPolicy:
+    """Early-warning thresholds for comparing a publication with the previous one (docs/monitoring.md).
+
+    red: the grade falls ``red_grade_drop`` grades or more, into the last grade, or the new PD
+    exceeds ``red_pd``; amber: it falls ``amber_grade_drop`` or more (but less than red); green
+    otherwise. A stability index (score PSI, feature CSI) below ``*_watch`` is stable, from
+    ``*_watch`` up to ``*_shifted`` to watch, and above ``*_shifted`` shifted.
+    """
+
+    red_grade_drop: int = 2
+    amber_grade_drop: int = 1
+    red_pd: float = 0.25
+    csi_watch: float = 0.10
+    csi_shifted: float = 0.25
+    psi_watch: float = 0.10
+    psi_shifted: float = 0.25
+
+    def __post_init__(self) -> None:
+        for key in ("amber_grade_drop", "red_grade_drop"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PolicyError(f"monitoring.{key}: must be a whole number of grades, at least 1, got {v!r}")
+        if self.amber_grade_drop >= self.red_grade_drop:
+            raise PolicyError(f"monitoring.amber_grade_drop ({self.amber_grade_drop}) must be smaller than "
+                              f"monitoring.red_grade_drop ({self.red_grade_drop})")
+        if not _is_number(self.red_pd) or not math.isfinite(self.red_pd) or not 0 < self.red_pd < 1:
+            raise PolicyError(f"monitoring.red_pd: must be a probability in (0, 1), got {self.red_pd!r}")
+        for index in ("csi", "psi"):
+            watch, shifted = getattr(self, f"{index}_watch"), getattr(self, f"{index}_shifted")
+            for key, v in ((f"{index}_watch", watch), (f"{index}_shifted", shifted)):
+                if not _is_number(v) or not math.isfinite(v) or v <= 0:
+                    raise PolicyError(f"monitoring.{key}: must be a positive number, got {v!r}")
+            if watch >= shifted:
+                raise PolicyError(f"monitoring.{index}_watch ({watch:g}) must be below monitoring.{index}_shifted "
+                                  f"({shifted:g})")
+
+    def verdict(self, value: float, index: str) -> str:
+        """'stable', 'watch' or 'shifted' for a PSI (``index="psi"``) or a CSI (``"csi"``) value."""
+        if value < getattr(self, f"{index}_watch"):
+            return "stable"
+        return "watch" if value <= getattr(self, f"{index}_shifted") else "shifted"
+
+
+@dataclass(frozen=True)
 class LimitPolicy:
     """Scorecard scaling, grade bands, per-grade caps and risk sharing, LGD, optional capacity."""
 
@@ -161,6 +206,7 @@ class LimitPolicy:
     capacity: Capacity | None = None
     source: str = "<defaults>"
     quality: QualityPolicy = field(default_factory=QualityPolicy)
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
 
     def __post_init__(self) -> None:
         for name, table in (("caps_cny", self.caps), ("risk_sharing", self.sharing)):
@@ -172,6 +218,10 @@ class LimitPolicy:
                 raise PolicyError(f"{self.source}: {name}: {extra} not among the grades {list(self.bands.grades)}")
         if not _is_number(self.lgd) or not 0 < self.lgd <= 1:
             raise PolicyError(f"{self.source}: lgd: loss given default must lie in (0, 1], got {self.lgd!r}")
+        steps = len(self.bands.grades) - 1
+        if self.monitoring.amber_grade_drop > steps:
+            raise PolicyError(f"{self.source}: monitoring.amber_grade_drop ({self.monitoring.amber_grade_drop}) exceeds the "
+                              f"{steps} steps from the best to the worst grade: no warning could ever be raised")
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -260,7 +310,13 @@ class LimitPolicy:
             quality = QualityPolicy(**qd)
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc}") from None
-        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality)
+        md = _table(doc, "monitoring", source)
+        _no_unknown(md, _MONITORING_KEYS, source, "monitoring.")
+        try:
+            monitoring = MonitoringPolicy(**md)
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality, monitoring)
 
     # -- limits and expected loss ----------------------------------------------------------
 
