@@ -8,7 +8,7 @@ enterprise's own draws, so labels stay consistent with the drifted risk and an e
 nothing happened to keeps its records (a month older). Per month:
 
 * a **sector downturn**: one industry's revenue falls (``sector_revenue``, a log change:
-  -0.2 is about -18 %) and its operating health weakens — lower declared revenue, VAT and
+  -0.15 is about -14 %) and its operating health weakens — lower declared revenue, VAT and
   income tax, worse growth, more tax arrears at the tax bureau;
 * **slowing activity** at a share of all firms (``slowdown_share``): momentum falls —
   lower meter readings, more late utility bills and disconnection notices;
@@ -36,10 +36,10 @@ class Drift:
     """How much one month moves the population (the defaults give a clearly visible but plausible month)."""
 
     sector: str = "manufacturing"
-    sector_revenue: float = -0.25
-    sector_health: float = -0.5
-    slowdown_share: float = 0.15
-    slowdown_momentum: float = -1.2
+    sector_revenue: float = -0.15
+    sector_health: float = -0.3
+    slowdown_share: float = 0.12
+    slowdown_momentum: float = -1.0
     distressed_share: float = 0.03
     distress: float = -2.0
     discipline: float = -0.05
