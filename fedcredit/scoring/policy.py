@@ -304,18 +304,8 @@ class LimitPolicy:
                 capacity = Capacity(cp["node"], cp["column"], cp["multiple"], cp.get("missing", "zero"))
             except PolicyError as exc:
                 raise PolicyError(f"{source}: {exc}") from None
-        qd = _table(doc, "quality", source)
-        _no_unknown(qd, _QUALITY_KEYS, source, "quality.")
-        try:
-            quality = QualityPolicy(**qd)
-        except PolicyError as exc:
-            raise PolicyError(f"{source}: {exc}") from None
-        md = _table(doc, "monitoring", source)
-        _no_unknown(md, _MONITORING_KEYS, source, "monitoring.")
-        try:
-            monitoring = MonitoringPolicy(**md)
-        except PolicyError as exc:
-            raise PolicyError(f"{source}: {exc}") from None
+        quality = _sub_policy(doc, "quality", _QUALITY_KEYS, QualityPolicy, source)
+        monitoring = _sub_policy(doc, "monitoring", _MONITORING_KEYS, MonitoringPolicy, source)
         return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality, monitoring)
 
     # -- limits and expected loss ----------------------------------------------------------
@@ -391,6 +381,17 @@ def _no_unknown(table: dict, allowed: set, source: str, prefix: str) -> None:
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
                           f"allowed: {', '.join(prefix + k for k in sorted(allowed))}")
+
+
+def _sub_policy(doc: dict, key: str, allowed: set, make, source: str):
+    """The ``[key]`` table built by ``make`` (QualityPolicy, MonitoringPolicy: defaults when absent), every
+    error naming the file."""
+    table = _table(doc, key, source)
+    _no_unknown(table, allowed, source, f"{key}.")
+    try:
+        return make(**table)
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
 
 
 def _table(doc: dict, key: str, source: str, required: str | None = None) -> dict:
