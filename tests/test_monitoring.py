@@ -103,8 +103,12 @@ def test_month_one_is_unchanged():
 def test_month_two_keeps_the_enterprises_and_moves_their_data():
     one, two = _frames(1), _frames(2)
     hits = synth.drift_hits(ROWS, SEED, month=2)
+    moved = set().union(*hits.values())
     for role in ROLES:
         assert one[role].uscc.tolist() == two[role].uscc.tolist()  # same IDs at the same node, same order
+        still = ~one[role].uscc.isin(moved)  # nothing happened to them: the same records, the same label
+        assert one[role][still].equals(two[role][still])
+        assert not one[role][~still].reset_index(drop=True).equals(two[role][~still].reset_index(drop=True))
     tax1, tax2 = one["tax"], two["tax"]
     sector = tax1.uscc.isin(hits["sector"]).to_numpy()
     ratio = tax2.declared_revenue_cny / tax1.declared_revenue_cny

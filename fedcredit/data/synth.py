@@ -71,42 +71,53 @@ def generate(rows: int, seed: int = 0, court: bool = False, month: int = 1,
     labels re-derived from the drifted risk. Month 1 is the population itself."""
     cfg = SynthConfig(rows, seed, month)
     streams = np.random.SeedSequence(cfg.seed).spawn(7)  # child i depends on i only: adding streams changes none
-    rng_world, rng_tax, rng_util, rng_bank, rng_cover, rng_order, rng_court = (np.random.default_rng(s) for s in streams)
-    world, _ = _world_in_month(cfg, rng_world, drift)
-    tables = {
-        "tax": _tax_table(world, rng_tax),
-        "utilities": _utilities_table(world, rng_util),
-        "bank": _bank_table(world, rng_bank),
-    }
-    members = coverage(cfg.rows, rng_cover)
+    rng = lambda i: np.random.default_rng(streams[i])  # noqa: E731  (a fresh generator: months observe alike)
+    first, world, hits = _world_in_month(cfg, rng(0), drift)
+    rng_court = rng(6)  # the court's records, then (continuing) its district and order
+    tables = _observe(first, rng, rng_court if court else None)
+    if cfg.month > 1:  # enterprises a month hit are observed anew; the records of the others stay as they were
+        moved = np.logical_or.reduce(list(hits.values()))
+        now = _observe(world, rng, rng(6) if court else None)
+        both = np.arange(cfg.rows) + cfg.rows * moved
+        tables = {role: pa.concat_tables([tables[role], now[role]]).take(pa.array(both)) for role in tables}
+    members, rng_order = coverage(cfg.rows, rng(4)), rng(5)
     out = {}
     for role in NODE_ROLES:
         rows_of_node = np.flatnonzero(members[role])
         rng_order.shuffle(rows_of_node)  # each node stores its enterprises in its own order
         out[role] = tables[role].take(pa.array(rows_of_node))
     if court:
-        out[synth_court.ROLE] = synth_court.court_table(world, rng_court)
+        out[synth_court.ROLE] = tables[synth_court.ROLE].take(pa.array(synth_court.members(cfg.rows, rng_court)))
     return out
 
 
+def _observe(world: "_World", rng, rng_court: np.random.Generator | None) -> dict[str, pa.Table]:
+    """Every node's view of every enterprise of ``world`` (in the world's order), each from its own stream
+    (the court's, from ``rng_court``, only when given)."""
+    tables = {"tax": _tax_table(world, rng(1)), "utilities": _utilities_table(world, rng(2)),
+              "bank": _bank_table(world, rng(3))}
+    if rng_court is not None:
+        tables[synth_court.ROLE] = synth_court.court_columns(world, rng_court)
+    return tables
+
+
 def drift_hits(rows: int, seed: int = 0, month: int = 2, drift: synth_drift.Drift | None = None) -> dict[str, list[str]]:
-    """Who the months up to ``month`` hit, by USCC: ``sector``, ``slowdown`` and ``distressed`` (demos and tests
-    check that monitoring finds them)."""
+    """Who the months up to ``month`` hit, by USCC: ``sector``, ``slowdown``, ``distressed`` and, when the drift
+    moves everyone's credit discipline, ``everyone`` (demos and tests check that monitoring finds them)."""
     cfg = SynthConfig(rows, seed, month)
-    rng_world = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(7)[0])
-    world, hits = _world_in_month(cfg, rng_world, drift)
+    _, world, hits = _world_in_month(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(7)[0]), drift)
     return {kind: [str(i) for i in world.ids[mask]] for kind, mask in hits.items()}
 
 
 def _world_in_month(cfg: SynthConfig, rng_world: np.random.Generator, drift: synth_drift.Drift | None):
-    """The world of ``cfg.month`` and, per kind of hit, which enterprises any month so far hit."""
-    world = _World.draw(cfg.rows, rng_world)
-    hits = {kind: np.zeros(cfg.rows, dtype=bool) for kind in ("sector", "slowdown", "distressed")}
+    """Month 1's world, the world of ``cfg.month`` and, per kind of hit, which enterprises any month so far hit."""
+    first = world = _World.draw(cfg.rows, rng_world)
+    hits = {kind: np.zeros(cfg.rows, dtype=bool) for kind in synth_drift.HITS}
     for rng in synth_drift.month_streams(cfg.seed, cfg.month):
         shift = synth_drift.month_shift(world.industry, rng, drift or synth_drift.Drift())
         world = world.drifted(shift)
         hits = {kind: mask | shift.hit[kind] for kind, mask in hits.items()}
-    return world, hits
+    return first, world, hits
 
 
 def coverage(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -193,7 +204,7 @@ class _World:
 
     def drifted(self, shift: "synth_drift.TraitShift") -> "_World":
         """The same enterprises a month later: traits moved by ``shift``, everything downstream re-derived."""
-        return _World.derive(self.ids, self.industry, self.age + 1.0 / 12.0, self.size, self.health + shift.health,
+        return _World.derive(self.ids, self.industry, self.age, self.size, self.health + shift.health,
                              self.momentum + shift.momentum, self.discipline + shift.discipline, self.draws,
                              self.revenue_shift + shift.revenue)
 

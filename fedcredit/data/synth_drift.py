@@ -5,7 +5,7 @@ show it, the generator can produce month 2, 3, … of the population month 1 hol
 month moves the hidden traits of ``fedcredit.data.synth`` and re-derives everything
 downstream (distress events, revenue, growth, the 12-month default) with every
 enterprise's own draws, so labels stay consistent with the drifted risk and an enterprise
-nothing happened to keeps its records (a month older). Per month:
+nothing happened to keeps its records. Per month:
 
 * a **sector downturn**: one industry's revenue falls (``sector_revenue``, a log change:
   -0.15 is about -14 %) and its operating health weakens — lower declared revenue, VAT and
@@ -14,9 +14,11 @@ nothing happened to keeps its records (a month older). Per month:
   lower meter readings, more late utility bills and disconnection notices;
 * **distress** at a small share (``distressed_share``): health, momentum and credit
   discipline all fall sharply, so their grade drops two or more (every node sees it);
-* a slight tightening of credit discipline for everyone (``discipline``).
+* optionally, a change of credit discipline for everyone (``discipline``, 0 by default).
 
 Who was hit is drawn from a stream of its own per month, so month 1 stays what it was.
+Enterprises a month hit are observed anew (fresh noise in their records); the records of
+the others stay exactly as they were, so what moves is what the drift moved.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from fedcredit.common.errors import FedCreditError
 from fedcredit.data.schema import INDUSTRIES
 
+HITS = ("sector", "slowdown", "distressed", "everyone")  # what a month did, per enterprise
 DRIFT_STREAM = 7  # the SeedSequence child of the seed that months after the first draw from (0-6 make month 1)
 
 
@@ -42,7 +45,7 @@ class Drift:
     slowdown_momentum: float = -1.0
     distressed_share: float = 0.03
     distress: float = -2.0
-    discipline: float = -0.05
+    discipline: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sector not in INDUSTRIES:
@@ -78,8 +81,9 @@ def month_shift(industry: np.ndarray, rng: np.random.Generator, drift: Drift) ->
     momentum = drift.slowdown_momentum * slowdown + drift.distress * severity * distressed
     discipline = np.full(n, drift.discipline) + 0.75 * drift.distress * severity * distressed
     revenue = drift.sector_revenue * sector + 0.5 * drift.distress * severity * distressed
-    return TraitShift(health, momentum, discipline, revenue,
-                      {"sector": sector, "slowdown": slowdown, "distressed": distressed})
+    return TraitShift(health, momentum, discipline, revenue, {"sector": sector, "slowdown": slowdown,
+                                                              "distressed": distressed,
+                                                              "everyone": np.full(n, drift.discipline != 0)})
 
 
 def month_streams(seed: int, month: int) -> list[np.random.Generator]:
