@@ -261,3 +261,16 @@ def test_monitor_follows_the_signed_chain(runs, tmp_path):
     publish_limits(limits, new, signer, str(limits.model_version.iloc[0]), metadata={"publication": chain})
     with pytest.raises(MonitorError, match="OLD is not NEW's previous publication"):
         monitor(tmp / "train", new, tmp_path / "broken")
+
+
+def test_score_compares_with_the_previous_publication_it_is_given(runs, tmp_path):
+    """--previous: the same month scored again against the month-2 run: nothing moved, every CSI is 0."""
+    tmp = runs["tmp"]
+    paths = {role: str(tmp / "month2" / f"{role}.parquet") for role in ROLES}
+    metrics = runner.run(_nodes(paths), SETTINGS, tmp_path / "again", engine="in-process", console=Console(quiet=True),
+                         model=tmp / "train", previous=tmp / "score")
+    assert set(metrics["csi"]) == set(ROLES)
+    assert all(v == 0.0 for feats in metrics["csi"].values() for v in feats.values())
+    result = CliRunner().invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp / "train"),
+                                      "--out", str(tmp_path / "x"), "--previous", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "--previous" in result.output and "no such folder" in result.output
