@@ -251,3 +251,20 @@ def test_policy_files_take_the_missing_answer_and_the_query_budget(tmp_path):
     (tmp_path / "n.toml").write_text("[policy]\nmax_queries_per_day = 50\n")
     assert load_policy(tmp_path / "n.toml").max_queries_per_day == 50
     assert check_ids([f" {_unknown_to_all().lower()} "]) == [_unknown_to_all()]
+
+
+def test_a_deployed_node_serves_queries_with_its_saved_part(tmp_path):
+    """The node service makes a ``QueryNode`` for a serving run's hello and finds its part by the model's run id."""
+    from fedcredit.node.service import new_agent
+    from fedcredit.protocols import HELLO, NodeAgent
+
+    part = tmp_path / "out" / "run-3"
+    (part / "audit").mkdir(parents=True)
+    (part / "audit" / "tax.jsonl").write_text(json.dumps({"run_id": "m1", "seq": 0}) + "\n")
+    (part / "model" / "tax").mkdir(parents=True)
+    cfg = {"role": "tax", "data": str(tmp_path / "tax.parquet"), "out-dir": str(tmp_path / "out")}
+    hello = lambda task: [Message(HELLO, "coordinator", "tax", "s1", 0, {"task": task, "model": "m1"})]  # noqa: E731
+    agent = new_agent(cfg, "5", hello("query"))
+    assert isinstance(agent, QueryNode) and agent.config.model_dir == str(part / "model" / "tax")
+    assert agent.config.out_dir == str(tmp_path / "out" / "run-5")
+    assert type(new_agent(cfg, "6", hello("train"))) is NodeAgent
