@@ -80,7 +80,8 @@ def _unknown_to_all() -> str:
 def test_answers_equal_the_scoring_run_and_are_signed_and_audited(served, tmp_path):
     published = served["published"]
     batch = sorted(published.index)[:100]
-    answers = _serve(served, tmp_path, [batch[:1], batch])
+    wire: list[bytes] = []
+    answers = _serve(served, tmp_path, [batch[:1], batch], tap=wire.append)
     assert [a["query_id"] for a in answers] == ["q1", "q2"]
     for answer in answers:
         assert verify_answer(answer, served["signer"].public) is answer
@@ -92,6 +93,15 @@ def test_answers_equal_the_scoring_run_and_are_signed_and_audited(served, tmp_pa
         assert (row["score"], row["pd"], row["grade"], row["limit"], row["reason_codes"]) == \
                (float(want.score), float(want.pd), want.grade, int(want.limit), want.reason_codes), row["uscc"]
     assert any(r["limit"] < served["policy"].caps[r["grade"]] for r in rows)  # the capacity term binds somewhere
+    blob, checked = b"".join(wire), 0  # no node's feature value crosses a node boundary, not even the capacity column
+    for role, column in (("tax", "declared_revenue_cny"), ("bank", "loan_balance_cny")):
+        table = pd.read_parquet(served["nodes"][ROLES.index(role)].data).set_index("uscc")
+        for value in table.loc[table.index.intersection(batch[:20]), column].dropna():  # (distinctive ones)
+            if abs(value) < 1000:
+                continue
+            assert repr(float(value)).encode() not in blob and f"{value:.2f}".encode() not in blob, (column, value)
+            checked += 1
+    assert checked >= 10 and b"query.ask" in blob
     verdict = verify_audit(tmp_path / "audit", served["signer"].public, min_key_bits=1024)
     assert set(verdict.parties) == {"coordinator", *ROLES}
     for party in ROLES:  # the data holder can check every queried ID against its consent
