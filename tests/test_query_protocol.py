@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from fedcredit.jobs.queries import run_local_queries, with_model
 from fedcredit.jobs.runner import run
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.protocols.job.gate import utc_today
 from fedcredit.protocols.job.outputs import publication_for
 from fedcredit.protocols.loop import drive
 from fedcredit.protocols.query import AnswerError, QueryCoordinator, QueryError, QueryNode, check_ids, verify_answer
@@ -189,14 +191,29 @@ def test_a_query_over_the_daily_budget_is_refused_and_the_run_goes_on(served, tm
     assert {when: n for when, n in counted.items() if n} == {"2030-01-01": 3, "2030-01-02": 2}
 
 
-def _ready(served, folder: Path, **kw):
-    nodes = with_model(served["nodes"], served["root"] / "train", folder)
+def _ready(served, folder: Path, nodes=None, **kw):
+    nodes = with_model(nodes or served["nodes"], served["root"] / "train", folder)
     agents = {n.role: QueryNode(n) for n in nodes}
     coordinator = QueryCoordinator("serve-1", list(ROLES), model=served["model"], signer=served["signer"], settings=SETTINGS,
                                    publication=publication_for(served["policy"], served["signer"].fingerprint), **kw)
     drive(coordinator, agents)
     assert coordinator.ready
     return coordinator, agents
+
+
+def test_each_query_reads_the_nodes_current_data(served, tmp_path):
+    """A node reads its data file as it is when a query arrives (the same serving run, the file rewritten)."""
+    tax = tmp_path / "tax.parquet"
+    table = pd.read_parquet(served["nodes"][1].data)
+    table.to_parquet(tax, index=False)
+    nodes = [replace(n, data=str(tax)) if n.role == "tax" else n for n in served["nodes"]]
+    coordinator, agents = _ready(served, tmp_path / "serve", nodes)
+    known = sorted(served["published"].index)[:2]
+    drive(coordinator, agents, first=coordinator.submit("before", known))
+    assert [r["limit"] for r in coordinator.answer["rows"]] == [int(served["published"].loc[i].limit) for i in known]
+    table[table["uscc"] != known[0]].to_parquet(tax, index=False)  # the tax office no longer holds the first
+    drive(coordinator, agents, first=coordinator.submit("after", known))
+    assert [r["status"] for r in coordinator.answer["rows"]] == ["missing", "ok"]
 
 
 def test_malformed_or_too_many_ids_are_refused_before_any_message(served, tmp_path):
@@ -230,6 +247,9 @@ def test_a_node_refuses_a_reused_query_number_and_unexpected_messages(served, tm
         agents["tax"].handle(Message.from_bytes(replayed.to_bytes()))
     with pytest.raises(ProtocolError, match="unexpected"):
         agents["tax"].handle(Message("lr.score", "coordinator", "tax", "serve-1", 9, {}))
+    agents["tax"].clock = utc_today  # (a test's clock may be a lambda; a node's checkpoint pickles it)
+    saved = pickle.dumps(agents["tax"])  # a checkpoint holds no data frame: the node reads its file again
+    assert len(saved) < 100_000 and pickle.loads(saved)._snapshot is None
 
 
 def test_a_tampered_answer_fails_verification(served, tmp_path):

@@ -81,13 +81,14 @@ def hand_over_final_head(party, coordinator) -> None:
         record(head)
 
 
-def drive_bundles(coordinator, deliver: Callable[[str, list[Message]], list[Message]]) -> int:
+def drive_bundles(coordinator, deliver: Callable[[str, list[Message]], list[Message]],
+                  first: list[Message] | None = None) -> int:
     """Run ``coordinator`` to the end handing each node its round's messages as one bundle, as the engines do.
 
     ``deliver(role, messages)`` returns the node's replies (through whatever transport a
-    test or benchmark puts in between). Returns the number of rounds.
+    test or benchmark puts in between). Returns the number of rounds. ``first``: as in ``drive``.
     """
-    outgoing = coordinator.start()
+    outgoing = coordinator.start() if first is None else first
     rounds = 0
     while outgoing:
         rounds += 1
