@@ -39,7 +39,7 @@ def publication_for(policy: LimitPolicy, signer: str | None = None, allow_weak_m
     return Publication(grade=grade, capacity=policy.capacity,
                        loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer,
                        quality=policy.quality, allow_weak_model=allow_weak_model, grade_order=list(policy.bands.grades),
-                       scaling=asdict(policy.scorecard))
+                       scaling=asdict(policy.scorecard), missing=policy.missing_answer)
 
 
 def coordinator_identity(keys: Path) -> Identity:
