@@ -40,7 +40,6 @@ bank = "bank"
 key_bits = 1024
 max_iter = 2
 bank_only_baseline = false
-seed = 42
 [nodes.bank]
 data = "x"
 [nodes.tax]
