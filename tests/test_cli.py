@@ -153,6 +153,8 @@ def test_score_a_new_population_with_a_saved_model(tmp_path):
 
     import pandas as pd
 
+    from fedcredit.scoring.publish import verify_limits
+
     train = runner.invoke(app, ["demo", "--out", str(tmp_path / "train"), "--rows", "2500", "--key-bits", "1024", "--engine", "in-process"])
     assert train.exit_code == 0, train.output
     assert (tmp_path / "train" / "model" / "bank" / "reference_scores.json").exists()
@@ -169,6 +171,12 @@ def test_score_a_new_population_with_a_saved_model(tmp_path):
     assert metrics["test_auc"] > 0.7 and metrics["evaluations"] == 0
     key = tmp_path / "scored" / "keys" / "coordinator.pub.json"
     assert runner.invoke(app, ["limits", "verify", str(tmp_path / "scored" / "limits.csv"), "--key", str(key)]).exit_code == 0
+    train_run = json.loads((tmp_path / "train" / "run.json").read_text())
+    chained = verify_limits(tmp_path / "scored" / "limits.parquet", key).metadata["publication"]
+    trained = verify_limits(tmp_path / "train" / "limits.parquet", tmp_path / "train" / "keys" / "coordinator.pub.json")
+    assert chained["model"] == train_run["run_id"] and chained["version"] == 2  # the model's second publication
+    assert chained["previous"]["digest"] == trained.digest and chained["previous"]["run_id"] == train_run["run_id"]
+    assert set(pd.read_parquet(tmp_path / "scored" / "limits.parquet")["model_version"]) == {train_run["run_id"]}
     assert "Population stability" in (tmp_path / "scored" / "report.html").read_text()
     missing = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp_path / "nope"),
                                   "--out", str(tmp_path / "x"), "--engine", "in-process"])

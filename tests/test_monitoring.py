@@ -203,19 +203,23 @@ def test_monitor_writes_warnings_matrix_and_page(runs, monitored):
     assert summary["csi"]["tax"] and all(doc["verdict"] in ("stable", "watch", "shifted")
                                          for feats in summary["csi"].values() for doc in feats.values())
     assert summary["psi"]["value"] > 0
+    assert "rows digest verified" in summary["notes"][0]  # the scoring run's limits follow the training run's
     page = (runs["tmp"] / "monitor" / "monitoring.html").read_text()
     assert "Grade migration" in page and "Early warnings" in page and "data:image/png;base64," in page
 
 
 def test_monitor_lists_enterprises_only_in_one_publication(runs, tmp_path):
-    old = tmp_path / "old"
-    shutil.copytree(runs["tmp"] / "train", old, ignore=shutil.ignore_patterns("audit", "model"))
-    limits = pd.read_parquet(old / "limits.parquet")
+    """NEW re-signed without one enterprise (same chain metadata): it is listed as only in OLD."""
+    new = tmp_path / "new"
+    shutil.copytree(runs["tmp"] / "score", new, ignore=shutil.ignore_patterns("audit", "model"))
+    limits = pd.read_parquet(new / "limits.parquet")
+    metadata = json.loads((new / "limits.sig.json").read_text()).get("metadata")
     dropped = str(limits.uscc.iloc[0])
-    publish_limits(limits.iloc[1:], old, Identity.load(old / "keys" / "coordinator.key.json"),
-                   str(limits.model_version.iloc[0]))
-    summary = monitor(old, runs["tmp"] / "score", tmp_path / "out")
-    assert summary["enterprises"]["only_new"] == 1 and summary["only_new"] == [dropped]
+    publish_limits(limits.iloc[1:], new, Identity.load(new / "keys" / "coordinator.key.json"),
+                   str(limits.model_version.iloc[0]), metadata=metadata)
+    summary = monitor(runs["tmp"] / "train", new, tmp_path / "out")
+    assert summary["enterprises"]["only_old"] == 1 and summary["only_old"] == [dropped]
+    assert summary["enterprises"]["both"] == len(limits) - 1
 
 
 def test_monitor_cli_shows_counts_and_refuses_bad_inputs(runs, tmp_path):

@@ -138,20 +138,58 @@ def _resume_on_federation(folder: Path, timeout: float) -> None:
 
 
 def score(
-    job: Path = typer.Option(..., "--job", help="Job file naming each node's (new) data, see docs/job.md."),
-    model: Path = typer.Option(..., "--model", help="Output folder of a training run (its model/<role>/ parts)."),
+    model: str = typer.Option(..., "--model", help="The saved model: the output folder of a training run; with "
+                              "--federation, the training run's id (its run.json run_id, the limits' model_version)."),
     out: Path = typer.Option(..., "--out", help="Output directory for scores, limits and the report."),
-    engine: str = typer.Option("simulation", "--engine", help="simulation (Flower) or in-process."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job file naming each node's (new) data, see docs/job.md "
+                                       "(local runs; with --federation each node scores the data it holds now)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="simulation (Flower, default) or in-process."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
-    previous: Optional[Path] = typer.Option(None, "--previous", help="The previous publication's run folder: each "
-                                            "node's feature CSI compares with its bin shares there (default: --model)."),
+    previous: Optional[Path] = typer.Option(None, "--previous", help="Local runs: the run folder of the publication "
+                                            "these limits follow, whose per-node bin shares each feature's CSI "
+                                            "compares with (default: the model's training run)."),
+    federation: Optional[str] = typer.Option(None, "--federation", help="Score on this running federation "
+                                             "(docs/deployment.md): every node applies its saved part of the model."),
+    bank: str = typer.Option("bank", "--bank", help="With --federation: the bank whose model it is."),
+    purpose: str = typer.Option("credit-scoring", "--purpose", help="With --federation: the purpose the hosts' "
+                                "consent lists must name."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="With --federation: give up after this many seconds."),
 ) -> None:
-    """Score a population with a trained model (each node applies its own saved part) and publish signed limits."""
+    """Score a population with a trained model (each node applies its own saved part) and publish signed limits
+    that follow the model's previous publication."""
+    if federation is not None:
+        for flag, given in (("--job", job is not None), ("--engine", engine is not None), ("--previous", previous is not None)):
+            if given:
+                raise FedCreditError(f"{flag} is for local runs; with --federation the nodes score the data they hold "
+                                     "and the coordinator chains the limits to the model's newest publication")
+        _score_on_federation(federation, model, bank, purpose, out, policy, timeout)
+        return
+    if job is None:
+        raise FedCreditError("--job is required for a local scoring run (or give --federation NAME)")
     if previous is not None and not previous.is_dir():
         raise FedCreditError(f"--previous {previous}: no such folder; expected the previous publication's run folder")
     job_file = read_job(job)
-    _train(job_file.node_configs(), job_file.settings, out, engine, False, policy, model=model, purpose=job_file.purpose,
-           previous=previous)
+    _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", False, policy, model=Path(model),
+           purpose=job_file.purpose, previous=previous)
+
+
+def _score_on_federation(name: str, model_run: str, bank: str, purpose: str, out: Path, policy: Path | None,
+                         timeout: float) -> None:
+    from fedcredit.deploy import federations
+    from fedcredit.jobs import submission
+
+    fed = federations.resolve(name)
+    sub = submission.plan_scoring(fed, model_run, bank, purpose, out, policy)
+    console.print(f"Federation {fed.name} ({fed.source}): scoring with model {model_run} of bank {bank}; "
+                  f"coordinator outputs in {sub.coordinator_out}", markup=False, highlight=False)
+    status = submission.run(sub, out, timeout=timeout,
+                            echo=lambda line: console.print(line, markup=False, highlight=False))
+    m = status.get("metrics") or {}
+    console.print(f"[green]✓[/green] scoring run finished on {fed.name}: {m.get('intersection', 0):,} enterprises scored, "
+                  f"{m.get('rounds')} rounds, {status.get('submit_seconds')} s")
+    console.print(f"Coordinator outputs: {sub.coordinator_out} (signed limits that follow the model's previous "
+                  "publication, metrics.json with each node's CSI, run.json); the bank keeps its scores and report")
+    console.print(f"Submission record: {Path(out).resolve() / submission.RECORD}")
 
 
 def _show_failure(out: Path) -> None:

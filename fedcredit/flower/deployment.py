@@ -30,6 +30,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.processes import UNFINISHED_ENV
 from fedcredit.flower.journal import FOLDER as JOURNAL, CoordinatorJournal
 from fedcredit.deploy.naming import BANK, JobNodes, job_nodes_for_roles
+from fedcredit.flower.saved_model import scoring_plan
 from fedcredit.flower.server_app import run_job
 from fedcredit.protocols import ModelSettings, coordinator_identity, finish_run, publication_for, step_line
 
@@ -166,10 +167,17 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
     (out / STATUS).unlink(missing_ok=True)
     started = time.perf_counter()
     try:
+        task = str(cfg.get("task") or "train")
+        if task not in ("train", "score"):
+            raise FedCreditError(f"run config 'task' must be train or score here, got {task!r}")
         settings, roles = settings_from_run_config(cfg)
+        signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
+        scoring = None
+        if task == "score":  # the saved model's own settings and nodes; the limits follow its last publication
+            scoring = scoring_plan(cfg, out, signer.public if cfg.get("keys") else None)
+            settings, roles = scoring.settings, scoring.roles
         job = job_nodes_from_run_config(cfg, roles)
         policy = policy_from_run_config(cfg.get("policy", ""))
-        signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
         publication = publication_for(policy, signer.fingerprint)
         steps = f"at most {settings.max_iter} iterations" if settings.model == "scorecard_lr" else f"{settings.trees} trees"
         print(f"fedcredit job: {settings.model}, bank {job.bank}, hosts {','.join(job.hosts)}, {settings.key_bits}-bit "
@@ -192,14 +200,15 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         run_job(grid, settings, roles, result, on_event=_printer(settings.progress_steps),
                 timeout=float(cfg.get("timeout", 600.0)), return_timeout=float(cfg.get("node-return-timeout", 600.0)),
                 publication=publication, audit=(out / "audit", signer), registry=registry, submitter=submitter, journal=journal,
-                bank_name=job.bank,
+                bank_name=job.bank, task=task, saved=scoring.saved if scoring else None,
                 purpose=str(cfg.get("purpose") or "credit-scoring"))
         if "error" in result:
             raise FedCreditError(result["error"])
         audit_records = _check_audit(out / "audit", roles, signer, settings.key_bits)
         metrics = finish_run(
-            result, out, signer, settings, policy, roles=roles, task="train", engine="deployment",
+            result, out, signer, settings, policy, roles=roles, task=task, engine="deployment",
             seconds=time.perf_counter() - started, audit_records=audit_records,
+            lineage=scoring.lineage if scoring else None,
             extra={"bank": job.bank, "seconds_per_round": round(result["wall_seconds"] / max(result["rounds"], 1), 3),
                    "median_round_s": round(statistics.median(result["round_seconds"]), 3)
                    if result.get("round_seconds") else None},
@@ -208,7 +217,9 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         write_status(out, {"ok": True, "run_id": result.get("run_id"), "flower_run_id": flower_run_id, **resumed,
                            "metrics": metrics})
         journal.finish()  # with the coordinator's private keys
-        print(f"done: test AUC {metrics['test_auc']:.4f}, {metrics['rounds']} rounds in {metrics['seconds']:.1f} s "
+        auc = metrics.get("test_auc") if task == "train" else metrics.get("scored_auc")
+        print(f"done: {'test' if task == 'train' else 'scored'} AUC {auc if auc is None else round(auc, 4)}, "
+              f"{metrics['rounds']} rounds in {metrics['seconds']:.1f} s "
               f"({metrics['seconds_per_round']:.2f} s/round); outputs in {out}", flush=True)
         return metrics
     except Exception as exc:

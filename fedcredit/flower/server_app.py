@@ -81,7 +81,8 @@ def find_job_nodes(deliveries: Deliveries, grid: Grid, job: JobNodes, registry: 
 def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
-            bank_name: str = BANK, purpose: str = "credit-scoring", submitter: dict | None = None, journal=None) -> dict:
+            bank_name: str = BANK, purpose: str = "credit-scoring", submitter: dict | None = None, journal=None,
+            saved: dict | None = None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -91,7 +92,8 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     A node lost mid-job is waited for up to ``return_timeout`` seconds (``Deliveries``).
     ``submitter`` ({name, fingerprint}, verified at the coordinator) reaches the nodes in the job's HELLO.
     With ``journal`` (``fedcredit.flower.journal.CoordinatorJournal``) every round is journaled,
-    and a journal being resumed continues the job a killed coordinator left.
+    and a journal being resumed continues the job a killed coordinator left. ``saved`` (scoring jobs)
+    names the saved model and its previous publication to the nodes (``JobCoordinator``).
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
@@ -109,7 +111,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
             def make(rid: str, keypairs=None):
                 return JobCoordinator(rid, roles, settings, pool=pool, on_event=on_event, publication=publication,
                                       task=task, bank_name=bank_name, purpose=purpose,
-                                      submitter=submitter,
+                                      submitter=submitter, saved=saved,
                                       keypairs=keypairs)
 
             resumed = None

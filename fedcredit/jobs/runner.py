@@ -20,6 +20,7 @@ from fedcredit.jobs.outdir import Staging, previous_run, write_status
 from fedcredit.jobs.preflight import check_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
 from fedcredit.protocols.job.outputs import coordinator_identity, finish_run, publication_for
+from fedcredit.scoring.lineage import following
 from fedcredit.scoring.policy import LimitPolicy
 
 ENGINES = ("simulation", "in-process")
@@ -38,8 +39,9 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     only when it has finished (``fedcredit.jobs.outdir``). With ``model`` (the output folder
     of a training run) nothing is trained: every node scores its aligned enterprises with
     its own saved part, and the limits are published. A trained model that fails the
-    policy's quality gate publishes nothing (``QualityGateError``) unless ``allow_weak_model``. ``previous``: the
-    previous publication's run folder, whose per-node bin shares a scoring run's CSI compares with (default: ``model``).
+    policy's quality gate publishes nothing (``QualityGateError``) unless ``allow_weak_model``.
+    A scoring run's limits follow the publication in ``previous`` (a run folder; default: the
+    model's training run), checked before anything starts (``fedcredit.scoring.lineage``).
     """
     if engine not in ENGINES:
         raise FedCreditError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -48,6 +50,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
     before = previous_run(out, own)
     try:
         checked = check_job(nodes, settings, model=model)
+        lineage = following(Path(previous or model)) if model is not None else None
     except FedCreditError as exc:
         write_status(out, {"ok": False, "error": str(exc)})
         raise
@@ -63,7 +66,7 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
             reference = centralized_auc(nodes, checked.ids, settings)
         metrics = _run_staged(nodes, settings, stage, staging, engine=engine, console=console, reference=reference,
                               policy=policy or LimitPolicy(), keys=keys, model=model, allow_weak_model=allow_weak_model,
-                              purpose=purpose, previous=previous)
+                              purpose=purpose, previous=previous, lineage=lineage)
     except BaseException as exc:
         staging.fail(exc, before == "finished", settings.key_bits)
         raise
@@ -73,11 +76,12 @@ def run(nodes: list[NodeConfig], settings: ModelSettings, out: Path, *, engine: 
 
 def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *, engine: str, console: Console,
                 reference: float | None, policy: LimitPolicy, keys: Path | None, model: Path | None,
-                allow_weak_model: bool, purpose: str, previous: Path | None = None) -> dict:
+                allow_weak_model: bool, purpose: str, previous: Path | None = None, lineage=None) -> dict:
     """The run itself, every output written into ``stage``."""
     task = "score" if model is not None else "train"
     nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None,
-                     previous_dir=str(previous) if previous is not None else None) for n in nodes]
+                     previous_dir=str(previous) if previous is not None else None)
+             for n in nodes]
     signer = coordinator_identity(Path(keys) if keys else staging.keys())
     publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
                           centralized_auc=reference)
@@ -96,4 +100,4 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
     audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
     extra = {"centralized_auc": reference} if reference is not None else {}
     return finish_run(result, stage, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
-                      seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra)
+                      seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra, lineage=lineage)

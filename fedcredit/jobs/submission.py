@@ -29,7 +29,7 @@ RECORD = "submission.json"
 class Submission:
     """The run config for one job on one federation, and where its outputs go."""
 
-    job: JobFile
+    job: JobFile | None  # None: a scoring job, whose settings are its saved model's at the coordinator
     federation: Federation
     run_config: dict
     coordinator_out: str
@@ -39,13 +39,29 @@ class Submission:
 def plan(job: JobFile, fed: Federation, out: Path, policy: Path | None = None) -> Submission:
     """Build the run config; a local ``policy`` file is checked here and sent as text."""
     from fedcredit.flower.deployment import run_config_from_settings
-    from fedcredit.scoring.policy import LimitPolicy
 
     try:
         cfg = run_config_from_settings(job.settings, job.roles, job.bank, job.purpose)
     except FedCreditError as exc:
         raise FedCreditError(f"{job.path}: [model] backend: {exc}") from None
-    coordinator_out = fed.coordinator_out(out, job.bank)
+    return _planned(job, fed, cfg, fed.coordinator_out(out, job.bank), policy)
+
+
+def plan_scoring(fed: Federation, model_run: str, bank: str, purpose: str, out: Path,
+                 policy: Path | None = None) -> Submission:
+    """A scoring job: the saved model ``model_run`` (a training run id of ``bank``'s) applied by every node to
+    the data it holds now. Only the run id, bank and purpose travel; the coordinator takes the model's
+    settings and nodes from its own record of the training run."""
+    if not model_run or not str(model_run).strip():
+        raise FedCreditError("--model must name the training run whose model scores (its run id, in its run.json)")
+    cfg = {"task": "score", "model-run": str(model_run).strip(), "bank": bank, "purpose": purpose}
+    return _planned(None, fed, cfg, fed.coordinator_out(out, bank), policy)
+
+
+def _planned(job: JobFile | None, fed: Federation, cfg: dict, coordinator_out: str, policy: Path | None) -> Submission:
+    """The submission with the federation's coordinator paths and the limit policy (sent as text when local)."""
+    from fedcredit.scoring.policy import LimitPolicy
+
     for key in ("registry", "keys"):
         if getattr(fed, key):
             cfg[key] = getattr(fed, key)
@@ -69,7 +85,7 @@ def run(sub: Submission, out: Path, *, echo=print, timeout: float = 3600.0) -> d
     fed.ca()
     out = Path(out).resolve()
     record = {"federation": fed.name, "defined_in": fed.source, "superlink": fed.superlink, "certs": str(fed.certs.resolve()),
-              "job": str(sub.job.path.resolve()),
+              "job": str(sub.job.path.resolve()) if sub.job is not None else None,
               "coordinator_out": sub.coordinator_out, "policy": sub.policy, "run_config": sub.run_config,
               "submitter_key": fed.submitter,
               "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -36,9 +36,10 @@ from fedcredit.crypto import WorkerPool
 import fedcredit.node.channel as channel
 from fedcredit.node.checkpoint import node_secret
 from fedcredit.node.config import node_from_config
+from fedcredit.node.models import saved_parts
 from fedcredit.node.naming import job_node
 from fedcredit.node.runs import NodeRuns
-from fedcredit.protocols import NodeAgent
+from fedcredit.protocols import HELLO, NodeAgent, QueryNode
 
 log = logging.getLogger("fedcredit.node")
 
@@ -77,6 +78,15 @@ def _header_json(headers, name: str, kind, what: str):
     return value
 
 
+def new_agent(cfg: dict, run: str, messages: list) -> NodeAgent:
+    """A new run's agent, made from the run's first delivery: the role its job gives this node and, for a
+    scoring job or a serving run, where this node's saved part and last published distribution are.
+    A serving run (``job.hello`` task ``query``) gets a ``QueryNode``, a job a ``NodeAgent``."""
+    node = saved_parts(job_node(node_from_config(cfg, run)[0], messages), cfg.get("out-dir"), messages)
+    hello = next((m for m in messages if m.kind == HELLO), None)
+    return QueryNode(node) if hello is not None and hello.meta.get("task") == "query" else NodeAgent(node)
+
+
 def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     """The service's endpoints for the node configured by ``cfg`` (``fedcredit.node.config``; its work
     directory holds checkpoints, secret and socket).
@@ -88,7 +98,7 @@ def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:
     node, work = node_from_config(cfg, "")
     secret = node_secret(work)
     starting: dict[str, list] = {}  # run -> the messages of its delivery in progress (a new agent's job.hello)
-    runs = NodeRuns(work, lambda run: NodeAgent(job_node(node_from_config(cfg, run)[0], starting.get(run, []))), pool)
+    runs = NodeRuns(work, lambda run: new_agent(cfg, run, starting.get(run, [])), pool)
     busy = threading.Lock()
     app = FastAPI(title=f"fedcredit node service ({node.role})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runs = runs

@@ -25,8 +25,10 @@ DEFAULT_CAPS_CNY = {"A": 5_000_000, "B": 2_000_000, "C": 500_000, "D": 0}
 DEFAULT_SHARING = {"A": "8:2", "B": "6:4", "C": "4:6", "D": "0:10"}
 DEFAULT_LGD = 0.45
 MISSING_RULES = ("zero", "cap")
+MISSING_ANSWERS = ("refer", "decline")  # [missing] answer: an online query about an enterprise a node lacks
 
-_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality", "monitoring"}
+_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality", "monitoring",
+             "missing"}
 _SCORECARD_KEYS = {"base_points", "base_odds", "pdo"}
 _BANDS_KEYS = {"grades", "min_points"}
 _CAPACITY_KEYS = {"node", "column", "multiple", "missing"}
@@ -206,9 +208,15 @@ class LimitPolicy:
     capacity: Capacity | None = None
     source: str = "<defaults>"
     quality: QualityPolicy = field(default_factory=QualityPolicy)
+    # an online query about an enterprise some node does not know (or holds no consent for): "refer" (no
+    # limit: the bank decides by hand) or "decline" (limit 0); never a score from a smaller model
+    missing_answer: str = "refer"
     monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
 
     def __post_init__(self) -> None:
+        if self.missing_answer not in MISSING_ANSWERS:
+            raise PolicyError(f"{self.source}: missing.answer: must be one of {', '.join(MISSING_ANSWERS)}, "
+                              f"got {self.missing_answer!r}")
         for name, table in (("caps_cny", self.caps), ("risk_sharing", self.sharing)):
             missing = [g for g in self.bands.grades if g not in table]
             extra = [g for g in table if g not in self.bands.grades]
@@ -306,7 +314,10 @@ class LimitPolicy:
                 raise PolicyError(f"{source}: {exc}") from None
         quality = _sub_policy(doc, "quality", _QUALITY_KEYS, QualityPolicy, source)
         monitoring = _sub_policy(doc, "monitoring", _MONITORING_KEYS, MonitoringPolicy, source)
-        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality, monitoring)
+        md = _table(doc, "missing", source)
+        _no_unknown(md, {"answer"}, source, "missing.")
+        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality,
+                   missing_answer=md.get("answer", "refer"), monitoring=monitoring)
 
     # -- limits and expected loss ----------------------------------------------------------
 

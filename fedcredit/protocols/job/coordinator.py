@@ -31,13 +31,16 @@ class JobCoordinator(ScriptedCoordinator):
     def __init__(self, run_id: str, roles: list[str], settings: ModelSettings, *, pool=None, on_event=None,
                  deployment: bool | None = None, publication: Publication | None = None, task: str = "train",
                  bank_name: str = "bank", purpose: str = "credit-scoring", submitter: dict | None = None,
-                 keypairs: dict | None = None):
+                 keypairs: dict | None = None, saved: dict | None = None):
         if task not in ("train", "score"):
             raise InputError(f"task must be 'train' or 'score', got {task!r}")
         self.task = task
         # what every node's policy judges the job by (its HELLO): the label-holding bank's node name, the
         # purpose its consent lists name, and (deployments) the verified submitter
         self.bank_name, self.purpose, self.submitter = bank_name, purpose, submitter
+        # scoring runs on a federation: the saved model's training run id ("model") and the previous publication's
+        # run id ("previous"), by which each node finds its own saved part and the distribution it last published
+        self.saved = {k: str(v) for k, v in (saved or {}).items() if v} if task == "score" else {}
         if not roles or roles[0] != "bank" or len(set(roles)) != len(roles) or len(roles) < 2:
             raise InputError(f"a job needs the bank first and at least one host, all distinct; got {roles!r}")
         self.run_id, self.roles, self.settings = run_id, list(roles), settings
@@ -211,7 +214,8 @@ class JobCoordinator(ScriptedCoordinator):
     def _run(self):
         started = time.perf_counter()
         s = self.settings
-        job = {"bank": self.bank_name, "purpose": self.purpose, "task": self.task, "submitter": self.submitter}
+        job = {"bank": self.bank_name, "purpose": self.purpose, "task": self.task, "submitter": self.submitter,
+               **self.saved}
         replies = yield [self._send(HELLO, r, {"settings": asdict(s), **job}, 0) for r in self.roles]
         info = self._each(replies, INFO)
         self.result["nodes"] = {r: {"rows": meta_int(m, "rows"), "features": meta_int(m, "features")} for r, m in info.items()}

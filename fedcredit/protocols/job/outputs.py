@@ -21,6 +21,8 @@ from fedcredit import __version__
 from fedcredit.common.atomic import atomic_write_bytes
 from fedcredit.crypto import Identity
 from fedcredit.protocols.job import ModelSettings, Publication
+from fedcredit.common.errors import FedCreditError
+from fedcredit.scoring.lineage import Lineage
 from fedcredit.scoring.policy import LimitPolicy
 from fedcredit.scoring.publish import publish_limits, verify_limits
 from fedcredit.scoring.quality import describe_warning
@@ -37,7 +39,7 @@ def publication_for(policy: LimitPolicy, signer: str | None = None, allow_weak_m
     return Publication(grade=grade, capacity=policy.capacity,
                        loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer,
                        quality=policy.quality, allow_weak_model=allow_weak_model, grade_order=list(policy.bands.grades),
-                       scaling=asdict(policy.scorecard))
+                       scaling=asdict(policy.scorecard), missing=policy.missing_answer)
 
 
 def coordinator_identity(keys: Path) -> Identity:
@@ -52,12 +54,21 @@ def coordinator_identity(keys: Path) -> Identity:
 
 def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSettings, policy: LimitPolicy, *,
                roles: list[str], task: str, engine: str, seconds: float, audit_records: int,
-               extra: dict | None = None, run_extra: dict | None = None) -> dict:
+               extra: dict | None = None, run_extra: dict | None = None, lineage: Lineage | None = None) -> dict:
     """The coordinator's outputs of a finished job, whatever the engine: the signed limits
-    (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics."""
+    (checked right after signing), ``metrics.json`` and ``run.json``; returns the metrics.
+
+    ``lineage`` places the limits among the model's publications (``fedcredit.scoring.lineage``):
+    a training run's are version 1 of its own model; a scoring run names the publication it follows."""
     quality = result.get("quality")
-    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=str(result.get("run_id")),
-                               metadata={"quality_gate": quality} if quality else None)
+    run_id = str(result.get("run_id"))
+    if lineage is None:
+        if task != "train":
+            raise FedCreditError("a scoring run's limits must name the publication they follow (lineage)")
+        lineage = Lineage.first(run_id)
+    publication = lineage.metadata(run_id)
+    published = publish_limits(pd.DataFrame(result["publication"]), out, signer, model_version=lineage.model,
+                               metadata={"publication": publication, **({"quality_gate": quality} if quality else {})})
     verify_limits(published["parquet"], signer.public)
     m = result.get("metrics") or {}
     metrics = {
@@ -83,7 +94,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
         "nodes": result["nodes"], "roles": roles, "rounds": metrics["rounds"], "seconds": metrics["seconds"],
         "key_fingerprints": {"paillier": result["key_fingerprint"], "identities": result["identities"],
                              "coordinator_signing": signer.fingerprint},
-        "policy": policy.source, "quality_gate": quality, "history": result["history"], "versions": _versions(),
+        "policy": policy.source, "quality_gate": quality, "publication": publication, "history": result["history"],
+        "versions": _versions(),
         **({"regularization": result["regularization"]} if "regularization" in result else {}), **stability,
         **(run_extra or {}),
     }

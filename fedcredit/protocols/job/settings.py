@@ -147,7 +147,7 @@ class NodeConfig:
     layout: str = "standard"  # "standard": the role's built-in schema; "custom": only declared columns
     out_dir: str | None = None
     model_dir: str | None = None  # scoring runs: this node's saved model part
-    previous_dir: str | None = None  # scoring runs: the previous publication's run folder here (default: model_dir/../..)
+    previous_dir: str | None = None  # scoring runs: the previous publication's run folder at this node
     publish_feature_names: bool = False  # a host's choice: the bank sees its features' names (else numbers) with IVs
     policy: str | None = None  # this node's policy: a TOML file with [policy], "default", or None (a local run: none)
     ledger: str | None = None  # where its daily budget is counted (default: beside the policy file)
@@ -195,6 +195,7 @@ class Publication:
     grade_order: list[str] | None = None
     centralized_auc: float | None = None  # local runs: the pooled-data reference, shown in the bank's report
     scaling: dict | None = None  # base_points, base_odds, pdo: every node's points table uses the published scaling
+    missing: str = "refer"  # online queries: the limit policy's answer for an enterprise a node lacks (refer/decline)
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
