@@ -103,7 +103,7 @@ def test_a_finished_run_leaves_no_node_state_or_staging(job_dir, tmp_path):
     assert _train(job_dir, out, "--engine", "in-process").exit_code == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"audit", "keys", "limits.csv", "limits.parquet", "limits.sig.json", "metrics.json", "model",
-                     "report.html", "run.json", "scores.parquet", "status.json"}, names
+                     "monitor", "report.html", "run.json", "scores.parquet", "status.json"}, names
     assert json.loads((out / "status.json").read_text())["ok"] is True
 
 

@@ -8,6 +8,7 @@ module             commands
 ``federation``     ``certs``, ``coordinator``, ``node``, ``federation``, ``app``
 ``audit``          ``audit verify|report|export``
 ``limits``         ``limits verify``
+``monitor``        ``monitor`` (a publication vs the previous one)
 =================  ==========================================================
 
 Commands stay thin: parse the options, call the layer below (data, jobs, deploy, audit,
@@ -22,7 +23,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from fedcredit import __version__
-from fedcredit.cli import data, train
+from fedcredit.cli import data, monitor, train
 from fedcredit.cli.audit import audit_app
 from fedcredit.cli.console import console, err_console
 from fedcredit.cli.federation import app_app, certs_app, coordinator_app, federation_app, node_app
@@ -54,6 +55,7 @@ app.command("validate")(data.validate)
 app.command("demo")(train.demo)
 app.command("train")(train.train)
 app.command("score")(train.score)
+app.command("monitor")(monitor.monitor)
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
 app.add_typer(certs_app, name="certs")

@@ -146,7 +146,8 @@ def score(
     engine: Optional[str] = typer.Option(None, "--engine", help="simulation (Flower, default) or in-process."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
     previous: Optional[Path] = typer.Option(None, "--previous", help="Local runs: the run folder of the publication "
-                                            "these limits follow (default: the model's training run)."),
+                                            "these limits follow, whose per-node bin shares each feature's CSI "
+                                            "compares with (default: the model's training run)."),
     federation: Optional[str] = typer.Option(None, "--federation", help="Score on this running federation "
                                              "(docs/deployment.md): every node applies its saved part of the model."),
     bank: str = typer.Option("bank", "--bank", help="With --federation: the bank whose model it is."),
@@ -165,6 +166,8 @@ def score(
         return
     if job is None:
         raise FedCreditError("--job is required for a local scoring run (or give --federation NAME)")
+    if previous is not None and not previous.is_dir():
+        raise FedCreditError(f"--previous {previous}: no such folder; expected the previous publication's run folder")
     job_file = read_job(job)
     _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", False, policy, model=Path(model),
            purpose=job_file.purpose, previous=previous)
