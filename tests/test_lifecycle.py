@@ -4,10 +4,13 @@ Every party in its own network namespace (as root; else on 127.0.0.1), TLS and n
 authentication on, jobs signed by the platform operator and sent with the CLI a bank's
 risk team uses (``fedcredit train --federation``, ``fedcredit score --federation``).
 Between training and scoring every node's data file is replaced by a later month of the
-same enterprises with drift, and the tax node is restarted: it finds its saved model part
-again by the training run's id. The first scoring run's limits are version 2 of the
-model and chain to the training publication; a second one (version 3) chains to the
-first, and the nodes find the distribution they last published.
+same enterprises with drift (``synth.generate(month=2)``), and the tax node is restarted:
+it finds its saved model part again by the training run's id. The first scoring run's
+limits are version 2 of the model and chain to the training publication; each node's CSI
+arrives at the coordinator, and ``fedcredit monitor`` turns the two publications into
+red/amber/green warnings (the enterprises the month put in distress are red). A second
+scoring run (version 3) chains to the first, and the nodes find the distribution they
+last published.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from test_deployment import pytestmark  # noqa: F401 — slow, needs Flower
 
 NAMES = ("bank", "tax", "utilities")
 ROWS = 2000
+SEED = 5
 NODE_POLICY = """[policy]
 allowed_banks = ["bank"]
 allowed_tasks = ["train", "score", "query"]
@@ -53,22 +57,7 @@ runner = CliRunner()
 
 def month(data: Path, number: int) -> dict[str, Path]:
     """Write month ``number`` of the same enterprises into ``data`` (the nodes' files, replaced in place)."""
-    tables = synth.generate(ROWS, seed=5)
-    if number > 1:  # a later month: every enterprise's tax revenue and utilities arrears drift
-        tables = drifted(tables, number)
-    paths = synth.write_nodes(tables, data, "parquet")
-    return paths
-
-
-def drifted(tables: dict, number: int) -> dict:
-    import pyarrow as pa
-
-    out = dict(tables)
-    tax = tables["tax"].to_pandas()
-    revenue = [c for c in tax.columns if "revenue" in c][0]
-    tax[revenue] = tax[revenue] * (0.6 if number == 2 else 0.5)
-    out["tax"] = pa.Table.from_pandas(tax, schema=tables["tax"].schema, preserve_index=False)
-    return out
+    return synth.write_nodes(synth.generate(ROWS, seed=SEED, month=number), data, "parquet")
 
 
 def cli(*args: str, env: dict) -> str:
@@ -112,6 +101,17 @@ def test_train_rescore_drifted_data_monitor_and_query(tmp_path):
         new = pd.read_parquet(june / "limits.parquet").set_index("uscc")
         assert len(new) > 0.5 * ROWS and set(new.index) <= set(old.index)
         assert not new["pd"].equals(old["pd"].reindex(new.index))  # the drifted month scores differently
+        csi = json.loads((june / "metrics.json").read_text())["csi"]  # each node's index, computed where its data is
+        assert set(csi) == set(NAMES) and all(v >= 0 for node in csi.values() for v in node.values())
+        assert max(csi["tax"].values()) > max(csi["bank"].values())  # the downturn shows in the tax data
+
+        cli("monitor", str(trained), str(june), "--out", str(tmp_path / "monitoring"), env=env)
+        warnings = pd.read_parquet(tmp_path / "monitoring" / "warnings.parquet")
+        assert list(warnings.columns) == ["uscc", "old_grade", "new_grade", "warning", "reasons"]
+        distressed = set(synth.drift_hits(ROWS, SEED, month=2)["distressed"]) & set(warnings["uscc"])
+        red = set(warnings.loc[warnings["warning"] == "red", "uscc"])
+        assert distressed and len(distressed & red) >= 0.5 * len(distressed), (len(distressed), len(distressed & red))
+        assert (tmp_path / "monitoring" / "monitoring.html").exists()
 
         month(tmp_path / "data", 3)
         cli("score", "--federation", "lab", "--model", model, "--out", str(tmp_path / "july"), env=env)
