@@ -5,7 +5,8 @@ for the coordinator and ``names`` (plus ``extra`` parties that get a namespace b
 registered key), makes the test CA, the SuperLink's certificate, one node key per name and
 the platform operator's submitter key, and starts the SuperLink. Nodes are started with
 ``start_node``. On leaving, every process it started is stopped, the lab is removed, and
-no Flower process of this test may be left. As root and where namespaces work the parties
+no Flower process of this test may be left. ``JobThread`` submits a job on a thread (the
+test acts while it runs); ``crash`` and ``crash_node`` play a power cut (SIGKILL). As root and where namespaces work the parties
 are apart; elsewhere (or with ``FEDCREDIT_TEST_NETNS=0``) all run on 127.0.0.1 and
 ``why_not`` says why.
 """
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,3 +117,73 @@ def lab_federation(tmp_path: Path, names, extra: tuple[str, ...] = (), namespace
         if lab is not None:
             lab.close()
         assert flower_pids(str(tmp_path)) == [], "Flower processes left running"
+
+
+class JobThread:
+    """``submit`` on a thread, so the test can act while the job runs (e.g. stop and restart a node).
+
+    ``wait_for(text)`` blocks until a progress line containing ``text`` was streamed
+    (lines look like "federated model: iteration 1/1, loss ..."); ``result()`` joins and
+    returns the coordinator's status or re-raises the job's error.
+    """
+
+    def __init__(self, superlink, certs, out, run_config, timeout):  # signed by the fixture's submitter
+        from fedcredit.flower.submit import submit
+
+        self.lines: list[str] = []
+        self._box: dict = {}
+        self._new_line = threading.Condition()
+
+        def echo(line: str) -> None:
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
+
+        def run() -> None:
+            try:
+                self._box["status"] = submit(superlink, certs, out, run_config, echo=echo, timeout=timeout,
+                                             submitter_key=Path(certs) / "submitters" / "operator.key")
+            except BaseException as exc:  # handed to result()
+                self._box["error"] = exc
+            with self._new_line:
+                self._new_line.notify_all()
+
+        self.started = time.perf_counter()
+        self._thread = threading.Thread(target=run, name="submit", daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                hit = next((line for line in self.lines if text in line), None)
+                if hit is not None:
+                    return hit
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise AssertionError(f"no progress line with {text!r}; last lines:\n" + "\n".join(self.lines[-15:]))
+                self._new_line.wait(timeout=1.0)
+
+    def result(self, timeout: float) -> dict:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the job did not finish"
+        self.seconds = time.perf_counter() - self.started
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["status"]
+
+
+def crash(proc: P.Proc) -> None:
+    """SIGKILL a process's whole tree, as a power cut would: no clean shutdown, no deactivation."""
+    pids = [proc.popen.pid, *P.descendants(proc.popen.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.popen.wait(timeout=10)
+
+
+def crash_node(node: P.NodeProc) -> None:
+    """A node loses power: its SuperNode and its node service die at once."""
+    crash(node.service)
+    crash(node)

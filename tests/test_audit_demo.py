@@ -20,18 +20,16 @@ cli = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo with space") / "run"
-    result = cli.invoke(app, ["demo", "--rows", "2500", "--key-bits", "1024", "--engine", "in-process",
-                              "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out, result.output
+def demo(demo_run):
+    """The session's demo run (tests/conftest.py): its folder's path holds a space."""
+    return demo_run
 
 
-def _printed_verify(output: str) -> list[str]:
+def _printed_verify(output: str, which: int = 0) -> list[str]:
+    """The printed verify command of the training run (0) or of the re-rating a month later (1)."""
     lines = [line.strip() for line in output.splitlines() if line.strip().startswith("fedcredit audit verify ")]
-    assert len(lines) == 1, output
-    return shlex.split(lines[0])
+    assert len(lines) == 2, output
+    return shlex.split(lines[which])
 
 
 def test_the_printed_verify_command_works_as_printed(demo):
@@ -45,6 +43,10 @@ def test_the_printed_verify_command_works_as_printed(demo):
     # without the flag the same logs are refused: the printed flag is what makes it work
     result = cli.invoke(app, argv[1:-2])
     assert result.exit_code == 1 and "paillier-1024" in result.output
+    later = _printed_verify(output, 1)  # the month-2 run, signed with the same coordinator key
+    assert later[3] == str(out / "month-2") and later[5] == str(out / "keys" / "coordinator.pub.json")
+    result = cli.invoke(app, later[1:])
+    assert result.exit_code == 0 and result.output.startswith("OK: run "), result.output
 
 
 def test_production_key_sizes_need_no_flag(tmp_path):

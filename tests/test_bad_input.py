@@ -25,8 +25,8 @@ from fedcredit.data import synth
 
 runner = CliRunner()
 ROLES = ("bank", "tax", "utilities")
-FINISHED = {"audit", "keys", "limits.csv", "limits.parquet", "limits.sig.json", "metrics.json", "model", "report.html",
-            "run.json", "scores.parquet", "status.json"}
+FINISHED = {"audit", "keys", "limits.csv", "limits.parquet", "limits.sig.json", "metrics.json", "model", "monitor",
+            "report.html", "run.json", "scores.parquet", "status.json"}
 STATUS_ONLY = {"status.json"}
 ABORTED = {"audit", "keys", "status.json"}
 UNTOUCHED = None  # --out was never created

@@ -68,42 +68,41 @@ def test_validate_unknown_role_and_extra_columns(parquet_dir, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_demo_trains_and_writes_every_output(tmp_path):
+def test_demo_trains_and_writes_every_output(demo_run, tmp_path):
     import json
 
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--rows", "2500", "--key-bits", "1024", "--engine", "in-process"])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    demo, output = demo_run  # fedcredit demo --rows 2500 --key-bits 1024 --engine in-process (tests/conftest.py)
+    metrics = json.loads((demo / "metrics.json").read_text())
     for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralized_auc", "rounds", "seconds"):
         assert key in metrics, key
     assert abs(metrics["test_auc"] - metrics["centralized_auc"]) < 0.02 and metrics["test_auc"] > metrics["bank_only_auc"]
-    run = json.loads((tmp_path / "run.json").read_text())
+    run = json.loads((demo / "run.json").read_text())
     assert set(run["key_fingerprints"]["identities"]) == {"bank", "tax", "utilities"} and run["versions"]["flwr"]
-    assert (tmp_path / "scores.parquet").exists() and (tmp_path / "model" / "tax" / "prep.json").exists()
-    assert "test_auc" in result.output and "centralized_auc" in result.output
+    assert (demo / "scores.parquet").exists() and (demo / "model" / "tax" / "prep.json").exists()
+    assert "test_auc" in output and "centralized_auc" in output
     # signed limits verify through the main CLI; one changed limit fails naming the cell
-    assert "limits.parquet" in result.output and "report.html" in result.output
-    key = tmp_path / "keys" / "coordinator.pub.json"
-    ok = runner.invoke(app, ["limits", "verify", str(tmp_path / "limits.parquet"), "--key", str(key)])
+    assert "limits.parquet" in output and "report.html" in output
+    key = demo / "keys" / "coordinator.pub.json"
+    ok = runner.invoke(app, ["limits", "verify", str(demo / "limits.parquet"), "--key", str(key)])
     assert ok.exit_code == 0 and "OK:" in ok.output, ok.output
     import pandas as pd
 
-    table = pd.read_parquet(tmp_path / "limits.parquet")
+    table = pd.read_parquet(demo / "limits.parquet")
     table.loc[3, "limit"] = table.loc[3, "limit"] + 1
     table.to_parquet(tmp_path / "tampered.parquet", index=False)
-    (tmp_path / "tampered.sig.json").write_bytes((tmp_path / "limits.sig.json").read_bytes())
+    (tmp_path / "tampered.sig.json").write_bytes((demo / "limits.sig.json").read_bytes())
     bad = runner.invoke(app, ["limits", "verify", str(tmp_path / "tampered.parquet"), "--key", str(key)])
     assert bad.exit_code != 0 and "limit" in bad.output and "Traceback" not in bad.output
-    report = (tmp_path / "report.html").read_text()
+    report = (demo / "report.html").read_text()
     assert "ROC curve" in report and "data:image/png;base64" in report
     # the audit trail verifies without any private key; its HTML report renders
-    audit = runner.invoke(app, ["audit", "verify", str(tmp_path), "--key", str(key), "--min-key-bits", "1024"])
+    audit = runner.invoke(app, ["audit", "verify", str(demo), "--key", str(key), "--min-key-bits", "1024"])
     assert audit.exit_code == 0 and "OK" in audit.output, audit.output
-    strict = runner.invoke(app, ["audit", "verify", str(tmp_path), "--key", str(key)])
+    strict = runner.invoke(app, ["audit", "verify", str(demo), "--key", str(key)])
     assert strict.exit_code == 1  # 1024-bit test keys are below the auditor's default minimum
     out = tmp_path / "audit.html"
-    assert runner.invoke(app, ["audit", "report", str(tmp_path), "--out", str(out), "--key", str(key)]).exit_code in (0, 1)
-    assert out.exists() and "Audit logs" in result.output
+    assert runner.invoke(app, ["audit", "report", str(demo), "--out", str(out), "--key", str(key)]).exit_code in (0, 1)
+    assert out.exists() and "Audit logs" in output
 
 
 def test_demo_runs_a_woe_scorecard(tmp_path):
@@ -148,20 +147,19 @@ def test_version():
     assert result.exit_code == 0 and "fedcredit" in result.output
 
 
-def test_score_a_new_population_with_a_saved_model(tmp_path):
+def test_score_a_new_population_with_a_saved_model(demo_run, tmp_path):
     import json
 
     import pandas as pd
 
     from fedcredit.scoring.publish import verify_limits
 
-    train = runner.invoke(app, ["demo", "--out", str(tmp_path / "train"), "--rows", "2500", "--key-bits", "1024", "--engine", "in-process"])
-    assert train.exit_code == 0, train.output
-    assert (tmp_path / "train" / "model" / "bank" / "reference_scores.json").exists()
+    trained = demo_run[0]  # fedcredit demo --rows 2500 --key-bits 1024 --engine in-process (tests/conftest.py)
+    assert (trained / "model" / "bank" / "reference_scores.json").exists()
     assert runner.invoke(app, ["synth", "--out", str(tmp_path / "new"), "--rows", "2000", "--seed", "77"]).exit_code == 0
     (tmp_path / "job.toml").write_text("[model]\nkey_bits = 1024\n[nodes.bank]\ndata = 'new/bank.parquet'\n"
                                        "[nodes.tax]\ndata = 'new/tax.parquet'\n[nodes.utilities]\ndata = 'new/utilities.parquet'\n")
-    scored = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp_path / "train"),
+    scored = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(trained),
                                  "--out", str(tmp_path / "scored"), "--engine", "in-process"])
     assert scored.exit_code == 0, scored.output
     scores = pd.read_parquet(tmp_path / "scored" / "scores.parquet")
@@ -171,13 +169,33 @@ def test_score_a_new_population_with_a_saved_model(tmp_path):
     assert metrics["test_auc"] > 0.7 and metrics["evaluations"] == 0
     key = tmp_path / "scored" / "keys" / "coordinator.pub.json"
     assert runner.invoke(app, ["limits", "verify", str(tmp_path / "scored" / "limits.csv"), "--key", str(key)]).exit_code == 0
-    train_run = json.loads((tmp_path / "train" / "run.json").read_text())
+    train_run = json.loads((trained / "run.json").read_text())
     chained = verify_limits(tmp_path / "scored" / "limits.parquet", key).metadata["publication"]
-    trained = verify_limits(tmp_path / "train" / "limits.parquet", tmp_path / "train" / "keys" / "coordinator.pub.json")
+    first = verify_limits(trained / "limits.parquet", trained / "keys" / "coordinator.pub.json")
     assert chained["model"] == train_run["run_id"] and chained["version"] == 2  # the model's second publication
-    assert chained["previous"]["digest"] == trained.digest and chained["previous"]["run_id"] == train_run["run_id"]
+    assert chained["previous"]["digest"] == first.digest and chained["previous"]["run_id"] == train_run["run_id"]
     assert set(pd.read_parquet(tmp_path / "scored" / "limits.parquet")["model_version"]) == {train_run["run_id"]}
     assert "Population stability" in (tmp_path / "scored" / "report.html").read_text()
     missing = runner.invoke(app, ["score", "--job", str(tmp_path / "job.toml"), "--model", str(tmp_path / "nope"),
                                   "--out", str(tmp_path / "x"), "--engine", "in-process"])
     assert missing.exit_code == 1 and "no saved model part" in missing.output
+
+
+def test_demo_rerates_the_same_enterprises_a_month_later(demo_run):
+    import json
+
+    import pandas as pd
+
+    from fedcredit.scoring.publish import verify_limits
+
+    out, output = demo_run
+    later = out / "month-2"
+    key = out / "keys" / "coordinator.pub.json"  # the same coordinator key signs both publications
+    first, second = verify_limits(out / "limits.parquet", key), verify_limits(later / "limits.parquet", key)
+    assert second.metadata["publication"]["version"] == 2
+    assert second.metadata["publication"]["previous"]["digest"] == first.digest
+    assert json.loads((later / "run.json").read_text())["task"] == "score"
+    warnings = pd.read_parquet(later / "monitoring" / "warnings.parquet")
+    assert set(warnings["warning"]) <= {"red", "amber", "green"} and (warnings["warning"] == "red").any()
+    assert "A month later" in output and "Early warnings" in output and "red" in output
+    assert (later / "monitoring" / "monitoring.html").exists()

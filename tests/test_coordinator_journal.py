@@ -5,7 +5,7 @@ The real coordinator loop (``server_app.run_job``) and the real node checkpoints
 SIGKILL shows it: the loop stops at once (an exception no handler catches), nothing is
 aborted, the nodes keep their checkpoints. A second grid — a new Flower run — then
 resumes the job from the journal. The same over the deployment engine, with the
-SuperLink's processes killed, is tests/test_coordinator_resume.py.
+SuperLink's processes killed, is in tests/test_deployment.py.
 """
 
 from __future__ import annotations

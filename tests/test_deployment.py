@@ -1,118 +1,168 @@
-"""A real federation on Flower's deployment engine: TLS, SuperNode authentication, refusal, and the wire.
+"""A real federation on Flower's deployment engine: trusted code, TLS, SuperNode authentication, the wire, crashes.
 
 One SuperLink and three SuperNodes (bank, tax, utilities) run as separate processes; a
 fifth party holds a node key that was never registered and must not join. As root (and
 where namespaces work) every party runs in its own network namespace on a bridge
-(``fedcredit_netlab.namespaces``) and every party's link is captured during the job: the
-capture must show TLS from first byte to last, and none of the canaries (enterprise IDs
-and raw feature values from the nodes' files, the run's settings) in clear, while a
-canary sent in clear over the same link *is* found. Elsewhere (or with
-``FEDCREDIT_TEST_NETNS=0``) everything runs on 127.0.0.1 without the wire checks. The
-metrics and the model must equal those of the same job on the in-process engine (same data
-and seed), although the tax node is killed (SIGKILL) mid-training and restarted: the
-coordinator names it, waits, and the job resumes from the node's checkpoint.
-Every process and namespace the test starts is removed in the fixture teardown.
+(``fedcredit_netlab.namespaces``); elsewhere (or with ``FEDCREDIT_TEST_NETNS=0``)
+everything runs on 127.0.0.1 without the wire and namespace checks. Starting a federation
+takes 15-20 s, so one federation (module-scoped) serves the three tests, in this order:
+
+1. Only trusted code runs at a node, only authenticated submitters start jobs, nodes cannot
+   reach the Control API (namespaces only; no training): a copy of the app whose ClientApp
+   module differs by one line, submitted with a valid submitter signature, is refused by
+   every node before any task is answered, and the coordinator's error names each node and
+   the file; the genuine app without a signature is refused before the job starts; from a
+   node's namespace the Control API answers 403 (raw HTTPS and the ``flwr`` CLI) while that
+   node's Fleet connection works throughout.
+2. A job, with every party's link captured: the capture must show TLS from first byte to
+   last, and none of the canaries (enterprise IDs and raw feature values from the nodes'
+   files, the run's settings) in clear, while a canary sent in clear over the same link
+   *is* found. The metrics and the model must equal those of the same job on the
+   in-process engine (same data and seed), although the tax node is killed (SIGKILL)
+   mid-training and restarted: the coordinator names it, waits, and the job resumes from
+   the node's checkpoint. Then a SecureBoost job on the same federation.
+3. The coordinator killed mid-training (the SuperLink's whole process tree, its ServerApp
+   included, gets SIGKILL), started again on the same state folder, and the job resumed as
+   ``fedcredit coordinator start`` does (``resume_unfinished``): the new ServerApp replays
+   its journal, the nodes continue from their checkpoints, and the final model parts equal,
+   bit for bit, the same job's on the in-process engine. The fast, in-process version of
+   the same, and a coordinator that never returns, are in tests/test_coordinator_journal.py.
+
+Every process and namespace the federation started is removed in the fixture teardown,
+and nothing of it may be left running.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import struct
-import threading
+import subprocess
+import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy import processes as P
 from fedcredit_netlab.capture import Capture, find_canaries, tcp_streams, tls_framing
 from fedcredit.deploy.certs import make_node_key
+from fedcredit.flower.submit import app_dir, submit
 from fedcredit.scoring.outputs import read_model_part
 
-from lab_federation import NEEDS_FLOWER, lab_federation
+from lab_federation import NEEDS_FLOWER, JobThread, crash, crash_node, lab_federation  # noqa: F401 — JobThread,
+# crash: also imported from here by other deployment tests
 
 ROLES = ("bank", "tax", "utilities")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42}
 pytestmark = [pytest.mark.slow, NEEDS_FLOWER]
 
 
-@pytest.fixture
-def federation(tmp_path):
-    """The running federation; ``start_node(role)`` (re)starts a node with its original settings (10 s heartbeat)."""
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    """The running federation; ``start_node(role)`` (re)starts a node with its original settings (10 s heartbeat).
+
+    ``FEDCREDIT_OBJECT_WAIT_S`` = 20 in every node's environment: a message of a killed coordinator's run never
+    completes at a node, and waiting Flower's 500 tries for it (about 4 min) would hold up the resumed run's first
+    task that long (fedcredit.deploy.supernode.object_wait; test 3).
+    """
     from fedcredit.data import synth
 
-    with lab_federation(tmp_path, ROLES, extra=("rogue",)) as fed:
-        make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
-        shutil.copy(fed.certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
-        paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
+    tmp_path = tmp_path_factory.mktemp("federation")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FEDCREDIT_OBJECT_WAIT_S", "20")
+        with lab_federation(tmp_path, ROLES, extra=("rogue",)) as fed:
+            make_node_key(tmp_path / "rogue-certs", "tax")  # a key nobody registered, claiming to be tax
+            shutil.copy(fed.certs / "ca.pem", tmp_path / "rogue-certs" / "ca.pem")
+            paths = synth.write_nodes(synth.generate(1500, 3), tmp_path / "data")
 
-        def start_node(role: str) -> P.Proc:
-            return fed.start_node(role, paths[role])
+            def start_node(role: str) -> P.Proc:
+                return fed.start_node(role, paths[role])
 
-        for role in ROLES:
-            start_node(role)
-        fed.start_node("tax", paths["tax"], party="rogue", certs=tmp_path / "rogue-certs", max_retries=2)
-        yield {"tmp": tmp_path, "certs": fed.certs, "superlink": fed.superlink, "port": fed.port,
-               "registry": fed.registry, "procs": fed.procs, "start_node": start_node, "state": fed.state,
-               "paths": paths, "lab": fed.lab, "why_not": fed.why_not, "submitter_key": fed.submitter_key}
+            for role in ROLES:
+                start_node(role)
+            fed.start_node("tax", paths["tax"], party="rogue", certs=tmp_path / "rogue-certs", max_retries=2)
+            yield {"tmp": tmp_path, "certs": fed.certs, "superlink": fed.superlink, "port": fed.port,
+                   "host": fed.host, "registry": fed.registry, "procs": fed.procs, "start_node": start_node,
+                   "state": fed.state, "paths": paths, "lab": fed.lab, "why_not": fed.why_not,
+                   "submitter_key": fed.submitter_key, "start_coordinator": fed.start_coordinator}
+    # nothing of the federation left running, its namespaces gone
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert [line for line in ps.splitlines() if str(tmp_path) in line] == []
+    if fed.lab is not None:
+        assert fed.lab.ns("coordinator") not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                               text=True).stdout
 
 
-class JobThread:
-    """``submit`` on a thread, so the test can act while the job runs (e.g. stop and restart a node).
+def _tampered_app(dest):
+    """The app folder with one changed line in the ClientApp module."""
+    dest.mkdir()
+    shutil.copy(app_dir() / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copytree(app_dir() / "fedcredit", dest / "fedcredit", ignore=shutil.ignore_patterns("__pycache__"))
+    relay = dest / "fedcredit" / "flower" / "relay_app.py"
+    relay.write_text(relay.read_text().replace("SERVICE_WAIT_S = 60.0", "SERVICE_WAIT_S = 1.0"))
+    return dest
 
-    ``wait_for(text)`` blocks until a progress line containing ``text`` was streamed
-    (lines look like "federated model: iteration 1/1, loss ..."); ``result()`` joins and
-    returns the coordinator's status or re-raises the job's error.
-    """
 
-    def __init__(self, superlink, certs, out, run_config, timeout):  # signed by the fixture's submitter
-        from fedcredit.flower.submit import submit
+def _control_request(lab, party: str, url: str, ca) -> str:
+    """An HTTPS POST from ``party``'s namespace: the HTTP status, or the error."""
+    code = ("import ssl, sys, urllib.request, urllib.error\n"
+            f"ctx = ssl.create_default_context(cafile={str(ca)!r})\n"
+            f"req = urllib.request.Request({url!r}, data=b'{{}}', method='POST', "
+            "headers={'Content-Type': 'application/json'})\n"
+            "try:\n    print(urllib.request.urlopen(req, context=ctx, timeout=10).status)\n"
+            "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+    res = subprocess.run([*lab.exec_prefix(party), sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    return (res.stdout + res.stderr).strip()
 
-        self.lines: list[str] = []
-        self._box: dict = {}
-        self._new_line = threading.Condition()
 
-        def echo(line: str) -> None:
-            with self._new_line:
-                self.lines.append(line)
-                self._new_line.notify_all()
+def test_tampered_and_unsigned_jobs_are_refused_and_nodes_cannot_reach_the_control_api(federation):
+    fed = federation
+    lab, certs, host, port, superlink, key = (fed["lab"], fed["certs"], fed["host"], fed["port"], fed["superlink"],
+                                              fed["submitter_key"])
+    if lab is None:
+        pytest.skip(f"needs network namespaces: {fed['why_not']}")
+    tmp, ours = fed["tmp"], fed["tmp"] / "trusted"
+    ours.mkdir()
+    job = {**JOB, "timeout": 120.0}
+    runs_at_nodes = lambda: {p for role in ROLES for p in (tmp / "nodes-out" / role).glob("run-*/*")}  # noqa: E731
+    before = runs_at_nodes()
 
-        def run() -> None:
-            try:
-                self._box["status"] = submit(superlink, certs, out, run_config, echo=echo, timeout=timeout,
-                                             submitter_key=Path(certs) / "submitters" / "operator.key")
-            except BaseException as exc:  # handed to result()
-                self._box["error"] = exc
-            with self._new_line:
-                self._new_line.notify_all()
+    # (i) ClientApp code changed by one line, signed by a registered submitter: every node refuses it
+    with pytest.raises(FedCreditError) as refused:
+        submit(superlink, certs, ours / "tampered", job, submitter_key=key, app=_tampered_app(ours / "app"),
+               timeout=150)
+    text = str(refused.value)
+    for role in ROLES:
+        assert f"[{role}] app bundle refused: fedcredit/flower/relay_app.py differs from this node's fedcredit" \
+            in text, text
+        assert "app bundle refused: fedcredit/flower/relay_app.py differs" in \
+            (tmp / "work" / role / "node-service.log").read_text()
+    assert runs_at_nodes() == before  # no job at a node
 
-        self.started = time.perf_counter()
-        self._thread = threading.Thread(target=run, name="submit", daemon=True)
-        self._thread.start()
+    # (ii) the genuine app without a submitter signature: refused before the job starts
+    with pytest.raises(FedCreditError, match="unauthenticated submission refused") as unsigned:
+        submit(superlink, certs, ours / "unsigned", job, timeout=150)
+    assert "fedcredit refused this job" in str(unsigned.value)
+    assert not (ours / "unsigned" / "status.json").exists()  # the ServerApp never ran
 
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._new_line:
-            while True:
-                hit = next((line for line in self.lines if text in line), None)
-                if hit is not None:
-                    return hit
-                if not self._thread.is_alive() or time.monotonic() > deadline:
-                    raise AssertionError(f"no progress line with {text!r}; last lines:\n" + "\n".join(self.lines[-15:]))
-                self._new_line.wait(timeout=1.0)
-
-    def result(self, timeout: float) -> dict:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the job did not finish"
-        self.seconds = time.perf_counter() - self.started
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["status"]
+    # (iii) from the tax node's namespace the Control API is closed, /health open; the test's own address
+    # (--control-from) reaches it
+    url = f"https://{host}:{port}"
+    assert _control_request(lab, "tax", f"{url}/v1/control/list-runs", certs / "ca.pem") == "403"
+    assert _control_request(lab, "tax", f"{url}/v1/runtime/pull-task-input", certs / "ca.pem") == "403"
+    home = ours / "tax-cli"
+    P.write_cli_config(home, superlink, certs / "ca.pem")
+    cli = subprocess.run([*lab.exec_prefix("tax"), P.flower_bin("flwr"), "ls", P.FEDERATION],
+                         env=P.flower_env(home), capture_output=True, text=True, timeout=60)
+    assert cli.returncode != 0, cli.stdout + cli.stderr
+    assert P.flwr_cli(["ls", P.FEDERATION], fed["state"] / "flwr-home").returncode == 0
+    log = (fed["state"] / "superlink.log").read_text()
+    assert f"refused POST /v1/control/list-runs from {lab.address('tax')}" in log
+    assert all(fed["procs"][role].alive() for role in ROLES)  # their Fleet connections kept working
 
 
 def _canaries(paths: dict, per_node: int = 10) -> dict[str, bytes]:
@@ -164,23 +214,6 @@ def _check_wire(fed: dict, captured: dict, canaries: dict[str, bytes], controls:
     return bytes_per_party
 
 
-def _crash(proc: P.Proc) -> None:
-    """SIGKILL a process's whole tree, as a power cut would: no clean shutdown, no deactivation."""
-    pids = [proc.popen.pid, *P.descendants(proc.popen.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.popen.wait(timeout=10)
-
-
-def _crash_node(node: P.NodeProc) -> None:
-    """A node loses power: its SuperNode and its node service die at once."""
-    _crash(node.service)
-    _crash(node)
-
-
 def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
     from typer.testing import CliRunner
 
@@ -211,13 +244,13 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         # started again at once with the same key and work folder; the SuperLink still lists it online for ~20 s
         # (10 s heartbeat), refuses it, and the node's wrapper keeps trying until it is let back in
         job.wait_for("federated model: iteration 0/", timeout=900)
-        _crash_node(federation["procs"]["tax"])
+        crash_node(federation["procs"]["tax"])
         federation["start_node"]("tax")
         lost = job.wait_for("NODE LOST: tax", timeout=240)
         back = job.wait_for("is back after", timeout=300)
         # then only the utilities node's service dies (SIGKILL, maybe mid-message) and is started again beside its
         # living SuperNode: the relay ClientApp waits for it and the job goes on from the service's checkpoint
-        _crash(federation["procs"]["utilities"].service)
+        crash(federation["procs"]["utilities"].service)
         assert federation["procs"]["utilities"].revive()
         status = job.result(timeout=930)
         controls = {}
@@ -303,3 +336,67 @@ def test_job_on_the_deployment_engine_with_tls_and_node_auth(federation):
         assert ours.pop("model_id") != theirs.pop("model_id")  # each training run names its own parts
         assert ours == theirs, role
     print(f"SecureBoost deployment job: {sb_job.seconds:.1f} s wall, {sb_metrics['rounds']} rounds")
+
+
+def _tails(tmp, lines: int = 25) -> str:
+    """The end of every log of the federation (shown when the resumed job fails)."""
+    logs = [tmp / "state" / "superlink.log"] + [tmp / "work" / role / name for role in ROLES
+                                                for name in ("supernode.log", "node-service.log")]
+    return "".join(f"\n--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                   for log in logs if log.exists())
+
+
+def test_a_coordinator_killed_mid_training_resumes_to_the_same_model(federation):
+    from fedcredit.audit.verify import verify_audit
+    from fedcredit.flower.submit import resume_unfinished
+    from fedcredit.jobs import runner
+    from fedcredit.protocols.job import ModelSettings, NodeConfig
+
+    job_settings = {**JOB, "max-iter": 2, "seed": 7}
+    tmp, state = federation["tmp"], federation["state"]
+    out = tmp / "resume" / "out"
+    job = JobThread(federation["superlink"], federation["certs"], out,
+                    {**job_settings, "registry": str(state / "registry.json"), "timeout": 300.0}, timeout=900)
+    job.wait_for("federated model: iteration 0/", timeout=600)
+    replies = out / "journal" / "replies.bin"
+    assert replies.exists() and (state / "unfinished").is_dir() and len(list((state / "unfinished").glob("*.json"))) == 1
+    # mid-training the coordinator's machine loses power: SuperLink, SuperExec and ServerApp die at once
+    crash(federation["procs"]["coordinator"])
+    with pytest.raises(FedCreditError, match="the federated run failed"):  # its stream ended without a verdict
+        job.result(timeout=120)
+    assert not (out / "status.json").exists() or not json.loads((out / "status.json").read_text())["ok"]
+    origin = json.loads((out / "journal" / "run.json").read_text())["origin"]
+
+    # the coordinator is started again on the same state folder and resumes the job it finds there
+    federation["start_coordinator"]()
+    lines: list[str] = []
+    assert resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append) == []
+    assert "fedcredit train --resume" in lines[-1]  # without a submitter's key the job is only named
+    threads = resume_unfinished(state, federation["superlink"], federation["certs"], echo=lines.append,
+                                submitter_key=federation["submitter_key"])
+    assert len(threads) == 1
+    threads[0].join(timeout=900)
+    assert not threads[0].is_alive(), lines[-20:]
+    assert (out / "status.json").exists(), "\n".join(lines[-30:]) + _tails(tmp)
+    status = json.loads((out / "status.json").read_text())
+    assert status["ok"], f"{status}\n" + "\n".join(lines[-20:]) + _tails(tmp)
+    assert any("resuming job" in line for line in lines), lines[-20:]
+    assert str(status["flower_run_id"]) == origin and status["resumed_in_flower_run"] != status["flower_run_id"]
+    assert not (out / "journal").exists() and not list((state / "unfinished").glob("*.json"))
+
+    # the same job on the in-process engine, uninterrupted: the same model, bit for bit
+    nodes = [NodeConfig(role, str(federation["paths"][role])) for role in ROLES]
+    settings = ModelSettings(key_bits=job_settings["key-bits"], max_iter=job_settings["max-iter"],
+                             bank_only_baseline=False, seed=job_settings["seed"])
+    reference = runner.run(nodes, settings, tmp / "resume" / "in-process", engine="in-process")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_auc", "intersection", "evaluations", "rounds"):
+        assert metrics[key] == reference[key], (key, metrics[key], reference[key])
+    node_out = lambda role: tmp / "nodes-out" / role / f"run-{origin}"  # noqa: E731
+    for role in ROLES:
+        ours = read_model_part(node_out(role) / "model" / role, role)[1]
+        theirs = read_model_part(tmp / "resume" / "in-process" / "model" / role, role)[1]
+        assert np.array_equal(ours, theirs), (role, np.abs(ours - theirs).max())
+        shutil.copy(node_out(role) / "audit" / f"{role}.jsonl", out / "audit" / f"{role}.jsonl")
+    verdict = verify_audit(out, out / "keys" / "coordinator.pub.json", min_key_bits=1024)
+    assert verdict.ok and set(verdict.parties) == {*ROLES, "coordinator"}

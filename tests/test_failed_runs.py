@@ -9,6 +9,7 @@ their logs through the ClientApp's abort query.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,9 +76,18 @@ def test_an_aborted_log_that_is_cut_is_still_truncated(job_dir, tmp_path):
     assert cli.exit_code == 1 and "truncated" in cli.output
 
 
-def test_a_failed_rerun_leaves_the_finished_run_whole(job_dir, tmp_path):
+@pytest.fixture(scope="module")
+def finished(job_dir, tmp_path_factory):
+    """A run that finished (in-process); tests that change it work on a copy."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    result = _train(job_dir, out, "--engine", "in-process")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_failed_rerun_leaves_the_finished_run_whole(job_dir, finished, tmp_path):
     out = tmp_path / "out"
-    assert _train(job_dir, out, "--engine", "in-process").exit_code == 0
+    shutil.copytree(finished, out)
     before = {p: (out / p).read_bytes() for p in ("limits.parquet", "metrics.json", "run.json", "scores.parquet")}
     result = _train(job_dir, out, "--engine", "in-process", "--policy", str(job_dir / "bad_policy.toml"))
     assert result.exit_code == 1
@@ -98,12 +108,11 @@ def test_a_folder_that_is_not_a_run_is_refused_before_anything_starts(job_dir, t
     assert _tree(out) == {"notes.txt"}
 
 
-def test_a_finished_run_leaves_no_node_state_or_staging(job_dir, tmp_path):
-    out = tmp_path / "out"
-    assert _train(job_dir, out, "--engine", "in-process").exit_code == 0
+def test_a_finished_run_leaves_no_node_state_or_staging(finished):
+    out = finished
     names = {p.name for p in out.iterdir()}
     assert names == {"audit", "keys", "limits.csv", "limits.parquet", "limits.sig.json", "metrics.json", "model",
-                     "report.html", "run.json", "scores.parquet", "status.json"}, names
+                     "monitor", "report.html", "run.json", "scores.parquet", "status.json"}, names
     assert json.loads((out / "status.json").read_text())["ok"] is True
 
 

@@ -110,11 +110,10 @@ def test_an_allowed_job_runs_and_the_budget_refuses_the_next(data, tmp_path):
     _assert_refused(_run(job, tmp_path / "out2"), tmp_path / "out2", "max_jobs_per_day")
 
 
-def test_a_scoring_run_beyond_the_daily_scored_budget_is_refused(data, tmp_path):
-    trained = _run(_job(tmp_path / "train", data, None), tmp_path / "model")
-    assert trained.exit_code == 0, trained.output
+def test_a_scoring_run_beyond_the_daily_scored_budget_is_refused(data, tmp_path, demo_run):
+    model = demo_run[0]  # a model trained without any policy: the session's demo run (tests/conftest.py)
     job = _job(tmp_path / "score", data, PERMISSIVE + "max_scored_per_day = 100\n")
-    result = runner.invoke(app, ["score", "--job", str(job), "--model", str(tmp_path / "model"), "--out",
+    result = runner.invoke(app, ["score", "--job", str(job), "--model", str(model), "--out",
                                  str(tmp_path / "out"), "--engine", "in-process"], env={"COLUMNS": "2000"})
     status = _assert_refused(result, tmp_path / "out", "max_scored_per_day")
     assert "this node allows 100 per day" in status["error"]

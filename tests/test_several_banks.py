@@ -24,12 +24,12 @@ import pytest
 from fedcredit.audit.verify import read_log
 
 from bank_helpers import two_banks
-from lab_federation import lab_federation
-from test_deployment import JobThread, pytestmark  # noqa: F401 — slow, needs Flower
+from lab_federation import NEEDS_FLOWER, JobThread, lab_federation
 
 NAMES = ("bank-a", "bank-b", "tax", "utilities")
 BANKS = ("bank-a", "bank-b")
 JOB = {"key-bits": 1024, "max-iter": 1, "bank-only-baseline": False, "seed": 42, "timeout": 300.0}
+pytestmark = [pytest.mark.slow, NEEDS_FLOWER]
 
 
 @pytest.fixture

@@ -14,11 +14,16 @@ Classes (see docs/audit.md):
 - ``masked``: only masked values (pair-masked shares ``lr.share``, decrypted masked values ``lr.unmask``).
 - ``ecdh-blinded``: X25519-blinded PSI points (32 bytes each).
 - ``public-metadata``: no payload; the header's scalars only.
-- ``published``: data the job publishes anyway (scores, reasons, limits, capacity caps, report).
+- ``published``: data the job publishes anyway (scores, reasons, limits, capacity caps, report;
+  a query's verdicts, reason codes, caps and limits, which its signed answer carries).
+- ``queried-ids``: the enterprise IDs of an online query, in the clear to every node of the
+  serving run by design (docs/leakage.md: a query tells each node whom a bank looks at).
 - ``plaintext``: anything else — never allowed.
 """
 
 from __future__ import annotations
+
+import json
 
 from fedcredit.common.wire import Message
 
@@ -27,11 +32,14 @@ MASKED = "masked"
 BLINDED = "ecdh-blinded"
 PUBLIC = "public-metadata"
 PUBLISHED = "published"
+QUERIED_IDS = "queried-ids"
 PLAINTEXT = "plaintext"
 PAILLIER_BITS = (2048, 3072, 4096)  # key sizes allowed by default (verify_audit(min_key_bits=...) widens it)
 
 POINT_BYTES = 32
-PUBLISHED_KINDS = frozenset({"job.scores", "job.reasons", "job.limits", "job.capacity", "job.report"})
+PUBLISHED_KINDS = frozenset({"job.scores", "job.reasons", "job.limits", "job.capacity", "job.report",
+                             "query.reasons", "query.capacity", "query.limits"})
+QUERIED_KINDS = frozenset({"query.ask"})
 BLINDED_KINDS = frozenset({"psi.full", "psi.hosts", "psi.final"})
 
 
@@ -79,6 +87,12 @@ def allowed_for(kind: str, min_key_bits: int = 2048, allow_mock: bool = False) -
         # WoE/IV binning: labels, label sums, bin decisions and selections travel sealed bank <-> host
         "woe.start": {PUBLIC},
         **{k: {SEALED} for k in ("woe.labels", "woe.sums", "woe.bins", "woe.selected")},
+        # online queries: IDs in the clear to every node, pair-masked partial scores, published answers
+        "query.pair": {SEALED},
+        "query.ask": {QUERIED_IDS},
+        "query.share": {MASKED},
+        "query.refused": {PUBLIC},
+        **{k: {PUBLISHED} for k in ("query.reasons", "query.capacity", "query.limits")},
     }
     out = set(table.get(kind, set()))
     if allow_mock:
@@ -96,6 +110,7 @@ _KINDS = (
     "sb.gradients", "sb.histograms", "sb.split", "sb.left", "sb.nodes", "sb.route", "sb.routed",
     "sb.prune", "sb.pruned", "sb.seed", "sb.share",
     "woe.start", "woe.labels", "woe.sums", "woe.bins", "woe.selected",
+    "query.pair", "query.ask", "query.share", "query.refused", "query.reasons", "query.capacity", "query.limits",
 )
 
 #: message kind -> allowed protection classes (default policy: Paillier keys of 2048 bits or more, no mock backend)
@@ -119,6 +134,16 @@ def _parts(msg: Message):
     return out if total == len(msg.payload) else None
 
 
+def _only_ids(payload: bytes) -> bool:
+    """A query's payload holds nothing but the queried IDs: ``{"ids": [str, ...]}``."""
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and set(doc) == {"ids"} and isinstance(doc["ids"], list) \
+        and all(isinstance(i, str) for i in doc["ids"])
+
+
 def protection_class(msg: Message, key_bits: int | None, *, key_fingerprint: str | None = None,
                      backend: str = "paillier") -> tuple[str, int]:
     """``(class, number of ciphertexts)`` of ``msg``, derived from its structure.
@@ -134,6 +159,8 @@ def protection_class(msg: Message, key_bits: int | None, *, key_fingerprint: str
         return PUBLIC, 0
     if msg.kind in PUBLISHED_KINDS:
         return PUBLISHED, 0
+    if msg.kind in QUERIED_KINDS:
+        return (QUERIED_IDS, 0) if _only_ids(msg.payload) else (PLAINTEXT, 0)
     if msg.kind in BLINDED_KINDS:
         return (BLINDED, 0) if len(msg.payload) % POINT_BYTES == 0 else (PLAINTEXT, 0)
     parts = _parts(msg)

@@ -5,7 +5,9 @@ record carries its sequence number and the hash of the previous record; its own 
 SHA-256 over the canonical record without ``hash`` and ``sig``, and ``sig`` is the
 writer's Ed25519 signature on that hash. Records hold only facts derived from a message
 (kind, routing, step, digest, sizes, ciphertext count, protection class) — never payload
-bytes nor metadata values. Schema: docs/audit.md.
+bytes nor metadata values — except a serving run's ``query`` records, which list the queried
+IDs and each one's verdict by design: the data holder checks them against its consent list.
+Schema: docs/audit.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ FORMAT = "fedcredit-audit"
 VERSION = 1
 GENESIS = "0" * 64
 DIRECTIONS = ("sent", "received")
-RECORD_TYPES = ("header", "message", "identities", "checkpoint", "consent", "close", "aborted")
+RECORD_TYPES = ("header", "message", "identities", "checkpoint", "consent", "query", "close", "aborted")
 ENDINGS = ("close", "aborted")  # a log ends with exactly one of these
 _RECORD_DOMAIN = b"fedcredit/audit/record/v1\0"
 _SIG_DOMAIN = b"fedcredit/audit/signature/v1\0"
@@ -222,6 +224,17 @@ class AuditWriter:
         if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise AuditError("consent digest must be 64 lower-case hex digits (SHA-256)")
         return self._append({"type": "consent", "consent_count": count, "consent_digest": digest})
+
+    def record_query(self, query_id: str, ids: list[str], verdicts: list[str]) -> dict:
+        """A signed record of one online query: its id, the queried IDs and this party's verdict on each (a node:
+        ok / unknown / no-consent / refused; the coordinator, before it asks: asked). The IDs are what a
+        node was asked about anyway; its log keeps them so the data holder can check them against consent."""
+        if not isinstance(query_id, str) or not query_id:
+            raise AuditError("query record: the query id must be a non-empty string")
+        if not (isinstance(ids, list) and isinstance(verdicts, list) and len(ids) == len(verdicts)
+                and all(isinstance(v, str) for v in ids + verdicts)):
+            raise AuditError("query record: the IDs and the verdicts must be equally long lists of strings")
+        return self._append({"type": "query", "query_id": query_id, "ids": list(ids), "verdicts": list(verdicts)})
 
     def checkpoint(self) -> dict:
         """The signed chain head: {party, run_id, seq, head, signature, fingerprint}."""

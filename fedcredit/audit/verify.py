@@ -18,7 +18,9 @@ in this order, raising ``AuditError`` at the first problem (file, line, seq, wha
    but nothing may be received that was not sent;
 6. checkpoints: each recorded checkpoint is signed by its party and matches that party's
    chain at its seq; every node's final (close) head is recorded in the coordinator's log
-   (in an aborted run, a node that could not hand its head over is noted instead).
+   (in an aborted run, a node that could not hand its head over is noted instead);
+7. online queries (serving runs): every node's ``query`` record lists exactly the IDs the
+   coordinator recorded asking in that query, with a known verdict on each.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ _FIELDS = {
     "identities": {"parties": dict},
     "checkpoint": {"checkpoint": dict},
     "consent": {"consent_count": int, "consent_digest": str},
+    "query": {"query_id": str, "ids": list, "verdicts": list},
     "close": {"records": int},
     "aborted": {"records": int, "step": int, "reason": str},
 }
@@ -408,6 +411,7 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
                 continue
             raise AuditError(f"the final head of {party}.jsonl (seq {close['seq']}) is not recorded in the "
                              f"coordinator's log", **log.where(close["seq"]))
+    _check_queries(logs)
     if pinned is None:
         notes.append("coordinator key not pinned: the coordinator's header key was trusted as found")
     if not any(r["type"] == "checkpoint" and r["checkpoint"]["party"] == COORDINATOR
@@ -418,6 +422,32 @@ def verify_audit(folder, coordinator_key=None, *, min_key_bits: int = 2048, allo
         messages=matched, matched=matched, checkpoints=n_checkpoints, protection=dict(protection),
         coordinator_pinned=pinned is not None, fingerprints={p: k.fingerprint for p, k in sorted(keys.items())},
         notes=notes, aborted=_abort_of(ended), undelivered=undelivered)
+
+
+QUERY_VERDICTS = {COORDINATOR: {"asked"}, None: {"ok", "unknown", "no-consent", "refused"}}
+
+
+def _check_queries(logs: dict[str, PartyLog]) -> None:
+    """7. Every node's query records against the coordinator's: the same IDs per query, verdicts of a known kind."""
+    asked: dict[str, list] = {}
+    for party in [COORDINATOR, *sorted(p for p in logs if p != COORDINATOR)]:
+        log = logs[party]
+        allowed = QUERY_VERDICTS[COORDINATOR if party == COORDINATOR else None]
+        for rec in log.records:
+            if rec["type"] != "query":
+                continue
+            where = log.where(rec["seq"])
+            ids, verdicts, query = rec["ids"], rec["verdicts"], rec["query_id"]
+            if len(ids) != len(verdicts) or not all(isinstance(v, str) for v in ids) \
+                    or not all(v in allowed for v in verdicts):
+                raise AuditError(f"query {query!r}: one verdict of {sorted(allowed)} per queried ID", **where)
+            if party == COORDINATOR:
+                if query in asked:
+                    raise AuditError(f"query {query!r} recorded twice", **where)
+                asked[query] = ids
+            elif asked.get(query) != ids:
+                raise AuditError(f"query {query!r}: {party} lists IDs the coordinator's record of the query does "
+                                 "not (or no such query)", **where)
 
 
 def _abort_of(ended: dict[str, dict]) -> dict | None:

@@ -27,10 +27,14 @@ def synth(
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
     with_court: bool = typer.Option(False, "--with-court", help="Also write court.*: a fourth node with its own "
                                     "column names (examples/job_four_nodes.toml, docs/add-a-data-holder.md)."),
+    month: int = typer.Option(1, "--month", help="2, 3, …: the same enterprises (same seed and rows) that many months "
+                              "later, with drift: a sector downturn, slowing activity, some firms in distress "
+                              "(docs/monitoring.md)."),
 ) -> None:
     """Generate realistic synthetic SME data for the bank, tax and utilities nodes (and a court with --with-court)."""
-    paths, seconds = generate(out, rows, seed, fmt, court=with_court)
-    table = Table(title=f"Synthetic SME data: {rows:,} enterprises, seed {seed} ({seconds:.1f} s)")
+    paths, seconds = generate(out, rows, seed, fmt, court=with_court, month=month)
+    when = f", month {month}" if month != 1 else ""
+    table = Table(title=f"Synthetic SME data: {rows:,} enterprises, seed {seed}{when} ({seconds:.1f} s)")
     for col in ("node", "file", "rows", "columns"):
         table.add_column(col, justify="right" if col in ("rows", "columns") else "left")
     for role, (path, n_rows, n_cols) in paths.items():
@@ -38,14 +42,14 @@ def synth(
     console.print(table)
 
 
-def generate(out: Path, rows: int, seed: int, fmt: str, court: bool = False) -> tuple[dict, float]:
+def generate(out: Path, rows: int, seed: int, fmt: str, court: bool = False, month: int = 1) -> tuple[dict, float]:
     """Write one synthetic file per node role with progress; returns role -> (path, rows, columns) and seconds."""
     if fmt not in ("parquet", "csv"):
         raise FedCreditError(f"--format must be parquet or csv, got {fmt!r}")
     start = time.perf_counter()
     with progress() as bar:
         task = bar.add_task(f"generating {rows:,} enterprises", total=1 + len(NODE_ROLES) + court)
-        tables = synthetic.generate(rows, seed, court=court)
+        tables = synthetic.generate(rows, seed, court=court, month=month)
         bar.advance(task)
         written = {}
         for role, tab in tables.items():

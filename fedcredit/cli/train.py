@@ -35,16 +35,43 @@ def demo(
     features: str = typer.Option("binned", "--features", help="binned (one-hot bins), woe (the classic WoE "
                                  "scorecard: one coefficient per feature) or standardized."),
     binning: str = typer.Option("quantile", "--binning", help="quantile, or monotone (bins merged until WoE is monotone)."),
+    rescore: bool = typer.Option(True, "--rescore/--no-rescore", help="Then re-rate the same enterprises a month "
+                                 "later (drifted data): a scoring run with the saved model and its early warnings."),
 ) -> None:
-    """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed limits and a report."""
+    """Embedded demo: synthetic data for three nodes, the whole federated job on Flower's simulation engine, signed
+    limits and a report; then the same enterprises a month later: re-scored, monitored, red/amber/green warnings."""
     settings = ModelSettings(seed=seed, key_bits=key_bits, model=model, mode=features, binning=binning)
-    previous_run(out, own=("data",))  # refuse a folder that is not a run's before writing data into it
+    own = ("data", LATER)
+    previous_run(out, own=own)  # refuse a folder that is not a run's before writing data into it
     paths, seconds = generate(out / "data", rows, seed, "parquet")
     console.print(f"Generated {rows:,} synthetic enterprises for bank, tax and utilities in {seconds:.1f} s → {out / 'data'}")
     nodes = [NodeConfig(role, str(paths[role][0]), policy=str(_demo_node_policy(out / "data", role, key_bits)))
              for role in NODE_ROLES]
-    _train(nodes, settings, out, engine, centralized=True, policy=policy, own=("data",),
+    _train(nodes, settings, out, engine, centralized=True, policy=policy, own=own,
            allow_weak_model=allow_weak_model)
+    if rescore:
+        _demo_month_later(out, rows, seed, settings, engine, policy)
+
+
+LATER = "month-2"  # the demo's re-rating run, inside the training run's folder
+
+
+def _demo_month_later(out: Path, rows: int, seed: int, settings: ModelSettings, engine: str,
+                      policy: Path | None) -> None:
+    """The model's second publication: the same enterprises a month later, scored by every node with its saved
+    part and signed by the same coordinator key; then the early warnings against the first publication."""
+    from fedcredit.cli.monitor import monitor
+
+    later = out / LATER
+    previous_run(later, own=("data",))
+    paths, seconds = generate(later / "data", rows, seed, "parquet", month=2)
+    console.print(f"\nA month later: the same {rows:,} enterprises with drifted data (a sector downturn, slowing "
+                  f"activity, a few in distress) in {seconds:.1f} s → {later / 'data'}; re-scoring with the saved model")
+    nodes = [NodeConfig(role, str(paths[role][0]), policy=str(_demo_node_policy(later / "data", role, settings.key_bits)))
+             for role in NODE_ROLES]
+    _train(nodes, settings, later, engine, False, policy, model=out, own=("data",), keys=out / "keys")
+    console.print(f"\nEarly warnings: the month-2 publication against the first ({out} → {later})")
+    monitor(out, later, later / "monitoring", policy)
 
 
 DEMO_NODE_POLICY = """# {role}'s own policy for the demo (docs/governance.md); its budget is counted beside this file
@@ -146,7 +173,8 @@ def score(
     engine: Optional[str] = typer.Option(None, "--engine", help="simulation (Flower, default) or in-process."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Limit policy (TOML, see docs/limits.md); default: built-in."),
     previous: Optional[Path] = typer.Option(None, "--previous", help="Local runs: the run folder of the publication "
-                                            "these limits follow (default: the model's training run)."),
+                                            "these limits follow, whose per-node bin shares each feature's CSI "
+                                            "compares with (default: the model's training run)."),
     federation: Optional[str] = typer.Option(None, "--federation", help="Score on this running federation "
                                              "(docs/deployment.md): every node applies its saved part of the model."),
     bank: str = typer.Option("bank", "--bank", help="With --federation: the bank whose model it is."),
@@ -165,6 +193,8 @@ def score(
         return
     if job is None:
         raise FedCreditError("--job is required for a local scoring run (or give --federation NAME)")
+    if previous is not None and not previous.is_dir():
+        raise FedCreditError(f"--previous {previous}: no such folder; expected the previous publication's run folder")
     job_file = read_job(job)
     _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", False, policy, model=Path(model),
            purpose=job_file.purpose, previous=previous)
@@ -203,12 +233,12 @@ def _show_failure(out: Path) -> None:
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
            model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False,
-           purpose: str = "credit-scoring", previous: Path | None = None) -> None:
+           purpose: str = "credit-scoring", previous: Path | None = None, keys: Path | None = None) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
                              policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model,
-                             purpose=purpose, previous=previous)
+                             purpose=purpose, previous=previous, keys=keys)
     except FedCreditError:
         _show_failure(out)
         raise
@@ -232,11 +262,13 @@ def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: P
         _scored_lines(metrics)
     parts = "" if model is not None else ", model/<role>/ (each node's own part)"
     console.print(f"Outputs in {out}: metrics.json, run.json, scores.parquet (bank){parts}")
+    public = (keys or out / "keys") / "coordinator.pub.json"
     console.print(f"Signed limits: {out / 'limits.parquet'} and {out / 'limits.csv'} (signature {out / 'limits.sig.json'}; "
-                  f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {out / 'keys' / 'coordinator.pub.json'})")
+                  f"verify: fedcredit limits verify {out / 'limits.parquet'} --key {public})")
     console.print(f"Report: {out / 'report.html'}")
     console.print(f"Audit logs: {out / 'audit'} ({metrics['audit_records']:,} signed records verified); check:")
-    console.print(f"  {verify_command(out, settings.key_bits)}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"  {verify_command(out, settings.key_bits, public if keys else None)}", soft_wrap=True, markup=False,
+                  highlight=False)
 
 
 def _figure_rows(metrics: dict, scoring: bool) -> list[tuple[str, str]]:

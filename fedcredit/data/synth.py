@@ -7,7 +7,8 @@ an electricity collapse). Each node observes noisy views of a different trait, a
 the 12-month default depends on all of them with interactions and thresholds — so
 a model over every node clearly beats the bank's own data. Everything is vectorized
 (a million enterprises in a few seconds). ``court=True`` adds a fourth node with its own
-column names, drawn from the same enterprises (fedcredit/data/synth_court.py).
+column names, drawn from the same enterprises (fedcredit/data/synth_court.py). ``month=2`` (3, …) gives
+the same enterprises a month later, drifted (fedcredit/data/synth_drift.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from fedcredit.data import synth_court, uscc
+from fedcredit.data import synth_court, synth_drift, uscc
 from fedcredit.data.io import FORMATS, write_table
 from fedcredit.data.schema import BANK, INDUSTRIES, MONTHS, NODE_ROLES, TAX, TAX_RATINGS, UTILITIES
 from fedcredit.common.errors import FedCreditError
@@ -41,8 +42,11 @@ _GAS_SHARE = np.array([0.70, 0.25, 0.30, 0.85, 0.15, 0.30, 0.40])
 class SynthConfig:
     rows: int
     seed: int = 0
+    month: int = 1
 
     def __post_init__(self) -> None:
+        if self.month < 1:
+            raise FedCreditError(f"--month must be 1 or later, got {self.month}")
         if self.rows < 10:
             raise FedCreditError(f"--rows must be at least 10, got {self.rows}")
         if self.seed < 0:
@@ -57,27 +61,63 @@ def _money(x: np.ndarray) -> np.ndarray:
     return np.round(x, 2)
 
 
-def generate(rows: int, seed: int = 0, court: bool = False) -> dict[str, pa.Table]:
+def generate(rows: int, seed: int = 0, court: bool = False, month: int = 1,
+             drift: synth_drift.Drift | None = None) -> dict[str, pa.Table]:
     """The three nodes' tables for ``rows`` enterprises (and the court's with ``court``); the same seed gives
-    the same tables, and the three are the same with or without the court (it draws from a stream of its own)."""
-    cfg = SynthConfig(rows, seed)
+    the same tables, and the three are the same with or without the court (it draws from a stream of its own).
+
+    ``month`` 2, 3, … gives the same enterprises (same IDs at the same nodes, in the same order) that
+    many months later, each month moved by ``drift`` (default ``Drift()``; fedcredit/data/synth_drift.py),
+    labels re-derived from the drifted risk. Month 1 is the population itself."""
+    cfg = SynthConfig(rows, seed, month)
     streams = np.random.SeedSequence(cfg.seed).spawn(7)  # child i depends on i only: adding streams changes none
-    rng_world, rng_tax, rng_util, rng_bank, rng_cover, rng_order, rng_court = (np.random.default_rng(s) for s in streams)
-    world = _World.draw(cfg.rows, rng_world)
-    tables = {
-        "tax": _tax_table(world, rng_tax),
-        "utilities": _utilities_table(world, rng_util),
-        "bank": _bank_table(world, rng_bank),
-    }
-    members = coverage(cfg.rows, rng_cover)
+    rng = lambda i: np.random.default_rng(streams[i])  # noqa: E731  (a fresh generator: months observe alike)
+    first, world, hits = _world_in_month(cfg, rng(0), drift)
+    rng_court = rng(6)  # the court's records, then (continuing) its district and order
+    tables = _observe(first, rng, rng_court if court else None)
+    if cfg.month > 1:  # enterprises a month hit are observed anew; the records of the others stay as they were
+        moved = np.logical_or.reduce(list(hits.values()))
+        now = _observe(world, rng, rng(6) if court else None)
+        both = np.arange(cfg.rows) + cfg.rows * moved
+        tables = {role: pa.concat_tables([tables[role], now[role]]).take(pa.array(both)) for role in tables}
+    members, rng_order = coverage(cfg.rows, rng(4)), rng(5)
     out = {}
     for role in NODE_ROLES:
         rows_of_node = np.flatnonzero(members[role])
         rng_order.shuffle(rows_of_node)  # each node stores its enterprises in its own order
         out[role] = tables[role].take(pa.array(rows_of_node))
     if court:
-        out[synth_court.ROLE] = synth_court.court_table(world, rng_court)
+        out[synth_court.ROLE] = tables[synth_court.ROLE].take(pa.array(synth_court.members(cfg.rows, rng_court)))
     return out
+
+
+def _observe(world: "_World", rng, rng_court: np.random.Generator | None) -> dict[str, pa.Table]:
+    """Every node's view of every enterprise of ``world`` (in the world's order), each from its own stream
+    (the court's, from ``rng_court``, only when given)."""
+    tables = {"tax": _tax_table(world, rng(1)), "utilities": _utilities_table(world, rng(2)),
+              "bank": _bank_table(world, rng(3))}
+    if rng_court is not None:
+        tables[synth_court.ROLE] = synth_court.court_columns(world, rng_court)
+    return tables
+
+
+def drift_hits(rows: int, seed: int = 0, month: int = 2, drift: synth_drift.Drift | None = None) -> dict[str, list[str]]:
+    """Who the months up to ``month`` hit, by USCC: ``sector``, ``slowdown``, ``distressed`` and, when the drift
+    moves everyone's credit discipline, ``everyone`` (demos and tests check that monitoring finds them)."""
+    cfg = SynthConfig(rows, seed, month)
+    _, world, hits = _world_in_month(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(7)[0]), drift)
+    return {kind: [str(i) for i in world.ids[mask]] for kind, mask in hits.items()}
+
+
+def _world_in_month(cfg: SynthConfig, rng_world: np.random.Generator, drift: synth_drift.Drift | None):
+    """Month 1's world, the world of ``cfg.month`` and, per kind of hit, which enterprises any month so far hit."""
+    first = world = _World.draw(cfg.rows, rng_world)
+    hits = {kind: np.zeros(cfg.rows, dtype=bool) for kind in synth_drift.HITS}
+    for rng in synth_drift.month_streams(cfg.seed, cfg.month):
+        shift = synth_drift.month_shift(world.industry, rng, drift or synth_drift.Drift())
+        world = world.drifted(shift)
+        hits = {kind: mask | shift.hit[kind] for kind, mask in hits.items()}
+    return first, world, hits
 
 
 def coverage(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -86,6 +126,18 @@ def coverage(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     nobody = ~(members["bank"] | members["tax"] | members["utilities"])
     members["bank"] = members["bank"] | nobody
     return members
+
+
+@dataclass
+class _Draws:
+    """An enterprise's own luck, drawn once: a later month re-derives events, revenue, growth and default
+    from drifted traits with the same draws, so only what the drift moved changes."""
+
+    arrears_u: np.ndarray
+    stop_u: np.ndarray
+    revenue_z: np.ndarray
+    growth_z: np.ndarray
+    default_u: np.ndarray
 
 
 @dataclass
@@ -104,6 +156,8 @@ class _World:
     revenue: np.ndarray
     growth: np.ndarray
     default: np.ndarray
+    draws: _Draws
+    revenue_shift: np.ndarray  # log change of revenue since month 1 (a sector's downturn; 0 in month 1)
 
     @classmethod
     def draw(cls, n: int, rng: np.random.Generator) -> "_World":
@@ -115,10 +169,19 @@ class _World:
         health = 0.55 * common + 0.835 * rng.standard_normal(n)
         momentum = 0.45 * common + 0.893 * rng.standard_normal(n)
         discipline = 0.45 * common + 0.893 * rng.standard_normal(n)
-        arrears_event = rng.random(n) < _sigmoid(-2.6 - 1.3 * health)
-        stop_event = rng.random(n) < _sigmoid(-3.2 - 1.4 * momentum)
-        revenue = np.exp(_LOG_REVENUE[industry] + 0.85 * size + 0.1 * health + 0.25 * rng.standard_normal(n))
-        growth = np.clip(0.04 + 0.14 * health + 0.10 * momentum + 0.12 * rng.standard_normal(n), -0.9, 3.0)
+        arrears_u, stop_u = rng.random(n), rng.random(n)
+        revenue_z, growth_z = rng.standard_normal(n), rng.standard_normal(n)
+        draws = _Draws(arrears_u, stop_u, revenue_z, growth_z, rng.random(n))
+        return cls.derive(ids, industry, age, size, health, momentum, discipline, draws, np.zeros(n))
+
+    @classmethod
+    def derive(cls, ids, industry, age, size, health, momentum, discipline, draws: _Draws,
+               revenue_shift: np.ndarray) -> "_World":
+        """Distress events, revenue, growth and the 12-month default from the traits and the enterprise's draws."""
+        arrears_event = draws.arrears_u < _sigmoid(-2.6 - 1.3 * health)
+        stop_event = draws.stop_u < _sigmoid(-3.2 - 1.4 * momentum)
+        revenue = np.exp(_LOG_REVENUE[industry] + 0.85 * size + 0.1 * health + 0.25 * draws.revenue_z + revenue_shift)
+        growth = np.clip(0.04 + 0.14 * health + 0.10 * momentum + 0.12 * draws.growth_z + revenue_shift, -0.9, 3.0)
         growth = np.clip(np.where(stop_event, growth - 0.25, growth), -0.95, 3.0)
         # Default within 12 months: every trait matters, distress compounds
         # (interactions), and thresholds make it non-linear.
@@ -135,8 +198,15 @@ class _World:
             + 0.40 * (age < 2.0)
             - 0.15 * np.clip(size, -2, 2)
         )
-        default = rng.random(n) < _sigmoid(logit)
-        return cls(ids, industry, age, size, health, momentum, discipline, arrears_event, stop_event, revenue, growth, default)
+        default = draws.default_u < _sigmoid(logit)
+        return cls(ids, industry, age, size, health, momentum, discipline, arrears_event, stop_event, revenue, growth,
+                   default, draws, revenue_shift)
+
+    def drifted(self, shift: "synth_drift.TraitShift") -> "_World":
+        """The same enterprises a month later: traits moved by ``shift``, everything downstream re-derived."""
+        return _World.derive(self.ids, self.industry, self.age, self.size, self.health + shift.health,
+                             self.momentum + shift.momentum, self.discipline + shift.discipline, self.draws,
+                             self.revenue_shift + shift.revenue)
 
 
 def _tax_table(w: _World, rng: np.random.Generator) -> pa.Table:

@@ -41,6 +41,19 @@ def extra_declarations() -> list[str]:
 
 def court_table(world, rng: np.random.Generator) -> pa.Table:
     """The court's rows (its share of ``world``, in its own order): one per enterprise in its district."""
+    return court_columns(world, rng).take(pa.array(members(len(world.ids), rng)))
+
+
+def members(n: int, rng: np.random.Generator) -> np.ndarray:
+    """The enterprises (rows of the world) in the court's district, in the court's order; drawn from ``rng``
+    after ``court_columns`` (so the court's tables stay what they were before months existed)."""
+    rows = np.flatnonzero(rng.random(n) < COVERAGE)
+    rng.shuffle(rows)
+    return rows
+
+
+def court_columns(world, rng: np.random.Generator) -> pa.Table:
+    """The court's records of every enterprise of ``world``, in the world's order."""
     n = len(world.ids)
     disputes = rng.standard_normal(n) + DISPUTE_SHIFT * world.default
     discipline, health, size = world.discipline, world.health, np.clip(world.size, -2, 2)
@@ -52,8 +65,6 @@ def court_table(world, rng: np.random.Generator) -> pa.Table:
     amount = world.revenue * np.exp(-3.6 + 0.7 * rng.standard_normal(n)) * judgments
     amount = np.where(judgments > 0, np.round(amount, 2), np.nan)  # missing: no judgment in 36 months
     listed = (enforcement > 0) & (rng.random(n) < 1.0 / (1.0 + np.exp(0.6 - 0.9 * disputes + 0.5 * discipline)))
-    rows = np.flatnonzero(rng.random(n) < COVERAGE)
-    rng.shuffle(rows)
     columns = {
         ID_COLUMN: pa.array(world.ids, pa.string()),
         "lawsuits_as_defendant_36m": lawsuits.astype(np.int64),
@@ -63,4 +74,4 @@ def court_table(world, rng: np.random.Generator) -> pa.Table:
     }
     schema = pa.schema([pa.field(ID_COLUMN, pa.string(), nullable=False),
                         *(pa.field(name, _ARROW[kind]) for name, kind in COLUMNS.items())])
-    return pa.table(columns, schema=schema).take(pa.array(rows))
+    return pa.table(columns, schema=schema)

@@ -1,10 +1,12 @@
-"""A node's daily budget: the jobs it accepted and the enterprises it scored, per UTC day, kept at the node.
+"""A node's daily budget: the jobs it accepted and the enterprises it scored or was asked about in online
+queries, per UTC day, kept at the node.
 
 The ledger is a small JSON file (a deployed node's in its work/state folder; a local run's
 beside its policy file), rewritten atomically after each change, so a crash leaves the
 previous count, never half a file. Entries are keyed by run id: a node that handles a
-message again (after a crash, from its checkpoint) does not count the same job twice. Only
-the last ``KEEP_DAYS`` days are kept.
+message again (after a crash, from its checkpoint) does not count the same job twice, and a
+query is counted under its serving run by its query id (a serving run answering queries on a
+day counts as one of that day's jobs). Only the last ``KEEP_DAYS`` days are kept.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ KEEP_DAYS = 31
 
 
 class BudgetLedger:
-    """``{"format", "days": {ISO day: {run id: {"scored": n}}}}`` at ``path``."""
+    """``{"format", "days": {ISO day: {run id: {"scored": n, "queried": {query id: n}}}}}`` at ``path``."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -65,6 +67,22 @@ class BudgetLedger:
                                                             f"scored today (UTC {today.isoformat()}); this node allows "
                                                             f"{policy.max_scored_per_day} per day")
         self._record(today, run_id, scored)
+
+    def admit_queried(self, policy: NodePolicy, node: str, run_id: str, query_id: str, asked: int,
+                      today: date) -> None:
+        """``max_queries_per_day``: refuse an online query about ``asked`` enterprises, or count them for ``today``
+        (under the serving run ``run_id`` and its ``query_id``: a query handled again is not counted twice)."""
+        day = self._read().get(today.isoformat(), {})
+        used = sum(int(n) for r, v in day.items() for q, n in (v.get("queried") or {}).items()
+                   if (r, q) != (run_id, query_id))
+        if used + asked > policy.max_queries_per_day:
+            raise PolicyRefusal(node, "max_queries_per_day", f"the query asks about {asked} enterprise(s), {used} "
+                                                             f"were queried today (UTC {today.isoformat()}); this node "
+                                                             f"allows {policy.max_queries_per_day} per day")
+        days = self._read()
+        entry = days.setdefault(today.isoformat(), {}).setdefault(run_id, {"scored": 0})
+        entry.setdefault("queried", {})[query_id] = int(asked)
+        self._write(days)
 
     def _record(self, today: date, run_id: str, scored: int | None) -> None:
         days = self._read()

@@ -8,7 +8,8 @@ than an intention, and a node's rules guard its data. Every error names the file
 A key the table leaves out keeps the value of ``DEFAULT_POLICY``, the conservative policy of a
 deployed node that has no ``[policy]`` at all: any bank, model and column, the tasks ``train``
 and ``score`` (not ``query``), Paillier keys of at least 2048 bits, at least 1,000 aligned
-enterprises, 20 jobs and 100,000 scored enterprises per UTC day.
+enterprises, 20 jobs and 100,000 scored enterprises per UTC day, and (once ``query`` is allowed)
+10,000 queried enterprises per UTC day.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class NodePolicy:
     min_population: int = 1000
     max_jobs_per_day: int = 20
     max_scored_per_day: int = 100_000
+    max_queries_per_day: int = 10_000  # enterprises asked about in online queries (each ID of each query counts)
     consent: str | None = None  # path of the consent CSV (absolute)
     ledger: str | None = None   # path of the budget ledger (absolute); None: the node decides (see ledger_path)
     source: str = "the default policy"
@@ -184,6 +186,7 @@ _RULES = {
     "min_population": lambda s, v, base: _count(s, "min_population", v, 1),
     "max_jobs_per_day": lambda s, v, base: _count(s, "max_jobs_per_day", v, 0),
     "max_scored_per_day": lambda s, v, base: _count(s, "max_scored_per_day", v, 0),
+    "max_queries_per_day": lambda s, v, base: _count(s, "max_queries_per_day", v, 0),
     "consent": lambda s, v, base: _path(s, "consent", v, base),
     "ledger": lambda s, v, base: _path(s, "ledger", v, base),
 }

@@ -24,7 +24,7 @@ from fedcredit.common.errors import FedCreditError
 STATUS = "status.json"
 # everything a run writes into --out (a new run replaces all of it; other files are left alone)
 OUTPUTS = ("metrics.json", "run.json", "scores.parquet", "report.html", "limits.parquet", "limits.csv",
-           "limits.sig.json", "model", "audit", "work", "aborted", STATUS)
+           "limits.sig.json", "model", "audit", "work", "aborted", "monitor", STATUS)
 KEYS = "keys"
 PRIVATE_KEY, PUBLIC_KEY = "coordinator.key.json", "coordinator.pub.json"
 

@@ -83,6 +83,8 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
                      previous_dir=str(previous) if previous is not None else None)
              for n in nodes]
     signer = coordinator_identity(Path(keys) if keys else staging.keys())
+    if keys:  # signed with a key kept elsewhere: the run's folder still carries the public half that verifies it
+        signer.public.save(stage / "keys" / "coordinator.pub.json")
     publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
                           centralized_auc=reference)
     started = time.perf_counter()
@@ -97,7 +99,8 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
 
             result = run_job(nodes, settings, on_event=display, publication=publication, task=task,
                              audit=(stage / "audit", signer), run_id=staging.run_id, purpose=purpose)
-    audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits).records.values())
+    audit_records = sum(verify_audit(stage / "audit", signer.public, min_key_bits=settings.key_bits,
+                                     allow_mock=settings.backend == "mock").records.values())
     extra = {"centralized_auc": reference} if reference is not None else {}
     return finish_run(result, stage, signer, settings, policy, roles=[n.role for n in nodes], task=task, engine=engine,
                       seconds=time.perf_counter() - started, audit_records=audit_records, extra=extra, lineage=lineage)

@@ -42,16 +42,19 @@ def run_outputs(out_root: Path, run_id: str, role: str) -> Path:
 
 
 def saved_parts(node: NodeConfig, out_root: str | None, messages: list[Message]) -> NodeConfig:
-    """``node`` with ``model_dir`` (and ``previous_dir``) set for a scoring job's ``job.hello`` among ``messages``.
+    """``node`` with ``model_dir`` (and ``previous_dir``) set for a scoring job's or a serving run's ``job.hello``
+    among ``messages``.
 
     The hello names the model by its training run id (``model``) and, when the model was
     published before by a scoring run, that run (``previous``); other jobs pass unchanged.
     """
     hello = next((m for m in messages if m.kind == HELLO), None)
-    if hello is None or hello.meta.get("task") != "score" or not hello.meta.get("model"):
+    task = hello.meta.get("task") if hello is not None else None
+    if task not in ("score", "query") or not hello.meta.get("model"):
         return node
     if not out_root:
-        raise FedCreditError(f"node {node.role}: a scoring job needs the node's out-dir, where its model parts are "
+        what = "a scoring job" if task == "score" else "a serving run (online queries)"
+        raise FedCreditError(f"node {node.role}: {what} needs the node's out-dir, where its model parts are "
                              "(node config out-dir)")
     model, previous = str(hello.meta["model"]), hello.meta.get("previous")
     trained = run_outputs(Path(out_root), model, node.role)

@@ -39,7 +39,7 @@ from fedcredit.node.config import node_from_config
 from fedcredit.node.models import saved_parts
 from fedcredit.node.naming import job_node
 from fedcredit.node.runs import NodeRuns
-from fedcredit.protocols import NodeAgent
+from fedcredit.protocols import HELLO, NodeAgent, QueryNode
 
 log = logging.getLogger("fedcredit.node")
 
@@ -80,9 +80,11 @@ def _header_json(headers, name: str, kind, what: str):
 
 def new_agent(cfg: dict, run: str, messages: list) -> NodeAgent:
     """A new run's agent, made from the run's first delivery: the role its job gives this node and, for a
-    scoring job, where this node's saved part and last published distribution are."""
-    node = job_node(node_from_config(cfg, run)[0], messages)
-    return NodeAgent(saved_parts(node, cfg.get("out-dir"), messages))
+    scoring job or a serving run, where this node's saved part and last published distribution are.
+    A serving run (``job.hello`` task ``query``) gets a ``QueryNode``, a job a ``NodeAgent``."""
+    node = saved_parts(job_node(node_from_config(cfg, run)[0], messages), cfg.get("out-dir"), messages)
+    hello = next((m for m in messages if m.kind == HELLO), None)
+    return QueryNode(node) if hello is not None and hello.meta.get("task") == "query" else NodeAgent(node)
 
 
 def make_app(cfg: dict, pool=None, run_task=None) -> FastAPI:

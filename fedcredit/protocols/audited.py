@@ -4,7 +4,9 @@ Wraps any scripted job coordinator without changing it: replies are recorded on
 arrival, outgoing messages before they leave; the nodes' signed chain heads
 (checkpoints) that come back with their reports are recorded too, and the
 coordinator's own head goes out with the report request, so each side holds a
-signed head of the other's log and a truncated log is detectable.
+signed head of the other's log and a truncated log is detectable. A serving run's
+coordinator (``QueryCoordinator``) is wrapped the same way; each query it asks is
+recorded first (its id and the queried IDs), then its messages.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ class AuditedCoordinator:
         if self.inner.done and not self.writer.closed:
             self.writer.close()
         return out
+
+    def submit(self, query_id: str, ids: list[str]) -> list[Message]:
+        """A serving run's query (``QueryCoordinator.submit``): the IDs asked are recorded, then the messages."""
+        out = self.inner.submit(query_id, ids)  # refuses malformed IDs before anything is recorded or sent
+        asked = self.inner.query["ids"]
+        self.writer.record_query(query_id, asked, ["asked"] * len(asked))
+        return self._send(out)
+
+    def finish(self) -> list[Message]:
+        """A serving run's last round (``QueryCoordinator.finish``), with the coordinator's head for every node."""
+        return self._send(self.inner.finish())
 
     def abort_messages(self, exc: BaseException) -> list[Message]:
         """The ``job.abort`` messages of a failed job, recorded as sent (``JobCoordinator.abort_messages``)."""

@@ -19,11 +19,13 @@ def drive(
     parties: Mapping[str, object],
     relays: Mapping[str, SealedRelay] | None = None,
     tap: Callable[[bytes], None] | None = None,
+    first: list[Message] | None = None,
 ) -> int:
     """Run ``coordinator`` (``start``/``advance``) against ``parties`` (``handle``) to the end.
 
     Returns the number of sequential message rounds. ``tap`` sees every encoded
-    message that crosses a node boundary (for leakage tests).
+    message that crosses a node boundary (for leakage tests). ``first``: the first round's
+    messages when the coordinator has started otherwise (a serving run's query: ``submit``).
     """
 
     def wire(msg: Message) -> Message:
@@ -32,7 +34,7 @@ def drive(
             tap(data)
         return Message.from_bytes(data)
 
-    outgoing = coordinator.start()
+    outgoing = coordinator.start() if first is None else first
     rounds = 0
     while outgoing:
         rounds += 1
@@ -79,13 +81,14 @@ def hand_over_final_head(party, coordinator) -> None:
         record(head)
 
 
-def drive_bundles(coordinator, deliver: Callable[[str, list[Message]], list[Message]]) -> int:
+def drive_bundles(coordinator, deliver: Callable[[str, list[Message]], list[Message]],
+                  first: list[Message] | None = None) -> int:
     """Run ``coordinator`` to the end handing each node its round's messages as one bundle, as the engines do.
 
     ``deliver(role, messages)`` returns the node's replies (through whatever transport a
-    test or benchmark puts in between). Returns the number of rounds.
+    test or benchmark puts in between). Returns the number of rounds. ``first``: as in ``drive``.
     """
-    outgoing = coordinator.start()
+    outgoing = coordinator.start() if first is None else first
     rounds = 0
     while outgoing:
         rounds += 1

@@ -28,7 +28,8 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.scoring.report import (
     BAD, GOOD, _e, _figure, _img, _note, _percent, _section, _table, write_page,
 )
-from fedcredit.scoring.stability import MODERATE, STABLE, interpret_psi, psi_terms
+from fedcredit.scoring.stability import (MODERATE, STABLE, characteristic_index, feature_bin_shares,
+                                         interpret_psi)
 
 MODELS = {"scorecard_lr": "WoE scorecard (logistic regression)", "secureboost": "SecureBoost (gradient-boosted trees)"}
 
@@ -108,40 +109,13 @@ def characteristic_stability(train_bins: np.ndarray, other_bins: np.ndarray, n_b
     one column per feature of ``names``. Same floor, formula and reading as the score PSI
     (``fedcredit.scoring.stability``). Returns columns feature, csi, reading.
     """
-    n_bins = [int(k) for k in n_bins]
-    if len(n_bins) != len(names):
-        raise FedCreditError(f"characteristic_stability: {len(names)} feature names but {len(n_bins)} bin counts")
-    train = _bin_matrix("training", train_bins, names)
-    other = _bin_matrix("test/scored", other_bins, names)
+    expected = feature_bin_shares("training", train_bins, n_bins, names)
+    actual = feature_bin_shares("test/scored", other_bins, n_bins, names)
     rows = []
-    for j, (name, k) in enumerate(zip(names, n_bins)):
-        expected = _bin_shares("training", train[:, j], k, name)
-        actual = _bin_shares("test/scored", other[:, j], k, name)
-        csi = float(psi_terms(expected, actual).sum())
+    for name, e, a in zip(names, expected, actual):
+        csi = characteristic_index(e, a, name)
         rows.append({"feature": name, "csi": csi, "reading": interpret_psi(csi)})
     return pd.DataFrame(rows, columns=["feature", "csi", "reading"])
-
-
-def _bin_matrix(rows: str, bins, names: list[str]) -> np.ndarray:
-    values = np.asarray(bins)
-    if values.ndim != 2 or values.shape[1] != len(names):
-        raise FedCreditError(f"characteristic_stability: the {rows} bins must be a (rows, {len(names)}) array of "
-                             f"bin indices, one column per feature; got shape {values.shape}")
-    if values.shape[0] == 0:
-        raise FedCreditError(f"characteristic_stability: no {rows} rows")
-    if not np.issubdtype(values.dtype, np.integer):
-        as_float = values.astype(float)
-        if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
-            raise FedCreditError(f"characteristic_stability: the {rows} bins must be integer bin indices")
-    return values.astype(np.int64)
-
-
-def _bin_shares(rows: str, column: np.ndarray, k: int, name: str) -> np.ndarray:
-    outside = (column < 0) | (column >= k)
-    if outside.any():
-        raise FedCreditError(f"characteristic_stability: feature {name!r} has {k} bins (0..{k - 1}) but the {rows} "
-                             f"rows hold bin {int(column[outside][0])}")
-    return np.bincount(column, minlength=k) / column.size
 
 
 # ---------------------------------------------------------------- rendering

@@ -25,12 +25,15 @@ DEFAULT_CAPS_CNY = {"A": 5_000_000, "B": 2_000_000, "C": 500_000, "D": 0}
 DEFAULT_SHARING = {"A": "8:2", "B": "6:4", "C": "4:6", "D": "0:10"}
 DEFAULT_LGD = 0.45
 MISSING_RULES = ("zero", "cap")
+MISSING_ANSWERS = ("refer", "decline")  # [missing] answer: an online query about an enterprise a node lacks
 
-_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality"}
+_TOP_KEYS = {"lgd", "scorecard", "bands", "caps_cny", "risk_sharing", "capacity", "quality", "monitoring",
+             "missing"}
 _SCORECARD_KEYS = {"base_points", "base_odds", "pdo"}
 _BANDS_KEYS = {"grades", "min_points"}
 _CAPACITY_KEYS = {"node", "column", "multiple", "missing"}
 _QUALITY_KEYS = {"min_auc", "min_margin_over_bank_only", "grade_order_tolerance"}
+_MONITORING_KEYS = {"red_grade_drop", "amber_grade_drop", "red_pd", "csi_watch", "csi_shifted", "psi_watch", "psi_shifted"}
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
@@ -150,6 +153,50 @@ class QualityPolicy:
 
 
 @dataclass(frozen=True)
+class MonitoringPolicy:
+    """Early-warning thresholds for comparing a publication with the previous one (docs/monitoring.md).
+
+    red: the grade falls ``red_grade_drop`` grades or more, into the last grade, or the new PD
+    exceeds ``red_pd``; amber: it falls ``amber_grade_drop`` or more (but less than red); green
+    otherwise. A stability index (score PSI, feature CSI) below ``*_watch`` is stable, from
+    ``*_watch`` up to ``*_shifted`` to watch, and above ``*_shifted`` shifted.
+    """
+
+    red_grade_drop: int = 2
+    amber_grade_drop: int = 1
+    red_pd: float = 0.25
+    csi_watch: float = 0.10
+    csi_shifted: float = 0.25
+    psi_watch: float = 0.10
+    psi_shifted: float = 0.25
+
+    def __post_init__(self) -> None:
+        for key in ("amber_grade_drop", "red_grade_drop"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PolicyError(f"monitoring.{key}: must be a whole number of grades, at least 1, got {v!r}")
+        if self.amber_grade_drop >= self.red_grade_drop:
+            raise PolicyError(f"monitoring.amber_grade_drop ({self.amber_grade_drop}) must be smaller than "
+                              f"monitoring.red_grade_drop ({self.red_grade_drop})")
+        if not _is_number(self.red_pd) or not math.isfinite(self.red_pd) or not 0 < self.red_pd < 1:
+            raise PolicyError(f"monitoring.red_pd: must be a probability in (0, 1), got {self.red_pd!r}")
+        for index in ("csi", "psi"):
+            watch, shifted = getattr(self, f"{index}_watch"), getattr(self, f"{index}_shifted")
+            for key, v in ((f"{index}_watch", watch), (f"{index}_shifted", shifted)):
+                if not _is_number(v) or not math.isfinite(v) or v <= 0:
+                    raise PolicyError(f"monitoring.{key}: must be a positive number, got {v!r}")
+            if watch >= shifted:
+                raise PolicyError(f"monitoring.{index}_watch ({watch:g}) must be below monitoring.{index}_shifted "
+                                  f"({shifted:g})")
+
+    def verdict(self, value: float, index: str) -> str:
+        """'stable', 'watch' or 'shifted' for a PSI (``index="psi"``) or a CSI (``"csi"``) value."""
+        if value < getattr(self, f"{index}_watch"):
+            return "stable"
+        return "watch" if value <= getattr(self, f"{index}_shifted") else "shifted"
+
+
+@dataclass(frozen=True)
 class LimitPolicy:
     """Scorecard scaling, grade bands, per-grade caps and risk sharing, LGD, optional capacity."""
 
@@ -161,8 +208,15 @@ class LimitPolicy:
     capacity: Capacity | None = None
     source: str = "<defaults>"
     quality: QualityPolicy = field(default_factory=QualityPolicy)
+    # an online query about an enterprise some node does not know (or holds no consent for): "refer" (no
+    # limit: the bank decides by hand) or "decline" (limit 0); never a score from a smaller model
+    missing_answer: str = "refer"
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
 
     def __post_init__(self) -> None:
+        if self.missing_answer not in MISSING_ANSWERS:
+            raise PolicyError(f"{self.source}: missing.answer: must be one of {', '.join(MISSING_ANSWERS)}, "
+                              f"got {self.missing_answer!r}")
         for name, table in (("caps_cny", self.caps), ("risk_sharing", self.sharing)):
             missing = [g for g in self.bands.grades if g not in table]
             extra = [g for g in table if g not in self.bands.grades]
@@ -172,6 +226,10 @@ class LimitPolicy:
                 raise PolicyError(f"{self.source}: {name}: {extra} not among the grades {list(self.bands.grades)}")
         if not _is_number(self.lgd) or not 0 < self.lgd <= 1:
             raise PolicyError(f"{self.source}: lgd: loss given default must lie in (0, 1], got {self.lgd!r}")
+        steps = len(self.bands.grades) - 1
+        if self.monitoring.amber_grade_drop > steps:
+            raise PolicyError(f"{self.source}: monitoring.amber_grade_drop ({self.monitoring.amber_grade_drop}) exceeds the "
+                              f"{steps} steps from the best to the worst grade: no warning could ever be raised")
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -254,13 +312,12 @@ class LimitPolicy:
                 capacity = Capacity(cp["node"], cp["column"], cp["multiple"], cp.get("missing", "zero"))
             except PolicyError as exc:
                 raise PolicyError(f"{source}: {exc}") from None
-        qd = _table(doc, "quality", source)
-        _no_unknown(qd, _QUALITY_KEYS, source, "quality.")
-        try:
-            quality = QualityPolicy(**qd)
-        except PolicyError as exc:
-            raise PolicyError(f"{source}: {exc}") from None
-        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality)
+        quality = _sub_policy(doc, "quality", _QUALITY_KEYS, QualityPolicy, source)
+        monitoring = _sub_policy(doc, "monitoring", _MONITORING_KEYS, MonitoringPolicy, source)
+        md = _table(doc, "missing", source)
+        _no_unknown(md, {"answer"}, source, "missing.")
+        return cls(scorecard, bands, caps, sharing, float(lgd), capacity, source, quality,
+                   missing_answer=md.get("answer", "refer"), monitoring=monitoring)
 
     # -- limits and expected loss ----------------------------------------------------------
 
@@ -335,6 +392,17 @@ def _no_unknown(table: dict, allowed: set, source: str, prefix: str) -> None:
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
                           f"allowed: {', '.join(prefix + k for k in sorted(allowed))}")
+
+
+def _sub_policy(doc: dict, key: str, allowed: set, make, source: str):
+    """The ``[key]`` table built by ``make`` (QualityPolicy, MonitoringPolicy: defaults when absent), every
+    error naming the file."""
+    table = _table(doc, key, source)
+    _no_unknown(table, allowed, source, f"{key}.")
+    try:
+        return make(**table)
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
 
 
 def _table(doc: dict, key: str, source: str, required: str | None = None) -> dict:

@@ -88,12 +88,56 @@ def psi_table(expected_scores, actual_scores, bins: int = 10) -> pd.DataFrame:
 def psi_terms(expected_share, actual_share) -> np.ndarray:
     """Each bin's term (a - e) * ln(a / e), shares floored at ``EPSILON``; the terms sum to the index.
 
-    Shared by the score PSI above and the per-feature CSI of the model document
-    (``fedcredit.scoring.development.characteristic_stability``), so both read alike.
+    Shared by the score PSI above and the per-feature CSI (``characteristic_index``: the model
+    document's training vs test rows, and monitoring's previous publication vs this run), so all read alike.
     """
     e = np.maximum(np.asarray(expected_share, dtype=float), EPSILON)
     a = np.maximum(np.asarray(actual_share, dtype=float), EPSILON)
     return (a - e) * np.log(a / e)
+
+
+def feature_bin_shares(rows: str, bins, n_bins: list[int], names: list[str]) -> list[np.ndarray]:
+    """Each feature's share of the rows in each of its bins (a list of arrays, one per feature of ``names``).
+
+    ``bins``: bin indices (0 .. n_bins[j] - 1), one row per enterprise and one column per
+    feature; ``rows`` names the population in errors ("training", "scored", …).
+    """
+    n_bins = [int(k) for k in n_bins]
+    if len(n_bins) != len(names):
+        raise FedCreditError(f"characteristic_stability: {len(names)} feature names but {len(n_bins)} bin counts")
+    matrix = _bin_matrix(rows, bins, names)
+    return [_bin_shares(rows, matrix[:, j], k, name) for j, (name, k) in enumerate(zip(names, n_bins))]
+
+
+def characteristic_index(expected_share, actual_share, name: str) -> float:
+    """CSI of one feature from its bin shares in the reference and the current population (same bins)."""
+    e, a = np.asarray(expected_share, dtype=float), np.asarray(actual_share, dtype=float)
+    if e.shape != a.shape or e.ndim != 1:
+        raise FedCreditError(f"characteristic stability of {name!r}: {e.size} reference bins but {a.size} current bins "
+                             "(the shares must come from the same bins)")
+    return float(psi_terms(e, a).sum())
+
+
+def _bin_matrix(rows: str, bins, names: list[str]) -> np.ndarray:
+    values = np.asarray(bins)
+    if values.ndim != 2 or values.shape[1] != len(names):
+        raise FedCreditError(f"characteristic_stability: the {rows} bins must be a (rows, {len(names)}) array of "
+                             f"bin indices, one column per feature; got shape {values.shape}")
+    if values.shape[0] == 0:
+        raise FedCreditError(f"characteristic_stability: no {rows} rows")
+    if not np.issubdtype(values.dtype, np.integer):
+        as_float = values.astype(float)
+        if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
+            raise FedCreditError(f"characteristic_stability: the {rows} bins must be integer bin indices")
+    return values.astype(np.int64)
+
+
+def _bin_shares(rows: str, column: np.ndarray, k: int, name: str) -> np.ndarray:
+    outside = (column < 0) | (column >= k)
+    if outside.any():
+        raise FedCreditError(f"characteristic_stability: feature {name!r} has {k} bins (0..{k - 1}) but the {rows} "
+                             f"rows hold bin {int(column[outside][0])}")
+    return np.bincount(column, minlength=k) / column.size
 
 
 def population_stability_index(expected_scores, actual_scores, bins: int = 10) -> float:

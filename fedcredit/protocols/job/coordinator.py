@@ -13,6 +13,7 @@ from fedcredit.crypto import PublicIdentity
 from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.lockstep import lockstep
+from fedcredit.protocols.job.monitoring import collect_csi
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
 from fedcredit.protocols.job.settings import MIN_ALIGNED, ModelSettings, Publication
 from fedcredit.protocols.job.wire import (
@@ -247,7 +248,9 @@ class JobCoordinator(ScriptedCoordinator):
         scaling = self.publication.scaling if self.publication is not None else None
         replies = yield [Message(REPORT, COORDINATOR, r, self.run_id, 5, {"main": main, "scaling": scaling},
                                  _json_payload(context) if r == "bank" else b"") for r in self.roles]
-        bank_report = self._each(replies, REPORTED)["bank"].meta
+        reported_by = self._each(replies, REPORTED)
+        bank_report = reported_by["bank"].meta
+        self.result.update(collect_csi(reported_by))  # scoring runs: one CSI per feature from its owner
         reported = bank_report.get("metrics", {})
         if "quality" in self.result:
             self.result["quality"]["grade_order_warnings"] = _warnings(bank_report.get("grade_order"))

@@ -19,6 +19,7 @@ from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError
 from fedcredit.protocols.job.development import node_development, tree_directions
 from fedcredit.protocols.job.gate import NodeGate
+from fedcredit.protocols.job.monitoring import report_stability
 from fedcredit.protocols.job.publication import MAX_REASONS
 from fedcredit.protocols.job.settings import SCORED, ModelSettings, NodeConfig, split_assignment
 from fedcredit.protocols.job.wire import (
@@ -394,6 +395,7 @@ class NodeAgent:
         reply = {"metrics": out}
         if context is not None and context.get("quality"):
             reply["grade_order"] = context["quality"]["grade_order_warnings"] = self._grade_order(context)
+        reply.update(report_stability(self.config, msg.run_id, self.prep, self.features, self.aligned_rows, self.split))
         if self.config.out_dir:
             self.write_outputs(Path(self.config.out_dir), msg.meta.get("main"), msg.meta.get("scaling"))
             if context is not None:

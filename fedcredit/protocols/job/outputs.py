@@ -39,7 +39,7 @@ def publication_for(policy: LimitPolicy, signer: str | None = None, allow_weak_m
     return Publication(grade=grade, capacity=policy.capacity,
                        loss_table=lambda g, p, lim: policy.expected_loss_table(g, p, lim).to_dict("records"), signer=signer,
                        quality=policy.quality, allow_weak_model=allow_weak_model, grade_order=list(policy.bands.grades),
-                       scaling=asdict(policy.scorecard))
+                       scaling=asdict(policy.scorecard), missing=policy.missing_answer)
 
 
 def coordinator_identity(keys: Path) -> Identity:
@@ -86,6 +86,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
                                              for w in quality.get("grade_order_warnings", [])])
     if "trees" in result:
         metrics["trees"] = result["trees"]
+    stability = {k: result[k] for k in ("csi", "csi_notes") if k in result}  # scoring runs: CSI per node feature
+    metrics.update(stability)
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     run_doc = {
         "run_id": result.get("run_id"), "task": task, "engine": engine, "settings": asdict(settings),
@@ -94,7 +96,8 @@ def finish_run(result: dict, out: Path, signer: Identity, settings: ModelSetting
                              "coordinator_signing": signer.fingerprint},
         "policy": policy.source, "quality_gate": quality, "publication": publication, "history": result["history"],
         "versions": _versions(),
-        **({"regularization": result["regularization"]} if "regularization" in result else {}), **(run_extra or {}),
+        **({"regularization": result["regularization"]} if "regularization" in result else {}), **stability,
+        **(run_extra or {}),
     }
     atomic_write_bytes(out / "run.json", (json.dumps(run_doc, indent=2, default=float) + "\n").encode())
     return metrics

@@ -195,6 +195,7 @@ class Publication:
     grade_order: list[str] | None = None
     centralized_auc: float | None = None  # local runs: the pooled-data reference, shown in the bank's report
     scaling: dict | None = None  # base_points, base_odds, pdo: every node's points table uses the published scaling
+    missing: str = "refer"  # online queries: the limit policy's answer for an enterprise a node lacks (refer/decline)
 
 
 def split_assignment(ids, seed: int, train: float, validation: float) -> np.ndarray:
