@@ -69,13 +69,6 @@ def serve(
     console.print(f"serving stopped: {status.get('requests_answered', 0)} query(ies) answered")
 
 
-def _verifier():
-    """The answer's signature check (the query protocol's)."""
-    from fedcredit.protocols import verify_answer
-
-    return verify_answer
-
-
 def _public_key(fed, key: Path | None) -> Path:
     if key is not None:
         return key
@@ -98,6 +91,7 @@ def query(
     """Ask the coordinator for the current limits of USCC...; the answer's signature is checked before it is shown."""
     from fedcredit.crypto import PublicIdentity
     from fedcredit.deploy import federations
+    from fedcredit.protocols import verify_answer
     from fedcredit.serving.client import post_limits
     from fedcredit.serving.requests import check_ids
     from fedcredit.serving.tokens import read_token
@@ -112,7 +106,7 @@ def query(
             raise FedCreditError(f"federation {fed.name} has no query token file: give --token FILE")
         public = PublicIdentity.load(_public_key(fed, key))
         doc = post_limits(fed.query, read_token(token_file), ids, fed.ca(), timeout=timeout)
-        _verifier()(doc, public)
+        verify_answer(doc, public)
         if doc.get("bank") != bank:
             raise FedCreditError(f"the answer is for bank {doc.get('bank')!r}, not {bank!r}")
     except FedCreditError as exc:
