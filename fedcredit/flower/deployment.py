@@ -171,7 +171,7 @@ def run_coordinator(grid: Grid, cfg: dict, flower_run_id: int | None = None, sub
         if task not in ("train", "score"):
             raise FedCreditError(f"run config 'task' must be train or score here, got {task!r}")
         settings, roles = settings_from_run_config(cfg)
-        signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")))
+        signer = coordinator_identity(Path(str(cfg.get("keys") or out / "keys")), out)
         scoring = None
         if task == "score":  # the saved model's own settings and nodes; the limits follow its last publication
             scoring = scoring_plan(cfg, out, signer.public if cfg.get("keys") else None)

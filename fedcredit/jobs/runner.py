@@ -82,9 +82,7 @@ def _run_staged(nodes, settings: ModelSettings, stage: Path, staging: Staging, *
     nodes = [replace(n, out_dir=str(stage), model_dir=str(Path(model) / "model" / n.role) if model is not None else None,
                      previous_dir=str(previous) if previous is not None else None)
              for n in nodes]
-    signer = coordinator_identity(Path(keys) if keys else staging.keys())
-    if keys:  # signed with a key kept elsewhere: the run's folder still carries the public half that verifies it
-        signer.public.save(stage / "keys" / "coordinator.pub.json")
+    signer = coordinator_identity(Path(keys), stage) if keys else coordinator_identity(staging.keys())
     publication = replace(publication_for(policy, signer.fingerprint, allow_weak_model=allow_weak_model),
                           centralized_auc=reference)
     started = time.perf_counter()

@@ -42,13 +42,20 @@ def publication_for(policy: LimitPolicy, signer: str | None = None, allow_weak_m
                        scaling=asdict(policy.scorecard), missing=policy.missing_answer)
 
 
-def coordinator_identity(keys: Path) -> Identity:
-    """The coordinator's signing identity, created once per key folder (private file 0600)."""
+def coordinator_identity(keys: Path, run: Path | None = None) -> Identity:
+    """The coordinator's signing identity, created once per key folder (private file 0600).
+
+    With ``run`` (a run's output folder) the folder also gets the public half in
+    ``run/keys/coordinator.pub.json`` when the key lives elsewhere (a federation's key folder),
+    so each run folder can be verified, and compared with the next publication, on its own."""
     private, public = keys / "coordinator.key.json", keys / "coordinator.pub.json"
     if private.exists():
-        return Identity.load(private)
-    ident = Identity.generate("coordinator")
-    ident.save(private, public_path=public)
+        ident = Identity.load(private)
+    else:
+        ident = Identity.generate("coordinator")
+        ident.save(private, public_path=public)
+    if run is not None and not (Path(run) / "keys" / "coordinator.pub.json").exists():
+        ident.public.save(Path(run) / "keys" / "coordinator.pub.json")
     return ident
 
 
