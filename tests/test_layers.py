@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #
 #   part                  may import (fedcredit parts)
 MAY_IMPORT: dict[str, set[str]] = {
-    "fedcredit.cli":       {"fedcredit.jobs", "fedcredit.flower", "fedcredit.deploy", "fedcredit.protocols",
+    "fedcredit.cli":       {"fedcredit.jobs", "fedcredit.flower", "fedcredit.deploy", "fedcredit.serving", "fedcredit.protocols",
                             "fedcredit.governance", "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},
     "fedcredit.api":       {"fedcredit.jobs", "fedcredit.protocols", "fedcredit.governance", "fedcredit.audit", "fedcredit.scoring",
@@ -28,7 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
                             "fedcredit.audit",
                             "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto", "fedcredit.models",
                             "fedcredit.common"},
-    "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.node", "fedcredit.node.channel", "fedcredit.protocols", "fedcredit.audit",
+    "fedcredit.flower":    {"fedcredit.deploy", "fedcredit.serving", "fedcredit.node", "fedcredit.node.channel", "fedcredit.protocols", "fedcredit.audit",
                             "fedcredit.scoring", "fedcredit.crypto", "fedcredit.common"},
     "fedcredit.node.__main__": {"fedcredit.node", "fedcredit.flower", "fedcredit.common"},  # the service's entry: wires in Flower's tasks
     "fedcredit.node":      {"fedcredit.node.channel", "fedcredit.protocols", "fedcredit.crypto", "fedcredit.common"},  # the node service
@@ -40,6 +40,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "fedcredit.protocols": {"fedcredit.governance", "fedcredit.audit", "fedcredit.scoring", "fedcredit.data", "fedcredit.crypto",
                             "fedcredit.models", "fedcredit.common"},
     "fedcredit.audit":     {"fedcredit.crypto", "fedcredit.common"},
+    "fedcredit.serving":   {"fedcredit.data", "fedcredit.common"},  # the query endpoint: HTTP, tokens; no protocol
     "fedcredit.governance": {"fedcredit.common"},  # a node's own rules: policy, budget, consent (no protocol)
     "fedcredit.scoring":   {"fedcredit.data", "fedcredit.crypto", "fedcredit.common"},
     "fedcredit.models":    {"fedcredit.scoring", "fedcredit.common"},

@@ -9,6 +9,7 @@ module             commands
 ``audit``          ``audit verify|report|export``
 ``limits``         ``limits verify``
 ``monitor``        ``monitor`` (a publication vs the previous one)
+``query``          ``serve``, ``query``, ``coordinator query-token``
 =================  ==========================================================
 
 Commands stay thin: parse the options, call the layer below (data, jobs, deploy, audit,
@@ -23,7 +24,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from fedcredit import __version__
-from fedcredit.cli import data, monitor, train
+from fedcredit.cli import data, monitor, query, train
 from fedcredit.cli.audit import audit_app
 from fedcredit.cli.console import console, err_console
 from fedcredit.cli.federation import app_app, certs_app, coordinator_app, federation_app, node_app
@@ -56,6 +57,9 @@ app.command("demo")(train.demo)
 app.command("train")(train.train)
 app.command("score")(train.score)
 app.command("monitor")(monitor.monitor)
+app.command("serve")(query.serve)
+app.command("query")(query.query)
+coordinator_app.command("query-token")(query.query_token)
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
 app.add_typer(certs_app, name="certs")

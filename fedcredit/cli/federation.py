@@ -285,13 +285,20 @@ def federation_add(
                                         "(the same key signs every run's limits)."),
     submitter_key: Optional[Path] = typer.Option(None, "--submitter-key", help="Here: your submitter key "
                                                  "(CERTS/submitters/NAME.key) that signs every job you send."),
+    query: Optional[str] = typer.Option(None, "--query", help="https://HOST:PORT of the coordinator's query "
+                                        "endpoint (fedcredit serve; docs/query.md)."),
+    query_token: Optional[Path] = typer.Option(None, "--query-token", help="Here: your bank's query token file "
+                                               "(fedcredit coordinator query-token)."),
+    query_tokens: Optional[Path] = typer.Option(None, "--query-tokens", help="On the coordinator's machine: its "
+                                                "token digests (default STATE/query-tokens.json)."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite a federation of the same name."),
 ) -> None:
     """Save a named federation in the user's federations file (for 'fedcredit train --federation NAME')."""
     from fedcredit.deploy import federations as F
 
     table = {"superlink": superlink, "certs": str(certs), **{k: str(v) for k, v in
-             {"registry": registry, "out": out, "policy": policy, "keys": keys, "submitter": submitter_key}.items()
+             {"registry": registry, "out": out, "policy": policy, "keys": keys, "submitter": submitter_key,
+              "query": query, "query_token": query_token, "query_tokens": query_tokens}.items()
              if v is not None}}
     try:
         fed = F.parse(name, table, "fedcredit federation add", Path.cwd())

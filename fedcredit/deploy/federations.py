@@ -24,9 +24,13 @@ from fedcredit.common.errors import FedCreditError
 HOME_ENV = "FEDCREDIT_HOME"
 FILE_NAME = "federations.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+QUERY_URL = re.compile(r"^https://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}/?$")
 # paths the coordinator's ServerApp opens on the SuperLink's machine (run-config keys of the same name)
 COORDINATOR_PATHS = ("registry", "out", "policy", "keys")
-KEYS = ("superlink", "certs", "submitter") + COORDINATOR_PATHS
+# a bank's online queries (docs/query.md): the endpoint's URL, the bank's token file (here), and on the
+# coordinator's machine its token digests (default STATE/query-tokens.json beside the registry)
+QUERY_KEYS = ("query", "query_token", "query_tokens")
+KEYS = ("superlink", "certs", "submitter") + COORDINATOR_PATHS + QUERY_KEYS
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Federation:
     policy: str | None = None
     keys: str | None = None
     submitter: str | None = None  # the submitter's private key file (fedcredit certs make --submitters)
+    query: str | None = None         # https://HOST:PORT of the coordinator's query endpoint (fedcredit serve)
+    query_token: str | None = None   # the bank's query token file, here (fedcredit coordinator query-token)
+    query_tokens: str | None = None  # on the coordinator's machine: its token digests (STATE/query-tokens.json)
 
     def ca(self) -> Path:
         """The CA certificate that verifies the SuperLink; it must exist here, where the job is submitted."""
@@ -59,7 +66,7 @@ class Federation:
 
     def as_table(self) -> dict[str, str]:
         row = {"superlink": self.superlink, "certs": str(self.certs)}
-        row.update({k: getattr(self, k) for k in ("submitter", *COORDINATOR_PATHS) if getattr(self, k)})
+        row.update({k: getattr(self, k) for k in ("submitter", *COORDINATOR_PATHS, *QUERY_KEYS) if getattr(self, k)})
         return row
 
 
@@ -101,9 +108,13 @@ def parse(name: str, table, source: str, base: Path) -> Federation:
         _split_address(table["superlink"])
     except ValueError as exc:
         raise FedCreditError(f"{where}: 'superlink' {exc}") from None
-    paths = {k: str(_absolute(table[k], base)) for k in ("submitter", *COORDINATOR_PATHS) if k in table}
+    if "query" in table and not QUERY_URL.match(table["query"]):
+        raise FedCreditError(f"{where}: 'query' must be https://HOST:PORT (the coordinator's query endpoint), "
+                             f"got {table['query']!r}")
+    paths = {k: str(_absolute(table[k], base)) for k in ("submitter", *COORDINATOR_PATHS, "query_token", "query_tokens")
+             if k in table}
     return Federation(name=name, superlink=table["superlink"], certs=_absolute(table["certs"], base), source=source,
-                      **paths)
+                      query=table.get("query"), **paths)
 
 
 def _absolute(value: str, base: Path) -> Path:

@@ -309,6 +309,7 @@ def coordinator_env(certs: Path, host: str, state: Path, control_from: list[str]
         raise FedCreditError(f"--control-from: {exc}") from None
     env = flower_env(Path(state) / "flwr-home", {
         ALLOW_ENV: ",".join(allowed), "FEDCREDIT_SUBMITTERS": str(Path(certs).resolve() / "submitters"),
+        "FEDCREDIT_CERTS": str(Path(certs).resolve()),  # the serving run's TLS certificate (fedcredit.flower.serving)
         "FEDCREDIT_PUBLISHERS": ",".join(str(Path(p).resolve()) for p in publishers or []),
         "FEDCREDIT_STATE": str(Path(state).resolve())})
     gate = write_launcher(Path(state) / "bin", "flwr-serverapp", "fedcredit.flower.serverapp_gate")

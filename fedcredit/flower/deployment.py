@@ -241,5 +241,10 @@ def main(grid: Grid, context: Context) -> None:
 
     submitter = verified_submitter()  # no job without a submitter signature checked by the gate
     shorten_pull_backoff(0.02, 0.5)  # replies are registered before their objects arrive (flwr 1.41)
+    if context.run_config.get("task") == "query":  # online limit queries until stopped (fedcredit serve)
+        from fedcredit.flower.serving import run_serving
+
+        run_serving(grid, dict(context.run_config), getattr(context, "run_id", None), submitter=submitter)
+        return
     # raising marks the Flower run as failed (``flwr ls`` shows it) after status.json says why
     run_coordinator(grid, dict(context.run_config), getattr(context, "run_id", None), submitter=submitter)
