@@ -10,20 +10,32 @@ limits are version 2 of the model and chain to the training publication; each no
 arrives at the coordinator, and ``fedcredit monitor`` turns the two publications into
 red/amber/green warnings (the enterprises the month put in distress are red). A second
 scoring run (version 3) chains to the first, and the nodes find the distribution they
-last published.
+last published. Then ``fedcredit serve`` answers online queries on the same federation:
+``fedcredit query`` gets, for the same enterprises and data, exactly the limits the last
+scoring run published; an enterprise nobody knows gets the policy's answer for missing
+data; a malformed ID and a wrong token are refused (400, 401); every node's audit log
+lists the IDs it was asked about.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
 from fedcredit.cli import app
-from fedcredit.data import synth
+from fedcredit.data import synth, uscc
+from fedcredit.deploy.processes import free_port
 from fedcredit.scoring.publish import verify_limits
 
 from lab_federation import lab_federation
@@ -53,6 +65,52 @@ data = "x"
 """
 
 runner = CliRunner()
+QUERY_PORT = free_port()
+
+
+def queried_ids(node_out: Path) -> set[str]:
+    """Every ID a node's audit logs record as asked about in an online query."""
+    found = set()
+    for log in node_out.glob("run-*/audit/*.jsonl"):
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("type") == "query":
+                found.update(record["ids"])
+    return found
+
+
+def serve_and_query(fed, tmp: Path, env: dict, model: str, published: Path) -> dict:
+    """``fedcredit serve`` (a process, stopped with Ctrl-C as its user would), then ``fedcredit query`` for five
+    published enterprises and one nobody knows, and refused requests: a malformed ID (400), a wrong token (401)."""
+    limits = pd.read_parquet(published / "limits.parquet")
+    ids = list(limits["uscc"].iloc[:5])
+    unknown = next(u for u in uscc.generate(50, np.random.default_rng(99)) if u not in set(limits["uscc"]))
+    cmd = [sys.executable, "-c", "from fedcredit.cli import main; main()", "serve", "--federation", "lab",
+           "--bank", "bank", "--model", model, "--out", str(tmp / "serving")]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not any("serving bank bank's limit queries" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.2)
+        answer = json.loads(cli("query", "--federation", "lab", "--bank", "bank", *ids, unknown, "--json", env=env))
+        url = f"https://{fed.host}:{QUERY_PORT}/v1/limits"
+        token = (tmp / "bank.token").read_text().strip()
+        with httpx.Client(verify=str(fed.certs / "ca.pem"), timeout=60) as client:
+            bad = client.post(url, json={"uscc": [ids[0][:-1] + "?"]}, headers={"Authorization": f"Bearer {token}"})
+            assert bad.status_code == 400 and "uscc" in bad.text.lower(), bad.text
+            wrong = client.post(url, json={"uscc": ids[:1]}, headers={"Authorization": "Bearer not-a-token"})
+            assert wrong.status_code == 401, wrong.text
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: fedcredit serve stops the serving run at the coordinator
+        proc.wait(timeout=180)
+        reader.join(10)
+    assert proc.returncode == 0 and any("serving stopped" in line for line in lines), "\n".join(lines[-20:])
+    rows = {row["uscc"]: row for row in answer["rows"]}
+    return {"ok": [rows[i] for i in ids], "unknown": rows[unknown], "asked": ids + [unknown]}
 
 
 def month(data: Path, number: int) -> dict[str, Path]:
@@ -76,9 +134,13 @@ def test_train_rescore_drifted_data_monitor_and_query(tmp_path):
                                                            **({"label": "default_12m"} if name == "bank" else {})})
         env = {"FEDCREDIT_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
         coordinator_out = tmp_path / "coordinator-out"
+        cli("coordinator", "query-token", "bank", "--state", str(fed.state), "--out", str(tmp_path / "bank.token"),
+            env=env)
         cli("federation", "add", "lab", "--superlink", fed.superlink, "--certs", str(fed.certs),
             "--registry", str(fed.state / "registry.json"), "--out", str(coordinator_out),
-            "--keys", str(tmp_path / "coordinator-keys"), "--submitter-key", str(fed.submitter_key), env=env)
+            "--keys", str(tmp_path / "coordinator-keys"), "--submitter-key", str(fed.submitter_key),
+            "--query", f"https://{fed.host}:{QUERY_PORT}", "--query-token", str(tmp_path / "bank.token"),
+            "--query-tokens", str(fed.state / "query-tokens.json"), env=env)
         (tmp_path / "job.toml").write_text(JOB)
         cli("train", "--job", str(tmp_path / "job.toml"), "--federation", "lab", "--out", str(tmp_path / "may"), env=env)
         trained = coordinator_out / "bank" / "may"
@@ -122,3 +184,13 @@ def test_train_rescore_drifted_data_monitor_and_query(tmp_path):
         assert len(bank_runs) == 3, bank_runs  # the bank's scores of every run stay at the bank
         assert not list((tmp_path / "nodes-out" / "tax").glob("run-*/scores.parquet"))
         assert os.listdir(coordinator_out) == ["bank"]
+
+        answers = serve_and_query(fed, tmp_path, env, model, coordinator_out / "bank" / "july")
+        published = pd.read_parquet(coordinator_out / "bank" / "july" / "limits.parquet").set_index("uscc")
+        for row in answers["ok"]:  # the same enterprises and data: the online answer is the publication's
+            want = published.loc[row["uscc"]]
+            assert (row["score"], row["pd"], row["grade"], row["limit"]) == (
+                want["score"], want["pd"], want["grade"], want["limit"]), row
+        assert answers["unknown"]["status"] == "missing" and answers["unknown"]["limit"] is None
+        for name in NAMES:  # every node's own log lists the IDs it was asked about
+            assert set(answers["asked"]) <= queried_ids(tmp_path / "nodes-out" / name), name
