@@ -200,6 +200,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, help="enterprises (default 3,000 quick, 12,000 full)")
     p.add_argument("--singles", type=int, help="single-enterprise queries (default 20 quick, 50 full)")
     p.add_argument("--no-scoring", action="store_true", help="skip measure_scoring (score_*_s are null)")
+    p.add_argument("--key-bits", type=int, default=1024, help="Paillier key size of the trained model (the demo: 2048)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the finally blocks stop the lab
     why_not = netlab.unavailable_reason()
@@ -213,7 +214,7 @@ def main() -> None:
     rows = args.rows or (3000 if args.quick else 12_000)
     big = 2000 if args.quick else 10_000
     singles = args.singles or (20 if args.quick else 50)
-    settings = ModelSettings(seed=42, key_bits=1024, max_iter=2 if args.quick else 10, bank_only_baseline=False)
+    settings = ModelSettings(seed=42, key_bits=args.key_bits, max_iter=2 if args.quick else 10, bank_only_baseline=False)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-query-"))
     paths = synth.write_nodes(synth.generate(rows, 42), root / "data")
     (root / "node-policy.toml").write_text(NODE_POLICY)
