@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def serve_and_query(fed, tmp: Path, env: dict, model: str, published: Path) -> d
         answer = json.loads(cli("query", "--federation", "lab", "--bank", "bank", *ids, unknown, "--json", env=env))
         url = f"https://{fed.host}:{QUERY_PORT}/v1/limits"
         token = (tmp / "bank.token").read_text().strip()
-        with httpx.Client(verify=str(fed.certs / "ca.pem"), timeout=60) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(fed.certs / "ca.pem")), timeout=60) as client:
             bad = client.post(url, json={"uscc": [ids[0][:-1] + "?"]}, headers={"Authorization": f"Bearer {token}"})
             assert bad.status_code == 400 and "uscc" in bad.text.lower(), bad.text
             wrong = client.post(url, json={"uscc": ids[:1]}, headers={"Authorization": "Bearer not-a-token"})
