@@ -11,12 +11,18 @@ below replaces xdist's ``--dist load`` (the default of ``-n``) with whole work u
 * every other module is a unit of its own, so its module fixtures are built once (largest
   modules first).
 
+A worker gets the controller's ``COLUMNS``/``LINES`` as the user set them (or none), as a
+run without ``-n`` sees them: pytest imports ``readline``, which exports 80x24 into the
+environment the workers inherit, and a console made at import (``fedcredit.cli.console``)
+would keep that width whatever a test's ``CliRunner(env={"COLUMNS": ...})`` says.
+
 (xdist's own ``--dist loadgroup`` would do the grouping with ``xdist_group`` marks, but
 xdist 3.8 renames the test id through ``item._nodeid``, which pytest 9 no longer reads.)
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from functools import lru_cache
@@ -27,6 +33,7 @@ import pytest
 from fedcredit.data import synth
 
 FEDERATION = "federation"
+TERMINAL_SIZE = ("COLUMNS", "LINES")
 _USES_NETWORK_LAB = re.compile(r"^\s*(?:from|import)\s+(?:lab_federation|test_deployment|fedcredit_netlab)\b", re.M)
 
 
@@ -63,6 +70,21 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the collection's unit order (xdist would sort by tests per unit)
     return ByUnit(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(controller, xdist) What a worker needs of this process's environment as the user set it."""
+    node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in TERMINAL_SIZE}
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        for name, value in config.workerinput.get("terminal_size", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
