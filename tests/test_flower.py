@@ -2,6 +2,9 @@
 
 import os
 import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flwr.app import RecordDict
@@ -38,20 +41,40 @@ def _processes() -> list[tuple[int, int, str]]:
     return [(int(r[0]), int(r[1]), r[2]) for r in rows if len(r) == 3]
 
 
+MARK = "FEDCREDIT_TEST_PROCESS_MARK"
+
+
+@dataclass
+class Before:
+    """The processes that existed before the test (another run's are not ours to judge), and the mark in the
+    environment of every process the test starts (inherited by Ray's GCS, raylet, workers and their forkservers)."""
+    pids: set[int]
+    mark: str
+
+
 @pytest.fixture
-def before() -> set[int]:
-    """The processes that existed before the test (another run's are not ours to judge)."""
-    return {pid for pid, _, _ in _processes()}
+def before(monkeypatch) -> Before:
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv(MARK, mark)
+    return Before({pid for pid, _, _ in _processes()}, mark)
 
 
-def _flower_processes(before: set[int]) -> str:
-    """Ray, Flower and worker-pool forkserver processes the test left: new ones that are its descendants, or orphans
-    (a leak is reparented to init)."""
+def _carries(pid: int, mark: str) -> bool:
+    """Whether ``pid`` was started with ``MARK=mark`` in its environment (it may have been reparented since)."""
+    try:
+        return f"{MARK}={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone already, or not ours to read
+        return False
+
+
+def _flower_processes(before: Before) -> str:
+    """Ray, Flower and worker-pool forkserver processes the test left: new ones that are its descendants or carry
+    its mark (a leak reparented to init; another test's processes, e.g. on the other xdist worker, carry none)."""
     rows = _processes()
     parent = {pid: ppid for pid, ppid, _ in rows}
 
     def ours(pid: int) -> bool:
-        if parent.get(pid) == 1:
+        if _carries(pid, before.mark):
             return True
         while pid in parent and pid > 1:
             if pid == os.getpid():
@@ -65,7 +88,7 @@ def _flower_processes(before: set[int]) -> str:
         return "raylet" in args or "gcs_server" in args or "flwr-" in args
 
     return "\n".join(f"{pid} {args}" for pid, _, args in rows
-                     if pid not in before and flower(pid, args) and ours(pid))
+                     if pid not in before.pids and flower(pid, args) and ours(pid))
 
 
 @pytest.mark.parametrize("settings", [FAST, TREES], ids=["scorecard_lr", "secureboost"])
