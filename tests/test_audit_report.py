@@ -140,8 +140,8 @@ def test_the_timeline_has_one_series_per_protocol_family():
     records = [{"kind": kind, "party": party, "direction": direction, "time": f"2024-05-01T10:00:{i % 60:02d}.000000Z"}
                for i, kind in enumerate(_KINDS) for party, direction in (("bank", "sent"), (COORDINATOR, "received"))]
     series = timeline_series(records)
-    assert 1 < len(series) <= 6
-    assert set(series) == {"job", "psi", "woe", "lr", "sb"}
+    assert 1 < len(series) <= 7
+    assert set(series) == {"job", "psi", "woe", "lr", "sb", "query"}
     assert sum(len(points) for points in series.values()) == len(records)
     assert all(0 <= x <= 59 for points in series.values() for x, _ in points)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from fedcredit.common.wire import COORDINATOR
 
 FAMILIES = {"job": "job control and publication", "psi": "PSI alignment", "woe": "WoE/IV binning",
-            "lr": "scorecard LR", "sb": "SecureBoost"}
+            "lr": "scorecard LR", "sb": "SecureBoost", "query": "online limit queries"}
 OTHER = "other"
 
 

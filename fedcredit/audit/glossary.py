@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from fedcredit.audit.classes import BLINDED, MASKED, PLAINTEXT, PUBLIC, PUBLISHED, SEALED
+from fedcredit.audit.classes import BLINDED, MASKED, PLAINTEXT, PUBLIC, PUBLISHED, QUERIED_IDS, SEALED
 
 _PAILLIER = re.compile(r"^(?P<mock>mock-)?paillier-(?P<bits>\d+|<bits>)(?P<masked>\+masked)?$")
 
@@ -23,12 +23,15 @@ _FIXED = {
     PUBLIC: "No payload: only the header's public scalars (kind, step, counts, settings). No data leaves a node.",
     PUBLISHED: "Results the job publishes anyway (scores, reason codes, grades, limits, capacity caps, report "
                "context): sent in the clear to the parties entitled to them.",
+    QUERIED_IDS: "The enterprise IDs of an online query, in the clear to every node of the serving run: a query "
+                 "cannot be answered without telling each data holder whom the bank is looking at. Nothing else: "
+                 "the payload holds only the IDs, which each node's log lists to check them against consent.",
     PLAINTEXT: "Anything that is none of the above. No message kind allows it: a plaintext record fails "
                "verification.",
 }
 
 BASE_CLASSES = (SEALED, "paillier-<bits>", "paillier-<bits>+masked", MASKED, BLINDED, PUBLIC, PUBLISHED,
-                PLAINTEXT, "mock-paillier-<bits>")
+                QUERIED_IDS, PLAINTEXT, "mock-paillier-<bits>")
 """Every class ``protection_class`` can return, key sizes written as ``<bits>``."""
 
 
