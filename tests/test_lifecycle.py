@@ -88,7 +88,10 @@ def serve_and_query(fed, tmp: Path, env: dict, model: str, published: Path) -> d
     unknown = next(u for u in uscc.generate(50, np.random.default_rng(99)) if u not in set(limits["uscc"]))
     cmd = [sys.executable, "-c", "from fedcredit.cli import main; main()", "serve", "--federation", "lab",
            "--bank", "bank", "--model", model, "--out", str(tmp / "serving")]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C must reach it as a user's would: a test worker (pytest-xdist) may ignore SIGINT, which a child inherits
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout), daemon=True)
     reader.start()
