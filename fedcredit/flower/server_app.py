@@ -141,7 +141,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                     deliveries.seq.update({n: deliveries.seq.get(n, 0) + 1 for n in per_node})
                 else:
                     replies = deliveries.exchange({n: to_record(ms) for n, ms in per_node.items()}, MESSAGE_TYPE)
-                    messages, heads = _unbundle(replies, name_of)
+                    messages, heads = unbundle_replies(replies, name_of)
                     if journal is not None:
                         journal.append_replies(coordinator.rounds + 1, messages, heads)
                 for head in heads:
@@ -159,7 +159,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     return result
 
 
-def _unbundle(replies: dict, name_of: dict[int, str]) -> tuple[list, list[dict]]:
+def unbundle_replies(replies: dict, name_of: dict[int, str]) -> tuple[list, list[dict]]:
     """A round's protocol replies (in the order the bundles were sent) and the nodes' final log heads."""
     messages, heads = [], []
     for nid, reply in replies.items():

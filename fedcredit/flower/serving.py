@@ -33,7 +33,7 @@ from fedcredit.common.errors import FedCreditError
 from fedcredit.deploy.processes import split_address
 from fedcredit.flower.codec import MESSAGE_TYPE, to_record
 from fedcredit.flower.delivery import Deliveries
-from fedcredit.flower.server_app import _unbundle, abort_nodes, find_job_nodes
+from fedcredit.flower.server_app import unbundle_replies, abort_nodes, find_job_nodes
 from fedcredit.serving.errors import BadQuery, QueryError, QueryFailed, node_error, refusal_in_answer
 
 MODEL_KEY = "model-run"      # run config: the training run whose saved model parts answer the queries
@@ -78,7 +78,7 @@ class FlowerRelay:
         for nid, reply in replies.items():
             if reply.has_error():
                 raise node_error(self.name_of[nid], reply.error.reason)
-        return _unbundle(replies, self.name_of)
+        return unbundle_replies(replies, self.name_of)
 
     def abort(self, coordinator, exc: BaseException) -> None:
         abort_nodes(self.deliveries, coordinator, self.node_of, exc)
