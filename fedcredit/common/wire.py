@@ -147,3 +147,36 @@ def split_messages(data: bytes, sizes: list) -> list[Message]:
         out.append(Message.from_bytes(data[pos:pos + size]))
         pos += size
     return out
+
+
+def encoded_size(msg: Message) -> int:
+    """``len(msg.to_bytes())`` without building the bytes (a ciphertext payload may be hundreds of MB)."""
+    head = json.dumps(msg.header(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return len(MAGIC) + 4 + len(head) + len(msg.payload)
+
+
+@dataclass
+class BundleMeter:
+    """The sizes of the bundles a job's rounds make: per node and round, the messages to it (one Flower
+    message from the coordinator) and the messages from it (one Flower reply), as ``join_messages`` joins them.
+
+    Engines call ``round(outgoing, replies)`` once per round; benchmarks read ``largest`` (bytes of the
+    biggest bundle, the figure to hold against a transport's message limit) and where it was."""
+
+    largest: int = 0
+    where: str = ""
+    rounds: int = 0
+    total: int = 0  # bytes of every bundle, both directions
+
+    def round(self, outgoing: list[Message], replies: list[Message]) -> None:
+        self.rounds += 1
+        for direction, messages, node_of in (("to", outgoing, lambda m: m.receiver), ("from", replies, lambda m: m.sender)):
+            per_node: dict[str, list[Message]] = {}
+            for msg in messages:
+                per_node.setdefault(node_of(msg), []).append(msg)
+            for node, msgs in per_node.items():
+                size = sum(encoded_size(m) for m in msgs)
+                self.total += size
+                if size > self.largest:
+                    kinds = sorted({m.kind for m in msgs})
+                    self.largest, self.where = size, f"round {self.rounds}, {direction} {node}: {', '.join(kinds)}"

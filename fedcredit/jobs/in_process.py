@@ -15,8 +15,10 @@ from fedcredit.protocols.loop import abort_job, drive
 
 def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, run_id: str | None = None,
             workers: int | None = None, on_event=None, tap=None, publication=None, task: str = "train",
-            audit=None, purpose: str = "credit-scoring") -> dict:
-    """Run a job over ``nodes`` (the bank first) and return the coordinator's result."""
+            audit=None, purpose: str = "credit-scoring", on_round=None) -> dict:
+    """Run a job over ``nodes`` (the bank first) and return the coordinator's result.
+
+    ``tap`` sees every encoded message, ``on_round(outgoing, replies)`` every round's messages."""
     settings = settings or ModelSettings()
     run_id = run_id or uuid.uuid4().hex[:12]
     with WorkerPool(workers) as pool:
@@ -27,7 +29,7 @@ def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, r
         if audit is not None:  # (folder, coordinator identity): the coordinator's end of the audit trail
             coordinator = audited(coordinator, *audit)
         try:
-            rounds = drive(coordinator, agents, tap=tap)
+            rounds = drive(coordinator, agents, tap=tap, on_round=on_round)
         except BaseException as exc:  # Ctrl-C too: the logs say the run was aborted, not cut
             abort_job(coordinator, agents, exc, tap=tap)
             raise
