@@ -183,3 +183,55 @@ def _describe(proc: psutil.Process) -> str:
 def load_average() -> list[float]:
     """The machine's 1, 5 and 15 minute load averages."""
     return [round(v, 2) for v in os.getloadavg()]
+
+
+class AllocationTrace:
+    """Where a phase's memory is held (``tracemalloc``; slows the run several-fold): whenever the traced
+    total is the segment's largest so far by ``step``, a snapshot's top allocation sites are kept; a phase
+    keeps its largest segment's. Segments are entered and relabelled as a PhaseMeter's are."""
+
+    def __init__(self, top: int = 12, step: float = 1.05, frames: int = 6):
+        import tracemalloc
+
+        self.tracemalloc, self.top, self.step = tracemalloc, top, step
+        self.phase = ""
+        self.segment: dict | None = None
+        self.found: dict[str, dict] = {}
+        tracemalloc.start(frames)
+
+    def enter(self, phase: str) -> None:
+        """End the current segment (kept if it is its phase's largest) and start one of ``phase``."""
+        self.look()
+        seg = self.segment
+        if seg is not None and (self.phase not in self.found or seg["current_mb"] > self.found[self.phase]["current_mb"]):
+            self.found[self.phase] = seg
+        elif seg is not None:
+            self.found[self.phase]["peak_mb"] = max(self.found[self.phase]["peak_mb"], seg["peak_mb"])
+        self.phase, self.segment = phase, None
+        self.tracemalloc.reset_peak()
+
+    def relabel_last(self, phase: str) -> None:
+        self.phase = phase
+
+    def look(self, *_args) -> None:
+        """Snapshot now if this is the segment's largest traced total so far (call it often: events, rounds)."""
+        if not self.phase:
+            return
+        current, peak = self.tracemalloc.get_traced_memory()
+        seg = self.segment
+        if seg is not None and current <= seg["current_mb"] * MIB * self.step:
+            seg["peak_mb"] = max(seg["peak_mb"], round(peak / MIB, 1))
+            return
+        stats = self.tracemalloc.take_snapshot().statistics("traceback")[: self.top]
+        self.segment = {
+            "current_mb": round(current / MIB, 1), "peak_mb": round(peak / MIB, 1),
+            "sites": [{"mb": round(s.size / MIB, 1), "count": s.count, "where": [_frame(f) for f in s.traceback][-4:]}
+                      for s in stats]}
+
+
+def _frame(frame) -> str:
+    """"fedcredit/data/io.py:42" rather than the full path."""
+    name = frame.filename
+    for cut in ("site-packages/", "/work/"):
+        name = name.split(cut)[-1]
+    return f"{name}:{frame.lineno}"

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, machine, parser  # noqa: E402
-from _phases import PhaseMeter, load_average  # noqa: E402
+from _phases import AllocationTrace, PhaseMeter, load_average  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
@@ -61,41 +61,60 @@ class JobPhases:
 
     AFTER = {"start": "validate", "validated": "psi", "aligned": "prepare", "iteration": "train"}
 
-    def __init__(self, meter: PhaseMeter):
-        self.meter = meter
+    def __init__(self, meter: PhaseMeter, trace: AllocationTrace | None = None):
+        self.meter, self.trace = meter, trace
         self.iterations = 0
 
     def __call__(self, kind: str, info: dict) -> None:
         if kind == "iteration":
             self.iterations += 1
+        if self.trace is not None:
+            self.trace.look()
         if kind in self.AFTER:
-            self.meter.enter(self.AFTER[kind])  # every iteration starts a segment: the last one turns out to be scoring
+            self.enter(self.AFTER[kind])  # every iteration starts a segment: the last one turns out to be scoring
         elif kind == "finished":
             self.meter.relabel_last("finish")  # since the last iteration (a scoring run: since the bins)
-            self.meter.enter("outputs")
+            if self.trace is not None:
+                self.trace.relabel_last("finish")
+            self.enter("outputs")
+
+    def enter(self, phase: str) -> None:
+        self.meter.enter(phase)
+        if self.trace is not None:
+            self.trace.enter(phase)
 
 
 def run_once(rows: int, *, engine: str, key_bits: int, model: str, seed: int, work: Path,
-             backend: str = "paillier", max_iter: int | None = None, interval: float = 0.2) -> dict:
+             backend: str = "paillier", max_iter: int | None = None, interval: float = 0.2,
+             trace: AllocationTrace | None = None) -> dict:
     """Generate ``rows`` enterprises in ``work``, run the job there, return the figures."""
     settings = ModelSettings(seed=seed, key_bits=key_bits, model=model, backend=backend,
                              **({"max_iter": max_iter} if max_iter is not None else {}))
     load_before = load_average()
     meter, bundles = PhaseMeter(interval), BundleMeter()
     started = time.perf_counter()
-    meter.enter("generate")
+    events = JobPhases(meter, trace)
+    events.enter("generate")
     paths, _ = generate(work / "data", rows, seed, "parquet")
     nodes = [NodeConfig(role, str(paths[role][0]), policy=str(_demo_node_policy(work / "data", role, key_bits)))
              for role in NODE_ROLES]
-    meter.enter("preflight")
-    events = JobPhases(meter)
+    events.enter("preflight")
     try:
         metrics = runner.run(nodes, settings, work / "run", engine=engine, console=Console(file=sys.stderr),
-                             centralized=True, policy=LimitPolicy(), on_event=events, on_round=bundles.round)
+                             centralized=True, policy=LimitPolicy(), on_event=events, on_round=_both(bundles.round, trace.look if trace else None))
     finally:
         meter.stop()
+        if trace is not None:
+            trace.enter("")
     total = time.perf_counter() - started
-    return figures(rows, engine, settings, meter, bundles, metrics, total, load_before)
+    found = figures(rows, engine, settings, meter, bundles, metrics, total, load_before)
+    if trace is not None:
+        found["allocations"] = trace.found
+    return found
+
+
+def _both(first, second):
+    return first if second is None else lambda *args: (first(*args), second(*args))
 
 
 def figures(rows: int, engine: str, settings: ModelSettings, meter: PhaseMeter, bundles: BundleMeter,
@@ -155,6 +174,8 @@ def main() -> None:
     p.add_argument("--max-iter", type=int, default=None, help="cap the model's iterations (tests of the benchmark)")
     p.add_argument("--compare", type=int, default=None, metavar="ROWS",
                    help="also run ROWS first (in a child process) and give per-row cost ratios per phase")
+    p.add_argument("--trace-memory", action="store_true",
+                   help="also find where each phase's memory is held (tracemalloc: several times slower)")
     p.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)")
     args = p.parse_args()
     rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
@@ -162,7 +183,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = args.keep or Path(tmp)
         result = run_once(rows, engine=args.engine, key_bits=args.key_bits, model=args.model, seed=args.seed,
-                          work=work, backend=args.backend, max_iter=args.max_iter)
+                          work=work, backend=args.backend, max_iter=args.max_iter,
+                          trace=AllocationTrace() if args.trace_memory else None)
     if small is not None:
         result["compare"] = compare(small, result)
     emit(result, args.json)
