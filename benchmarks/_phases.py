@@ -218,13 +218,15 @@ class AllocationTrace:
         if not self.phase:
             return
         current, peak = self.tracemalloc.get_traced_memory()
-        seg = self.segment
-        if seg is not None and current <= seg["current_mb"] * MIB * self.step:
+        seg, best = self.segment, self.found.get(self.phase)
+        if seg is not None:
             seg["peak_mb"] = max(seg["peak_mb"], round(peak / MIB, 1))
+        known = max([s["current_mb"] for s in (seg, best) if s is not None], default=None)
+        if known is not None and current <= known * MIB * self.step:  # snapshots are slow: only a new high
             return
         stats = self.tracemalloc.take_snapshot().statistics("traceback")[: self.top]
         self.segment = {
-            "current_mb": round(current / MIB, 1), "peak_mb": round(peak / MIB, 1),
+            "current_mb": round(current / MIB, 1), "peak_mb": max(round(peak / MIB, 1), seg["peak_mb"] if seg else 0),
             "sites": [{"mb": round(s.size / MIB, 1), "count": s.count, "where": [_frame(f) for f in s.traceback][-4:]}
                       for s in stats]}
 
