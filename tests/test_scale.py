@@ -1,0 +1,120 @@
+"""City scale (issue #20): the benchmark's phase and memory plumbing, the bundle meter, and the wire and
+audit log that copy large payloads once (same bytes, same records as before)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedcredit.audit.log import AuditWriter
+from fedcredit.common.wire import COORDINATOR, BundleMeter, Message, bundle, encoded_size, join_messages, split_messages
+from fedcredit.crypto import Identity
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _phases import PhaseMeter  # noqa: E402
+from bench_scale import ORDER  # noqa: E402
+
+PHASES = set(ORDER)
+
+
+def _messages() -> list[Message]:
+    big = os.urandom(300_000)
+    return [Message("lr.sigmoid", COORDINATOR, "bank", "r1", 3, {"parts": [{"name": "s", "size": 7, "meta": {}}]}, big),
+            Message("lr.gradient", COORDINATOR, "bank", "r2", 4, {"n": (1, 2)}, bytearray(b"abc")),
+            Message("psi.blind", "tax", "bank", "r3", 1, {}, memoryview(b"xyz" * 1000)),
+            Message("job.info", COORDINATOR, "tax", "r1", 3, {})]
+
+
+def _old_to_bytes(m: Message) -> bytes:
+    """The encoding before payloads were joined piece by piece (kept here as the reference)."""
+    import struct
+
+    head = json.dumps(m.header(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return b"FCM1" + struct.pack(">I", len(head)) + head + bytes(m.payload)
+
+
+def test_wire_bytes_and_bundles_are_unchanged():
+    msgs = _messages()
+    for m in msgs:
+        assert m.to_bytes() == _old_to_bytes(m)
+        assert encoded_size(m) == len(_old_to_bytes(m))
+        back = Message.from_bytes(memoryview(_old_to_bytes(m)))
+        assert back.header() == json.loads(json.dumps(m.header())) and back.payload == bytes(m.payload)
+        assert type(back.payload) is bytes
+    data, sizes = join_messages(msgs)
+    assert data == b"".join(_old_to_bytes(m) for m in msgs) and sizes == [len(_old_to_bytes(m)) for m in msgs]
+    again = split_messages(data, sizes)
+    assert [m.to_bytes() for m in again] == [_old_to_bytes(m) for m in msgs]
+    assert all(type(m.payload) is bytes for m in again)
+    payload, meta = bundle({"a": (b"12", {"x": 1}), "b": (bytearray(b"345"), {}), "c": (memoryview(b"6"), {})})
+    assert payload == b"123456" and [p["size"] for p in meta["parts"]] == [2, 3, 1]
+
+
+def test_bundle_meter_measures_each_nodes_bundle_per_round():
+    msgs = _messages()
+    meter = BundleMeter()
+    reply = Message("lr.reply", "bank", COORDINATOR, "r1", 5, {}, b"r" * 10)
+    meter.round(msgs, [reply])
+    to_bank = [m for m in msgs if m.receiver == "bank"]
+    assert meter.largest == len(join_messages(to_bank)[0])
+    assert meter.where.startswith("round 1, to bank")
+    assert meter.total == len(join_messages(msgs)[0]) + len(reply.to_bytes())
+
+
+def test_audit_records_a_message_as_its_wire_bytes(tmp_path):
+    """Recording the Message (digest streamed over its pieces) writes the same facts as recording its bytes."""
+    identity = Identity.generate(COORDINATOR)
+    by_message = AuditWriter(tmp_path / "a.jsonl", identity, "r1", party=COORDINATOR, fsync=False)
+    by_bytes = AuditWriter(tmp_path / "b.jsonl", identity, "r1", party=COORDINATOR, fsync=False)
+    for m in _messages():
+        if m.sender != COORDINATOR and not m.relayed:
+            continue
+        direction = "sent"
+        one, two = by_message.record(m, direction=direction), by_bytes.record(_old_to_bytes(m), direction=direction)
+        assert one["digest"] == two["digest"] == hashlib.sha256(_old_to_bytes(m)).hexdigest()
+        facts = ("size", "payload_size", "ciphertexts", "protection", "kind", "relayed", "sealed", "step")
+        assert {k: one[k] for k in facts} == {k: two[k] for k in facts}
+
+
+def test_phase_meter_resets_the_peak_at_each_phase():
+    meter = PhaseMeter(interval=0.05)
+    meter.enter("big")
+    block = bytearray(120 * 1024 * 1024)  # touched: resident
+    block[:: 4096] = b"x" * len(block[:: 4096])
+    del block
+    meter.enter("small")
+    meter.enter("small")  # a second segment of the same phase
+    meter.relabel_last("after")
+    meter.stop()
+    phases = meter.phases()
+    assert list(phases) == ["big", "small", "after"]
+    if meter.kernel_peaks:  # Linux: the kernel's own peak, reset at each phase
+        assert phases["big"]["own_peak_mb"] > phases["small"]["own_peak_mb"] + 80
+    assert all(p["seconds"] >= 0 and p["core_seconds"] >= 0 for p in phases.values())
+
+
+def test_bench_scale_reports_every_phase(tmp_path):
+    """The benchmark end to end at a tiny size (mock cipher, 3 iterations): every phase, the issue's keys."""
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--rows", "3000", "--key-bits", "1024",
+                    "--backend", "mock", "--max-iter", "3", "--json", str(out)], check=True, env=env, cwd=tmp_path,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    doc = json.loads(out.read_text())
+    assert set(doc["phases"]) == PHASES
+    assert {"rows", "total_s", "peak_rss_mb", "phases", "core_seconds", "largest_message_bytes"} <= set(doc)
+    assert doc["rows"] == 3000 and 0 < doc["aligned"] < 3000 and 0.5 < doc["test_auc"] <= 1.0
+    phases = doc["phases"].values()
+    assert all(set(p) >= {"seconds", "peak_rss_mb", "per_row_us"} for p in phases)
+    assert sum(p["seconds"] for p in phases) == pytest.approx(doc["total_s"], rel=0.05, abs=0.3)
+    assert doc["peak_rss_mb"] == max(p["peak_rss_mb"] for p in phases) > 100
+    assert 0 < doc["largest_message_bytes"] < doc["message_bytes_total"]
+    assert doc["core_seconds"] > 0 and doc["processes"][0]["peak_rss_mb"] > 0
