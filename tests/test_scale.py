@@ -118,3 +118,17 @@ def test_bench_scale_reports_every_phase(tmp_path):
     assert doc["peak_rss_mb"] == max(p["peak_rss_mb"] for p in phases) > 100
     assert 0 < doc["largest_message_bytes"] < doc["message_bytes_total"]
     assert doc["core_seconds"] > 0 and doc["processes"][0]["peak_rss_mb"] > 0
+
+
+def test_prepare_ids_keeps_a_nodes_normalized_strings():
+    """Validated IDs enter the PSI without a second copy of every string; the report is the same either way."""
+    from fedcredit.data.ids import prepare_ids
+    from fedcredit.data.synth import generate
+
+    dup = "91350100M000100Y43"
+    ids = list(generate(200, 3)["bank"].column("uscc").to_pylist()) + [dup, dup]
+    values, report = prepare_ids(ids)
+    assert all(v is i for v, i in zip(values, ids))
+    fresh, again = prepare_ids([f" {i.lower()}" for i in ids])
+    assert list(fresh) == list(values) and dup in fresh
+    assert (again.usable_rows == report.usable_rows).all() and again.summary() == report.summary()
