@@ -132,3 +132,24 @@ def test_prepare_ids_keeps_a_nodes_normalized_strings():
     fresh, again = prepare_ids([f" {i.lower()}" for i in ids])
     assert list(fresh) == list(values) and dup in fresh
     assert (again.usable_rows == report.usable_rows).all() and again.summary() == report.summary()
+
+
+def test_centralized_reference_one_hot_is_sparse_and_equal():
+    """The reference's one-hot bins as a sparse matrix hold exactly the dense matrix's ones (same model, same AUC)."""
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+
+    from fedcredit.data.binning import FeaturePrep
+    from fedcredit.jobs.centralized import _matrix
+    from fedcredit.protocols.design import Design
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=500), "b": rng.integers(0, 7, 500).astype(float),
+                          "c": np.where(rng.random(500) < 0.2, np.nan, rng.random(500))})
+    design = Design(FeaturePrep.fit(frame, "binned", 5), frame)
+    got = _matrix(design)
+    dense = np.zeros((design.rows, design.width))
+    dense[np.arange(design.rows)[:, None], design.offsets + design.bins] = 1.0
+    assert sparse.issparse(got) and got.nnz == design.rows * design.bins.shape[1]
+    assert np.array_equal(got.toarray(), dense)
