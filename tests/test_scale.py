@@ -153,3 +153,31 @@ def test_centralized_reference_one_hot_is_sparse_and_equal():
     dense[np.arange(design.rows)[:, None], design.offsets + design.bins] = 1.0
     assert sparse.issparse(got) and got.nnz == design.rows * design.bins.shape[1]
     assert np.array_equal(got.toarray(), dense)
+
+
+def test_publication_from_columns_is_the_canonical_rows(tmp_path):
+    """Limits published column by column (no tuple per row held) sign and store exactly the canonical rows."""
+    import base64
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from fedcredit.scoring.publish import COLUMNS, _digest, _reason_text, _tags, publish_limits, verify_limits
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    df = pd.DataFrame({"uscc": [f"91350100M{i:08d}X" for i in rng.permutation(n)], "score": rng.normal(600, 50, n),
+                       "grade": rng.choice(list("ABCDE"), n), "pd": rng.random(n), "limit": rng.integers(0, 10**6, n),
+                       "reason_codes": [["R1", "R2"] if i % 3 else (None if i % 2 else "X1") for i in range(n)]})
+    signer = Identity.generate(COORDINATOR)
+    paths = publish_limits(df, tmp_path, signer, "v1")
+    rows = sorted(((u, float(s), g, float(p), int(lim), _reason_text(r, i), "v1") for i, (u, s, g, p, lim, r)
+                   in enumerate(df[list(COLUMNS[:-1])].itertuples(index=False))), key=lambda r: r[0])
+    doc = json.loads(paths["signature"].read_text())
+    assert doc["digest"] == _digest(rows) and doc["rows"] == n
+    assert doc["index"]["uscc"] == [r[0] for r in rows]
+    assert base64.b64decode(doc["index"]["tags"]) == b"".join(_tags(r) for r in rows)
+    stored = pq.read_table(paths["parquet"])
+    assert [tuple(r[c] for c in COLUMNS) for r in stored.to_pylist()] == rows
+    assert verify_limits(paths["parquet"], signer.public).rows == n
