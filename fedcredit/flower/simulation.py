@@ -59,7 +59,9 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
     run_simulation(
         server_app=server, client_app=client, num_supernodes=len(nodes),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": os.cpu_count() or 2, "include_dashboard": False,
+                        # "local": a Ray of its own, never a cluster someone started on this machine
+                        # (ray.init would attach to one, and refuse num_cpus there: the runtime crashed)
+                        "init_args": {"address": "local", "num_cpus": os.cpu_count() or 2, "include_dashboard": False,
                                       "log_to_driver": False}},
     )
     if "error" in result:
