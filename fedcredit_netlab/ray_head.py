@@ -44,7 +44,7 @@ class LocalRayHead:
         self.log = self.temp / "ray-start.log"
         ray = Path(sys.executable).with_name("ray")
         repo = str(Path(fedcredit.__file__).resolve().parents[1])
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind 127.0.0.1 (fedcredit.common.ray_loopback)
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind 127.0.0.1 (fedcredit.common.ray_address)
                "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
         env.pop("RAY_ADDRESS", None)
         with open(self.log, "wb") as out:

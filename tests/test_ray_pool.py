@@ -21,9 +21,8 @@ from fedcredit.crypto.blinding import BlindingKey, blind, hash_ids
 from fedcredit.data import synth
 from fedcredit.jobs.in_process import run_job
 from fedcredit.protocols.job import ModelSettings, NodeConfig
+from fedcredit.node.config import pool_settings
 from fedcredit_netlab.ray_head import LocalRayHead, free_port
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +57,7 @@ def _results(kp, v, bins, X, pool) -> dict:
             "blind": blind(BlindingKey(b"\x07" * 32), points, pool)}
 
 
+@pytest.mark.slow
 def test_ray_pool_results_are_the_process_pools(head, kp):
     d, bins, X = _inputs()
     with WorkerPool(2, min_work=0) as local:
@@ -76,6 +76,7 @@ def test_ray_pool_results_are_the_process_pools(head, kp):
     assert kp.decrypt_ints(rerandomized) == d.tolist() and rerandomized.data != v.data
 
 
+@pytest.mark.slow
 def test_private_key_tasks_stay_local_by_default(head, kp):
     d, _, _ = _inputs(300)
     with RayPool(head.address, min_work=0, workers=2) as pool:
@@ -86,6 +87,7 @@ def test_private_key_tasks_stay_local_by_default(head, kp):
         assert pool._local._executor is not None  # it ran in this machine's worker processes
 
 
+@pytest.mark.slow
 def test_job_on_the_ray_pool_equals_the_process_pool(head, tmp_path, monkeypatch):
     paths = synth.write_nodes(synth.generate(1500, 5), tmp_path / "data")
     settings = ModelSettings(key_bits=1024, max_iter=4, bank_only_baseline=False)
@@ -117,3 +119,38 @@ def test_bad_and_unreachable_addresses_fail_before_any_work():
     with pytest.raises(FedCreditError, match=f"no Ray cluster answers at {address}"):
         make_pool(ray_address=address)
     assert isinstance(make_pool(2), WorkerPool)
+
+
+def test_node_config_selects_the_pool():
+    assert pool_settings({}) == {"ray_address": None, "private_tasks_on_cluster": False}
+    assert pool_settings({"ray-address": "10.0.0.5:6379", "ray-private-keys": "true"}) == \
+        {"ray_address": "10.0.0.5:6379", "private_tasks_on_cluster": True}
+    with pytest.raises(FedCreditError, match="node config ray-address: a Ray address must be"):
+        pool_settings({"ray-address": "10.0.0.5"})
+    with pytest.raises(FedCreditError, match="ray-private-keys must be true or false"):
+        pool_settings({"ray-address": "local", "ray-private-keys": "yes"})
+
+
+def test_node_service_refuses_to_start_without_its_ray_cluster(tmp_path, capsys):
+    from fedcredit.node.__main__ import main
+
+    address = f"127.0.0.1:{free_port()}"
+    config = f"role='tax' data='{tmp_path / 'tax.parquet'}' work-dir='{tmp_path / 'work'}' ray-address='{address}'"
+    assert main(["--node-config", config]) == 2
+    assert f"no Ray cluster answers at {address}" in capsys.readouterr().err
+
+
+def test_job_file_ray_address_is_checked_and_needs_the_in_process_engine(tmp_path):
+    from fedcredit.jobs import runner
+    from fedcredit.jobs.jobfile import read_job
+
+    job = tmp_path / "job.toml"
+    text = '[job]\nray_address = "{}"\n[nodes.bank]\ndata = "b.parquet"\n[nodes.tax]\ndata = "t.parquet"\n'
+    job.write_text(text.format("127.0.0.1:6379"))
+    assert read_job(job).ray_address == "127.0.0.1:6379"
+    job.write_text(text.format("head"))
+    with pytest.raises(FedCreditError, match=r"job.toml: \[job\] ray_address: a Ray address must be"):
+        read_job(job)
+    with pytest.raises(FedCreditError, match="needs the in-process engine"):
+        runner.run([], ModelSettings(), tmp_path / "out", engine="simulation", ray_address="local")
+    assert not (tmp_path / "out").exists()

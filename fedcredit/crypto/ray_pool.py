@@ -22,27 +22,13 @@ from __future__ import annotations
 import os
 import socket
 
-from fedcredit.common.ray_loopback import is_loopback_host, ray_on_loopback
+from fedcredit.common.ray_address import LOCAL, is_loopback_host, parse_address, ray_on_loopback
 from fedcredit.crypto.errors import CryptoError
 from fedcredit.crypto.parallel import MIN_PARALLEL_WORK, TASKS, WorkerPool, _task
 
-LOCAL = "local"  # start a Ray instance of this machine's CPUs, on loopback, for this process only
 PRIVATE_KEY_TASKS = frozenset({"decrypt", "blind"})
 CONNECT_TIMEOUT = 10.0  # seconds to reach the cluster's GCS port before giving up
 assert PRIVATE_KEY_TASKS <= set(TASKS)
-
-
-def parse_address(address: str) -> tuple[str, int] | None:
-    """``"local"`` -> None; ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` -> (host, port); else CryptoError."""
-    if not isinstance(address, str) or not address.strip():
-        raise CryptoError(f"a Ray address must be \"local\" or HOST:PORT, got {address!r}")
-    if address == LOCAL:
-        return None
-    rest = address[len("ray://"):] if address.startswith("ray://") else address
-    host, colon, port = rest.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CryptoError(f"a Ray address must be \"local\", HOST:PORT or ray://HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
 
 
 class RayPool:

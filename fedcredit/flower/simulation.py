@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
-from fedcredit.common.ray_loopback import ray_on_loopback as _ray_on_loopback
+from fedcredit.common.ray_address import ray_on_loopback as _ray_on_loopback
 from fedcredit.flower.client_app import make_client_app
 from fedcredit.flower.server_app import make_server_app
 from fedcredit.protocols import ModelSettings, NodeConfig

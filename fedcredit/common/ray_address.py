@@ -1,7 +1,8 @@
-"""Keep Ray on the loopback address when everything it runs lives on this machine.
+"""Ray cluster addresses as a node's config gives them, and keeping Ray on loopback when it stays on this machine.
 
-Used by Flower's simulation engine (``fedcredit.flower.simulation``) and by a node's Ray
-worker pool when its cluster is local (``fedcredit.crypto.ray_pool``).
+Config checks (node.toml, job files) and the Ray worker pool (``fedcredit.crypto.ray_pool``)
+read addresses the same way; Flower's simulation engine (``fedcredit.flower.simulation``) and a
+local Ray pool keep Ray's servers on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+
+from fedcredit.common.errors import FedCreditError
+
+LOCAL = "local"  # a Ray instance of this machine, for one process
 
 
 def ray_on_loopback() -> None:
@@ -35,3 +40,17 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def parse_address(address) -> tuple[str, int] | None:
+    """``"local"`` -> None; ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` (Ray Client) -> (host, port); else FedCreditError."""
+    expected = f"\"{LOCAL}\", HOST:PORT or ray://HOST:PORT"
+    if not isinstance(address, str) or not address.strip():
+        raise FedCreditError(f"a Ray address must be {expected}, got {address!r}")
+    if address == LOCAL:
+        return None
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FedCreditError(f"a Ray address must be {expected}, got {address!r}")
+    return host.strip("[]"), int(port)
