@@ -264,6 +264,9 @@ def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     os.chmod(sock, 0o600)  # (inside a 0700 directory from the start): only this OS user can connect
     try:
         with make_pool(workers, **pool_config) as pool:  # a Ray cluster that does not answer fails here
+            if pool_config["ray_address"] is not None:
+                log.info("crypto worker pool on the Ray cluster at %s (%d CPUs now)", pool_config["ray_address"],
+                         pool.cpus())
             app = make_app(cfg, pool, run_task)
             _every(min(60.0, coordinator_timeout(cfg) / 4), app.state.abandon_idle)
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
