@@ -10,6 +10,10 @@ model parts and scores with either pool.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -154,3 +158,19 @@ def test_job_file_ray_address_is_checked_and_needs_the_in_process_engine(tmp_pat
     with pytest.raises(FedCreditError, match="needs the in-process engine"):
         runner.run([], ModelSettings(), tmp_path / "out", engine="simulation", ray_address="local")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_port_that_is_no_ray_head_fails_within_the_join_timeout(tmp_path):
+    """(In a process of its own: the abandoned join stays behind in it.)"""
+    script = ("import socket, sys, time\n"
+              "from fedcredit.crypto import make_pool, ray_pool\n"
+              "listener = socket.create_server(('127.0.0.1', 0))\n"
+              "ray_pool.JOIN_TIMEOUT = 3\n"
+              "t = time.monotonic()\n"
+              "try:\n"
+              "    make_pool(ray_address=f'127.0.0.1:{listener.getsockname()[1]}')\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__, exc, round(time.monotonic() - t))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=60)
+    assert "CryptoError" in run.stdout and "did not answer within 3 s" in run.stdout, run.stdout + run.stderr[-2000:]

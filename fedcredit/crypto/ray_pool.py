@@ -11,8 +11,8 @@ CPUs of the whole cluster, not of this machine.
 
 Tasks that need a private key (``decrypt``: the node's Paillier private key; ``blind``:
 its PSI blinding key) stay in a local process pool unless ``private_tasks_on_cluster``:
-Ray's transport is plain TCP without authentication, and a private key sent to it is as
-exposed as the network it crosses.
+by default Ray's transport neither encrypts nor authenticates, and a private key sent over
+it is as exposed as the network it crosses (docs/scale.md).
 
 Every use of Ray's API is in this module.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from fedcredit.common.ray_address import LOCAL, is_loopback_host, parse_address, ray_on_loopback
 from fedcredit.crypto.errors import CryptoError
@@ -28,6 +29,7 @@ from fedcredit.crypto.parallel import MIN_PARALLEL_WORK, TASKS, WorkerPool, _tas
 
 PRIVATE_KEY_TASKS = frozenset({"decrypt", "blind"})
 CONNECT_TIMEOUT = 10.0  # seconds to reach the cluster's GCS port before giving up
+JOIN_TIMEOUT = 120.0  # seconds for Ray to join the cluster behind that port (it would retry for ever)
 assert PRIVATE_KEY_TASKS <= set(TASKS)
 
 
@@ -64,7 +66,9 @@ class RayPool:
                 ray.init(address=LOCAL, num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+                _join(ray, address)
+        except CryptoError:
+            raise
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
             ray.shutdown()
             raise CryptoError(f"cannot connect to the Ray cluster at {address}: {type(exc).__name__}: {exc}") from None
@@ -117,6 +121,28 @@ def _reachable(address: str, host: str, port: int) -> None:
     except OSError as exc:
         raise CryptoError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start its head with "
                           f"'ray start --head --port {port}' on that machine, or fix ray_address") from None
+
+
+def _join(ray, address: str) -> None:
+    """``ray.init(address)``, given up after ``JOIN_TIMEOUT`` seconds: behind a port that answers but is no Ray
+    head's (or of another Ray version), Ray keeps retrying without a word. It runs in a thread of its own so
+    that it can be abandoned; the caller then fails, and the process exits with the thread."""
+    outcome: dict = {}
+
+    def join() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except BaseException as exc:  # noqa: BLE001 — handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=join, name="ray-join", daemon=True)
+    thread.start()
+    thread.join(JOIN_TIMEOUT)
+    if thread.is_alive():
+        raise CryptoError(f"the Ray cluster at {address} did not answer within {JOIN_TIMEOUT:.0f} s: is it the GCS "
+                          "port of a Ray head (ray start --head --port) of the same Ray version as this node?")
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 def make_pool(workers: int | None = None, ray_address: str | None = None, *,
