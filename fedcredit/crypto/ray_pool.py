@@ -19,6 +19,7 @@ Every use of Ray's API is in this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -126,8 +127,12 @@ def _reachable(address: str, host: str, port: int) -> None:
 def _join(ray, address: str) -> None:
     """``ray.init(address)``, given up after ``JOIN_TIMEOUT`` seconds: behind a port that answers but is no Ray
     head's (or of another Ray version), Ray keeps retrying without a word. It runs in a thread of its own so
-    that it can be abandoned; the caller then fails, and the process exits with the thread."""
+    that it can be abandoned; the caller then fails, and the process exits with the thread. (Off the main
+    thread Ray also leaves the process's SIGTERM handling alone, which the node service keeps for itself;
+    its warning about that is dropped.)"""
     outcome: dict = {}
+    quiet = _Drop("SIGTERM handler is not set")
+    logging.getLogger("ray._private.worker").addFilter(quiet)
 
     def join() -> None:
         try:
@@ -138,11 +143,21 @@ def _join(ray, address: str) -> None:
     thread = threading.Thread(target=join, name="ray-join", daemon=True)
     thread.start()
     thread.join(JOIN_TIMEOUT)
+    logging.getLogger("ray._private.worker").removeFilter(quiet)
     if thread.is_alive():
         raise CryptoError(f"the Ray cluster at {address} did not answer within {JOIN_TIMEOUT:.0f} s: is it the GCS "
                           "port of a Ray head (ray start --head --port) of the same Ray version as this node?")
     if "error" in outcome:
         raise outcome["error"]
+
+
+class _Drop(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def make_pool(workers: int | None = None, ray_address: str | None = None, *,
