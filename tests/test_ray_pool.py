@@ -72,23 +72,28 @@ def test_ray_pool_results_are_the_process_pools(head, kp):
         got = _results(kp, v, bins, X, pool)
         assert pool.submitted == 2 * len(got)  # every task went to the cluster, in 2 chunks
         encrypted = kp.public_key.encrypt(d, scale_bits=0, pool=pool)
+        by_holder = kp.encrypt(d, scale_bits=0, pool=pool)  # the key holder's CRT arithmetic
         rerandomized = v.rerandomize(pool=pool)
     for task, values in expected.items():
         assert got[task] == values, f"{task}: the Ray pool's result differs from the process pool's"
     assert got["decrypt"] == d.tolist()
     assert kp.decrypt_ints(encrypted) == d.tolist() and encrypted.data != v.data
     assert kp.decrypt_ints(rerandomized) == d.tolist() and rerandomized.data != v.data
+    assert kp.decrypt_ints(by_holder) == d.tolist()
 
 
 @pytest.mark.slow
 def test_private_key_tasks_stay_local_by_default(head, kp):
+    """Decryption, the key holder's own (CRT) encryption and PSI blinding need a secret: they stay here."""
     d, _, _ = _inputs(300)
     with RayPool(head.address, min_work=0, workers=2) as pool:
         v = kp.public_key.encrypt(d, scale_bits=0, pool=pool)
-        sent = pool.submitted
+        assert pool.submitted == 2  # public-key work goes to the cluster
         assert kp.decrypt_ints(v, pool=pool) == d.tolist()
-        assert pool.submitted == sent, "decryption sent the private key to the cluster"
-        assert pool._local._executor is not None  # it ran in this machine's worker processes
+        assert kp.decrypt_ints(kp.encrypt(d, scale_bits=0, pool=pool), pool=pool) == d.tolist()
+        blind(BlindingKey(b"\x07" * 32), hash_ids([f"9131{i:014d}" for i in range(300)], b"test"), pool)
+        assert pool.submitted == 2, "a private key was sent to the cluster"
+        assert pool._local._executor is not None  # they ran in this machine's worker processes
 
 
 @pytest.mark.slow

@@ -9,8 +9,11 @@ runs many tasks; the arithmetic object it rebuilds from a spec (for Paillier wit
 fixed-base table) stays in that process's cache, as in a pool process. Chunks follow the
 CPUs of the whole cluster, not of this machine.
 
-Tasks that need a private key (``decrypt``: the node's Paillier private key; ``blind``:
-its PSI blinding key) stay in a local process pool unless ``private_tasks_on_cluster``:
+Tasks whose key object holds a secret stay in a local process pool unless
+``private_tasks_on_cluster``: decryption (the Paillier private key), a key holder's own
+encryption (its CRT arithmetic carries p and q), PSI blinding (the blinding key); only the
+public kinds in ``PUBLIC_SPECS`` go to the cluster by default, so a new kind of key stays
+local until it is listed there. The reason:
 by default Ray's transport neither encrypts nor authenticates, and a private key sent over
 it is as exposed as the network it crosses (docs/scale.md).
 
@@ -28,10 +31,9 @@ from fedcredit.common.ray_address import LOCAL, is_loopback_host, parse_address,
 from fedcredit.crypto.errors import CryptoError
 from fedcredit.crypto.parallel import MIN_PARALLEL_WORK, TASKS, WorkerPool, _task
 
-PRIVATE_KEY_TASKS = frozenset({"decrypt", "blind"})
+PUBLIC_SPECS = frozenset({"paillier", "mock"})  # spec()[0] of arithmetic that carries no secret
 CONNECT_TIMEOUT = 10.0  # seconds to reach the cluster's GCS port before giving up
 JOIN_TIMEOUT = 120.0  # seconds for Ray to join the cluster behind that port (it would retry for ever)
-assert PRIVATE_KEY_TASKS <= set(TASKS)
 
 
 class RayPool:
@@ -94,9 +96,10 @@ class RayPool:
         """Run task ``name`` on each argument tuple; results in order."""
         if len(arg_chunks) == 1:
             return [TASKS[name](obj, *arg_chunks[0])]
-        if name in PRIVATE_KEY_TASKS and not self.private_tasks_on_cluster:
+        spec = obj.spec()
+        if spec[0] not in PUBLIC_SPECS and not self.private_tasks_on_cluster:
             return self._local.run(obj, name, arg_chunks)
-        spec = self._ray.put(obj.spec())
+        spec = self._ray.put(spec)
         refs = [self._remote.remote(spec, name, args) for args in arg_chunks]
         self.submitted += len(refs)
         return self._ray.get(refs)

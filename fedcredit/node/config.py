@@ -57,7 +57,7 @@ def node_from_config(cfg: dict, run: str | int) -> tuple[NodeConfig, Path]:
 
 def pool_settings(cfg: dict) -> dict:
     """The node's crypto worker pool as ``make_pool`` keywords: ``ray-address`` (a Ray cluster instead of local
-    processes) and ``ray-private-keys`` ("true": decryption and PSI blinding run on that cluster too)."""
+    processes) and ``ray-private-keys`` ("true": tasks that need a private key run on that cluster too)."""
     address = cfg.get("ray-address") or None
     private = str(cfg.get("ray-private-keys", "false")).lower()
     if address is not None:
