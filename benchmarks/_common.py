@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import time
 from pathlib import Path
 
 
@@ -53,3 +54,42 @@ def machine_cpu_seconds() -> float:
     user, nice, system = (int(v) for v in fields[:3])
     return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and every live descendant, with what their reaped children
+    used: the crypto pool's workers are children of the forkserver, not of this process, so ``getrusage``
+    alone would miss them."""
+    stats, children = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(rest[1])
+        stats[pid] = sum(int(v) for v in rest[11:15])  # utime, stime, cutime, cstime
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Clock:
+    """Wall time, CPU seconds of this process tree and the 1-minute load average around a step."""
+
+    def __enter__(self) -> "Clock":
+        self.load0, self.cpu0, self.t0 = os.getloadavg()[0], tree_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = tree_cpu_seconds() - self.cpu0
+        self.load = (round(self.load0, 2), round(os.getloadavg()[0], 2))
+
+    def text(self) -> str:
+        return f"{self.wall:.1f} s wall, {self.cpu:.1f} core-s, load {self.load[0]} → {self.load[1]}"

@@ -262,3 +262,33 @@ def test_empty_bins_and_zero_columns_are_fresh_encryptions(kp):
     assert len({int(c) for c in r.data}) == 2
     np.testing.assert_array_equal(kp.decrypt(g), [[3.0, 0.0, 3.0, 0.0]])
     np.testing.assert_array_equal(kp.decrypt(r), [0.0, 0.0])
+
+
+def test_key_holder_crt_encryption_equals_public_encryption(kp):
+    """The key holder's CRT path gives the very ciphertexts the public key's path gives for the same noise, and
+    phe decrypts them; its worker spec rebuilds the same object."""
+    import os
+
+    from fedcredit.crypto.backend import arith_from_spec
+    from fedcredit.crypto.paillier_arith import PaillierCrtArith
+
+    pk = kp.public_key
+    crt = kp.encryptor
+    assert isinstance(crt, PaillierCrtArith)
+    public = PaillierArith(pk.n, crt.h_s, crt.exponent_bits)
+    noise = os.urandom(crt.exponent_bits // 8 * 5)
+    assert crt.factors_from(noise) == public.factors_from(noise)
+    ms = [0, 1, -1, 12345, pk.capacity, -pk.capacity]
+    assert [kp.phe.raw_decrypt(int(c)) for c in crt.encrypt(ms)] == [m % pk.n for m in ms]
+    rebuilt = arith_from_spec(crt.spec())
+    assert rebuilt.factors_from(noise) == public.factors_from(noise)
+    x = np.array([0.5, -3.25, 1e6, -7.0])
+    v = kp.encrypt(x, scale_bits=20)
+    assert v.key == pk and len(set(int(c) for c in v.data)) == len(x)
+    np.testing.assert_array_equal(kp.decrypt(v), x)
+    assert kp.decrypt_ints(kp.encrypt_ints([3, -4], 0)) == [3, -4]
+
+
+def test_mock_keypair_encrypts_with_its_own_arithmetic(mock):
+    assert mock.encryptor is mock.public_key.arith
+    assert mock.decrypt_ints(mock.encrypt_ints([5, -6], 0)) == [5, -6]

@@ -88,6 +88,18 @@ def test_in_process_job_end_to_end(job_run):
         assert (root / "out" / "model" / role / PART[result["model"]]).exists()
 
 
+def test_the_bank_only_baseline_never_leaves_the_bank(job_run):
+    """The baseline is trained inside the bank: no message of its run crosses a node boundary, and its metrics
+    still come back in the bank's report."""
+    from fedcredit.common.wire import Message
+
+    result, _, wire, _, _ = job_run
+    runs = {Message.from_bytes(data).run_id for data in wire}
+    assert not any(r.endswith("-bank") for r in runs), sorted(runs)
+    assert len(runs) >= 3  # the job's own messages and those of its alignment and joint model runs did cross
+    assert 0.5 <= result["bank_only"]["auc"] < result["metrics"]["auc"]
+
+
 def test_canary_never_crosses_a_node_boundary(job_run):
     """Feature values never leave their node; IDs outside the intersection never leave theirs.
     (IDs of aligned enterprises reach the coordinator only as the published list.)"""

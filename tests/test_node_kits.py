@@ -140,6 +140,8 @@ def test_node_start_without_config_still_works_and_names_what_is_missing(kit, tm
     (lambda t: t.replace("id_type =", "id_kind ="), r"unknown key\(s\) \['id_kind'\] in \[columns\]"),
     (lambda t: t.replace('features = ["balance_avg_12m"', 'features = ["a,b"'), r"\[columns\] features must be a list"),
     (lambda t: t.replace("[columns]", '[columns]\nlayout = "free"'), r"\[columns\] layout: expected"),
+    (lambda t: t.replace("[node]", '[node]\nray_address = "head-node"'), r"\[node\] ray_address: a Ray address must be"),
+    (lambda t: t.replace("[node]", "[node]\nray_private_keys = true"), r"\[node\] ray_private_keys is set without ray_address"),
 ])
 def test_a_bad_node_config_names_file_and_key(kit, edit, expect):
     path = kit / "node.toml"
@@ -147,6 +149,14 @@ def test_a_bad_node_config_names_file_and_key(kit, edit, expect):
     with pytest.raises(FedCreditError, match=expect) as err:
         kitconfig.load_node_config(path)
     assert str(path) in str(err.value)
+
+
+def test_ray_address_reaches_the_node_service(kit):
+    """[node] ray_address (the node's crypto worker pool on its Ray cluster, docs/scale.md) becomes node config."""
+    path = kit / "node.toml"
+    path.write_text(path.read_text().replace("[node]", '[node]\nray_address = "10.0.0.5:6379"\nray_private_keys = false'))
+    cfg = _node_config(_dry_run("node", "start", "--config", str(path)))
+    assert cfg["ray-address"] == "10.0.0.5:6379" and cfg["ray-private-keys"] == "false"
 
 
 def test_node_start_refuses_a_key_others_can_read(kit):

@@ -163,3 +163,23 @@ def test_unexpected_and_malformed_messages_are_rejected():
         tax.handle(Message("lr.labels", "bank", "tax", "t", 1, {}))
     with pytest.raises(ProtocolError, match="expected one lr.ready"):
         coord.advance([])
+
+
+def test_a_baseline_trained_alone_equals_the_encrypted_run():
+    """The bank's baseline on the plaintext arithmetic inside the bank is the model the encrypted protocol
+    trains with the bank as its only party: the protocol's decrypted values are exact integers."""
+    from fedcredit.protocols.job import ModelSettings
+    from fedcredit.protocols.job.baseline import train_alone
+    from fedcredit.protocols.loop import drive
+    from fedcredit.protocols.vertical_lr import LrCoordinator
+    from lr_helpers import aligned_parties
+
+    settings = ModelSettings(key_bits=1024, max_iter=6)
+    alone = aligned_parties(1500, seed=3, roles=("bank",))[0]["bank"]
+    encrypted = aligned_parties(1500, seed=3, roles=("bank",))[0]["bank"]
+    train_alone("r/lr-bank", alone, settings)
+    coordinator = LrCoordinator("r/lr-bank", ["bank"], settings.lr_config())
+    drive(coordinator, {"bank": encrypted})
+    assert coordinator.keypair.public_key.backend == "paillier" and alone.key.backend == "mock"
+    np.testing.assert_array_equal(alone.weights, encrypted.weights)
+    np.testing.assert_array_equal(alone.scores, encrypted.scores)

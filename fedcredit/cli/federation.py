@@ -212,8 +212,6 @@ def node_start(
         o, columns = kitconfig.node_settings(config, {
             "role": role, "data": data, "superlink": superlink, "certs": certs, "work": work, "out": out, "key": key,
             "port": port, "idle_poll": idle_poll, "heartbeat": heartbeat, "coordinator_timeout": coordinator_timeout})
-        if o.get("coordinator_timeout") is not None:  # read by the node service (fedcredit.node.service)
-            columns = {**columns, "coordinator-timeout": f"{float(o['coordinator_timeout']):g}"}
         if dry_run:
             cmd = P.supernode_command(o["role"], o["data"], o["superlink"], o["certs"], o["work"],
                                       o.get("port") or P.free_port(), out=o.get("out"), key=o.get("key"), node_config=columns)

@@ -116,7 +116,7 @@ def train(
     if federation is None:
         job_file = read_job(job)
         _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", centralized, policy,
-               allow_weak_model=allow_weak_model, purpose=job_file.purpose)
+               allow_weak_model=allow_weak_model, purpose=job_file.purpose, ray_address=job_file.ray_address)
         return
     for flag, given in (("--engine", engine is not None), ("--centralized", centralized),
                         ("--allow-weak-model", allow_weak_model)):
@@ -197,7 +197,7 @@ def score(
         raise FedCreditError(f"--previous {previous}: no such folder; expected the previous publication's run folder")
     job_file = read_job(job)
     _train(job_file.node_configs(), job_file.settings, out, engine or "simulation", False, policy, model=Path(model),
-           purpose=job_file.purpose, previous=previous)
+           purpose=job_file.purpose, previous=previous, ray_address=job_file.ray_address)
 
 
 def _score_on_federation(name: str, model_run: str, bank: str, purpose: str, out: Path, policy: Path | None,
@@ -233,12 +233,13 @@ def _show_failure(out: Path) -> None:
 
 def _train(nodes, settings, out: Path, engine: str, centralized: bool, policy: Path | None = None,
            model: Path | None = None, own: tuple[str, ...] = (), allow_weak_model: bool = False,
-           purpose: str = "credit-scoring", previous: Path | None = None, keys: Path | None = None) -> None:
+           purpose: str = "credit-scoring", previous: Path | None = None, keys: Path | None = None,
+           ray_address: str | None = None) -> None:
     limit_policy = LimitPolicy.load(policy) if policy is not None else LimitPolicy()
     try:
         metrics = runner.run(nodes, settings, out, engine=engine, console=console, centralized=centralized,
                              policy=limit_policy, model=model, own=own, allow_weak_model=allow_weak_model,
-                             purpose=purpose, previous=previous, keys=keys)
+                             purpose=purpose, previous=previous, keys=keys, ray_address=ray_address)
     except FedCreditError:
         _show_failure(out)
         raise

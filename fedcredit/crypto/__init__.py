@@ -22,6 +22,7 @@ from fedcredit.crypto.identity import Identity, PublicIdentity
 from fedcredit.crypto.keys import PaillierKeypair, PaillierPublicKey, generate_keypair
 from fedcredit.crypto.packing import PackedVector, Packer
 from fedcredit.crypto.parallel import WorkerPool, configure as configure_workers, shutdown as shutdown_workers
+from fedcredit.crypto.ray_pool import RayPool, make_pool
 from fedcredit.crypto.vector import EncryptedVector
 
 __all__ = [
@@ -30,5 +31,5 @@ __all__ = [
     "MockBackendRefused", "ReplayError", "SerializationError", "SignatureError",
     "Mailbox", "Opened", "Outbox", "ReplayGuard", "seal", "Identity", "PublicIdentity",
     "FixedPoint", "PaillierKeypair", "PaillierPublicKey", "generate_keypair",
-    "PackedVector", "Packer", "WorkerPool", "configure_workers", "shutdown_workers", "EncryptedVector",
+    "PackedVector", "Packer", "WorkerPool", "RayPool", "make_pool", "configure_workers", "shutdown_workers", "EncryptedVector",
 ]

@@ -36,6 +36,8 @@ def arith_from_spec(spec: tuple):
     kind = spec[0]
     if kind == "paillier":
         return paillier_arith.PaillierArith(spec[1], spec[2], spec[3])
+    if kind == "paillier-crt":
+        return paillier_arith.PaillierCrtArith(*spec[1:])
     if kind == "paillier-private":
         return paillier_arith.PaillierDecryptor(*spec[1:])
     if kind == "mock":

@@ -108,6 +108,7 @@ class PaillierKeypair:
         self.public_key = public_key
         self.p, self.q = int(min(p, q)), int(max(p, q))
         self._decryptor = None
+        self._encryptor = None
 
     @classmethod
     def generate(cls, bits: int = 2048, backend: str = "paillier") -> "PaillierKeypair":
@@ -132,6 +133,30 @@ class PaillierKeypair:
             kind = "paillier-private" if self.public_key.backend == "paillier" else "mock-private"
             self._decryptor = arith_from_spec((kind, self.public_key.n, self.p, self.q))
         return self._decryptor
+
+    @property
+    def encryptor(self):
+        """The key holder's encryption arithmetic: CRT with ``p`` and ``q`` (the same ciphertexts as the public
+        key's, about twice as fast); the mock backend's own arithmetic otherwise."""
+        if self._encryptor is None:
+            from fedcredit.crypto.backend import arith_from_spec
+
+            pub = self.public_key
+            self._encryptor = arith_from_spec(("paillier-crt", pub.n, self.p, self.q, int(pub.arith.h_s),
+                                               pub.arith.exponent_bits)) if pub.backend == "paillier" else pub.arith
+        return self._encryptor
+
+    def encrypt(self, values, scale_bits: int = 16, pool=None):
+        """``EncryptedVector.encrypt`` under this keypair's public key, computed with the private key."""
+        from fedcredit.crypto.vector import EncryptedVector
+
+        return EncryptedVector.encrypt(self.public_key, values, scale_bits, pool=pool, arith=self.encryptor)
+
+    def encrypt_ints(self, ints, scale_bits: int = 0, pool=None):
+        """``EncryptedVector.encrypt_ints`` under this keypair's public key, computed with the private key."""
+        from fedcredit.crypto.vector import EncryptedVector
+
+        return EncryptedVector.encrypt_ints(self.public_key, ints, scale_bits, pool=pool, arith=self.encryptor)
 
     def decrypt_ints(self, vector, pool=None) -> list[int]:
         """Exact signed plaintext integers (fixed-point scale not applied)."""

@@ -17,6 +17,9 @@ from gmpy2 import mpz
 
 WINDOW_BITS = 8
 DEFAULT_EXPONENT_BITS = 256
+# The key holder's half-size tables: 11-bit windows, 24 instead of 32 multiplications per half
+# (2 × 24 windows × 2,048 entries of 2048-bit numbers ≈ 28 MB per process, built in ~0.2 s).
+CRT_WINDOW_BITS = 11
 
 
 def to_mpz(values) -> list:
@@ -25,18 +28,22 @@ def to_mpz(values) -> list:
 
 
 class FixedBaseTable:
-    """Powers ``base^(j * 2^(8i))`` so that ``base^a`` costs one mulmod per byte of ``a``."""
+    """Powers ``base^(j * 2^(w·i))`` so that ``base^a`` costs one mulmod per ``w``-bit window of ``a``.
 
-    def __init__(self, base, modulus, exponent_bits: int) -> None:
-        if exponent_bits % WINDOW_BITS:
-            raise ValueError(f"exponent_bits must be a multiple of {WINDOW_BITS}, got {exponent_bits}")
-        self.modulus = modulus
-        self.n_windows = exponent_bits // WINDOW_BITS
+    ``w = 8`` (the default) reads the exponent byte by byte; a wider window trades table memory
+    (``2^w`` entries per window) for fewer multiplications per power.
+    """
+
+    def __init__(self, base, modulus, exponent_bits: int, window_bits: int = WINDOW_BITS) -> None:
+        if exponent_bits % 8 or not 1 <= window_bits <= 16:
+            raise ValueError(f"exponent_bits must be a multiple of 8 and the window 1..16 bits, got {exponent_bits}, {window_bits}")
+        self.modulus, self.window_bits = modulus, window_bits
+        self.n_windows = -(-exponent_bits // window_bits)
         rows = []
         step = mpz(base) % modulus
         for _ in range(self.n_windows):
             row = [mpz(1), step]
-            for _ in range((1 << WINDOW_BITS) - 2):
+            for _ in range((1 << window_bits) - 2):
                 row.append(row[-1] * step % modulus)
             rows.append(row)
             step = row[-1] * step % modulus
@@ -45,9 +52,17 @@ class FixedBaseTable:
     def power(self, exponent_bytes: bytes):
         """``base^a`` where ``a`` is the little-endian integer of ``exponent_bytes``."""
         rows, m = self.rows, self.modulus
-        acc = rows[0][exponent_bytes[0]]
+        if self.window_bits == 8:
+            acc = rows[0][exponent_bytes[0]]
+            for i in range(1, self.n_windows):
+                acc = acc * rows[i][exponent_bytes[i]] % m
+            return acc
+        a, w = int.from_bytes(exponent_bytes, "little"), self.window_bits
+        mask = (1 << w) - 1
+        acc = rows[0][a & mask]
         for i in range(1, self.n_windows):
-            acc = acc * rows[i][exponent_bytes[i]] % m
+            a >>= w
+            acc = acc * rows[i][a & mask] % m
         return acc
 
 
@@ -122,10 +137,12 @@ class PaillierArith(PaillierGroup):
 
     def random_factors(self, count: int) -> list:
         """``count`` fresh values ``h_s^a`` with ``a`` uniform of ``exponent_bits`` bits."""
-        width = self.exponent_bits // 8
-        noise = os.urandom(width * count)
-        power = self.table.power
-        return [power(noise[i : i + width]) for i in range(0, width * count, width)]
+        return self.factors_from(os.urandom(self.exponent_bits // 8 * count))
+
+    def factors_from(self, noise: bytes) -> list:
+        """``h_s^a`` for each ``exponent_bits``-bit exponent ``a`` in ``noise`` (little-endian, back to back)."""
+        width, power = self.exponent_bits // 8, self.table.power
+        return [power(noise[i : i + width]) for i in range(0, len(noise), width)]
 
     def encrypt(self, ints: list) -> list:
         n, n2 = self.n, self.n2
@@ -134,6 +151,62 @@ class PaillierArith(PaillierGroup):
     def rerandomize(self, cts: list) -> list:
         n2 = self.n2
         return [c * r % n2 for c, r in zip(cts, self.random_factors(len(cts)))]
+
+
+class PaillierCrtArith(PaillierArith):
+    """Encryption by the private key's holder: the same ciphertexts, about twice as fast.
+
+    Whoever holds ``p`` and ``q`` can compute ``h_s^a`` and ``(1 + m·n)·h_s^a`` modulo ``p^2``
+    and ``q^2`` (numbers half as long, so each multiplication costs a fraction) and join the
+    two residues once (CRT). The coordinator encrypts every training row's ``σ(z)`` each
+    scorecard iteration, and the SecureBoost and WoE banks their gradients and labels, all under
+    their own keys: that is most of a large job's encryption work. Worker processes receive
+    ``p`` and ``q`` in ``spec()``, so this object only goes to the key holder's own workers.
+    """
+
+    def __init__(self, n, p, q, h_s=None, exponent_bits: int = DEFAULT_EXPONENT_BITS) -> None:
+        super().__init__(n, h_s, exponent_bits)
+        p, q = mpz(p), mpz(q)
+        if p * q != self.n:
+            raise ValueError("p·q differs from the public modulus")
+        self._primes = (int(p), int(q))
+        self.p2, self.q2 = p * p, q * q
+        self._join = gmpy2.invert(self.p2, self.q2)  # p^-2 mod q^2
+        self._halves = None
+
+    def spec(self) -> tuple:
+        return ("paillier-crt", int(self.n), *self._primes, int(self.h_s), self.exponent_bits)
+
+    @property
+    def halves(self) -> tuple[FixedBaseTable, FixedBaseTable]:
+        """Fixed-base tables of ``h_s`` modulo ``p^2`` and ``q^2``."""
+        if self._halves is None:
+            self._halves = (FixedBaseTable(self.h_s % self.p2, self.p2, self.exponent_bits, CRT_WINDOW_BITS),
+                            FixedBaseTable(self.h_s % self.q2, self.q2, self.exponent_bits, CRT_WINDOW_BITS))
+        return self._halves
+
+    def _joined(self, xp, xq):
+        """The number mod ``n^2`` that is ``xp`` mod ``p^2`` and ``xq`` mod ``q^2``."""
+        return xp + self.p2 * ((xq - xp) * self._join % self.q2)
+
+    def factors_from(self, noise: bytes) -> list:
+        return [self._joined(xp, xq) for xp, xq in self._half_factors(noise)]
+
+    def _half_factors(self, noise: bytes):
+        width = self.exponent_bits // 8
+        (tp, tq) = self.halves
+        for i in range(0, len(noise), width):
+            a = noise[i : i + width]
+            yield tp.power(a), tq.power(a)
+
+    def encrypt(self, ints: list) -> list:
+        n, p2, q2 = self.n, self.p2, self.q2
+        noise = os.urandom(self.exponent_bits // 8 * len(ints))
+        out = []
+        for m, (xp, xq) in zip(ints, self._half_factors(noise)):
+            g_m = 1 + mpz(m) * n
+            out.append(self._joined(g_m % p2 * xp % p2, g_m % q2 * xq % q2))
+        return out
 
 
 class PaillierDecryptor:

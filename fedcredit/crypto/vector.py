@@ -66,19 +66,20 @@ class EncryptedVector:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def encrypt(cls, key, values, scale_bits: int = 16, pool=None) -> "EncryptedVector":
+    def encrypt(cls, key, values, scale_bits: int = 16, pool=None, arith=None) -> "EncryptedVector":
         """Encrypt reals as round(v * 2^scale_bits); integer arrays are encoded exactly."""
         arr = np.asarray(values)
         ints = FixedPoint(scale_bits).encode(arr)
-        return cls.encrypt_ints(key, ints, scale_bits, arr.shape, pool)
+        return cls.encrypt_ints(key, ints, scale_bits, arr.shape, pool, arith)
 
     @classmethod
-    def encrypt_ints(cls, key, ints, scale_bits: int = 0, shape=None, pool=None) -> "EncryptedVector":
-        """Encrypt already-encoded signed ints (taken to be at scale 2^scale_bits)."""
+    def encrypt_ints(cls, key, ints, scale_bits: int = 0, shape=None, pool=None, arith=None) -> "EncryptedVector":
+        """Encrypt already-encoded signed ints (taken to be at scale 2^scale_bits); ``arith``: the key holder's
+        faster arithmetic (``PaillierKeypair.encryptor``), else the public key's."""
         ints = [int(v) for v in ints]
         bound = max_abs(ints)
         check_capacity(bound, key.capacity, "encrypt")
-        return cls(key, run_rows(key.arith, "encrypt", ints, ENCRYPT_COST, pool), scale_bits, bound, shape)
+        return cls(key, run_rows(arith or key.arith, "encrypt", ints, ENCRYPT_COST, pool), scale_bits, bound, shape)
 
     def _new(self, data: list, bound: int, scale_bits=None, shape=None) -> "EncryptedVector":
         return EncryptedVector(

@@ -13,13 +13,18 @@ import tomllib
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
+from fedcredit.common.ray_address import parse_address
 from fedcredit.deploy.naming import NAME_RE
 from fedcredit.governance import DEFAULT, policy_from_table
 
 # key -> (type, is a path)
 NODE_KEYS = {"role": (str, False), "superlink": (str, False), "certs": (str, True), "data": (str, True),
              "work": (str, True), "out": (str, True), "key": (str, True), "port": (int, False),
-             "idle_poll": (float, False), "heartbeat": (float, False), "coordinator_timeout": (float, False)}
+             "idle_poll": (float, False), "heartbeat": (float, False), "coordinator_timeout": (float, False),
+             "ray_address": (str, False), "ray_private_keys": (bool, False)}
+# [node] keys the node service reads (fedcredit.node.service), as node-config entries
+SERVICE_CONFIG_NAMES = {"coordinator_timeout": "coordinator-timeout", "ray_address": "ray-address",
+                        "ray_private_keys": "ray-private-keys"}
 COLUMN_KEYS = {"id_column": (str, False), "id_type": (str, False), "label": (str, False),
                "features": (list, False), "categorical": (list, False), "extra": (list, False),
                "layout": (str, False), "publish_feature_names": (bool, False)}
@@ -80,6 +85,13 @@ def load_node_config(path: Path) -> tuple[dict, dict]:
         raise FedCreditError(f"{path}: unknown section(s) {unknown}; expected [node] and optionally [columns], "
                              "[policy], [trust]")
     node = _table(path, doc, "node", NODE_KEYS)
+    if "ray_address" in node:
+        try:
+            parse_address(node["ray_address"])
+        except FedCreditError as exc:
+            raise FedCreditError(f"{path}: [node] ray_address: {exc}") from None
+    if node.get("ray_private_keys") and "ray_address" not in node:
+        raise FedCreditError(f"{path}: [node] ray_private_keys is set without ray_address (the node's Ray cluster)")
     columns = _table(path, doc, "columns", COLUMN_KEYS)
     trust = _table(path, doc, "trust", TRUST_KEYS)
     if columns.get("layout") not in (None, "standard", "custom"):
@@ -147,4 +159,9 @@ def node_settings(config: Path | None, options: dict) -> tuple[dict, dict]:
     if not Path(o["data"]).is_file():
         raise FedCreditError(f"data file {o['data']} does not exist")
     columns.setdefault("policy", DEFAULT)
+    for key, name in SERVICE_CONFIG_NAMES.items():  # read by the node service (fedcredit.node.service)
+        if o.get(key) is not None:
+            value = o[key]
+            columns[name] = (str(value).lower() if isinstance(value, bool) else
+                             f"{float(value):g}" if key == "coordinator_timeout" else str(value))
     return o, columns

@@ -2,7 +2,9 @@
 
 Each message bundle is handed to the node's runs (``fedcredit.node.runs``): the agent
 stays in the worker's memory between messages and is checkpointed in the node's work
-directory after each one, so a node may crash and return. Errors go back to the
+directory after each one, so a node may crash and return. A worker keeps one node's agent
+in memory at a time (Ray hands any node's message to any worker): the memory of a worker is
+that of one party, not of every party it served. Errors go back to the
 coordinator as Flower errors naming the node's role. The deployment engine uses the
 thin relay (``relay_app``) and the node service instead.
 """
@@ -36,6 +38,9 @@ def _runs(node: NodeConfig, work: Path) -> NodeRuns:
     key = (str(Path(work).resolve()), node.role)
     if key not in _RUNS:
         _RUNS[key] = NodeRuns(work, lambda run: NodeAgent(node))
+    for other, runs in _RUNS.items():  # one node's agent in this process's memory at a time: a worker that
+        if other != key:  # serves the next node drops the last one's (it reloads its checkpoint if it serves it again)
+            runs.forget()
     return _RUNS[key]
 
 

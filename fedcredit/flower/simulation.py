@@ -7,30 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
+from fedcredit.common.ray_address import ray_on_loopback as _ray_on_loopback
 from fedcredit.flower.client_app import make_client_app
 from fedcredit.flower.server_app import make_server_app
 from fedcredit.protocols import ModelSettings, NodeConfig
-
-
-def _ray_on_loopback() -> None:
-    """Make Ray's servers (GCS, raylet, object manager, workers, runtime-env agent) listen on 127.0.0.1 only.
-
-    On Linux Ray takes the machine's own address as the node address and binds its gRPC servers
-    to every interface (``::``); even ``ray.init(_node_ip_address="127.0.0.1")`` is turned back
-    into the machine's address. Ray's single-machine mode (what it uses on macOS and Windows)
-    takes the loopback address instead, and then binds 127.0.0.1 only. The simulated nodes all
-    live in this process tree, so loopback is all they need. Ray reads the switch when it is
-    first imported (here, before any Flower simulation import); its worker processes read it
-    from the environment they inherit.
-    """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:  # Ray was imported before (a notebook, the caller): it has read the switch already
-        constants.ENABLE_RAY_CLUSTER = False
 
 
 def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_root: Path, *, on_event=None,
@@ -39,7 +22,7 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
     """Run the job over Flower's simulation engine and return the coordinator's result.
 
     ``on_round(outgoing, replies)`` sees every round's protocol messages (``fedcredit.common.wire.BundleMeter``)."""
-    _ray_on_loopback()
+    _ray_on_loopback()  # the simulated nodes all live in this process tree: loopback is all they need
     from flwr.simulation import run_simulation
 
     work_root = Path(work_root)
@@ -62,7 +45,9 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
     run_simulation(
         server_app=server, client_app=client, num_supernodes=len(nodes),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": os.cpu_count() or 2, "include_dashboard": False,
+                        # "local": a Ray of its own, never a cluster someone started on this machine
+                        # (ray.init would attach to one, and refuse num_cpus there: the runtime crashed)
+                        "init_args": {"address": "local", "num_cpus": os.cpu_count() or 2, "include_dashboard": False,
                                       "log_to_driver": False}},
     )
     if "error" in result:

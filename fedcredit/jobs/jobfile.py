@@ -18,12 +18,13 @@ from pathlib import Path
 from fedcredit.deploy.federations import Federation, parse_section
 from fedcredit.deploy.naming import BANK, job_nodes
 from fedcredit.common.errors import FedCreditError
+from fedcredit.common.ray_address import parse_address
 from fedcredit.governance import load_policy
 from fedcredit.protocols.job import MODELS, ModelSettings, NodeConfig
 
 _NODE_KEYS = {"data", "id_column", "id_type", "label", "features", "categorical", "extra", "layout", "publish_feature_names",
               "policy"}
-_JOB_KEYS = {"seed", "purpose", "bank"}
+_JOB_KEYS = {"seed", "purpose", "bank", "ray_address"}
 DEFAULT_PURPOSE = "credit-scoring"
 _MODEL_KEYS = {"type", "features"} | {f.name for f in fields(ModelSettings)} - {"mode", "seed", "model"}
 _SECTIONS = ("job", "model", "nodes", "federations")
@@ -40,6 +41,7 @@ class JobFile:
     federations: dict[str, Federation] = field(default_factory=dict)
     bank: str = BANK  # the name of the job's label holder ([job] bank)
     purpose: str = DEFAULT_PURPOSE  # what the job's bank uses the data for (the hosts' consent lists name it)
+    ray_address: str | None = None  # in-process engine: every party's crypto workers on this Ray cluster
 
     @property
     def roles(self) -> list[str]:
@@ -75,6 +77,12 @@ def read_job(path: str | Path) -> JobFile:
     if not isinstance(purpose, str) or not purpose.strip():
         raise FedCreditError(f"{path}: [job] purpose must be a non-empty string, got {purpose!r}")
     bank = job.pop("bank", BANK)
+    ray_address = job.pop("ray_address", None)
+    if ray_address is not None:
+        try:
+            parse_address(ray_address)
+        except FedCreditError as exc:
+            raise FedCreditError(f"{path}: [job] ray_address: {exc}") from None
     if not isinstance(bank, str):
         raise FedCreditError(f"{path}: [job] bank must be the name of a [nodes.<name>] section, got {bank!r}")
     if set(model) - _MODEL_KEYS:
@@ -102,7 +110,7 @@ def read_job(path: str | Path) -> JobFile:
     job_nodes(bank, hosts, f"{path}: [nodes]")
     ordered = {bank: nodes[bank], **{n: nodes[n] for n in hosts}}
     federations = parse_section(doc.get("federations", {}), str(path), path.parent)
-    return JobFile(path, settings, ordered, federations, bank=bank, purpose=purpose)
+    return JobFile(path, settings, ordered, federations, bank=bank, purpose=purpose, ray_address=ray_address)
 
 
 def load_job(path: str | Path) -> tuple[list[NodeConfig], ModelSettings]:

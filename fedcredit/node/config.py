@@ -5,7 +5,9 @@ service, so both always agree on the node's role and work directory. Keys: role,
 work-dir, out-dir, id-column, id-kind, label, features, categorical, extra (comma lists),
 layout, publish-feature-names, policy (the node's policy: "default" or the path of a TOML file
 with a ``[policy]`` table, its node.toml; docs/governance.md). A node with a policy counts its
-daily budget in ``WORK-DIR/policy-ledger.json``.
+daily budget in ``WORK-DIR/policy-ledger.json``. The node service also reads
+coordinator-timeout, ray-address and ray-private-keys (its crypto worker pool on a Ray
+cluster, docs/scale.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shlex
 from pathlib import Path
 
 from fedcredit.common.errors import FedCreditError
+from fedcredit.common.ray_address import parse_address
 from fedcredit.protocols import NodeConfig
 
 LEDGER = "policy-ledger.json"  # a deployed node's daily budget, in its work (state) folder
@@ -50,3 +53,20 @@ def node_from_config(cfg: dict, run: str | int) -> tuple[NodeConfig, Path]:
     if cfg.get("policy"):
         node.policy, node.ledger = str(cfg["policy"]), str(work.resolve() / LEDGER)
     return node, work
+
+
+def pool_settings(cfg: dict) -> dict:
+    """The node's crypto worker pool as ``make_pool`` keywords: ``ray-address`` (a Ray cluster instead of local
+    processes) and ``ray-private-keys`` ("true": tasks that need a private key run on that cluster too)."""
+    address = cfg.get("ray-address") or None
+    private = str(cfg.get("ray-private-keys", "false")).lower()
+    if address is not None:
+        try:
+            parse_address(address)
+        except FedCreditError as exc:
+            raise FedCreditError(f"node config ray-address: {exc}") from None
+    if private not in ("true", "false"):
+        raise FedCreditError(f"node config ray-private-keys must be true or false, got {cfg['ray-private-keys']!r}")
+    if private == "true" and address is None:
+        raise FedCreditError("node config ray-private-keys is set without ray-address (the Ray cluster it refers to)")
+    return {"ray_address": address, "private_tasks_on_cluster": private == "true"}

@@ -32,10 +32,10 @@ from fastapi import FastAPI, HTTPException, Request, Response
 
 from fedcredit.common.errors import FedCreditError
 from fedcredit.common.wire import join_messages, split_messages
-from fedcredit.crypto import WorkerPool
+from fedcredit.crypto import make_pool
 import fedcredit.node.channel as channel
 from fedcredit.node.checkpoint import node_secret
-from fedcredit.node.config import node_from_config
+from fedcredit.node.config import node_from_config, pool_settings
 from fedcredit.node.models import saved_parts
 from fedcredit.node.naming import job_node
 from fedcredit.node.runs import NodeRuns
@@ -250,6 +250,7 @@ def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     import uvicorn
 
     node, work = node_from_config(cfg, "")
+    pool_config = pool_settings(cfg)
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o700)
@@ -262,7 +263,10 @@ def serve(cfg: dict, workers: int | None = None, run_task=None) -> None:
     listener.bind(str(sock))
     os.chmod(sock, 0o600)  # (inside a 0700 directory from the start): only this OS user can connect
     try:
-        with WorkerPool(workers) as pool:
+        with make_pool(workers, **pool_config) as pool:  # a Ray cluster that does not answer fails here
+            if pool_config["ray_address"] is not None:
+                log.info("crypto worker pool on the Ray cluster at %s (%d CPUs now)", pool_config["ray_address"],
+                         pool.cpus())
             app = make_app(cfg, pool, run_task)
             _every(min(60.0, coordinator_timeout(cfg) / 4), app.state.abandon_idle)
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")

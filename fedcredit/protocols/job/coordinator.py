@@ -12,6 +12,7 @@ from fedcredit.common.wire import COORDINATOR, Message, meta_int
 from fedcredit.crypto import PublicIdentity
 from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.errors import InputError
+from fedcredit.protocols.job.baseline import trained_at_bank
 from fedcredit.protocols.job.lockstep import lockstep
 from fedcredit.protocols.job.monitoring import collect_csi
 from fedcredit.protocols.job.publication import check_reason_rows, host_reasons
@@ -174,7 +175,8 @@ class JobCoordinator(ScriptedCoordinator):
         the alignment's last round (``first``); the quality gate's request goes with their last round.
         Returns the model coordinators by run id."""
         split = [self._send(SPLIT if self.task == "train" else LOAD, r, {"runs": runs}, 2) for r in self.roles]
-        models = {run_id: self._model_coordinator(run_id, parties) for run_id, parties in runs.items()}
+        models = {run_id: self._model_coordinator(run_id, parties) for run_id, parties in runs.items()
+                  if not trained_at_bank(parties)}  # a bank-only baseline is trained inside the bank
         self._runs, self._model = models, models[main]
         gate = self.publication is not None and self.publication.quality is not None and self.task == "train"
         late: list[Message] = []

@@ -17,6 +17,7 @@ from fedcredit.governance import PolicyRefusal
 from fedcredit.protocols import psi, secureboost, vertical_lr, woe
 from fedcredit.protocols.design import Design
 from fedcredit.protocols.errors import InputError
+from fedcredit.protocols.job.baseline import train_alone, trained_at_bank
 from fedcredit.protocols.job.development import node_development, tree_directions
 from fedcredit.protocols.job.gate import NodeGate
 from fedcredit.protocols.job.monitoring import report_stability
@@ -267,14 +268,19 @@ class NodeAgent:
         if s.model == "secureboost":
             valid = val_rows if is_bank and s.patience and saved is None else None
             data = secureboost.TreePartyData.from_prep(self.prep, frame, train_rows, labels, valid)
-            make, params = (lambda: secureboost.sb_party(self.role, data, pool=self.pool, model=saved)), len(data.n_bins)
+            make, params = (lambda alone=False: secureboost.sb_party(self.role, data, pool=self.pool, model=saved,
+                                                                     deployment=False if alone else None)), len(data.n_bins)
         else:
             train = Design(self.prep, frame.iloc[train_rows], intercept=is_bank) if saved is None else None
             data = vertical_lr.PartyData(train, Design(self.prep, frame, intercept=is_bank), train_rows, val_rows, labels)
-            make, params = (lambda: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)), data.every.n_params
+            make, params = (lambda alone=False: vertical_lr.LrParty(self.role, data, pool=self.pool, weights=saved)), data.every.n_params
         for run_id, parties in runs.items():
-            if self.role in parties:
-                self.models[run_id] = make()
+            if self.role not in parties:
+                continue
+            alone = saved is None and trained_at_bank(parties)
+            self.models[run_id] = make(alone)
+            if alone:  # the bank-only baseline: trained here, nothing of it leaves this node
+                train_alone(run_id, self.models[run_id], s, self.pool)
         return params
 
     def _main_party(self, msg: Message):

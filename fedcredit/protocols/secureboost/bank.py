@@ -14,7 +14,7 @@ import numpy as np
 
 from fedcredit.common.errors import FedCreditError, ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, expect, meta_int, unbundle
-from fedcredit.crypto import EncryptedVector, generate_keypair
+from fedcredit.crypto import generate_keypair
 from fedcredit.models import gbdt_reference as ref
 from fedcredit.models.gbdt_reference import GbdtConfig, Tree, TreeNode
 from fedcredit.protocols.parts import packed_part, to_part
@@ -226,7 +226,7 @@ class SbBank(BankRounds):
         if not hosts:
             return self._level(step)
         grow.slot = slot = wire.gh_slot_bits(cfg.scale_bits, n)
-        enc = EncryptedVector.encrypt_ints(self.key, wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
+        enc = self.keypair.encrypt_ints(wire.pack_gh(g[root], h[root], slot), 0, pool=self.pool)
         meta = {"tree": len(self.history), "key_n": format(self.key.n, "x"), "slot_bits": slot, "sampled": len(root) < n}
         parts = {"gh": to_part(enc)}
         if len(root) < n:

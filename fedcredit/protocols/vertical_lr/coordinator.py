@@ -9,7 +9,7 @@ import numpy as np
 
 from fedcredit.common.errors import ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, bundle, expect, unbundle
-from fedcredit.crypto import EncryptedVector, generate_keypair
+from fedcredit.crypto import generate_keypair
 from fedcredit.crypto import masking, pairwise
 from fedcredit.protocols.lbfgs import directional_derivative, two_loop
 from fedcredit.protocols.script import ScriptedCoordinator
@@ -179,8 +179,7 @@ class LrCoordinator(ScriptedCoordinator):
     def _gradient_rounds(self, z: np.ndarray, val_masked: np.ndarray, loss: float):
         """An accepted point's two rounds: ``[[σ(z)]]`` to every party (the bank also gets its masked
         validation scores and the loss) → masked gradients; decrypted masked gradients → Gram blocks."""
-        sigma = to_part(EncryptedVector.encrypt(self.keypair.public_key, 1.0 / (1.0 + np.exp(-z)), self.cfg.scale_bits,
-                                                pool=self.pool))
+        sigma = to_part(self.keypair.encrypt(1.0 / (1.0 + np.exp(-z)), self.cfg.scale_bits, pool=self.pool))
         out = []
         for party in self.parties:
             named = {"sigma": sigma, **({"val": shares.word_part(val_masked)} if party == BANK else {})}

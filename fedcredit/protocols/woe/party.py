@@ -18,7 +18,7 @@ import pandas as pd
 
 from fedcredit.common.errors import FedCreditError, ProtocolError
 from fedcredit.common.wire import COORDINATOR, Message, bundle, expect, unbundle
-from fedcredit.crypto import EncryptedVector, Packer, PaillierPublicKey, generate_keypair
+from fedcredit.crypto import Packer, PaillierPublicKey, generate_keypair
 from fedcredit.data.binning import FeaturePrep
 from fedcredit.protocols.parts import packed_part, to_part, vector_part
 from fedcredit.protocols.party import ProtocolParty
@@ -85,7 +85,7 @@ class WoeBank(WoeParty):
         self._finish()
         self.keypair = generate_keypair(self.cfg.key_bits, backend=self.cfg.backend, deployment=self.deployment)
         key = self.keypair.public_key
-        enc = EncryptedVector.encrypt_ints(key, self.labels.tolist(), 0, pool=self.pool)
+        enc = self.keypair.encrypt_ints(self.labels.tolist(), 0, pool=self.pool)
         payload, meta = bundle({"y": to_part(enc)})
         return [self._reply(LABELS, h, msg.step + 1, {**meta, "key_n": format(key.n, "x")}, payload) for h in self.hosts]
 
