@@ -22,7 +22,7 @@ from pathlib import Path
 from fedcredit.audit.classes import protection_class
 from fedcredit.crypto import Identity, PublicIdentity, SignatureError
 from fedcredit.common.errors import FedCreditError
-from fedcredit.common.wire import COORDINATOR, Message
+from fedcredit.common.wire import COORDINATOR, Message, check_header
 
 FORMAT = "fedcredit-audit"
 VERSION = 1
@@ -177,18 +177,22 @@ class AuditWriter:
         except Exception:  # a malformed announcement teaches nothing; the protocol rejects it itself
             pass
 
-    def record(self, message: bytes, *, direction: str, paillier_key: str | None = None,
+    def record(self, message: bytes | Message, *, direction: str, paillier_key: str | None = None,
                key_bits: int | None = None) -> dict:
-        """Record one message as ``direction`` ('sent' or 'received'); ``message`` is its exact wire bytes."""
+        """Record one message as ``direction`` ('sent' or 'received'): its exact wire bytes, or the Message
+        (digest and size of its wire bytes computed piece by piece: no copy of a large payload)."""
         if direction not in DIRECTIONS:
             raise AuditError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if isinstance(message, Message):
-            message = message.to_bytes()
-        message = bytes(message)
-        try:
-            msg = Message.from_bytes(message)
+        pieces = message.to_parts() if isinstance(message, Message) else [message]
+        try:  # the header as the receiver decodes it (JSON), the payload shared, not copied
+            msg = (Message(**check_header(json.loads(pieces[1])), payload=message.payload)
+                   if isinstance(message, Message) else Message.from_bytes(message))
         except FedCreditError as exc:
             raise AuditError(f"cannot record a malformed message: {exc}", file=self.path) from None
+        digest, size = hashlib.sha256(), 0
+        for piece in pieces:
+            digest.update(piece)
+            size += memoryview(piece).nbytes
         end = msg.sender if direction == "sent" else msg.receiver
         if end != self.party and not (self.party == COORDINATOR and msg.relayed):
             raise AuditError(f"{self.party} cannot record {msg.describe()} as {direction}", file=self.path)
@@ -199,8 +203,8 @@ class AuditWriter:
             "type": "message", "direction": direction, "kind": msg.kind, "message_run_id": msg.run_id,
             "step": msg.step, "sender": msg.sender, "receiver": msg.receiver,
             "sender_fp": self._fingerprints.get(msg.sender), "receiver_fp": self._fingerprints.get(msg.receiver),
-            "sealed": msg.sealed, "relayed": msg.relayed, "digest": hashlib.sha256(message).hexdigest(),
-            "size": len(message), "payload_size": len(msg.payload), "ciphertexts": ciphertexts,
+            "sealed": msg.sealed, "relayed": msg.relayed, "digest": digest.hexdigest(),
+            "size": size, "payload_size": len(msg.payload), "ciphertexts": ciphertexts,
             "protection": protection, "paillier_key": paillier_key or fingerprint, "key_bits": key_bits or bits,
         })
 

@@ -43,25 +43,32 @@ class Message:
     def header(self) -> dict:
         return {k: getattr(self, k) for k in _HEADER_FIELDS}
 
-    def to_bytes(self) -> bytes:
+    def to_parts(self) -> list:
+        """The wire bytes in pieces (magic and length, header, payload), the payload not copied: joined, hashed
+        or written one after the other they are ``to_bytes()`` without a transient copy of a large payload."""
         head = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode("utf-8")
-        return MAGIC + struct.pack(">I", len(head)) + head + bytes(self.payload)
+        payload = self.payload if isinstance(self.payload, (bytes, bytearray, memoryview)) else bytes(self.payload)
+        return [MAGIC + struct.pack(">I", len(head)), head, payload]
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.to_parts())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Message":
+        """The message ``data`` encodes (bytes, or a memoryview into a bundle: the payload is copied once)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ProtocolError(f"message: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < 8 or data[:4] != MAGIC:
+        view = memoryview(data).cast("B")
+        if len(view) < 8 or view[:4] != MAGIC:
             raise ProtocolError("message: not a fedcredit message (bad magic or too short)")
-        (size,) = struct.unpack(">I", data[4:8])
-        if size > MAX_HEADER or 8 + size > len(data):
-            raise ProtocolError(f"message: header length {size} does not fit the {len(data)}-byte message")
+        (size,) = struct.unpack(">I", view[4:8])
+        if size > MAX_HEADER or 8 + size > len(view):
+            raise ProtocolError(f"message: header length {size} does not fit the {len(view)}-byte message")
         try:
-            head = json.loads(data[8 : 8 + size].decode("utf-8"))
+            head = json.loads(bytes(view[8 : 8 + size]).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProtocolError(f"message: header is not valid JSON ({exc})") from None
-        return cls(**check_header(head), payload=data[8 + size :])
+        return cls(**check_header(head), payload=bytes(view[8 + size :]))
 
 
 def check_header(head) -> dict:
@@ -107,8 +114,8 @@ def bundle(parts: dict[str, tuple[bytes, dict]]) -> tuple[bytes, dict]:
     """Several named binary parts (e.g. ciphertext vectors with their metadata) as one payload."""
     index, chunks = [], []
     for name, (data, meta) in parts.items():
-        index.append({"name": name, "size": len(data), "meta": meta})
-        chunks.append(bytes(data))
+        index.append({"name": name, "size": memoryview(data).nbytes, "meta": meta})
+        chunks.append(data)  # joined once below, never copied on its own
     return b"".join(chunks), {"parts": index}
 
 
@@ -133,17 +140,51 @@ def unbundle(msg: Message, names) -> dict[str, tuple[bytes, dict]]:
 
 
 def join_messages(messages: list[Message]) -> tuple[bytes, list[int]]:
-    """Several messages as one byte string and their sizes (one node's bundle for a round)."""
-    blobs = [m.to_bytes() for m in messages]
-    return b"".join(blobs), [len(b) for b in blobs]
+    """Several messages as one byte string and their sizes (one node's bundle for a round).
+
+    Every payload is copied once, into the bundle (not first into each message's own bytes)."""
+    pieces = [m.to_parts() for m in messages]
+    return b"".join(p for parts in pieces for p in parts), [sum(memoryview(p).nbytes for p in parts) for parts in pieces]
 
 
 def split_messages(data: bytes, sizes: list) -> list[Message]:
     """The messages of a bundle from its bytes and sizes; sizes that do not add up are rejected."""
     if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in sizes) or sum(sizes) != len(data):
         raise ProtocolError(f"message bundle sizes {list(sizes)[:5]} do not add up to its {len(data)} bytes")
-    out, pos = [], 0
+    out, pos, view = [], 0, memoryview(data)
     for size in sizes:
-        out.append(Message.from_bytes(data[pos:pos + size]))
+        out.append(Message.from_bytes(view[pos:pos + size]))  # a view: each payload is copied once, not twice
         pos += size
     return out
+
+
+def encoded_size(msg: Message) -> int:
+    """``len(msg.to_bytes())`` without building the bytes (a ciphertext payload may be hundreds of MB)."""
+    return sum(memoryview(p).nbytes for p in msg.to_parts())
+
+
+@dataclass
+class BundleMeter:
+    """The sizes of the bundles a job's rounds make: per node and round, the messages to it (one Flower
+    message from the coordinator) and the messages from it (one Flower reply), as ``join_messages`` joins them.
+
+    Engines call ``round(outgoing, replies)`` once per round; benchmarks read ``largest`` (bytes of the
+    biggest bundle, the figure to hold against a transport's message limit) and where it was."""
+
+    largest: int = 0
+    where: str = ""
+    rounds: int = 0
+    total: int = 0  # bytes of every bundle, both directions
+
+    def round(self, outgoing: list[Message], replies: list[Message]) -> None:
+        self.rounds += 1
+        for direction, messages, node_of in (("to", outgoing, lambda m: m.receiver), ("from", replies, lambda m: m.sender)):
+            per_node: dict[str, list[Message]] = {}
+            for msg in messages:
+                per_node.setdefault(node_of(msg), []).append(msg)
+            for node, msgs in per_node.items():
+                size = sum(encoded_size(m) for m in msgs)
+                self.total += size
+                if size > self.largest:
+                    kinds = sorted({m.kind for m in msgs})
+                    self.largest, self.where = size, f"round {self.rounds}, {direction} {node}: {', '.join(kinds)}"

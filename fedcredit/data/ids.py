@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fedcredit.data import uscc
 from fedcredit.data.schema import ID_KINDS
-from fedcredit.data.validate import normalize_ids
 from fedcredit.common.errors import FedCreditError
 
 SHOW = 5
@@ -43,7 +43,11 @@ def prepare_ids(ids, id_kind: str = "uscc") -> tuple[np.ndarray, IdReport]:
     """Trimmed, upper-cased IDs and a report; only valid IDs that occur once are usable."""
     if id_kind not in ID_KINDS:
         raise FedCreditError(f"ID kind must be one of {', '.join(ID_KINDS)}, got {id_kind!r}")
-    values = np.asarray(normalize_ids(pa.array(list(ids), type=pa.string())), dtype=object)
+    given = ids if isinstance(ids, (list, np.ndarray)) else list(ids)
+    arr = pa.array(given, type=pa.string())
+    normal = pc.utf8_upper(pc.utf8_trim_whitespace(arr))
+    # IDs a node validated are normalized already: keep its strings rather than a second copy of every ID
+    values = np.asarray(given if normal.equals(arr) else normal.to_pylist(), dtype=object)
     empty = np.array([v is None or v == "" for v in values], dtype=bool)
     invalid: dict[str, list[int]] = {}
     bad = empty.copy()

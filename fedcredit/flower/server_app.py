@@ -82,7 +82,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
             run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
             audit=None, registry: dict[str, int] | None = None, return_timeout: float = 600.0,
             bank_name: str = BANK, purpose: str = "credit-scoring", submitter: dict | None = None, journal=None,
-            saved: dict | None = None) -> dict:
+            saved: dict | None = None, on_round=None) -> dict:
     """Run one job over ``grid`` and store the coordinator's result (or ``error``) in ``result``.
 
     The body of every fedcredit ServerApp: the simulation's (``make_server_app``) and the
@@ -94,6 +94,7 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
     With ``journal`` (``fedcredit.flower.journal.CoordinatorJournal``) every round is journaled,
     and a journal being resumed continues the job a killed coordinator left. ``saved`` (scoring jobs)
     names the saved model and its previous publication to the nodes (``JobCoordinator``).
+    ``on_round(outgoing, replies)`` sees every round's protocol messages (``fedcredit.common.wire.BundleMeter``).
     """
     started = time.perf_counter()
     role_of: dict[int, str] = {}
@@ -144,6 +145,8 @@ def run_job(grid: Grid, settings: ModelSettings, roles: list[str], result: dict,
                     messages, heads = unbundle_replies(replies, name_of)
                     if journal is not None:
                         journal.append_replies(coordinator.rounds + 1, messages, heads)
+                if on_round is not None:
+                    on_round(outgoing, messages)
                 for head in heads:
                     if hasattr(coordinator, "record_final_head"):
                         coordinator.record_final_head(head)
@@ -189,13 +192,14 @@ def abort_nodes(deliveries: Deliveries, coordinator, node_of: dict[str, int], ex
 
 def make_server_app(settings: ModelSettings, roles: list[str], result: dict, *, on_event=None,
                     run_id: str | None = None, timeout: float = 600.0, publication=None, task: str = "train",
-                    audit=None, purpose: str = "credit-scoring", bank_name: str = "bank") -> ServerApp:
+                    audit=None, purpose: str = "credit-scoring", bank_name: str = "bank", on_round=None) -> ServerApp:
     """A ServerApp that runs one job and stores the coordinator's result (or ``error``) in ``result``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_job(grid, settings, roles, result, on_event=on_event, run_id=run_id, timeout=timeout,
-                publication=publication, task=task, audit=audit, purpose=purpose, bank_name=bank_name)
+                publication=publication, task=task, audit=audit, purpose=purpose, bank_name=bank_name,
+                on_round=on_round)
 
     return app

@@ -18,8 +18,10 @@ from fedcredit.protocols import ModelSettings, NodeConfig
 
 def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_root: Path, *, on_event=None,
                       run_id: str | None = None, publication=None, task: str = "train", audit=None,
-                      purpose: str = "credit-scoring") -> dict:
-    """Run the job over Flower's simulation engine and return the coordinator's result."""
+                      purpose: str = "credit-scoring", on_round=None) -> dict:
+    """Run the job over Flower's simulation engine and return the coordinator's result.
+
+    ``on_round(outgoing, replies)`` sees every round's protocol messages (``fedcredit.common.wire.BundleMeter``)."""
     _ray_on_loopback()  # the simulated nodes all live in this process tree: loopback is all they need
     from flwr.simulation import run_simulation
 
@@ -32,7 +34,8 @@ def run_simulated_job(nodes: list[NodeConfig], settings: ModelSettings, work_roo
 
     result: dict = {}
     server = make_server_app(settings, roles, result, on_event=on_event, run_id=run_id, publication=publication, task=task,
-                             audit=audit, purpose=purpose, bank_name=nodes[0].name or nodes[0].role)
+                             audit=audit, purpose=purpose, bank_name=nodes[0].name or nodes[0].role,
+                             on_round=on_round)
     client = make_client_app(resolve)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's notice

@@ -15,12 +15,13 @@ from fedcredit.protocols.loop import abort_job, drive
 
 def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, run_id: str | None = None,
             workers: int | None = None, ray_address: str | None = None, on_event=None, tap=None, publication=None, task: str = "train",
-            audit=None, purpose: str = "credit-scoring") -> dict:
+            audit=None, purpose: str = "credit-scoring", on_round=None) -> dict:
     """Run a job over ``nodes`` (the bank first) and return the coordinator's result.
 
     Every party shares one crypto worker pool: ``workers`` local processes, or the Ray cluster at
     ``ray_address`` (``fedcredit.crypto.ray_pool``; one process connects to one Ray cluster, so a
-    local job has one address for all its parties).
+    local job has one address for all its parties). ``tap`` sees every encoded message,
+    ``on_round(outgoing, replies)`` every round's messages.
     """
     settings = settings or ModelSettings()
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -32,7 +33,7 @@ def run_job(nodes: list[NodeConfig], settings: ModelSettings | None = None, *, r
         if audit is not None:  # (folder, coordinator identity): the coordinator's end of the audit trail
             coordinator = audited(coordinator, *audit)
         try:
-            rounds = drive(coordinator, agents, tap=tap)
+            rounds = drive(coordinator, agents, tap=tap, on_round=on_round)
         except BaseException as exc:  # Ctrl-C too: the logs say the run was aborted, not cut
             abort_job(coordinator, agents, exc, tap=tap)
             raise

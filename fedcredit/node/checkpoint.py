@@ -26,6 +26,7 @@ import os
 import pickle
 import secrets
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,19 @@ def _freeze(obj) -> bool:
     return arr is None or isinstance(arr, bytes)
 
 
+class _HashingSink:
+    """A binary file that also hashes and counts what is written to it (pickle writes buffers, too)."""
+
+    def __init__(self, fh):
+        self.fh, self.hash, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += view.nbytes
+        return self.fh.write(view)
+
+
 class CheckpointStore:
     """One run's checkpoints in ``folder`` (``checkpoint`` plus ``blobs/``), signed with the node's secret."""
 
@@ -161,14 +175,10 @@ class CheckpointStore:
             # frozen before it is pickled: numpy pickles a read-only array differently, and the digest
             # must not change between this save and the next
             cacheable = obj is not replies and _freeze(obj)
-            data = pickle.dumps(obj, protocol=5)
-            digest = hashlib.sha256(data).hexdigest()
-            path = self.blobs / digest
-            if not path.exists():
-                atomic_write_bytes(path, data, mode=0o600)
-                if obj is not replies:
-                    written[0] += 1
-                    written[1] += len(data)
+            digest, size, new = self._write_blob(obj)
+            if new and obj is not replies:
+                written[0] += 1
+                written[1] += size
             if cacheable:  # the next delivery has new replies
                 referenced[id(obj)] = (obj, digest)
             return digest
@@ -183,6 +193,28 @@ class CheckpointStore:
         self._prune(returned)
         self.last = SaveStats(len(body), sum(map(len, replies)), written[1], written[0], time.perf_counter() - started)
         return self.last
+
+    def _write_blob(self, obj) -> tuple[str, int, bool]:
+        """Pickle ``obj`` straight into a temporary file while hashing it (no copy of a large object in memory),
+        then keep it as ``blobs/<sha256>`` unless that blob exists. Returns (digest, bytes, whether it is new)."""
+        fd, tmp = tempfile.mkstemp(prefix=".blob.", suffix=".tmp", dir=self.blobs)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                sink = _HashingSink(fh)
+                pickle.dump(obj, sink, protocol=5)  # the same bytes as pickle.dumps
+                fh.flush()
+                os.fsync(fh.fileno())
+            digest = sink.hash.hexdigest()
+            path = self.blobs / digest
+            if path.exists():
+                os.unlink(tmp)
+                return digest, sink.size, False
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            return digest, sink.size, True
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _prune(self, keep: set[str]) -> None:
         """Blobs no longer referenced (an earlier tree's gradients, a crashed attempt's objects) go."""

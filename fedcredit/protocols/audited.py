@@ -33,7 +33,7 @@ class AuditedCoordinator:
 
     def advance(self, replies: list[Message]) -> list[Message]:
         for reply in replies:
-            self.writer.record(reply.to_bytes(), direction="received",
+            self.writer.record(reply, direction="received",
                                paillier_key=self.inner.paillier_fingerprint_for(reply.run_id))
         if not self._identities_recorded and self.inner.identities:
             self.writer.record_identities(self.inner.identities)
@@ -73,7 +73,7 @@ class AuditedCoordinator:
             head = self.writer.checkpoint()
             messages = [replace(m, meta={**m.meta, "checkpoint": head}) if m.kind == REPORT else m for m in messages]
         for m in messages:
-            self.writer.record(m.to_bytes(), direction="sent", paillier_key=self.inner.paillier_fingerprint_for(m.run_id))
+            self.writer.record(m, direction="sent", paillier_key=self.inner.paillier_fingerprint_for(m.run_id))
         return messages
 
 

@@ -20,12 +20,14 @@ def drive(
     relays: Mapping[str, SealedRelay] | None = None,
     tap: Callable[[bytes], None] | None = None,
     first: list[Message] | None = None,
+    on_round: Callable[[list[Message], list[Message]], None] | None = None,
 ) -> int:
     """Run ``coordinator`` (``start``/``advance``) against ``parties`` (``handle``) to the end.
 
     Returns the number of sequential message rounds. ``tap`` sees every encoded
     message that crosses a node boundary (for leakage tests). ``first``: the first round's
     messages when the coordinator has started otherwise (a serving run's query: ``submit``).
+    ``on_round(outgoing, replies)`` sees each round's messages (``fedcredit.common.wire.BundleMeter``).
     """
 
     def wire(msg: Message) -> Message:
@@ -48,6 +50,8 @@ def drive(
             for reply in party.handle(relay.open(inbound) if relay else inbound):
                 replies.append(wire(relay.seal(reply) if relay else reply))
             hand_over_final_head(party, coordinator)
+        if on_round is not None:
+            on_round(outgoing, replies)
         outgoing = coordinator.advance(replies)
     return rounds
 

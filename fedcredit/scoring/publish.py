@@ -99,10 +99,15 @@ def _header_line() -> str:
                       separators=(",", ":"))
 
 
-def _digest(rows: list[tuple]) -> str:
+def _digest(rows) -> str:
     """SHA-256 over the header line and the rows' canonical lines, rows sorted by uscc."""
+    return _digest_sorted(sorted(rows, key=lambda r: r[0]))
+
+
+def _digest_sorted(rows) -> str:
+    """``_digest`` of rows (any iterable, e.g. a generator) already in uscc order."""
     h = hashlib.sha256(_header_line().encode() + b"\n")
-    for row in sorted(rows, key=lambda r: r[0]):
+    for row in rows:
         h.update(_row_line(row).encode() + b"\n")
     return h.hexdigest()
 
@@ -123,8 +128,36 @@ def _signed_payload(doc: dict) -> bytes:
 
 # -- publication --------------------------------------------------------------------------
 
-def _normalize(table: pd_.DataFrame, model_version: str) -> list[tuple]:
-    """Check and coerce the table to canonical Python rows (sorted by uscc); refuse what cannot be signed."""
+@dataclass(frozen=True)
+class _Rows:
+    """The canonical rows as columns in uscc order: a row is made only while it is hashed (``iter``), so a
+    million limits cost their columns, not a million tuples of Python objects."""
+
+    uscc: list
+    score: np.ndarray
+    grade: list
+    pd: np.ndarray
+    limit: np.ndarray
+    reasons: list
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.uscc)
+
+    def __iter__(self):
+        mv = self.model_version
+        for u, s, g, p, lim, r in zip(self.uscc, self.score, self.grade, self.pd, self.limit, self.reasons):
+            yield u, float(s), g, float(p), int(lim), r, mv
+
+    def arrow(self) -> pa.Table:
+        columns = {"uscc": self.uscc, "score": self.score, "grade": self.grade, "pd": self.pd,
+                   "limit": self.limit.astype(np.int64), "reason_codes": self.reasons,
+                   "model_version": [self.model_version] * len(self)}
+        return pa.table({c: pa.array(v, _ARROW_TYPES[c]) for c, v in columns.items()})
+
+
+def _normalize(table: pd_.DataFrame, model_version: str) -> _Rows:
+    """Check and coerce the table to canonical rows (sorted by uscc); refuse what cannot be signed."""
     if not isinstance(table, pd_.DataFrame):
         raise LimitsError(f"limits must be a pandas DataFrame, got {type(table).__name__}")
     if not isinstance(model_version, str) or not model_version.strip():
@@ -167,8 +200,9 @@ def _normalize(table: pd_.DataFrame, model_version: str) -> list[tuple]:
     _printable(model_version, "model_version", None)
     if "model_version" in table and not (table["model_version"] == model_version).all():
         raise LimitsError(f"the table's model_version column differs from model_version={model_version!r}")
-    rows = [(uscc[i], float(score[i]), grade[i], float(pd[i]), int(lim[i]), reasons[i], model_version) for i in range(n)]
-    return sorted(rows, key=lambda r: r[0])
+    order = np.argsort(np.asarray(uscc, dtype=object), kind="stable")  # uscc is unique: one order
+    return _Rows([uscc[i] for i in order], score[order], [grade[i] for i in order], pd[order], lim[order],
+                 [reasons[i] for i in order], model_version)
 
 
 def _printable(text: str, col: str, i: int | None) -> None:
@@ -194,11 +228,6 @@ def _reason_text(value, i: int) -> str:
     raise LimitsError(f"row {i + 1}: reason_codes must be a string or a list of codes, got {value!r}")
 
 
-def _arrow(rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows))
-    return pa.table({c: pa.array(list(v), _ARROW_TYPES[c]) for c, v in zip(COLUMNS, columns)})
-
-
 def publish_limits(table: pd_.DataFrame, out_dir, signer: Identity, model_version: str,
                    metadata: dict | None = None) -> dict[str, Path]:
     """Write ``limits.parquet``, ``limits.csv`` (rows sorted by uscc) and the detached ``limits.sig.json``.
@@ -214,14 +243,14 @@ def publish_limits(table: pd_.DataFrame, out_dir, signer: Identity, model_versio
         raise LimitsError(f"signer must be a fedcredit.crypto.Identity, got {type(signer).__name__}")
     rows = _normalize(table, model_version)
     out = Path(out_dir)
-    arrow = _arrow(rows)
+    arrow = rows.arrow()
     paths = {"parquet": write_table(arrow, out / "limits.parquet", "parquet"),
              "csv": write_table(arrow, out / "limits.csv", "csv")}
     doc = {
         "format": SIG_FORMAT, "version": CANON_VERSION, "algorithm": "Ed25519", "digest_algorithm": "SHA-256",
         "signer": signer.name, "signer_fingerprint": signer.fingerprint, "model_version": model_version,
-        "rows": len(rows), "columns": list(COLUMNS), "digest": _digest(rows),
-        "index": {"tag_bytes": TAG_BYTES, "tagged_columns": list(TAGGED), "uscc": [r[0] for r in rows],
+        "rows": len(rows), "columns": list(COLUMNS), "digest": _digest_sorted(rows),
+        "index": {"tag_bytes": TAG_BYTES, "tagged_columns": list(TAGGED), "uscc": rows.uscc,
                   "tags": base64.b64encode(b"".join(_tags(r) for r in rows)).decode()},
     }
     if metadata is not None:

@@ -116,7 +116,7 @@ class NodeAgent:
             raise ProtocolError(f"{msg.describe()}: not this node's job.abort")
         reason = meta_str(msg, "reason")
         if self.audit is not None and not self.audit.closed:
-            self.audit.record(msg.to_bytes(), direction="received")
+            self.audit.record(msg, direction="received")
             self._final_head = self.audit.abort(msg.step, reason)
         elif self.audit is not None and self._final_head is None:  # closed by this node's refusal: its head
             self._final_head = self.audit.checkpoint()
@@ -163,7 +163,7 @@ class NodeAgent:
             self.audit = AuditWriter(path, self.identity, msg.run_id)
         if self.audit is not None:
             keys = [p.key.fingerprint for p in self.models.values() if p.key is not None and p.run_id == msg.run_id]
-            self.audit.record(msg.to_bytes(), direction=direction, paillier_key=keys[0] if keys else None)
+            self.audit.record(msg, direction=direction, paillier_key=keys[0] if keys else None)
 
     def _dispatch(self, msg: Message) -> list[Message]:
         family = msg.kind.split(".", 1)[0]
