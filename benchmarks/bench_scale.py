@@ -13,7 +13,7 @@ audit verification, the outputs). Phases, from the job's own events:
     validate   the engine starts, every node reads and validates its file      (until "validated")
     psi        private set intersection                                         (until "aligned")
     prepare    split, bins, feature selection, keys                (until the first "iteration")
-    train      the model's iterations (the joint model, then the bank-only baseline)
+    train      the joint model's iterations (the bank-only baseline runs inside the bank, in prepare)
     finish     scoring, limits, report at every node     (after the last iteration to "finished")
     outputs    audit verification, metrics.json/run.json, the staged folder committed
 
