@@ -34,7 +34,8 @@ from fedcredit.data import synth
 
 FEDERATION = "federation"
 TERMINAL_SIZE = ("COLUMNS", "LINES")
-_USES_NETWORK_LAB = re.compile(r"^\s*(?:from|import)\s+(?:lab_federation|test_deployment|fedcredit_netlab)\b", re.M)
+# fedcredit_netlab.ray_head (a loopback Ray cluster of its own temp dir) uses no namespace: not a federation
+_USES_NETWORK_LAB = re.compile(r"^\s*(?:from|import)\s+(?:lab_federation|test_deployment|fedcredit_netlab(?!\.ray_head))\b", re.M)
 
 
 @lru_cache(maxsize=None)
