@@ -1,6 +1,7 @@
 """Cost of one vertical SecureBoost tree, 2048-bit Paillier vs the mock cipher, and AUC against the reference.
 
     python benchmarks/bench_secureboost.py [--quick] [--json PATH] [--rows N] [--trees T] [--depth D]
+                                           [--no-mock] [--no-reference] [--trace]
 
 Three parties: the bank (labels, Paillier key, 30 features) and two hosts, tax and
 utilities (150 features each: 300 host features). Data: ``fedcredit.data.synth.generate``
@@ -13,14 +14,20 @@ rows. Depth 5, learning rate 0.3, λ = 1, g/h at 16 fixed-point bits.
 
 The same trees are grown with the Paillier backend and with the mock cipher (asserted:
 identical tree signatures and scores), and by the plaintext reference
-(``gbdt_reference.GbdtReference``, asserted identical too). A tree's time runs from the
+(``gbdt_reference.GbdtReference``, asserted identical too); ``--no-mock`` / ``--no-reference``
+skip either run (and its check) at sizes where they cost too much. Parties are binned one at a
+time and their float frames dropped, so 1,000,000 rows fit in a few GB. A tree's time runs from the
 bank starting it (gradients; the first on ``sb.tree``, each later one in the reply that
 reports the last) to the bank reporting it (``sb.tree_done``); key generation and prediction
 are timed separately, and the JSON splits the Paillier run's time by party and message
 handled (bank ``sb.tree`` and ``sb.left``: gradients encrypted; host ``sb.gradients``: root
 histograms; host ``sb.share``: deeper levels; bank ``sb.histograms``: decryption and split
 finding). The crypto
-WorkerPool has os.cpu_count() workers, so core-seconds per tree = seconds per tree × that.
+WorkerPool has os.cpu_count() workers, so core-seconds per tree = seconds per tree × that;
+beside it, ``cpu_core_seconds_per_tree`` is the CPU time (user + system) the process and its
+pool workers measurably spent per tree (psutil, sampled at a tree's start and end), which is
+the honest figure when others share the machine. ``peak_rss_mb``: this process's peak plus its
+largest finished child; ``worker_peak_rss_mb``: each live pool process's peak.
 Target (issue #9): ≤ 180 core-seconds per tree at 100,000 rows × (30 + 300) features,
 depth 5 (FATE 2.x: about 114 s per tree on 16 cores = 1,824 core-seconds).
 """
