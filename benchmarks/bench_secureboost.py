@@ -223,7 +223,8 @@ def main() -> None:
     eb = enc["bank"]
     tree_s, cpu_s = float(np.mean(enc["tree_s"])), float(np.mean(enc["tree_cpu_s"]))
     print(f"paillier: {tree_s:.1f} s/tree, {tree_s * workers:.0f} core-s (wall × {workers}), {cpu_s:.0f} CPU s per tree; "
-          f"by party and message {enc['spent']}", flush=True)
+          f"by party and message {enc['spent']}; peak RSS {peak_rss_mb():.0f} MiB, workers {enc['worker_peak_rss_mb']} MiB, "
+          f"load {enc['load_before']} -> {enc['load_after']}", flush=True)
     signatures = [tr.signature() for tr in eb.trees]
     mock = None
     if not args.no_mock:
